@@ -1,0 +1,2 @@
+// Package bundle is part of ferry.
+package bundle

@@ -1,0 +1,2 @@
+// Package filter is part of ferry.
+package filter

@@ -1,0 +1,3 @@
+module github.com/ferry-airgap/ferry
+
+go 1.26.0

@@ -1,0 +1,2 @@
+// Package registry is part of ferry.
+package registry

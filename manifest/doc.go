@@ -1,0 +1,2 @@
+// Package manifest is part of ferry.
+package manifest

@@ -1,0 +1,2 @@
+// Package push is part of ferry.
+package push
