@@ -1,0 +1,140 @@
+// Package bundle reads and writes ferry bundles: one POSIX tar holding an OCI
+// image layout (oci-layout, index.json, blobs/sha256/...) plus ferry.json, the
+// bundle's own record of what is inside and where each image must go.
+//
+// The package knows nothing about registries or credentials. A writer is
+// given a Plan (every image and every blob, with sizes known in advance) and a
+// way to open each blob; a reader indexes the tar once and serves blobs by
+// offset without extracting anything.
+package bundle
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// FormatVersion is the version of ferry.json this package writes.
+// Readers refuse a bundle with a greater version.
+const FormatVersion = 1
+
+// Entry names inside a bundle.
+const (
+	LayoutFile = "oci-layout"
+	IndexFile  = "index.json"
+	RecordFile = "ferry.json"
+	BlobPrefix = "blobs/sha256/"
+)
+
+// RefNameAnnotation names an image inside an OCI layout; ferry sets it to
+// TARGET_PATH:TAG so that skopeo's oci-archive:BUNDLE:TARGET_PATH:TAG works.
+const RefNameAnnotation = "org.opencontainers.image.ref.name"
+
+// Limits that protect readers from hostile bundles.
+const (
+	// MaxMetadataSize bounds index.json, ferry.json and oci-layout.
+	MaxMetadataSize = 64 << 20
+	// MaxManifestSize bounds a manifest or index blob read into memory
+	// (distribution's own limit is 4 MiB).
+	MaxManifestSize = 4 << 20
+)
+
+// Sentinel errors. Every error this package returns about a bundle's content
+// wraps one of these.
+var (
+	// ErrCorrupt: the bundle is damaged or hostile (bad tar, bad entry,
+	// digest mismatch, missing blob).
+	ErrCorrupt = errors.New("bundle is corrupt")
+	// ErrUnsupported: a newer format version or an unknown digest algorithm.
+	ErrUnsupported = errors.New("unsupported bundle")
+)
+
+// Record is ferry.json.
+type Record struct {
+	FormatVersion int       `json:"formatVersion"`
+	FerryVersion  string    `json:"ferryVersion"`
+	Created       time.Time `json:"created"`
+	ID            string    `json:"id"`
+	// Base is the id of the bundle this one is a delta of, if any.
+	Base   string  `json:"base,omitempty"`
+	Images []Image `json:"images"`
+	Blobs  []Blob  `json:"blobs"`
+}
+
+// Image is one exported image: one manifest or index, with every tag it is
+// exported under at one target path.
+type Image struct {
+	// Source is the fully qualified source reference the image was read
+	// from, with its tag, e.g. docker.io/library/redis:7.2.
+	Source string `json:"source"`
+	// Target is the repository path the image must go to, without registry,
+	// e.g. cloudforet/spaceone/redis.
+	Target    string   `json:"target"`
+	Tags      []string `json:"tags"`
+	Digest    string   `json:"digest"`
+	MediaType string   `json:"mediaType"`
+	// Platforms lists os/arch[/variant] of the image (one for a plain
+	// manifest whose config names it, several for an index).
+	Platforms []string `json:"platforms,omitempty"`
+	// Size is the total size of the image's distinct blobs, manifests included.
+	Size int64 `json:"size"`
+	// UpstreamDigest is set when ferry stored a rewritten index holding a
+	// subset of the upstream platforms; it is the digest upstream served.
+	UpstreamDigest string `json:"upstreamDigest,omitempty"`
+	// Task names the mapping-file task the image came from.
+	Task string `json:"task,omitempty"`
+}
+
+// Blob is one blob stored in the bundle.
+type Blob struct {
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+	MediaType string `json:"mediaType,omitempty"`
+}
+
+// ParseDigest parses a digest as the bundle stores it: sha256 with 64
+// lower-case hex digits. Anything else (another algorithm, upper case, a
+// path-like string) is refused, so a digest can safely become an entry name.
+func ParseDigest(s string) (v1.Hash, error) {
+	algo, hexpart, ok := strings.Cut(s, ":")
+	if !ok {
+		return v1.Hash{}, fmt.Errorf("%w: malformed digest %q", ErrCorrupt, clip(s))
+	}
+	if algo != "sha256" {
+		return v1.Hash{}, fmt.Errorf("%w: digest algorithm %q in %q", ErrUnsupported, clip(algo), clip(s))
+	}
+	if !isLowerHex(hexpart, 64) {
+		return v1.Hash{}, fmt.Errorf("%w: malformed sha256 digest %q", ErrCorrupt, clip(s))
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: hexpart}, nil
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// BlobName is the tar entry name of a blob.
+func BlobName(h v1.Hash) string { return BlobPrefix + h.Hex }
+
+// clip shortens untrusted text before it goes into an error message.
+func clip(s string) string {
+	const max = 80
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}

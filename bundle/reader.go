@@ -1,0 +1,410 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// span is where an entry's content lies in the file.
+type span struct {
+	offset int64 // start of content
+	size   int64
+	order  int // position in the tar
+}
+
+// Reader reads a bundle in place. It indexes the tar's headers once; blobs
+// are served as sections of the file, never extracted.
+type Reader struct {
+	path    string
+	f       *os.File
+	size    int64
+	entries map[string]span
+	record  *Record
+	index   *v1.IndexManifest
+	blobs   map[v1.Hash]int64 // digest → size, from the tar
+}
+
+// Open indexes the bundle at path and checks its structure: allowed entry
+// names and types only, no duplicates, every size within the file, valid
+// oci-layout, index.json and ferry.json that agree with the blobs present.
+// It does not hash blobs; see Verify.
+func Open(path string) (*Reader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening bundle: %w", err)
+	}
+	r, err := newReader(path, f)
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	return r, nil
+}
+
+func newReader(path string, f *os.File) (*Reader, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: not a regular file", ErrCorrupt)
+	}
+	entries, err := scan(f, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader{path: path, f: f, size: st.Size(), entries: entries, blobs: map[v1.Hash]int64{}}
+	for name, sp := range entries {
+		if hexpart, ok := strings.CutPrefix(name, BlobPrefix); ok {
+			h, err := ParseDigest("sha256:" + hexpart)
+			if err != nil {
+				return nil, fmt.Errorf("entry %q: %w", name, err)
+			}
+			r.blobs[h] = sp.size
+		}
+	}
+	if err := r.loadMetadata(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// openIndex scans a bundle's entries without interpreting them.
+func openIndex(path string) (map[string]span, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return scan(f, st.Size())
+}
+
+// scan reads every tar header and records where content lies, refusing
+// anything a ferry bundle cannot hold.
+func scan(f io.ReaderAt, size int64) (map[string]span, error) {
+	sr := io.NewSectionReader(f, 0, size)
+	tr := tar.NewReader(sr)
+	entries := map[string]span{}
+	for i := 0; ; i++ {
+		hdrStart, _ := sr.Seek(0, io.SeekCurrent)
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading tar header at offset %d: %v", ErrCorrupt, hdrStart, err)
+		}
+		name, err := checkEntry(hdr)
+		if err != nil {
+			return nil, err
+		}
+		if name == "" { // an allowed directory entry
+			continue
+		}
+		start, _ := sr.Seek(0, io.SeekCurrent)
+		if hdr.Size < 0 || hdr.Size > size-start {
+			return nil, fmt.Errorf("%w: entry %q claims %d bytes but the file ends %d bytes later (truncated?)", ErrCorrupt, clip(name), hdr.Size, size-start)
+		}
+		if _, dup := entries[name]; dup {
+			return nil, fmt.Errorf("%w: entry %q appears twice", ErrCorrupt, clip(name))
+		}
+		entries[name] = span{offset: start, size: hdr.Size, order: i}
+	}
+	return entries, nil
+}
+
+// checkEntry validates one header and returns the entry's name, or "" for
+// a directory entry that may be skipped.
+func checkEntry(hdr *tar.Header) (string, error) {
+	name := strings.TrimPrefix(hdr.Name, "./")
+	q := clip(hdr.Name)
+	switch {
+	case strings.HasPrefix(hdr.Name, "/"):
+		return "", fmt.Errorf("%w: entry %q has an absolute path", ErrCorrupt, q)
+	case name == ".." || strings.HasPrefix(name, "../") || strings.Contains(name, "/../") || strings.HasSuffix(name, "/.."):
+		return "", fmt.Errorf("%w: entry %q escapes the bundle (path traversal)", ErrCorrupt, q)
+	case strings.ContainsRune(name, 0) || strings.Contains(name, "\\"):
+		return "", fmt.Errorf("%w: entry %q has a forbidden character", ErrCorrupt, q)
+	}
+	switch hdr.Typeflag {
+	case tar.TypeReg:
+	case tar.TypeDir:
+		switch strings.TrimSuffix(name, "/") {
+		case "", ".", "blobs", "blobs/sha256":
+			return "", nil
+		}
+		return "", fmt.Errorf("%w: unexpected directory %q", ErrCorrupt, q)
+	case tar.TypeSymlink:
+		return "", fmt.Errorf("%w: entry %q is a symbolic link (to %q); bundles hold regular files only", ErrCorrupt, q, clip(hdr.Linkname))
+	case tar.TypeLink:
+		return "", fmt.Errorf("%w: entry %q is a hard link (to %q); bundles hold regular files only", ErrCorrupt, q, clip(hdr.Linkname))
+	case tar.TypeChar, tar.TypeBlock:
+		return "", fmt.Errorf("%w: entry %q is a device node; bundles hold regular files only", ErrCorrupt, q)
+	case tar.TypeFifo:
+		return "", fmt.Errorf("%w: entry %q is a FIFO; bundles hold regular files only", ErrCorrupt, q)
+	default:
+		return "", fmt.Errorf("%w: entry %q has unsupported type %q", ErrCorrupt, q, hdr.Typeflag)
+	}
+	switch name {
+	case LayoutFile, IndexFile, RecordFile:
+		return name, nil
+	}
+	if hexpart, ok := strings.CutPrefix(name, BlobPrefix); ok {
+		if _, err := ParseDigest("sha256:" + hexpart); err != nil {
+			return "", fmt.Errorf("entry %q: %w", q, err)
+		}
+		return name, nil
+	}
+	if strings.HasPrefix(name, "blobs/") {
+		return "", fmt.Errorf("%w: entry %q: only sha256 blobs are supported", ErrUnsupported, q)
+	}
+	return "", fmt.Errorf("%w: unexpected entry %q", ErrCorrupt, q)
+}
+
+func (r *Reader) readEntry(name string, max int64) ([]byte, error) {
+	sp, ok := r.entries[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is missing", ErrCorrupt, name)
+	}
+	if sp.size > max {
+		return nil, fmt.Errorf("%w: %s is %d bytes, more than the %d allowed", ErrCorrupt, name, sp.size, max)
+	}
+	b := make([]byte, sp.size)
+	if _, err := r.f.ReadAt(b, sp.offset); err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %v", ErrCorrupt, name, err)
+	}
+	return b, nil
+}
+
+func strictUnmarshal(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON document")
+	}
+	return nil
+}
+
+func (r *Reader) loadMetadata() error {
+	lb, err := r.readEntry(LayoutFile, 4096)
+	if err != nil {
+		return err
+	}
+	var lay struct {
+		Version string `json:"imageLayoutVersion"`
+	}
+	if err := strictUnmarshal(lb, &lay); err != nil || lay.Version == "" {
+		return fmt.Errorf("%w: %s is not a valid OCI layout marker", ErrCorrupt, LayoutFile)
+	}
+	ib, err := r.readEntry(IndexFile, MaxMetadataSize)
+	if err != nil {
+		return err
+	}
+	var idx v1.IndexManifest
+	if err := strictUnmarshal(ib, &idx); err != nil {
+		return fmt.Errorf("%w: %s is not valid JSON: %v", ErrCorrupt, IndexFile, err)
+	}
+	rb, err := r.readEntry(RecordFile, MaxMetadataSize)
+	if err != nil {
+		return err
+	}
+	var rec Record
+	if err := strictUnmarshal(rb, &rec); err != nil {
+		return fmt.Errorf("%w: %s is not valid JSON: %v", ErrCorrupt, RecordFile, err)
+	}
+	if rec.FormatVersion < 1 {
+		return fmt.Errorf("%w: %s has no format version", ErrCorrupt, RecordFile)
+	}
+	if rec.FormatVersion > FormatVersion {
+		return fmt.Errorf("%w: format version %d; this ferry reads up to %d: upgrade ferry", ErrUnsupported, rec.FormatVersion, FormatVersion)
+	}
+	// ferry.json and the tar must agree on every blob.
+	listed := map[v1.Hash]bool{}
+	for _, b := range rec.Blobs {
+		h, err := ParseDigest(b.Digest)
+		if err != nil {
+			return fmt.Errorf("%s: blob: %w", RecordFile, err)
+		}
+		size, ok := r.blobs[h]
+		if !ok {
+			return fmt.Errorf("%w: blob %s is listed in %s but missing from the bundle", ErrCorrupt, h, RecordFile)
+		}
+		if size != b.Size {
+			return fmt.Errorf("%w: blob %s is %d bytes in the bundle but %d in %s", ErrCorrupt, h, size, b.Size, RecordFile)
+		}
+		listed[h] = true
+	}
+	for h := range r.blobs {
+		if !listed[h] {
+			return fmt.Errorf("%w: stray blob %s is not listed in %s", ErrCorrupt, h, RecordFile)
+		}
+	}
+	for i, im := range rec.Images {
+		h, err := ParseDigest(im.Digest)
+		if err != nil {
+			return fmt.Errorf("%s: image %d (%s): %w", RecordFile, i, clip(im.Source), err)
+		}
+		if _, ok := r.blobs[h]; !ok && rec.Base == "" {
+			return fmt.Errorf("%w: image %s:%s: manifest %s is missing from the bundle", ErrCorrupt, clip(im.Target), strings.Join(im.Tags, ","), h)
+		}
+	}
+	for _, d := range idx.Manifests {
+		if d.Digest.Algorithm != "sha256" || !isLowerHex(d.Digest.Hex, 64) {
+			return fmt.Errorf("%w: %s references digest %q", ErrUnsupported, IndexFile, clip(d.Digest.String()))
+		}
+		if size, ok := r.blobs[d.Digest]; ok && size != d.Size {
+			return fmt.Errorf("%w: %s gives %s size %d, the bundle holds %d bytes", ErrCorrupt, IndexFile, d.Digest, d.Size, size)
+		} else if !ok && rec.Base == "" {
+			return fmt.Errorf("%w: %s references %s, which is missing from the bundle", ErrCorrupt, IndexFile, d.Digest)
+		}
+	}
+	r.record = &rec
+	r.index = &idx
+	return nil
+}
+
+// Path is the bundle's file name.
+func (r *Reader) Path() string { return r.path }
+
+// Size is the bundle file's size.
+func (r *Reader) Size() int64 { return r.size }
+
+// Record returns ferry.json.
+func (r *Reader) Record() *Record { return r.record }
+
+// Index returns index.json.
+func (r *Reader) Index() *v1.IndexManifest { return r.index }
+
+// Has reports whether the bundle holds blob h.
+func (r *Reader) Has(h v1.Hash) bool { _, ok := r.blobs[h]; return ok }
+
+// BlobSize returns the stored size of blob h.
+func (r *Reader) BlobSize(h v1.Hash) (int64, bool) { s, ok := r.blobs[h]; return s, ok }
+
+// Digests returns every blob in the bundle in tar order.
+func (r *Reader) Digests() []v1.Hash {
+	out := make([]v1.Hash, 0, len(r.blobs))
+	for h := range r.blobs {
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return r.entries[BlobName(out[i])].order < r.entries[BlobName(out[j])].order
+	})
+	return out
+}
+
+// Section returns blob h's raw bytes, unverified.
+func (r *Reader) Section(h v1.Hash) (*io.SectionReader, error) {
+	sp, ok := r.entries[BlobName(h)]
+	if !ok || h.Algorithm != "sha256" {
+		return nil, fmt.Errorf("blob %s: %w", h, ErrBlobNotFound)
+	}
+	return io.NewSectionReader(r.f, sp.offset, sp.size), nil
+}
+
+// ErrBlobNotFound: the bundle does not hold the blob.
+var ErrBlobNotFound = errors.New("not in the bundle")
+
+// Blob opens blob h for reading. The reader checks the digest as the bytes
+// pass: the read that reaches the end returns an error wrapping
+// ErrDigestMismatch instead of io.EOF if the content is not what its name says.
+func (r *Reader) Blob(h v1.Hash) (io.ReadCloser, error) {
+	sr, err := r.Section(h)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(NewVerifier(sr, h, sr.Size())), nil
+}
+
+// ReadBlob reads a small blob (a manifest, a config) into memory, verified.
+func (r *Reader) ReadBlob(h v1.Hash, max int64) ([]byte, error) {
+	sr, err := r.Section(h)
+	if err != nil {
+		return nil, err
+	}
+	if sr.Size() > max {
+		return nil, fmt.Errorf("%w: blob %s is %d bytes, more than the %d allowed here", ErrCorrupt, h, sr.Size(), max)
+	}
+	b := make([]byte, sr.Size())
+	if _, err := io.ReadFull(sr, b); err != nil {
+		return nil, fmt.Errorf("%w: reading blob %s: %v", ErrCorrupt, h, err)
+	}
+	if got := sha256Hex(b); got != h.Hex {
+		return nil, fmt.Errorf("%w: blob %s: %w: content is sha256:%s", ErrCorrupt, h, ErrDigestMismatch, got)
+	}
+	return b, nil
+}
+
+// Manifest reads a manifest or index blob and its media type as declared.
+func (r *Reader) Manifest(h v1.Hash) ([]byte, types.MediaType, error) {
+	b, err := r.ReadBlob(h, MaxManifestSize)
+	if err != nil {
+		return nil, "", err
+	}
+	var s struct {
+		MediaType string `json:"mediaType"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, "", fmt.Errorf("%w: manifest %s is not valid JSON: %v", ErrCorrupt, h, err)
+	}
+	return b, types.MediaType(s.MediaType), nil
+}
+
+// Close closes the bundle file.
+func (r *Reader) Close() error { return r.f.Close() }
+
+// Verifier is a reader that checks size and digest as bytes pass.
+type Verifier struct {
+	r    io.Reader
+	want v1.Hash
+	size int64
+	n    int64
+	h    hash.Hash
+
+	checked bool
+}
+
+// NewVerifier wraps r, which must yield exactly size bytes hashing to want.
+func NewVerifier(r io.Reader, want v1.Hash, size int64) *Verifier {
+	return &Verifier{r: r, want: want, size: size, h: sha256.New()}
+}
+
+func (v *Verifier) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if v.n > v.size {
+		return n, fmt.Errorf("%w: blob %s: more than its %d bytes", ErrCorrupt, v.want, v.size)
+	}
+	// Check on the read that completes the blob, so that a consumer that
+	// stops at the known size still sees a mismatch.
+	if v.n == v.size && !v.checked {
+		v.checked = true
+		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.want.Hex {
+			return n, fmt.Errorf("%w: blob %s: %w: content is sha256:%s", ErrCorrupt, v.want, ErrDigestMismatch, got)
+		}
+	}
+	if err == io.EOF && v.n != v.size {
+		return n, fmt.Errorf("%w: blob %s: %w: %d of %d bytes", ErrCorrupt, v.want, ErrShortBlob, v.n, v.size)
+	}
+	return n, err
+}

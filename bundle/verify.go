@@ -1,0 +1,244 @@
+package bundle
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferry-airgap/ferry/internal/oci"
+)
+
+// Node is a manifest or blob in an image's tree.
+type Node struct {
+	Digest    v1.Hash
+	MediaType types.MediaType
+	Size      int64
+	// Platform is set on the children of an index that name one.
+	Platform *v1.Platform
+	// Children: an index's manifests, or a manifest's config and layers.
+	Children []*Node
+	// Data holds a manifest's bytes (nil for config and layer blobs).
+	Data []byte
+	// Missing is true when the blob is not in the bundle (allowed only in a
+	// delta bundle, whose base holds it).
+	Missing bool
+}
+
+// maxDepth bounds nested indexes (an index of indexes of ...).
+const maxDepth = 4
+
+// Tree reads the image rooted at manifest h from the bundle, checking each
+// manifest's digest. A missing manifest or blob is an error unless the
+// bundle is a delta, where it is marked Missing.
+func (r *Reader) Tree(h v1.Hash) (*Node, error) {
+	size, _ := r.BlobSize(h)
+	return r.tree(v1.Descriptor{Digest: h, Size: size}, 0)
+}
+
+func (r *Reader) tree(d v1.Descriptor, depth int) (*Node, error) {
+	n := &Node{Digest: d.Digest, MediaType: d.MediaType, Size: d.Size, Platform: d.Platform}
+	if d.Digest.Algorithm != "sha256" || !isLowerHex(d.Digest.Hex, 64) {
+		return nil, fmt.Errorf("%w: reference to digest %q", ErrUnsupported, clip(d.Digest.String()))
+	}
+	size, ok := r.BlobSize(d.Digest)
+	if !ok {
+		if r.record.Base != "" {
+			n.Missing = true
+			return n, nil
+		}
+		return nil, fmt.Errorf("%w: blob %s is referenced but missing", ErrCorrupt, d.Digest)
+	}
+	if d.Size != 0 && d.Size != size {
+		return nil, fmt.Errorf("%w: blob %s is referenced with size %d but holds %d bytes", ErrCorrupt, d.Digest, d.Size, size)
+	}
+	n.Size = size
+	if depth > 0 && oci.KindOf(d.MediaType) == oci.KindUnknown {
+		return n, nil // config or layer
+	}
+	if depth > maxDepth {
+		return nil, fmt.Errorf("%w: indexes nested more than %d deep at %s", ErrCorrupt, maxDepth, d.Digest)
+	}
+	data, mt, err := r.Manifest(d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	if mt == "" {
+		if mt, err = oci.MediaTypeOf(data); err != nil {
+			return nil, fmt.Errorf("%w: manifest %s: %v", ErrCorrupt, d.Digest, err)
+		}
+	}
+	if d.MediaType != "" && d.MediaType != mt {
+		return nil, fmt.Errorf("%w: manifest %s declares media type %s but is referenced as %s", ErrCorrupt, d.Digest, mt, d.MediaType)
+	}
+	n.MediaType, n.Data = mt, data
+	refs, err := oci.Refs(mt, data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: manifest %s: %v", ErrCorrupt, d.Digest, err)
+	}
+	for _, c := range refs {
+		cn, err := r.tree(c, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		n.Children = append(n.Children, cn)
+	}
+	return n, nil
+}
+
+// Walk calls fn for every node of the tree, children before parents
+// (the order in which a registry accepts them), each digest once.
+func (n *Node) Walk(fn func(*Node) error) error {
+	seen := map[v1.Hash]bool{}
+	var walk func(*Node) error
+	walk = func(n *Node) error {
+		for _, c := range n.Children {
+			if err := walk(c); err != nil {
+				return err
+			}
+		}
+		if seen[n.Digest] {
+			return nil
+		}
+		seen[n.Digest] = true
+		return fn(n)
+	}
+	return walk(n)
+}
+
+// Problem is one thing wrong with a bundle.
+type Problem struct {
+	// Entry is the tar entry concerned (a blob name, index.json, ...).
+	Entry string `json:"entry"`
+	// Images lists the images (TARGET:TAG) that need the entry.
+	Images []string `json:"images,omitempty"`
+	Err    error    `json:"-"`
+	// Message is Err's text, for JSON output.
+	Message string `json:"message"`
+}
+
+func (p Problem) String() string {
+	s := p.Entry + ": " + p.Message
+	if len(p.Images) > 0 {
+		s += " (needed by " + strings.Join(p.Images, ", ") + ")"
+	}
+	return s
+}
+
+// Report is what Verify found.
+type Report struct {
+	Images   int       `json:"images"`
+	Tags     int       `json:"tags"`
+	Blobs    int       `json:"blobs"`
+	Bytes    int64     `json:"bytes"`
+	Problems []Problem `json:"problems"`
+	// Bad holds the digests whose content failed its check.
+	Bad map[v1.Hash]error `json:"-"`
+}
+
+// OK reports a bundle without problems.
+func (rep *Report) OK() bool { return len(rep.Problems) == 0 }
+
+// ErrVerify is returned by Verify when the bundle has problems.
+var ErrVerify = errors.New("bundle failed verification")
+
+// Verify checks everything a bundle claims without any network: every
+// blob's size and SHA-256 (hashed in parallel), every image's tree complete.
+// It returns a report listing each problem; the error wraps ErrVerify when
+// there is any, or is the context's error.
+func Verify(ctx context.Context, r *Reader, jobs int, p Progress) (*Report, error) {
+	if jobs < 1 {
+		jobs = runtime.GOMAXPROCS(0)
+	}
+	if p == nil {
+		p = ProgressFunc(func(Event) {})
+	}
+	rep := &Report{Images: len(r.record.Images), Bad: map[v1.Hash]error{}}
+	users := map[v1.Hash][]string{}
+	for _, im := range r.record.Images {
+		rep.Tags += len(im.Tags)
+		name := im.Target + ":" + strings.Join(im.Tags, ",")
+		h, err := ParseDigest(im.Digest)
+		if err != nil {
+			rep.Problems = append(rep.Problems, Problem{Entry: RecordFile, Images: []string{name}, Err: err})
+			continue
+		}
+		t, err := r.Tree(h)
+		if err != nil {
+			rep.Problems = append(rep.Problems, Problem{Entry: BlobName(h), Images: []string{name}, Err: err})
+			continue
+		}
+		_ = t.Walk(func(n *Node) error {
+			users[n.Digest] = append(users[n.Digest], name)
+			return nil
+		})
+	}
+
+	digests := r.Digests()
+	var total int64
+	for _, h := range digests {
+		s, _ := r.BlobSize(h)
+		total += s
+	}
+	rep.Blobs, rep.Bytes = len(digests), total
+	p.Event(Event{Kind: EventPlanned, Total: total})
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for _, h := range digests {
+		g.Go(func() error {
+			err := r.hashBlob(gctx, h, p)
+			if gctx.Err() != nil {
+				return gctx.Err()
+			}
+			if err != nil {
+				mu.Lock()
+				rep.Bad[h] = err
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return rep, err
+	}
+	for h, err := range rep.Bad {
+		rep.Problems = append(rep.Problems, Problem{Entry: BlobName(h), Images: users[h], Err: err})
+	}
+	for i := range rep.Problems {
+		rep.Problems[i].Message = rep.Problems[i].Err.Error()
+	}
+	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].Entry < rep.Problems[j].Entry })
+	if len(rep.Problems) > 0 {
+		return rep, fmt.Errorf("%w: %d problem(s)", ErrVerify, len(rep.Problems))
+	}
+	return rep, nil
+}
+
+func (r *Reader) hashBlob(ctx context.Context, h v1.Hash, p Progress) error {
+	sr, err := r.Section(h)
+	if err != nil {
+		return err
+	}
+	hs := sha256.New()
+	pw := &progressWriter{w: hs, h: h, p: p}
+	if _, err := io.CopyBuffer(pw, ctxReader{ctx, sr}, make([]byte, 1<<20)); err != nil {
+		return fmt.Errorf("%w: reading: %v", ErrCorrupt, err)
+	}
+	pw.flush()
+	if got := hex.EncodeToString(hs.Sum(nil)); got != h.Hex {
+		return fmt.Errorf("%w: content is sha256:%s", ErrDigestMismatch, got)
+	}
+	p.Event(Event{Kind: EventBlobDone, Digest: h})
+	return nil
+}

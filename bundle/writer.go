@@ -1,0 +1,790 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// BlobKind orders blobs inside the bundle: manifests, then configs, then layers.
+type BlobKind int
+
+// Kinds of blob.
+const (
+	KindManifest BlobKind = iota
+	KindConfig
+	KindLayer
+)
+
+// Opener opens a blob's bytes. The writer checks size and digest itself, so
+// an opener need not verify anything.
+type Opener func(ctx context.Context) (io.ReadCloser, error)
+
+// PlannedBlob is a blob the writer must store.
+type PlannedBlob struct {
+	Digest    v1.Hash
+	Size      int64
+	MediaType types.MediaType
+	Kind      BlobKind
+	// Data holds the bytes of small blobs already in memory (manifests).
+	Data []byte
+	// Open streams the bytes when Data is nil.
+	Open Opener
+	// Origin names where the bytes come from (a registry, a file), for errors.
+	Origin string
+}
+
+// PlannedImage is an image the writer must record, with every blob it
+// needs (its manifest or index, child manifests, configs and layers).
+type PlannedImage struct {
+	Image
+	Blobs []v1.Hash
+}
+
+// Plan is everything a bundle will hold, known before any layer moves.
+type Plan struct {
+	Images []PlannedImage
+	Blobs  []PlannedBlob
+	// Base is the id of the bundle this one is a delta of.
+	Base string
+}
+
+// Failure is one image that could not be written, and why.
+type Failure struct {
+	Image  string // TARGET:TAG[,TAG...] (source)
+	Digest string // the blob that failed, if one did
+	Err    error
+}
+
+func (f Failure) Error() string { return f.Image + ": " + f.Err.Error() }
+
+// Result describes a written bundle.
+type Result struct {
+	Path      string
+	Sidecar   string
+	SHA256    string
+	Size      int64
+	Record    *Record
+	BlobBytes int64
+	Failures  []Failure
+}
+
+// EventKind says what a progress event reports.
+type EventKind int
+
+// Progress event kinds.
+const (
+	// EventPlanned: the bundle's size is known; Total is the bytes to fetch.
+	EventPlanned EventKind = iota
+	// EventBytes: Bytes more bytes of blob Digest were written.
+	EventBytes
+	// EventBlobDone: blob Digest is complete and verified.
+	EventBlobDone
+	// EventBlobFailed: blob Digest failed with Err.
+	EventBlobFailed
+	// EventChecksum: the whole-file checksum is being computed; Total bytes.
+	EventChecksum
+)
+
+// Event is a progress report. Handlers are called from several goroutines.
+type Event struct {
+	Kind   EventKind
+	Digest v1.Hash
+	Bytes  int64
+	Total  int64
+	Err    error
+}
+
+// Progress receives events; it must be safe for concurrent use.
+type Progress interface{ Event(Event) }
+
+// ProgressFunc adapts a function to Progress.
+type ProgressFunc func(Event)
+
+// Event implements Progress.
+func (f ProgressFunc) Event(e Event) { f(e) }
+
+type writeOptions struct {
+	jobs         int
+	keepGoing    bool
+	progress     Progress
+	logger       *slog.Logger
+	now          func() time.Time
+	id           string
+	ferryVersion string
+}
+
+// WriteOption configures Write.
+type WriteOption func(*writeOptions)
+
+// WithJobs bounds parallel blob transfers (default 4).
+func WithJobs(n int) WriteOption { return func(o *writeOptions) { o.jobs = n } }
+
+// WithKeepGoing keeps what succeeded when some images fail; the result lists
+// the failures. Without it any failure fails the whole bundle.
+func WithKeepGoing(b bool) WriteOption { return func(o *writeOptions) { o.keepGoing = b } }
+
+// WithProgress sets the progress receiver.
+func WithProgress(p Progress) WriteOption { return func(o *writeOptions) { o.progress = p } }
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) WriteOption { return func(o *writeOptions) { o.logger = l } }
+
+// WithClock fixes the creation time (tests, reproducible bundles).
+func WithClock(now func() time.Time) WriteOption { return func(o *writeOptions) { o.now = now } }
+
+// WithID fixes the bundle id (tests, reproducible bundles).
+func WithID(id string) WriteOption { return func(o *writeOptions) { o.id = id } }
+
+// WithFerryVersion records the writing ferry's version in ferry.json.
+func WithFerryVersion(v string) WriteOption { return func(o *writeOptions) { o.ferryVersion = v } }
+
+// entry is one tar entry at a fixed place in the output.
+type entry struct {
+	name   string
+	header []byte // tar header block(s), PAX records included
+	offset int64  // where the header starts
+	size   int64
+	data   []byte       // in-memory content, or nil
+	blob   *PlannedBlob // streamed content, or nil
+}
+
+func (e *entry) dataOffset() int64 { return e.offset + int64(len(e.header)) }
+
+func padded(n int64) int64 { return (n + 511) &^ 511 }
+
+// Write writes plan as a bundle at path, atomically: the bundle is built in a
+// temporary file beside path and renamed only when complete and verified,
+// then path+".sha256" is written in sha256sum format. After a failure no file
+// is left at path (an existing one is left as it was).
+func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*Result, error) {
+	o := writeOptions{jobs: 4, logger: slog.New(slog.DiscardHandler), now: time.Now, progress: ProgressFunc(func(Event) {})}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.jobs < 1 {
+		o.jobs = 1
+	}
+	if o.id == "" {
+		o.id = newID()
+	}
+	if err := validatePlan(plan); err != nil {
+		return nil, err
+	}
+	created := o.now().UTC().Truncate(time.Second)
+
+	tmp, err := writeTemp(ctx, path, plan, created, &o)
+	var failures []Failure
+	if err != nil {
+		var pf *partialFailure
+		if !errors.As(err, &pf) {
+			return nil, err
+		}
+		failures = pf.failures
+		if !o.keepGoing {
+			_ = os.Remove(tmp)
+			return &Result{Failures: failures}, err
+		}
+		// Rebuild from what arrived intact, without the failed images. The
+		// blobs are read back from the first file, so nothing is fetched twice.
+		reduced, rerr := reducePlan(plan, pf.failedBlobs, tmp)
+		if rerr != nil {
+			_ = os.Remove(tmp)
+			return &Result{Failures: failures}, fmt.Errorf("%w (%v)", err, rerr)
+		}
+		o.logger.Info("rewriting bundle without failed images", "failed", len(failures), "kept", len(reduced.Images))
+		quiet := o
+		quiet.progress = ProgressFunc(func(Event) {})
+		tmp2, err2 := writeTemp(ctx, path, reduced, created, &quiet)
+		_ = os.Remove(tmp)
+		if err2 != nil {
+			_ = os.Remove(tmp2)
+			return &Result{Failures: failures}, fmt.Errorf("rewriting bundle without failed images: %w", err2)
+		}
+		tmp, plan = tmp2, reduced
+	}
+
+	sum, size, err := fileSHA256(ctx, tmp, o.progress)
+	if err != nil {
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return nil, fmt.Errorf("renaming bundle into place: %w", err)
+	}
+	sidecar := path + ".sha256"
+	line := sum + "  " + filepath.Base(path) + "\n"
+	if err := writeFileAtomic(sidecar, []byte(line)); err != nil {
+		return nil, fmt.Errorf("writing checksum file: %w", err)
+	}
+	rec := buildRecord(plan, created, &o)
+	res := &Result{Path: path, Sidecar: sidecar, SHA256: sum, Size: size, Record: rec, Failures: failures}
+	for _, b := range rec.Blobs {
+		res.BlobBytes += b.Size
+	}
+	if len(failures) > 0 {
+		return res, &partialFailure{failures: failures}
+	}
+	return res, nil
+}
+
+// partialFailure reports images that failed; with keep-going the bundle
+// holds the rest.
+type partialFailure struct {
+	failures    []Failure
+	failedBlobs map[v1.Hash]error
+}
+
+func (p *partialFailure) Error() string {
+	if len(p.failures) == 1 {
+		return p.failures[0].Error()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d images failed:", len(p.failures))
+	for _, f := range p.failures {
+		b.WriteString("\n  ")
+		b.WriteString(f.Error())
+	}
+	return b.String()
+}
+
+// Unwrap exposes each failure's cause to errors.Is.
+func (p *partialFailure) Unwrap() []error {
+	out := make([]error, 0, len(p.failures))
+	for _, f := range p.failures {
+		out = append(out, f.Err)
+	}
+	return out
+}
+
+// Failures returns the per-image failures inside err, if any.
+func Failures(err error) []Failure {
+	var pf *partialFailure
+	if errors.As(err, &pf) {
+		return pf.failures
+	}
+	return nil
+}
+
+func validatePlan(plan *Plan) error {
+	if len(plan.Images) == 0 {
+		return errors.New("nothing to write: no images")
+	}
+	have := make(map[v1.Hash]*PlannedBlob, len(plan.Blobs))
+	for i := range plan.Blobs {
+		b := &plan.Blobs[i]
+		if b.Digest.Algorithm != "sha256" || !isLowerHex(b.Digest.Hex, 64) {
+			return fmt.Errorf("blob %q: only sha256 digests can be stored", b.Digest)
+		}
+		if b.Size < 0 {
+			return fmt.Errorf("blob %s: negative size", b.Digest)
+		}
+		if _, dup := have[b.Digest]; dup {
+			return fmt.Errorf("blob %s planned twice", b.Digest)
+		}
+		if b.Data == nil && b.Open == nil {
+			return fmt.Errorf("blob %s has no content", b.Digest)
+		}
+		have[b.Digest] = b
+	}
+	for _, im := range plan.Images {
+		d, err := ParseDigest(im.Digest)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", im.Source, err)
+		}
+		if b, ok := have[d]; !ok || b.Kind != KindManifest {
+			return fmt.Errorf("image %s: its manifest %s is not planned", im.Source, d)
+		}
+		for _, h := range im.Blobs {
+			if _, ok := have[h]; !ok {
+				return fmt.Errorf("image %s: blob %s is not planned", im.Source, h)
+			}
+		}
+	}
+	return nil
+}
+
+// layout computes every entry and its offset. The whole file is a pure
+// function of the plan, the creation time and the id.
+func layout(plan *Plan, created time.Time, o *writeOptions) ([]*entry, int64, error) {
+	rec := buildRecord(plan, created, o)
+	recJSON, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return nil, 0, err
+	}
+	idxJSON, err := json.MarshalIndent(buildIndex(plan), "", "  ")
+	if err != nil {
+		return nil, 0, err
+	}
+	entries := []*entry{
+		{name: LayoutFile, data: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		{name: IndexFile, data: append(idxJSON, '\n')},
+		{name: RecordFile, data: append(recJSON, '\n')},
+	}
+	blobs := make([]*PlannedBlob, len(plan.Blobs))
+	for i := range plan.Blobs {
+		blobs[i] = &plan.Blobs[i]
+	}
+	sort.SliceStable(blobs, func(i, j int) bool { return blobs[i].Kind < blobs[j].Kind })
+	for _, b := range blobs {
+		e := &entry{name: BlobName(b.Digest), size: b.Size, blob: b}
+		if b.Data != nil {
+			if int64(len(b.Data)) != b.Size {
+				return nil, 0, fmt.Errorf("blob %s: %d bytes in memory, %d planned", b.Digest, len(b.Data), b.Size)
+			}
+			e.data = b.Data
+		}
+		entries = append(entries, e)
+	}
+	var off int64
+	for _, e := range entries {
+		if e.blob == nil {
+			e.size = int64(len(e.data))
+		}
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		hdr := &tar.Header{
+			Typeflag: tar.TypeReg,
+			Name:     e.name,
+			Size:     e.size,
+			Mode:     0o644,
+			ModTime:  created,
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, 0, fmt.Errorf("tar header for %s: %w", e.name, err)
+		}
+		e.header = buf.Bytes()
+		e.offset = off
+		off += int64(len(e.header)) + padded(e.size)
+	}
+	return entries, off + 1024, nil // two zero blocks end the archive
+}
+
+func buildRecord(plan *Plan, created time.Time, o *writeOptions) *Record {
+	rec := &Record{
+		FormatVersion: FormatVersion,
+		FerryVersion:  o.ferryVersion,
+		Created:       created,
+		ID:            o.id,
+		Base:          plan.Base,
+		Images:        make([]Image, 0, len(plan.Images)),
+		Blobs:         make([]Blob, 0, len(plan.Blobs)),
+	}
+	sizes := make(map[v1.Hash]int64, len(plan.Blobs))
+	for _, b := range plan.Blobs {
+		sizes[b.Digest] = b.Size
+		rec.Blobs = append(rec.Blobs, Blob{Digest: b.Digest.String(), Size: b.Size, MediaType: string(b.MediaType)})
+	}
+	for _, pi := range plan.Images {
+		im := pi.Image
+		im.Size = 0
+		seen := map[v1.Hash]bool{}
+		for _, h := range pi.Blobs {
+			if !seen[h] {
+				seen[h] = true
+				im.Size += sizes[h]
+			}
+		}
+		im.Tags = append([]string(nil), im.Tags...)
+		rec.Images = append(rec.Images, im)
+	}
+	return rec
+}
+
+func buildIndex(plan *Plan) *v1.IndexManifest {
+	idx := &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{}}
+	sizes := make(map[string]int64, len(plan.Blobs))
+	for _, b := range plan.Blobs {
+		sizes[b.Digest.String()] = b.Size
+	}
+	for _, pi := range plan.Images {
+		d, _ := ParseDigest(pi.Digest)
+		for _, tag := range pi.Tags {
+			idx.Manifests = append(idx.Manifests, v1.Descriptor{
+				MediaType:   types.MediaType(pi.MediaType),
+				Digest:      d,
+				Size:        sizes[pi.Digest],
+				Annotations: map[string]string{RefNameAnnotation: pi.Target + ":" + tag},
+			})
+		}
+	}
+	return idx
+}
+
+// writeTemp writes the bundle into a new temporary file beside path and
+// returns its name. Blobs are fetched in parallel straight into their final
+// place: every offset is known in advance, so no spooling is needed.
+func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, o *writeOptions) (string, error) {
+	entries, total, err := layout(plan, created, o)
+	if err != nil {
+		return "", err
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("creating bundle: %w", err)
+	}
+	tmp := f.Name()
+	fail := func(err error) (string, error) {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return "", err
+	}
+	if err := f.Truncate(total); err != nil {
+		return fail(fmt.Errorf("sizing bundle to %d bytes: %w", total, err))
+	}
+
+	// Headers and in-memory content, in one sequential pass.
+	bw := bufio.NewWriterSize(f, 1<<20)
+	var pos int64
+	var streamTotal int64
+	var streamed []*entry
+	for _, e := range entries {
+		if e.offset != pos {
+			if err := bw.Flush(); err != nil {
+				return fail(fmt.Errorf("writing bundle: %w", err))
+			}
+			if _, err := f.Seek(e.offset, io.SeekStart); err != nil {
+				return fail(fmt.Errorf("writing bundle: %w", err))
+			}
+			pos = e.offset
+		}
+		if _, err := bw.Write(e.header); err != nil {
+			return fail(fmt.Errorf("writing bundle: %w", err))
+		}
+		pos += int64(len(e.header))
+		if e.data != nil {
+			if e.blob != nil {
+				if got := sha256Hex(e.data); got != e.blob.Digest.Hex {
+					return fail(fmt.Errorf("blob %s from %s: content has digest sha256:%s: %w", e.blob.Digest, e.blob.Origin, got, ErrCorrupt))
+				}
+			}
+			if _, err := bw.Write(e.data); err != nil {
+				return fail(fmt.Errorf("writing bundle: %w", err))
+			}
+			pos += int64(len(e.data))
+		} else {
+			streamed = append(streamed, e)
+			streamTotal += e.size
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fail(fmt.Errorf("writing bundle: %w", err))
+	}
+	o.progress.Event(Event{Kind: EventPlanned, Total: streamTotal})
+
+	failed := streamAll(ctx, f, streamed, o)
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	if len(failed) > 0 && !o.keepGoing {
+		// Report the first failure as the cause, all failures in the list.
+		if err := f.Close(); err != nil {
+			return fail(err)
+		}
+		return tmp, newPartialFailure(plan, failed)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("syncing bundle: %w", err))
+	}
+	if err := f.Close(); err != nil {
+		return fail(fmt.Errorf("closing bundle: %w", err))
+	}
+	if len(failed) > 0 {
+		return tmp, newPartialFailure(plan, failed)
+	}
+	return tmp, nil
+}
+
+// streamAll fetches every streamed entry under the jobs limit. Without
+// keep-going the first failure cancels the rest.
+func streamAll(ctx context.Context, f *os.File, streamed []*entry, o *writeOptions) map[v1.Hash]error {
+	var mu sync.Mutex
+	failed := map[v1.Hash]error{}
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(gctx)
+	g.SetLimit(o.jobs)
+	bufs := sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+	for _, e := range streamed {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			bp := bufs.Get().(*[]byte)
+			defer bufs.Put(bp)
+			err := streamBlob(gctx, f, e, *bp, o.progress)
+			if err == nil {
+				o.progress.Event(Event{Kind: EventBlobDone, Digest: e.blob.Digest})
+				return nil
+			}
+			if gctx.Err() != nil && ctx.Err() == nil && !o.keepGoing {
+				return nil // cancelled because another blob failed
+			}
+			o.progress.Event(Event{Kind: EventBlobFailed, Digest: e.blob.Digest, Err: err})
+			mu.Lock()
+			failed[e.blob.Digest] = err
+			mu.Unlock()
+			if !o.keepGoing {
+				cancel()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return failed
+}
+
+type progressWriter struct {
+	w    io.Writer
+	h    v1.Hash
+	p    Progress
+	n    int64
+	last int64
+}
+
+func (pw *progressWriter) Write(b []byte) (int, error) {
+	n, err := pw.w.Write(b)
+	pw.n += int64(n)
+	if pw.n-pw.last >= 256<<10 {
+		pw.p.Event(Event{Kind: EventBytes, Digest: pw.h, Bytes: pw.n - pw.last})
+		pw.last = pw.n
+	}
+	return n, err
+}
+
+func (pw *progressWriter) flush() {
+	if pw.n > pw.last {
+		pw.p.Event(Event{Kind: EventBytes, Digest: pw.h, Bytes: pw.n - pw.last})
+		pw.last = pw.n
+	}
+}
+
+// streamBlob copies one blob into its place, checking size and digest as
+// the bytes pass.
+func streamBlob(ctx context.Context, f *os.File, e *entry, buf []byte, p Progress) (err error) {
+	b := e.blob
+	rc, err := b.Open(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := rc.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("blob %s from %s: %w", b.Digest, b.Origin, cerr)
+		}
+	}()
+	h := sha256.New()
+	pw := &progressWriter{w: io.MultiWriter(io.NewOffsetWriter(f, e.dataOffset()), h), h: b.Digest, p: p}
+	n, err := io.CopyBuffer(pw, io.LimitReader(ctxReader{ctx, rc}, b.Size), buf)
+	pw.flush()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("blob %s from %s: after %d of %d bytes: %w", b.Digest, b.Origin, n, b.Size, err)
+	}
+	if n < b.Size {
+		return fmt.Errorf("blob %s from %s: %w: got %d of %d bytes", b.Digest, b.Origin, ErrShortBlob, n, b.Size)
+	}
+	var one [1]byte
+	if m, _ := io.ReadFull(rc, one[:]); m > 0 {
+		return fmt.Errorf("blob %s from %s: %w: more than the %d bytes its descriptor gives", b.Digest, b.Origin, ErrDigestMismatch, b.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != b.Digest.Hex {
+		return fmt.Errorf("blob %s from %s: %w: content is sha256:%s", b.Digest, b.Origin, ErrDigestMismatch, got)
+	}
+	return nil
+}
+
+// Errors for content that does not match its descriptor.
+var (
+	ErrDigestMismatch = errors.New("digest mismatch")
+	ErrShortBlob      = errors.New("blob shorter than its descriptor")
+)
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func newPartialFailure(plan *Plan, failed map[v1.Hash]error) *partialFailure {
+	pf := &partialFailure{failedBlobs: failed}
+	for _, im := range plan.Images {
+		for _, h := range im.Blobs {
+			if err, bad := failed[h]; bad {
+				pf.failures = append(pf.failures, Failure{Image: describe(im.Image), Digest: h.String(), Err: err})
+				break
+			}
+		}
+	}
+	if len(pf.failures) == 0 { // a blob no image needs failed
+		for h, err := range failed {
+			pf.failures = append(pf.failures, Failure{Image: "(unreferenced)", Digest: h.String(), Err: err})
+		}
+	}
+	return pf
+}
+
+func describe(im Image) string {
+	return im.Target + ":" + strings.Join(im.Tags, ",") + " (" + im.Source + ")"
+}
+
+// reducePlan drops the images that need a failed blob, and every blob only
+// they needed; the kept blobs are read back from the first attempt's file.
+func reducePlan(plan *Plan, failed map[v1.Hash]error, tmp string) (*Plan, error) {
+	entries := map[v1.Hash]int64{}
+	r, err := openIndex(tmp)
+	if err != nil {
+		return nil, err
+	}
+	for name, e := range r {
+		if h, err := ParseDigest("sha256:" + strings.TrimPrefix(name, BlobPrefix)); err == nil {
+			entries[h] = e.offset
+		}
+	}
+	out := &Plan{Base: plan.Base}
+	keep := map[v1.Hash]bool{}
+	for _, im := range plan.Images {
+		ok := true
+		for _, h := range im.Blobs {
+			if _, bad := failed[h]; bad {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out.Images = append(out.Images, im)
+			for _, h := range im.Blobs {
+				keep[h] = true
+			}
+		}
+	}
+	if len(out.Images) == 0 {
+		return nil, errors.New("no image could be exported")
+	}
+	for _, b := range plan.Blobs {
+		if !keep[b.Digest] {
+			continue
+		}
+		nb := b
+		if nb.Data == nil {
+			off, ok := entries[b.Digest]
+			if !ok {
+				return nil, fmt.Errorf("blob %s missing from the first attempt", b.Digest)
+			}
+			size := b.Size
+			nb.Origin = "the first attempt"
+			nb.Open = func(context.Context) (io.ReadCloser, error) {
+				f, err := os.Open(tmp)
+				if err != nil {
+					return nil, err
+				}
+				return struct {
+					io.Reader
+					io.Closer
+				}{io.NewSectionReader(f, off, size), f}, nil
+			}
+		}
+		out.Blobs = append(out.Blobs, nb)
+	}
+	return out, nil
+}
+
+func fileSHA256(ctx context.Context, path string, p Progress) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	p.Event(Event{Kind: EventChecksum, Total: st.Size()})
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20))
+	if err != nil {
+		return "", 0, fmt.Errorf("checksumming bundle: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
