@@ -93,6 +93,12 @@ func TestSelect(t *testing.T) {
 			cloudforet, []string{"0.9.0", "2.0.0"}},
 		{"semver blang == and !", []string{"semver: ==1.4.0", "semver: >=1.11.0 !1.11.5 <1.12.0"},
 			cloudforet, []string{"1.11.0", "1.11.100", "1.11.12", "1.11.3-rc.1", "1.4.0"}},
+		// Masterminds reads '>1.2.x' as minor > 2, so 1.3.0-rc1 counts; dregsy's
+		// blang/semver reads it as >=1.3.0 and leaves 1.3.0-rc1 out. Documented.
+		{"semver wildcard pre-release edge (differs from dregsy)", []string{"semver: >1.2.x"},
+			[]string{"1.2.9", "1.3.0-rc1", "1.3.0"}, []string{"1.3.0", "1.3.0-rc1"}},
+		{"semver wildcard", []string{"semver: 1.2.x"},
+			[]string{"1.1.9", "1.2.0", "1.2.6-rc1", "1.3.0-rc1", "1.3.0"}, []string{"1.2.0", "1.2.6-rc1"}},
 		{"semver tilde (Masterminds extension)", []string{"semver: ~1.4.0"},
 			cloudforet, []string{"1.4.0", "1.4.1", "1.4.2-rc1"}},
 
