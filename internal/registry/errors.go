@@ -102,6 +102,12 @@ func Explain(err error) error {
 	if errors.As(err, &fe) || errors.As(err, &ae) || errors.As(err, &re) {
 		return err
 	}
+	// A TLS failure wins over whatever the http fallback of a ping said
+	// (go-containerregistry tries https, then http, for loopback hosts).
+	var tle *TLSError
+	if errors.As(err, &tle) {
+		return tle
+	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		e := &Error{Status: te.StatusCode, err: err}
@@ -239,7 +245,11 @@ type TLSError struct {
 }
 
 func (e *TLSError) Error() string {
-	return fmt.Sprintf("registry %s: %s; hint: %s", e.Registry, describeCause(e.Err), tlsHint)
+	hint := tlsHint
+	if strings.Contains(e.Err.Error(), "server gave HTTP response to HTTPS client") {
+		hint = "the registry speaks plain http: pass --plain-http"
+	}
+	return fmt.Sprintf("registry %s: %s; hint: %s", e.Registry, describeCause(e.Err), hint)
 }
 
 // Unwrap returns ErrTLS and the underlying error.
