@@ -1,0 +1,154 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-airgap/ferry/export"
+)
+
+type exportFlags struct {
+	regFlags
+	files     []string
+	tasks     []string
+	output    string
+	json      bool
+	dryRun    bool
+	keepGoing bool
+	platform  string
+	mirrors   []string
+}
+
+func newExportCmd(e *env) *cobra.Command {
+	var f exportFlags
+	cmd := &cobra.Command{
+		Use:   "export -f MAPPINGS.yaml [-f MORE.yaml] -o BUNDLE.tar",
+		Short: "Resolve mapping files and write one bundle (internet side)",
+		Long: `Resolve dregsy-style mapping files against their source registries and write
+one bundle file: an OCI image layout inside a tar, every blob stored once,
+with ferry.json recording where each image must go, and BUNDLE.tar.sha256
+beside it for 'sha256sum -c'.
+
+By default the whole upstream index of a multi-platform image is kept, so
+tags keep their upstream digests. --platform (or a mapping's platform:)
+narrows it; the bundle then holds a rewritten index with a new digest and
+records the upstream one.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runExport(cmd, e, &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVarP(&f.files, "file", "f", nil, "mapping file in dregsy format (repeatable; merged)")
+	fl.StringArrayVar(&f.tasks, "task", nil, "export only this task (repeatable)")
+	fl.StringVarP(&f.output, "output", "o", "", "bundle file to write")
+	fl.BoolVar(&f.json, "json", false, "print a JSON summary on stdout")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "resolve and list what would be exported; transfer no blob")
+	fl.BoolVar(&f.keepGoing, "keep-going", false, "write what succeeded when some images fail (exit status stays 1)")
+	fl.StringVar(&f.platform, "platform", "", "platforms to keep: os/arch[/variant][,...] or all (default: each mapping's platform, else all)")
+	fl.StringArrayVar(&f.mirrors, "mirror", nil, "fetch images of SOURCE from MIRROR: SOURCE=MIRROR (repeatable)")
+	f.regFlags.register(cmd)
+	return cmd
+}
+
+func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
+	if len(f.files) == 0 {
+		return usagef("export needs at least one mapping file (-f FILE)")
+	}
+	if f.output == "" && !f.dryRun {
+		return usagef("export needs an output file (-o BUNDLE.tar)")
+	}
+	mirrors := map[string]string{}
+	for _, m := range f.mirrors {
+		src, dst, ok := strings.Cut(m, "=")
+		if !ok || src == "" || dst == "" {
+			return usagef("--mirror %q: want SOURCE=MIRROR", m)
+		}
+		mirrors[canonicalHost(src)] = dst
+	}
+	var platforms []string
+	if f.platform != "" {
+		platforms = strings.Split(f.platform, ",")
+	}
+	client, kc, err := f.client(e)
+	if err != nil {
+		return err
+	}
+	pw, err := f.password(e)
+	if err != nil {
+		return err
+	}
+	prog := newProgress(e, "export")
+	sum, err := export.Run(cmd.Context(), export.Options{
+		Files: f.files, Tasks: f.tasks, Output: f.output,
+		Jobs: f.jobs, KeepGoing: f.keepGoing, DryRun: f.dryRun,
+		Platforms: platforms, Mirrors: mirrors,
+		Username: f.username, Password: pw,
+		Client: client, Keychain: kc,
+		Progress: prog, Logger: e.logger(), FerryVersion: version,
+	})
+	prog.finish()
+	if sum != nil {
+		for _, w := range sum.Warnings {
+			fmt.Fprintf(e.stderr, "warning: %s\n", w)
+		}
+		if f.json {
+			if jerr := writeJSON(e.stdout, sum); jerr != nil && err == nil {
+				err = jerr
+			}
+		} else {
+			printExportSummary(e.stdout, sum)
+		}
+		for _, fl := range sum.Failures {
+			fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Source, fl.Error)
+		}
+	}
+	return err
+}
+
+func printExportSummary(w io.Writer, s *export.Summary) {
+	if len(s.Images) > 0 {
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SOURCE\tDIGEST\tTARGET\tTAGS\tPLATFORMS\tSIZE")
+		for _, im := range s.Images {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", im.Source, shortDigest(im.Digest), im.Target,
+				strings.Join(im.Tags, ","), platformsOrAll(im.Platforms), humanBytes(im.Size))
+		}
+		_ = tw.Flush()
+	}
+	switch {
+	case s.DryRun:
+		fmt.Fprintf(w, "dry run: %d images, %d tags, %d unique blobs, %s (%s before deduplication); nothing transferred\n",
+			len(s.Images), s.Tags, s.Blobs, humanBytes(s.Bytes), humanBytes(s.Logical))
+	case s.Output != "":
+		fmt.Fprintf(w, "wrote %s: %d images, %d tags, %d unique blobs, %s (saved %s by deduplication) in %.1fs\n",
+			s.Output, len(s.Images), s.Tags, s.Blobs, humanBytes(s.BundleLen), humanBytes(s.Logical-s.Bytes), s.Seconds)
+		fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
+	}
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
+
+func platformsOrAll(p []string) string {
+	if len(p) == 0 {
+		return "-"
+	}
+	return strings.Join(p, ",")
+}
+
+func canonicalHost(h string) string {
+	switch strings.ToLower(h) {
+	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
+		return "docker.io"
+	}
+	return strings.ToLower(h)
+}

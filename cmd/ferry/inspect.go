@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-airgap/ferry/bundle"
+)
+
+// inspectImage is one row of `ferry inspect`.
+type inspectImage struct {
+	Target         string   `json:"target"` // TARGET_PATH:TAG
+	Source         string   `json:"source"`
+	Digest         string   `json:"digest"`
+	UpstreamDigest string   `json:"upstreamDigest,omitempty"`
+	MediaType      string   `json:"mediaType"`
+	Platforms      []string `json:"platforms,omitempty"`
+	Size           int64    `json:"size"`
+}
+
+type inspectOutput struct {
+	ID            string         `json:"id"`
+	Base          string         `json:"base,omitempty"`
+	Created       string         `json:"created"`
+	FerryVersion  string         `json:"ferryVersion"`
+	FormatVersion int            `json:"formatVersion"`
+	Images        []inspectImage `json:"images"`
+	Tags          int            `json:"tags"`
+	UniqueBlobs   int            `json:"uniqueBlobs"`
+	Bytes         int64          `json:"bytes"`
+	LogicalBytes  int64          `json:"logicalBytes"`
+	SavedByDedup  int64          `json:"savedByDedup"`
+	FileSize      int64          `json:"fileSize"`
+}
+
+func newInspectCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect BUNDLE.tar",
+		Short: "Show what a bundle holds and where each image goes",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := bundle.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			out := describeBundle(r)
+			if asJSON {
+				return writeJSON(e.stdout, out)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TARGET\tSOURCE\tDIGEST\tPLATFORMS\tSIZE")
+			for _, im := range out.Images {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Target, im.Source, shortDigest(im.Digest), platformsOrAll(im.Platforms), humanBytes(im.Size))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "bundle %s (format %d, ferry %s, created %s)\n", out.ID, out.FormatVersion, out.FerryVersion, out.Created)
+			if out.Base != "" {
+				fmt.Fprintf(e.stdout, "delta of bundle %s\n", out.Base)
+			}
+			fmt.Fprintf(e.stdout, "%d images, %d tags, %d unique blobs, %s stored, %s saved by deduplication\n",
+				len(r.Record().Images), out.Tags, out.UniqueBlobs, humanBytes(out.Bytes), humanBytes(out.SavedByDedup))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func describeBundle(r *bundle.Reader) *inspectOutput {
+	rec := r.Record()
+	out := &inspectOutput{ID: rec.ID, Base: rec.Base, Created: rec.Created.Format("2006-01-02T15:04:05Z07:00"),
+		FerryVersion: rec.FerryVersion, FormatVersion: rec.FormatVersion, Images: []inspectImage{}, FileSize: r.Size()}
+	for _, im := range rec.Images {
+		out.Tags += len(im.Tags)
+		out.LogicalBytes += im.Size
+		for _, t := range im.Tags {
+			out.Images = append(out.Images, inspectImage{Target: im.Target + ":" + t, Source: im.Source, Digest: im.Digest,
+				UpstreamDigest: im.UpstreamDigest, MediaType: im.MediaType, Platforms: im.Platforms, Size: im.Size})
+		}
+	}
+	for _, b := range rec.Blobs {
+		out.UniqueBlobs++
+		out.Bytes += b.Size
+	}
+	out.SavedByDedup = out.LogicalBytes - out.Bytes
+	if out.SavedByDedup < 0 {
+		out.SavedByDedup = 0
+	}
+	return out
+}
+

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/ferry-airgap/ferry/bundle"
+)
+
+// progress draws bundle events: a progress bar on a terminal, a plain
+// timestamped line every few seconds otherwise (cron, CI, pipes).
+type progress struct {
+	mu       sync.Mutex
+	w        io.Writer
+	label    string
+	bar      *progressbar.ProgressBar
+	total    int64
+	done     int64
+	blobs    int
+	failed   int
+	lastLine time.Time
+	every    time.Duration
+	quiet    bool
+}
+
+func newProgress(e *env, label string) *progress {
+	p := &progress{w: e.stderr, label: label, every: 10 * time.Second, quiet: e.quiet}
+	if f, ok := e.stderr.(*os.File); ok && !e.quiet && term.IsTerminal(int(f.Fd())) {
+		p.bar = progressbar.NewOptions64(-1,
+			progressbar.OptionSetWriter(e.stderr),
+			progressbar.OptionSetDescription(label),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	return p
+}
+
+// Event implements bundle.Progress.
+func (p *progress) Event(ev bundle.Event) {
+	if p.quiet {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch ev.Kind {
+	case bundle.EventPlanned:
+		p.total, p.done = ev.Total, 0
+		if p.bar != nil {
+			p.bar.ChangeMax64(ev.Total)
+			p.bar.Reset()
+		} else {
+			p.line(fmt.Sprintf("%s: %s to transfer", p.label, humanBytes(ev.Total)))
+		}
+	case bundle.EventBytes:
+		p.done += ev.Bytes
+		if p.bar != nil {
+			_ = p.bar.Add64(ev.Bytes)
+		} else if time.Since(p.lastLine) >= p.every {
+			p.line(fmt.Sprintf("%s: %s of %s (%d blobs done)", p.label, humanBytes(p.done), humanBytes(p.total), p.blobs))
+		}
+	case bundle.EventBlobDone:
+		p.blobs++
+	case bundle.EventBlobFailed:
+		p.failed++
+		if p.bar != nil {
+			_ = p.bar.Clear()
+		}
+		p.line(fmt.Sprintf("%s: blob %s failed: %v", p.label, ev.Digest, ev.Err))
+	case bundle.EventChecksum:
+		if p.bar != nil {
+			_ = p.bar.Finish()
+			p.bar = nil
+		}
+		p.line(fmt.Sprintf("%s: %s transferred in %d blobs; checksumming %s", p.label, humanBytes(p.done), p.blobs, humanBytes(ev.Total)))
+	}
+}
+
+func (p *progress) line(s string) {
+	p.lastLine = time.Now()
+	fmt.Fprintf(p.w, "%s %s\n", p.lastLine.Format("15:04:05"), s)
+}
+
+func (p *progress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		_ = p.bar.Finish()
+		p.bar = nil
+	}
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-airgap/ferry/internal/registry"
+)
+
+// env is what commands may touch of the outside world.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	verbose        bool
+	quiet          bool
+}
+
+func (e *env) logger() *slog.Logger {
+	level := slog.LevelWarn
+	if e.verbose {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func newRootCmd(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ferry",
+		Short: "Carry container images across an air gap",
+		Long: `ferry carries container images across an air gap.
+
+On the internet side, 'ferry export' resolves dregsy-style mapping files into
+exact digests and writes one bundle file: an OCI image layout inside a tar,
+every blob stored once. On the internal side, 'ferry import' checks every
+byte and pushes the bundle into Harbor or any registry.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what ferry does to stderr")
+	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
+	root.AddCommand(newExportCmd(e), newInspectCmd(e), newVerifyCmd(e))
+	return root
+}
+
+// regFlags are the registry connection flags shared by commands that talk
+// to registries.
+type regFlags struct {
+	authFile      string
+	username      string
+	passwordStdin bool
+	caCerts       []string
+	certsDir      string
+	insecure      bool
+	plainHTTP     bool
+	jobs          int
+}
+
+func (f *regFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.authFile, "auth-file", "", "credentials file: docker config.json or a Kubernetes pull secret")
+	fl.StringVar(&f.username, "username", "", "registry username (with --password-stdin or $FERRY_PASSWORD)")
+	fl.BoolVar(&f.passwordStdin, "password-stdin", false, "read the password from standard input")
+	fl.StringArrayVar(&f.caCerts, "ca-cert", nil, "trust this PEM CA certificate file (repeatable)")
+	fl.StringVar(&f.certsDir, "certs-dir", "", "docker certs.d layout: DIR/<host[:port]>/ca.crt, client.cert, client.key")
+	fl.BoolVar(&f.insecure, "insecure-skip-tls-verify", false, "do not verify registry certificates (tests only)")
+	fl.BoolVar(&f.plainHTTP, "plain-http", false, "talk plain HTTP to every registry")
+	fl.IntVar(&f.jobs, "jobs", 4, "parallel transfers")
+}
+
+// password reads the password from stdin or $FERRY_PASSWORD, never from
+// an argument.
+func (f *regFlags) password(e *env) (string, error) {
+	if f.passwordStdin {
+		if f.username == "" {
+			return "", usagef("--password-stdin needs --username")
+		}
+		line, err := bufio.NewReader(e.stdin).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", fmt.Errorf("reading password from stdin: %w", err)
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	if f.username != "" {
+		if pw, ok := os.LookupEnv("FERRY_PASSWORD"); ok {
+			return pw, nil
+		}
+		return "", usagef("--username needs a password: --password-stdin or $FERRY_PASSWORD")
+	}
+	return "", nil
+}
+
+func (f *regFlags) client(e *env) (*registry.Client, *registry.Keychain, error) {
+	if f.jobs < 1 {
+		return nil, nil, usagef("--jobs must be at least 1")
+	}
+	c, err := registry.New(registry.Options{
+		UserAgent:          "ferry/" + version,
+		CACertFiles:        f.caCerts,
+		CertsDir:           f.certsDir,
+		InsecureSkipVerify: f.insecure,
+		PlainHTTP:          f.plainHTTP,
+		Logger:             e.logger(),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	kc, err := registry.NewKeychain(f.authFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, kc, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,482 @@
+// Package export is ferry's internet side: it resolves mapping files into
+// exact digests and writes them into one bundle.
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/oci"
+	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/manifest"
+)
+
+// Options configure Run. Zero values take the defaults documented per field.
+type Options struct {
+	Files  []string // mapping files (-f), merged in order
+	Tasks  []string // --task; empty = every task
+	Output string   // -o; required unless DryRun
+
+	Jobs      int // parallel transfers; default 4
+	KeepGoing bool
+	DryRun    bool
+	// Platforms overrides the mappings' platform (--platform); nil keeps them.
+	Platforms []string
+	// Mirrors maps a source registry to the host to fetch from.
+	Mirrors map[string]string
+
+	// Username and Password (--username, --password-stdin) win over every
+	// other credential source for the tasks' source registries.
+	Username, Password string
+
+	Client   *registry.Client   // required
+	Keychain *registry.Keychain // required
+
+	Progress     bundle.Progress
+	Logger       *slog.Logger
+	FerryVersion string
+}
+
+// ImageSummary is one image as resolved (and written, unless dry-run).
+type ImageSummary struct {
+	Source         string   `json:"source"`
+	Target         string   `json:"target"`
+	Tags           []string `json:"tags"`
+	Digest         string   `json:"digest"`
+	UpstreamDigest string   `json:"upstreamDigest,omitempty"`
+	MediaType      string   `json:"mediaType"`
+	Platforms      []string `json:"platforms,omitempty"`
+	Size           int64    `json:"size"`
+	Task           string   `json:"task"`
+}
+
+// FailureSummary is one failed mapping, tag or image.
+type FailureSummary struct {
+	Task   string `json:"task,omitempty"`
+	Source string `json:"source"`
+	Error  string `json:"error"`
+}
+
+// Summary is what Run did.
+type Summary struct {
+	Output    string           `json:"output,omitempty"`
+	SHA256    string           `json:"sha256,omitempty"`
+	DryRun    bool             `json:"dryRun,omitempty"`
+	Images    []ImageSummary   `json:"images"`
+	Failures  []FailureSummary `json:"failures"`
+	Tags      int              `json:"tags"`
+	Blobs     int              `json:"blobs"`
+	Bytes     int64            `json:"bytes"`      // unique bytes stored
+	Logical   int64            `json:"logical"`    // bytes before deduplication
+	Seconds   float64          `json:"seconds"`    // wall time
+	BundleLen int64            `json:"bundleSize"` // size of the bundle file
+	Warnings  []string         `json:"warnings,omitempty"`
+}
+
+// ErrFailed means some images failed; the summary lists them.
+var ErrFailed = errors.New("export failed")
+
+// Run loads the mapping files, resolves them and writes the bundle.
+func Run(ctx context.Context, o Options) (*Summary, error) {
+	start := time.Now()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Jobs < 1 {
+		o.Jobs = 4
+	}
+	if o.Client == nil || o.Keychain == nil {
+		return nil, errors.New("export: Client and Keychain are required")
+	}
+	cfg, err := manifest.Load(o.Files...)
+	if err != nil {
+		return nil, err
+	}
+	tasks, err := cfg.Select(o.Tasks)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{DryRun: o.DryRun, Warnings: cfg.Warnings(), Images: []ImageSummary{}, Failures: []FailureSummary{}}
+	for _, w := range sum.Warnings {
+		o.Logger.Warn(w)
+	}
+	for _, t := range tasks {
+		if t.Source.SkipTLSVerify {
+			o.Client.Configure(sourceHost(t), registry.HostConfig{SkipTLSVerify: true})
+		}
+	}
+	rn := &runner{Options: &o, tasks: map[string]*manifest.Task{}}
+	for _, t := range tasks {
+		rn.tasks[t.Name] = t
+	}
+	if err := checkCredentials(ctx, tasks, rn); err != nil {
+		return sum, err
+	}
+
+	res, err := manifest.Resolve(ctx, tasks, manifest.Options{
+		Remote:      func(ctx context.Context, host string, t *manifest.Task) ([]remote.Option, error) { return remoteOptions(ctx, rn, host, t) },
+		NameOptions: o.Client.NameOptions,
+		Platforms:   o.Platforms,
+		Mirrors:     o.Mirrors,
+		Jobs:        o.Jobs,
+		Logger:      o.Logger,
+	})
+	if err != nil {
+		return sum, err
+	}
+	for _, f := range res.Failures {
+		sum.Failures = append(sum.Failures, FailureSummary{Task: f.Task, Source: f.Source, Error: f.Err.Error()})
+	}
+	if len(res.Images) == 0 {
+		sum.Seconds = time.Since(start).Seconds()
+		if len(res.Failures) > 0 {
+			return sum, fmt.Errorf("%w: nothing could be resolved (%d failures)", ErrFailed, len(res.Failures))
+		}
+		return sum, fmt.Errorf("%w: the mappings select no image", ErrFailed)
+	}
+	if len(res.Failures) > 0 && !o.KeepGoing {
+		sum.Seconds = time.Since(start).Seconds()
+		return sum, fmt.Errorf("%w: %d mapping(s) or tag(s) could not be resolved; nothing was written (use --keep-going to export the rest)", ErrFailed, len(res.Failures))
+	}
+
+	plan, err := buildPlan(ctx, res.Images, rn)
+	if err != nil {
+		return sum, err
+	}
+	summarize(sum, plan)
+	if o.DryRun {
+		sum.Seconds = time.Since(start).Seconds()
+		return sum, nil
+	}
+
+	wr, werr := bundle.Write(ctx, o.Output, plan,
+		bundle.WithJobs(o.Jobs), bundle.WithKeepGoing(o.KeepGoing),
+		bundle.WithProgress(o.Progress), bundle.WithLogger(o.Logger),
+		bundle.WithFerryVersion(o.FerryVersion))
+	sum.Seconds = time.Since(start).Seconds()
+	for _, f := range bundle.Failures(werr) {
+		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})
+	}
+	if wr != nil && wr.Record != nil {
+		sum.Output, sum.SHA256, sum.BundleLen = wr.Path, wr.SHA256, wr.Size
+		kept := &bundle.Plan{}
+		for _, im := range plan.Images {
+			for _, ri := range wr.Record.Images {
+				if ri.Digest == im.Digest && ri.Target == im.Target {
+					kept.Images = append(kept.Images, im)
+					break
+				}
+			}
+		}
+		kept.Blobs = plan.Blobs
+		summarize(sum, kept)
+		sum.Blobs, sum.Bytes = len(wr.Record.Blobs), wr.BlobBytes
+	}
+	if werr != nil {
+		if len(bundle.Failures(werr)) > 0 {
+			return sum, fmt.Errorf("%w: %w", ErrFailed, werr)
+		}
+		return sum, werr
+	}
+	if len(sum.Failures) > 0 {
+		return sum, fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
+	}
+	return sum, nil
+}
+
+func sourceHost(t *manifest.Task) string {
+	host, _, _ := strings.Cut(manifest.CanonicalRegistry(t.Source.Registry), "/")
+	return host
+}
+
+// authFor returns the credentials for reading host on behalf of t: the
+// task's own auth when host is its source registry, else the keychain.
+func authFor(o *runner, host string, t *manifest.Task) (authn.Authenticator, error) {
+	if o.Username != "" && t != nil && manifest.CanonicalRegistry(host) == sourceHost(t) {
+		return authn.FromConfig(authn.AuthConfig{Username: o.Username, Password: o.Password}), nil
+	}
+	if t != nil && t.Source.Auth != nil && manifest.CanonicalRegistry(host) == sourceHost(t) {
+		a := t.Source.Auth
+		if a.Anonymous {
+			return authn.Anonymous, nil
+		}
+		return authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password}), nil
+	}
+	return o.Keychain.Resolve(host)
+}
+
+func remoteOptions(ctx context.Context, o *runner, host string, t *manifest.Task) ([]remote.Option, error) {
+	auth, err := authFor(o, host, t)
+	if err != nil {
+		return nil, err
+	}
+	return append(o.Client.RemoteOptions(ctx, host, auth), remote.WithJobs(o.Jobs)), nil
+}
+
+// checkCredentials proves every set of credentials before anything moves,
+// so that a wrong password fails at once, naming the registry.
+func checkCredentials(ctx context.Context, tasks []*manifest.Task, o *runner) error {
+	type key struct{ host, user string }
+	checked := map[key]bool{}
+	for _, t := range tasks {
+		if t.CheckSource() != nil || len(t.Mappings) == 0 {
+			continue
+		}
+		host := sourceHost(t)
+		if m, ok := o.Mirrors[host]; ok {
+			host = m
+		}
+		auth, err := authFor(o, host, t)
+		if err != nil {
+			return fmt.Errorf("credentials for %s: %w", host, err)
+		}
+		if auth == authn.Anonymous {
+			continue
+		}
+		cfg, err := auth.Authorization()
+		if err != nil {
+			return fmt.Errorf("credentials for %s: %w", host, err)
+		}
+		k := key{host, cfg.Username}
+		if checked[k] {
+			continue
+		}
+		checked[k] = true
+		reg, err := name.NewRegistry(host, o.Client.NameOptions(host)...)
+		if err != nil {
+			return fmt.Errorf("registry %q: %w", host, err)
+		}
+		repo, err := t.SourceRepository(t.Mappings[0])
+		if err != nil {
+			return err
+		}
+		_, path, _ := strings.Cut(repo, "/")
+		if err := o.Client.CheckAuth(ctx, reg, auth, "repository:"+path+":pull"); err != nil {
+			return fmt.Errorf("task %q: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// buildPlan merges resolved images into bundle images (one per target and
+// digest, with all its tags), fetches configs (small; they name the
+// platform) and lists every blob once with a way to fetch it.
+func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundle.Plan, error) {
+	plan := &bundle.Plan{}
+	type key struct{ target, digest string }
+	byKey := map[key]int{}
+	blobIdx := map[v1.Hash]int{}
+	addBlob := func(b bundle.PlannedBlob) {
+		if _, ok := blobIdx[b.Digest]; !ok {
+			blobIdx[b.Digest] = len(plan.Blobs)
+			plan.Blobs = append(plan.Blobs, b)
+		}
+	}
+	configs := map[v1.Hash]bool{}
+	var configOf []struct {
+		img  int
+		desc v1.Descriptor
+		from *manifest.Image
+	}
+	for _, im := range images {
+		k := key{im.Target, im.Root.Digest.String()}
+		if i, ok := byKey[k]; ok {
+			if im.Tag != "" && !contains(plan.Images[i].Tags, im.Tag) {
+				plan.Images[i].Tags = append(plan.Images[i].Tags, im.Tag)
+			}
+			continue
+		}
+		tags := []string{}
+		if im.Tag != "" {
+			tags = append(tags, im.Tag)
+		} else {
+			// A digest pin without a tag still needs a name in index.json
+			// and a tag to push under; use the digest's hex, as crane does.
+			tags = append(tags, "sha256-"+im.Root.Digest.Hex)
+		}
+		pi := bundle.PlannedImage{Image: bundle.Image{
+			Source: im.Source, Target: im.Target, Tags: tags, Digest: im.Root.Digest.String(),
+			MediaType: string(im.Root.MediaType), Platforms: im.Platforms, Task: im.Task,
+		}}
+		if im.UpstreamDigest.Hex != "" {
+			pi.UpstreamDigest = im.UpstreamDigest.String()
+		}
+		origin := im.Repository.RegistryStr()
+		for _, m := range append([]manifest.Manifest{im.Root}, im.Children...) {
+			addBlob(bundle.PlannedBlob{Digest: m.Digest, Size: int64(len(m.Data)), MediaType: m.MediaType, Kind: bundle.KindManifest, Data: m.Data, Origin: origin})
+			pi.Blobs = append(pi.Blobs, m.Digest)
+			refs, err := oci.Refs(m.MediaType, m.Data)
+			if err != nil || oci.KindOf(m.MediaType) != oci.KindManifest || len(refs) == 0 {
+				continue
+			}
+			if !configs[refs[0].Digest] {
+				configs[refs[0].Digest] = true
+				configOf = append(configOf, struct {
+					img  int
+					desc v1.Descriptor
+					from *manifest.Image
+				}{len(plan.Images), refs[0], im})
+			}
+		}
+		for _, d := range im.Blobs {
+			pi.Blobs = append(pi.Blobs, d.Digest)
+			if configs[d.Digest] {
+				continue
+			}
+			addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Open: opener(o, im, d)})
+		}
+		byKey[k] = len(plan.Images)
+		plan.Images = append(plan.Images, pi)
+	}
+
+	// Configs are small: fetch them now (in parallel, verified) so they are
+	// written with the manifests and tell single-platform images' platform.
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.Jobs)
+	for _, c := range configOf {
+		g.Go(func() error {
+			data, err := fetchSmall(gctx, o, c.from, c.desc)
+			if err != nil {
+				return fmt.Errorf("image %s: %w", c.from.Source, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			b := bundle.PlannedBlob{Digest: c.desc.Digest, Size: c.desc.Size, MediaType: c.desc.MediaType, Kind: bundle.KindConfig, Data: data, Origin: c.from.Repository.RegistryStr()}
+			if i, ok := blobIdx[b.Digest]; ok {
+				plan.Blobs[i] = b
+			} else {
+				blobIdx[b.Digest] = len(plan.Blobs)
+				plan.Blobs = append(plan.Blobs, b)
+			}
+			if pi := &plan.Images[c.img]; len(pi.Platforms) == 0 {
+				if p := configPlatform(data); p != "" {
+					pi.Platforms = []string{p}
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for i := range plan.Images {
+		sort.Strings(plan.Images[i].Tags)
+	}
+	return plan, nil
+}
+
+const maxConfigSize = 8 << 20
+
+func fetchSmall(ctx context.Context, o *runner, im *manifest.Image, d v1.Descriptor) ([]byte, error) {
+	if d.Size > maxConfigSize {
+		return nil, fmt.Errorf("config %s is %d bytes, more than %d", d.Digest, d.Size, maxConfigSize)
+	}
+	rc, err := opener(o, im, d)(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, d.Size+1))
+	if err != nil {
+		return nil, fmt.Errorf("blob %s from %s: %w", d.Digest, im.Repository.RegistryStr(), err)
+	}
+	if int64(len(data)) != d.Size {
+		return nil, fmt.Errorf("blob %s from %s: %d bytes, descriptor says %d", d.Digest, im.Repository.RegistryStr(), len(data), d.Size)
+	}
+	if h, _, _ := v1.SHA256(strings.NewReader(string(data))); h != d.Digest {
+		return nil, fmt.Errorf("blob %s from %s: %w: content is %s", d.Digest, im.Repository.RegistryStr(), bundle.ErrDigestMismatch, h)
+	}
+	return data, nil
+}
+
+// opener fetches a blob from the image's repository.
+func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
+	return func(ctx context.Context) (io.ReadCloser, error) {
+		ropts, err := remoteOptions(ctx, o, im.Repository.RegistryStr(), o.tasks[im.Task])
+		if err != nil {
+			return nil, err
+		}
+		ref := im.Repository.Digest(d.Digest.String())
+		l, err := remote.Layer(ref, ropts...)
+		if err != nil {
+			return nil, fmt.Errorf("blob %s from %s: %w", d.Digest, im.Repository.RegistryStr(), registry.Explain(err))
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return nil, fmt.Errorf("fetching blob %s of %s from %s: %w", d.Digest, im.Source, im.Repository.RegistryStr(), registry.Explain(err))
+		}
+		return rc, nil
+	}
+}
+
+// runner is one export run: the options and the tasks by name.
+type runner struct {
+	*Options
+	tasks map[string]*manifest.Task
+}
+
+func configPlatform(data []byte) string {
+	cf, err := v1.ParseConfigFile(strings.NewReader(string(data)))
+	if err != nil || cf.OS == "" {
+		return ""
+	}
+	p := cf.Platform()
+	return oci.PlatformString(p)
+}
+
+func summarize(sum *Summary, plan *bundle.Plan) {
+	sizes := map[v1.Hash]int64{}
+	for _, b := range plan.Blobs {
+		sizes[b.Digest] = b.Size
+	}
+	sum.Images = sum.Images[:0]
+	sum.Tags, sum.Logical = 0, 0
+	used := map[v1.Hash]bool{}
+	for _, pi := range plan.Images {
+		var size int64
+		seen := map[v1.Hash]bool{}
+		for _, h := range pi.Blobs {
+			if !seen[h] {
+				seen[h] = true
+				size += sizes[h]
+			}
+			used[h] = true
+		}
+		sum.Images = append(sum.Images, ImageSummary{
+			Source: pi.Source, Target: pi.Target, Tags: pi.Tags, Digest: pi.Digest,
+			UpstreamDigest: pi.UpstreamDigest, MediaType: pi.MediaType, Platforms: pi.Platforms,
+			Size: size, Task: pi.Task,
+		})
+		sum.Tags += len(pi.Tags)
+		sum.Logical += size
+	}
+	sum.Blobs, sum.Bytes = 0, 0
+	for h := range used {
+		sum.Blobs++
+		sum.Bytes += sizes[h]
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,527 @@
+package manifest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferry-airgap/ferry/filter"
+	"github.com/ferry-airgap/ferry/internal/oci"
+)
+
+// Options configure Resolve.
+type Options struct {
+	// Remote returns the go-containerregistry options (transport, auth,
+	// context) for reading from host on behalf of task. Required.
+	Remote func(ctx context.Context, host string, task *Task) ([]remote.Option, error)
+	// NameOptions returns options for parsing references on host (e.g.
+	// name.Insecure for plain HTTP). Optional.
+	NameOptions func(host string) []name.Option
+	// Platforms overrides every mapping's `platform:`: nil keeps the
+	// mapping's choice; ["all"] keeps every platform.
+	Platforms []string
+	// Mirrors maps a canonical source registry to a host to fetch from
+	// instead (--mirror SOURCE=MIRROR). The recorded source stays SOURCE.
+	Mirrors map[string]string
+	// Jobs bounds parallel requests (default 4).
+	Jobs   int
+	Logger *slog.Logger
+}
+
+// Manifest is a manifest or index document as served.
+type Manifest struct {
+	Digest    v1.Hash
+	MediaType types.MediaType
+	Data      []byte
+}
+
+// Image is one resolved image: a tag pinned to a digest, with every
+// manifest and blob it needs.
+type Image struct {
+	Task string
+	// Source is the canonical reference the image was selected as, e.g.
+	// docker.io/library/redis:7.2 or docker.io/library/redis@sha256:....
+	Source string
+	// Registry is the canonical source registry (docker.io for Docker Hub).
+	Registry string
+	// Repository is where the bytes are fetched from (a mirror if one is set).
+	Repository name.Repository
+	// Target is the repository path the image goes to.
+	Target string
+	// Tag is the tag (empty for a digest pin without tag).
+	Tag string
+	// Root is the manifest or index the tag points at, as stored in the
+	// bundle (a rewritten index when only some platforms are kept).
+	Root Manifest
+	// UpstreamDigest is set when Root was rewritten for a platform subset.
+	UpstreamDigest v1.Hash
+	// Children are the platform manifests of an index.
+	Children []Manifest
+	// Blobs are the configs and layers, each once.
+	Blobs     []v1.Descriptor
+	Platforms []string
+}
+
+// Size is the total size of the image's manifests and blobs.
+func (im *Image) Size() int64 {
+	n := int64(len(im.Root.Data))
+	for _, c := range im.Children {
+		n += int64(len(c.Data))
+	}
+	for _, b := range im.Blobs {
+		n += b.Size
+	}
+	return n
+}
+
+// Failure is a mapping, or one tag of it, that could not be resolved.
+type Failure struct {
+	Task   string
+	Source string // the repository or reference concerned
+	Err    error
+}
+
+func (f Failure) Error() string { return fmt.Sprintf("task %q: %s: %v", f.Task, f.Source, f.Err) }
+
+// Resolution is the outcome of Resolve.
+type Resolution struct {
+	Images   []*Image
+	Failures []Failure
+}
+
+// ErrTagNotFound: a literal tag or pin names nothing upstream.
+var ErrTagNotFound = errors.New("not found upstream")
+
+// Resolve lists tags, applies each mapping's filter, pins every selected
+// tag to a digest and reads every manifest the images need. Configs and
+// layers are not fetched. Failures of single mappings or tags are collected
+// in the result; the error is only for cancellation and bad options.
+func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, error) {
+	if opts.Remote == nil {
+		return nil, errors.New("manifest.Resolve: Options.Remote is required")
+	}
+	if opts.Jobs < 1 {
+		opts.Jobs = 4
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &resolver{opts: opts, docs: map[string]*docResult{}}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.Jobs)
+	var lg errgroup.Group
+	lg.SetLimit(opts.Jobs)
+	var mu sync.Mutex
+	res := &Resolution{}
+	fail := func(f Failure) {
+		mu.Lock()
+		res.Failures = append(res.Failures, f)
+		mu.Unlock()
+	}
+	type job struct {
+		task  *Task
+		m     *Mapping
+		order int
+	}
+	var images []*Image
+	var order []int
+	add := func(im *Image, o int) {
+		mu.Lock()
+		images = append(images, im)
+		order = append(order, o)
+		mu.Unlock()
+	}
+	n := 0
+	for _, t := range tasks {
+		for _, m := range t.Mappings {
+			j := job{t, m, n}
+			n += 100000
+			if err := t.CheckSource(); err != nil {
+				fail(Failure{Task: t.Name, Source: m.From, Err: err})
+				continue
+			}
+			// Listing jobs have their own limit: they only queue tag jobs
+			// on g, so they never wait for a slot they hold themselves.
+			lg.Go(func() error {
+				if err := r.mapping(gctx, g, j.task, j.m, func(im *Image, k int) { add(im, j.order+k) }, fail); err != nil {
+					if gctx.Err() != nil {
+						return gctx.Err()
+					}
+					fail(Failure{Task: j.task.Name, Source: j.m.From, Err: err})
+				}
+				return nil
+			})
+		}
+	}
+	lerr := lg.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	idx := make([]int, len(images))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return order[idx[a]] < order[idx[b]] })
+	for _, i := range idx {
+		res.Images = append(res.Images, images[i])
+	}
+	sort.SliceStable(res.Failures, func(a, b int) bool { return res.Failures[a].Source < res.Failures[b].Source })
+	return res, nil
+}
+
+type resolver struct {
+	opts Options
+	mu   sync.Mutex
+	docs map[string]*docResult // manifest fetches by repository@digest, each once
+}
+
+type docResult struct {
+	once sync.Once
+	m    Manifest
+	err  error
+}
+
+// mapping resolves one mapping: it lists tags when the filter needs them,
+// then schedules one job per selected tag on g.
+func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *Mapping, add func(*Image, int), fail func(Failure)) error {
+	srcName, err := t.SourceRepository(m)
+	if err != nil {
+		return err
+	}
+	registry, repoPath, _ := strings.Cut(srcName, "/")
+	fetchHost := registry
+	if mirror, ok := r.opts.Mirrors[registry]; ok {
+		fetchHost = mirror
+	}
+	var nopts []name.Option
+	if r.opts.NameOptions != nil {
+		nopts = r.opts.NameOptions(fetchHost)
+	}
+	fetchRepo, err := name.NewRepository(fetchHost+"/"+repoPath, nopts...)
+	if err != nil {
+		return fmt.Errorf("repository %s: %w", srcName, err)
+	}
+	target := m.To
+	if target == "" {
+		target = m.From
+	}
+	target = strings.Trim(target, "/")
+	f, err := filter.Parse(m.Tags)
+	if err != nil {
+		return fmt.Errorf("%s:%d: %w", t.File, m.Line, err)
+	}
+	platforms := r.opts.Platforms
+	if platforms == nil && m.Platform != "" {
+		platforms = []string{m.Platform}
+	}
+	if len(platforms) == 1 && platforms[0] == "all" {
+		platforms = nil
+	}
+	ropts, err := r.opts.Remote(ctx, fetchHost, t)
+	if err != nil {
+		return fmt.Errorf("registry %s: %w", fetchHost, err)
+	}
+	ropts = append(ropts, remote.WithContext(ctx))
+
+	var tags []string
+	if f.NeedsList() {
+		listed, err := remote.List(fetchRepo, ropts...)
+		if err != nil {
+			return fmt.Errorf("listing tags of %s on %s: %w", srcName, fetchHost, err)
+		}
+		tags = f.Select(listed)
+		r.opts.Logger.Info("listed tags", "repository", srcName, "tags", len(listed), "selected", len(tags))
+	} else {
+		tags = f.Select(nil)
+	}
+	type sel struct{ tag, digest string }
+	var sels []sel
+	for _, tag := range tags {
+		sels = append(sels, sel{tag: tag})
+	}
+	for _, p := range f.Pins() {
+		sels = append(sels, sel{tag: p.Tag, digest: p.Digest})
+	}
+	for _, d := range m.Digests {
+		sels = append(sels, sel{digest: d})
+	}
+	if len(sels) == 0 {
+		r.opts.Logger.Warn("no tag selected", "task", t.Name, "repository", srcName, "filter", f.String())
+	}
+	for k, s := range sels {
+		g.Go(func() error {
+			src := srcName + ":" + s.tag
+			if s.digest != "" {
+				src = srcName + "@" + s.digest
+				if s.tag != "" {
+					src = srcName + ":" + s.tag + "@" + s.digest
+				}
+			}
+			im, err := r.image(ctx, fetchRepo, ropts, s.tag, s.digest, platforms)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				fail(Failure{Task: t.Name, Source: src, Err: err})
+				return nil
+			}
+			im.Task, im.Source, im.Registry, im.Target, im.Tag = t.Name, src, registry, target, s.tag
+			add(im, k)
+			return nil
+		})
+	}
+	return nil
+}
+
+// image resolves one tag or digest of repo.
+func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remote.Option, tag, digest string, platforms []string) (*Image, error) {
+	var ref name.Reference
+	var err error
+	if digest != "" {
+		ref, err = name.NewDigest(repo.Name() + "@" + digest)
+	} else {
+		ref, err = name.NewTag(repo.Name() + ":" + tag)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// HEAD first: it is free on Docker Hub and tells the digest, so tags
+	// that share a digest cost one manifest GET between them.
+	want := v1.Descriptor{}
+	if digest != "" {
+		h, err := v1.NewHash(digest)
+		if err != nil {
+			return nil, fmt.Errorf("digest pin %q: %w", digest, err)
+		}
+		want.Digest = h
+	} else {
+		desc, err := remote.Head(ref, ropts...)
+		switch {
+		case err == nil:
+			want = *desc
+		case isNotFound(err):
+			return nil, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+		default:
+			// Some registries answer HEAD badly; GET decides.
+			got, gerr := remote.Get(ref, ropts...)
+			if gerr != nil {
+				if isNotFound(gerr) {
+					return nil, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+				}
+				return nil, fmt.Errorf("fetching manifest %s from %s: %w", ref, repo.RegistryStr(), gerr)
+			}
+			want = got.Descriptor
+			r.remember(repo, Manifest{Digest: got.Digest, MediaType: got.MediaType, Data: got.Manifest})
+		}
+	}
+	root, err := r.fetch(ctx, repo, ropts, want)
+	if err != nil {
+		if digest != "" && isNotFound(errors.Unwrap(err)) {
+			return nil, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+		}
+		return nil, err
+	}
+	im := &Image{Repository: repo, Root: root}
+	switch oci.KindOf(root.MediaType) {
+	case oci.KindManifest:
+		if err := r.addManifest(im, root, nil); err != nil {
+			return nil, err
+		}
+	case oci.KindIndex:
+		idx, err := oci.Index(root.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		keep, err := selectPlatforms(idx.Manifests, platforms)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		if len(keep) < len(idx.Manifests) {
+			// A registry refuses an index whose children are missing, so a
+			// subset needs a new index: same document, fewer manifests.
+			data, err := rewriteIndex(root.Data, keep)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", ref, err)
+			}
+			h, _, _ := v1.SHA256(strings.NewReader(string(data)))
+			im.UpstreamDigest = root.Digest
+			im.Root = Manifest{Digest: h, MediaType: root.MediaType, Data: data}
+		}
+		for _, d := range keep {
+			if oci.KindOf(d.MediaType) != oci.KindManifest {
+				return nil, fmt.Errorf("%s: nested index %s is not supported", ref, d.Digest)
+			}
+			child, err := r.fetch(ctx, repo, ropts, d)
+			if err != nil {
+				return nil, err
+			}
+			im.Children = append(im.Children, child)
+			if err := r.addManifest(im, child, d.Platform); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, fmt.Errorf("%s: unsupported manifest media type %q", ref, root.MediaType)
+	}
+	return im, nil
+}
+
+func refString(tag, digest string) string {
+	switch {
+	case tag != "" && digest != "":
+		return "tag " + tag + "@" + digest
+	case digest != "":
+		return "digest " + digest
+	}
+	return "tag " + tag
+}
+
+// addManifest records a platform manifest's config and layers.
+func (r *resolver) addManifest(im *Image, m Manifest, p *v1.Platform) error {
+	refs, err := oci.Refs(m.MediaType, m.Data)
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", m.Digest, err)
+	}
+	for _, d := range refs {
+		if d.Digest.Algorithm != "sha256" {
+			return fmt.Errorf("manifest %s: blob %s: only sha256 digests are supported", m.Digest, d.Digest)
+		}
+		if !slices.ContainsFunc(im.Blobs, func(b v1.Descriptor) bool { return b.Digest == d.Digest }) {
+			im.Blobs = append(im.Blobs, d)
+		}
+	}
+	if p != nil {
+		im.Platforms = append(im.Platforms, oci.PlatformString(p))
+	} else if len(refs) > 0 {
+		im.Platforms = append(im.Platforms, "") // filled in by the caller if it reads the config
+	}
+	im.Platforms = slices.DeleteFunc(im.Platforms, func(s string) bool { return s == "" })
+	return nil
+}
+
+// remember stores a manifest already fetched, so fetch does not GET it again.
+func (r *resolver) remember(repo name.Repository, m Manifest) {
+	dr := r.doc(repo.Name() + "@" + m.Digest.String())
+	dr.once.Do(func() { dr.m = m })
+}
+
+func (r *resolver) doc(key string) *docResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dr, ok := r.docs[key]
+	if !ok {
+		dr = &docResult{}
+		r.docs[key] = dr
+	}
+	return dr
+}
+
+// fetch reads a manifest by digest, once per repository and digest.
+func (r *resolver) fetch(ctx context.Context, repo name.Repository, ropts []remote.Option, d v1.Descriptor) (Manifest, error) {
+	dr := r.doc(repo.Name() + "@" + d.Digest.String())
+	dr.once.Do(func() {
+		ref := repo.Digest(d.Digest.String())
+		desc, err := remote.Get(ref, ropts...)
+		if err != nil {
+			dr.err = fmt.Errorf("fetching manifest %s from %s: %w", ref, repo.RegistryStr(), err)
+			return
+		}
+		if desc.Digest != d.Digest {
+			dr.err = fmt.Errorf("manifest %s from %s: content digest %s", d.Digest, repo.RegistryStr(), desc.Digest)
+			return
+		}
+		dr.m = Manifest{Digest: desc.Digest, MediaType: desc.MediaType, Data: desc.Manifest}
+	})
+	return dr.m, dr.err
+}
+
+// selectPlatforms keeps the index entries matching any of platforms (all
+// when platforms is empty). Entries without a platform (attestations,
+// signatures stored in the index) are kept only when all are kept.
+func selectPlatforms(ds []v1.Descriptor, platforms []string) ([]v1.Descriptor, error) {
+	if len(platforms) == 0 {
+		return ds, nil
+	}
+	var want []v1.Platform
+	for _, s := range platforms {
+		for _, part := range strings.Split(s, ",") {
+			p, err := v1.ParsePlatform(strings.TrimSpace(part))
+			if err != nil {
+				return nil, fmt.Errorf("platform %q: %w", part, err)
+			}
+			want = append(want, *p)
+		}
+	}
+	var keep []v1.Descriptor
+	for _, d := range ds {
+		if d.Platform == nil {
+			continue
+		}
+		for _, w := range want {
+			if d.Platform.Satisfies(w) {
+				keep = append(keep, d)
+				break
+			}
+		}
+	}
+	if len(keep) == 0 {
+		var have []string
+		for _, d := range ds {
+			if d.Platform != nil {
+				have = append(have, oci.PlatformString(d.Platform))
+			}
+		}
+		return nil, fmt.Errorf("no manifest for platform %s (the index has %s)", strings.Join(platforms, ","), strings.Join(have, ", "))
+	}
+	return keep, nil
+}
+
+// rewriteIndex replaces the manifests of an index document, keeping every
+// other field as it was.
+func rewriteIndex(data []byte, keep []v1.Descriptor) ([]byte, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	ms, err := json.Marshal(keep)
+	if err != nil {
+		return nil, err
+	}
+	doc["manifests"] = ms
+	return json.Marshal(doc)
+}
+
+func isNotFound(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		if te.StatusCode == http.StatusNotFound {
+			return true
+		}
+		for _, d := range te.Errors {
+			if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
+				return true
+			}
+		}
+	}
+	return false
+}
