@@ -128,7 +128,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 
 	res, err := manifest.Resolve(ctx, tasks, manifest.Options{
-		Remote:      func(ctx context.Context, host string, t *manifest.Task) ([]remote.Option, error) { return remoteOptions(ctx, rn, host, t) },
+		Remote: func(ctx context.Context, host string, t *manifest.Task) ([]remote.Option, error) {
+			return remoteOptions(ctx, rn, host, t)
+		},
 		NameOptions: o.Client.NameOptions,
 		Platforms:   o.Platforms,
 		Mirrors:     o.Mirrors,

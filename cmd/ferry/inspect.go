@@ -94,4 +94,3 @@ func describeBundle(r *bundle.Reader) *inspectOutput {
 	}
 	return out
 }
-
