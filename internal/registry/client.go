@@ -264,12 +264,6 @@ func (c *Client) isRegistry(h string) bool {
 	return c.registries[h]
 }
 
-func (c *Client) hostConfig(h string) HostConfig {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.hosts[h]
-}
-
 // dockerHubHosts are the names users write for Docker Hub.
 var dockerHubHosts = map[string]bool{
 	"docker.io":               true,

@@ -1,2 +1,45 @@
-// Package registry is part of ferry.
+// Package registry is the one HTTP transport every ferry command uses to talk
+// to registries: TLS trust, plain http, retries, User-Agent, credentials and
+// the errors an operator reads.
+//
+// # Retries
+//
+// Retries happen in exactly one layer, the RoundTripper behind
+// Client.Transport. RemoteOptions switches go-containerregistry's own retry
+// layer off (its transport retry and its whole-blob upload retry), so a
+// failing request reaches the registry RetryPolicy.Attempts times, never
+// Attempts×3.
+//
+//   - Retried: GET, HEAD and any request whose body is empty or can be
+//     re-obtained (GetBody), on connection resets/EOF/timeouts and on 408,
+//     429, 500, 502, 503, 504. A streamed blob PATCH is not retried.
+//   - Backoff: Base·2^(n-1) with jitter in [½, 1]×, each wait capped at MaxWait.
+//   - Retry-After (seconds or HTTP date) on 429/503 replaces the backoff. If it
+//     exceeds MaxWait, ferry does not sleep through it: a 429 fails at once
+//     with a *RateLimitError saying when to retry, a 503 is returned as is.
+//   - Docker Hub's pull limit (429 from index.docker.io, or any 429 carrying
+//     ratelimit-* headers, with code TOOMANYREQUESTS or no body) without a
+//     Retry-After fails at once with a *RateLimitError that shows
+//     ratelimit-limit and ratelimit-remaining and suggests logging in or
+//     --mirror. The window is six hours; retrying after seconds or a minute
+//     only spends more of the quota and delays the answer.
+//   - Waiting ends as soon as the request's context is done.
+//
+// # TLS and plain http
+//
+// Roots are the system pool plus --ca-cert files, plus docker's certs.d
+// layout for the host (DIR/host[:port]/*.crt as CAs, *.cert + *.key as
+// client certificates). Verification is skipped globally
+// (--insecure-skip-tls-verify) or per host (Configure, from a mapping file's
+// skip-tls-verify). --plain-http forces http for every registry; otherwise,
+// as docker does, only localhost, 127.0.0.0/8 and ::1 may fall back to http.
+// go-containerregistry would also fall back for RFC 1918 addresses; the
+// transport refuses that with ErrPlainHTTPRefused.
+//
+// # Credentials
+//
+// Keychain resolves explicit credentials, then --auth-file (docker
+// config.json or a Kubernetes pull secret), then the docker keychain. Docker
+// Hub's names are one host. Credentials print as host, user and source only.
+// CheckAuth verifies credentials before any blob moves.
 package registry

@@ -125,7 +125,7 @@ func Explain(err error) error {
 			codes = append(codes, s)
 		}
 		e.Detail = truncate(strings.Join(codes, "; "), 300)
-		e.kind, e.Hint = classifyStatus(te)
+		e.Hint, e.kind = classifyStatus(te)
 		return e
 	}
 	var ue *url.Error
@@ -136,13 +136,13 @@ func Explain(err error) error {
 			e.Registry = u.Host
 		}
 		e.Detail = truncate(describeCause(ue.Err), 300)
-		e.kind, e.Hint = classifyNetErr(ue.Err)
+		e.Hint, e.kind = classifyNetErr(ue.Err)
 		if e.kind == nil {
 			return err // e.g. context cancelled: keep the caller's error as is
 		}
 		return e
 	}
-	if kind, hint := classifyNetErr(err); kind != nil {
+	if hint, kind := classifyNetErr(err); kind != nil {
 		return &Error{Detail: truncate(describeCause(err), 300), kind: kind, Hint: hint, err: err}
 	}
 	return err
@@ -174,52 +174,52 @@ func describeCause(err error) string {
 	return err.Error()
 }
 
-func classifyStatus(te *transport.Error) (error, string) {
+func classifyStatus(te *transport.Error) (hint string, kind error) {
 	for _, d := range te.Errors {
 		if d.Code == transport.TooManyRequestsErrorCode {
-			return ErrRateLimited, "the registry is rate limiting; wait, authenticate for a higher limit, or use --mirror"
+			return "the registry is rate limiting; wait, authenticate for a higher limit, or use --mirror", ErrRateLimited
 		}
 	}
 	switch te.StatusCode {
 	case http.StatusUnauthorized:
-		return ErrUnauthorized, "check the credentials (--username/--password-stdin, --auth-file, the mapping file's auth); for Harbor, check the project exists"
+		return "check the credentials (--username/--password-stdin, --auth-file, the mapping file's auth); for Harbor, check the project exists", ErrUnauthorized
 	case http.StatusForbidden:
-		return ErrDenied, "the account lacks permission for this repository, or a quota is exceeded"
+		return "the account lacks permission for this repository, or a quota is exceeded", ErrDenied
 	case http.StatusNotFound:
-		return ErrNotFound, "check the repository name and tag"
+		return "check the repository name and tag", ErrNotFound
 	case http.StatusTooManyRequests:
-		return ErrRateLimited, "the registry is rate limiting; wait and try again"
+		return "the registry is rate limiting; wait and try again", ErrRateLimited
 	case http.StatusRequestTimeout, http.StatusInternalServerError, http.StatusBadGateway,
 		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return ErrUnavailable, "the registry kept failing after retries; try again later"
+		return "the registry kept failing after retries; try again later", ErrUnavailable
 	case http.StatusRequestEntityTooLarge:
-		return nil, "a proxy in front of the registry limits the request size"
+		return "a proxy in front of the registry limits the request size", nil
 	}
-	return nil, ""
+	return "", nil
 }
 
 // classifyNetErr returns the sentinel and hint for a transport-level error,
 // or (nil, "") when it is not one ferry recognises.
-func classifyNetErr(err error) (error, string) {
+func classifyNetErr(err error) (hint string, kind error) {
 	if isTLSError(err) {
-		return ErrTLS, tlsHint
+		return tlsHint, ErrTLS
 	}
 	if errors.Is(err, ErrPlainHTTPRefused) {
-		return ErrPlainHTTPRefused, "pass --plain-http if this registry really speaks plain http"
+		return "pass --plain-http if this registry really speaks plain http", ErrPlainHTTPRefused
 	}
 	if errors.Is(err, ErrConfig) {
-		return ErrConfig, ""
+		return "", ErrConfig
 	}
 	var dnsErr *net.DNSError
 	switch {
 	case errors.As(err, &dnsErr):
-		return ErrUnavailable, "check the registry host name and DNS"
+		return "check the registry host name and DNS", ErrUnavailable
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return ErrUnavailable, "nothing listens there: check host and port"
+		return "nothing listens there: check host and port", ErrUnavailable
 	case retryableNetErr(err):
-		return ErrUnavailable, "the connection kept failing after retries; check the network or proxy"
+		return "the connection kept failing after retries; check the network or proxy", ErrUnavailable
 	}
-	return nil, ""
+	return "", nil
 }
 
 const tlsHint = "trust the registry's CA with --ca-cert FILE or --certs-dir DIR (DIR/<host:port>/ca.crt), or use --insecure-skip-tls-verify (or skip-tls-verify in the mapping file)"

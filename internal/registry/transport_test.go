@@ -257,9 +257,10 @@ func TestDockerHubPullLimitFailsFast(t *testing.T) {
 	defer srv.Close()
 	c, rec := newTestClient(t, Options{})
 	// Route index.docker.io to the test server (no external network).
+	addr := hostOf(t, srv)
 	hubTransport := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, network, hostOf(t, srv))
+		return d.DialContext(ctx, network, addr)
 	}}
 	c.transports[DockerHub] = hubTransport
 	defer hubTransport.CloseIdleConnections()
@@ -435,5 +436,23 @@ func TestPlainHTTPForced(t *testing.T) {
 	reg, _ := name.NewRegistry(host, c.NameOptions(host)...)
 	if err := c.CheckAuth(context.Background(), reg, authn.Anonymous, ""); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func Test503RetryAfterLongerThanMaxWaitReturnsAtOnce(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Retry-After", "600")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	c, rec := newTestClient(t, Options{Retry: RetryPolicy{Attempts: 5, Base: time.Millisecond, MaxWait: time.Minute}})
+	resp, err := get(t, c, context.Background(), srv.URL+"/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || hits.Load() != 1 || len(rec.get()) != 0 {
+		t.Errorf("status %d hits %d waits %v; want the 503 at once, no sleep", resp.StatusCode, hits.Load(), rec.get())
 	}
 }
