@@ -282,3 +282,14 @@ func sha256Reader(rc io.ReadCloser) (string, int64, error) {
 	h, n, err := v1SHA256(rc)
 	return h, n, err
 }
+
+func TestTokenAuthPlainHTTP(t *testing.T) {
+	t.Parallel()
+	r := StartRegistry(t, RegistryOptions{Users: testUsers, TokenAuth: true})
+	if r.TLS() || r.CAFile != "" {
+		t.Fatalf("plain HTTP registry has TLS %t, CA file %q", r.TLS(), r.CAFile)
+	}
+	fixtures := Seed(t, r, "alice", SmallSet())
+	checkFixtures(t, r, "alice", fixtures)
+	checkDenied(t, r, fixtures[0])
+}

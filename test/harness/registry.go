@@ -241,6 +241,9 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		reg.URL = backendURL
 	}
 	reg.Host = strings.TrimPrefix(strings.TrimPrefix(reg.URL, "https://"), "http://")
+	if !opts.TLS {
+		reg.CA = nil // token mode signs with a CA, but serves plain HTTP
+	}
 	if reg.CA != nil {
 		reg.CAFile = reg.CA.CertFile
 	}
@@ -275,6 +278,7 @@ func startProcess(bin, confFile, url string, tr http.RoundTripper) (*registryPro
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	p.cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	killWithParent(p.cmd)
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("running %s: %w", bin, err)
 	}
