@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ferry-airgap/ferry/filter"
 )
 
 // ErrInvalid is wrapped by every error that comes from the content of a
@@ -199,8 +201,8 @@ type Mapping struct {
 	// os/arch[/variant].
 	Platform string
 	// Tags are the tag filters as written (verbatim tags, 'regex: ...',
-	// 'semver: ...', 'keep: ...'); empty means all tags. The filter package
-	// interprets them; Load only checks that regexes compile.
+	// 'semver: ...', 'keep: ...', digest pins); empty means all tags. Each
+	// item has passed filter.Parse, which interprets them.
 	Tags []string
 	// Digests are dregsy's `digests:` list (algorithm:hex), validated.
 	Digests []string
@@ -896,12 +898,10 @@ func (p *parser) tags(n *yaml.Node, label string) []string {
 			p.errorf(item.Line, "%s: empty tag", label)
 			continue
 		}
-		if expr, isRegex := strings.CutPrefix(s, regexPrefix); isRegex {
-			expr = strings.TrimPrefix(strings.TrimSpace(expr), "!")
-			if _, err := regexp.Compile(expr); err != nil {
-				p.errorf(item.Line, "%s: tag filter %q: %v", label, s, err)
-				continue
-			}
+		// Checked one item at a time, so that the error has its line.
+		if _, err := filter.Parse([]string{s}); err != nil {
+			p.errorf(item.Line, "%s: %v", label, err)
+			continue
 		}
 		out = append(out, s)
 	}

@@ -1,0 +1,70 @@
+package manifest_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/ferry-airgap/ferry/manifest"
+)
+
+// FuzzLoad checks that no input makes Parse panic or hang, that every error
+// wraps ErrInvalid, and that what loads satisfies the documented invariants.
+// Seeds: testdata/fuzz/FuzzLoad plus the published examples.
+func FuzzLoad(f *testing.F) {
+	for _, name := range []string{coreExample, pluginExample} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := manifest.Parse("fuzz.yaml", data)
+		if err != nil {
+			if !errors.Is(err, manifest.ErrInvalid) {
+				t.Fatalf("error does not wrap ErrInvalid: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		names := map[string]bool{}
+		for _, task := range cfg.Tasks {
+			if task.Name == "" || names[task.Name] {
+				t.Fatalf("empty or duplicate task name %q", task.Name)
+			}
+			names[task.Name] = true
+			if task.File != "fuzz.yaml" || task.Line < 1 {
+				t.Fatalf("task %q at %s:%d", task.Name, task.File, task.Line)
+			}
+			if task.Interval < 0 || (task.Interval > 0 && task.Interval.Seconds() < 30) {
+				t.Fatalf("task %q interval %v", task.Name, task.Interval)
+			}
+			if !task.Source.HasPlaceholder("registry") {
+				if err := task.CheckSource(); err != nil {
+					t.Fatalf("task %q loaded with an unusable source: %v", task.Name, err)
+				}
+			}
+			for _, m := range task.Mappings {
+				if m.From == "" || m.To == "" || m.Line < 1 {
+					t.Fatalf("task %q mapping %+v", task.Name, *m)
+				}
+				if !task.Source.HasPlaceholder("registry") {
+					if _, err := task.SourceRepository(m); err != nil && !strings.Contains(err.Error(), "longer than") {
+						t.Fatalf("loaded mapping does not form a repository: %v", err)
+					}
+				}
+			}
+			if a := task.Source.Auth; a != nil && a.Password != "" {
+				if got, want := a.String(), fmt.Sprintf("user %q, password REDACTED", a.Username); got != want {
+					t.Fatalf("Auth.String() = %q, want %q", got, want)
+				}
+			}
+		}
+		_ = cfg.Warnings()
+	})
+}

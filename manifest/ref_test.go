@@ -1,0 +1,88 @@
+package manifest_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ferry-airgap/ferry/manifest"
+)
+
+func TestDockerHubNormalization(t *testing.T) {
+	tests := []struct {
+		host      string
+		canonical string
+		hub       bool
+	}{
+		{"docker.io", "docker.io", true},
+		{"index.docker.io", "docker.io", true},
+		{"registry-1.docker.io", "docker.io", true},
+		{"registry.hub.docker.com", "docker.io", true},
+		{"Registry.Hub.Docker.COM", "docker.io", true},
+		{" docker.io ", "docker.io", true},
+		{"hub.docker.com", "hub.docker.com", false}, // the web site, not a registry
+		{"docker.io:443", "docker.io:443", false},   // an explicit port is kept as written
+		{"Harbor.Example.com:8443", "harbor.example.com:8443", false},
+		{"localhost:5000", "localhost:5000", false},
+		{"quay.io", "quay.io", false},
+		{"harbor.local/Team", "harbor.local/Team", false}, // a path after the host is kept
+		{"registry.hub.docker.com/myorg", "docker.io/myorg", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		if got := manifest.CanonicalRegistry(tt.host); got != tt.canonical {
+			t.Errorf("CanonicalRegistry(%q) = %q, want %q", tt.host, got, tt.canonical)
+		}
+		if got := manifest.IsDockerHub(tt.host); got != tt.hub {
+			t.Errorf("IsDockerHub(%q) = %v, want %v", tt.host, got, tt.hub)
+		}
+	}
+}
+
+func TestSourceRepository(t *testing.T) {
+	tests := []struct{ registry, from, want string }{
+		{"registry.hub.docker.com", "redis", "docker.io/library/redis"},
+		{"docker.io", "/redis", "docker.io/library/redis"},
+		{"index.docker.io", "library/redis", "docker.io/library/redis"},
+		{"registry-1.docker.io", "spaceone/console", "docker.io/spaceone/console"},
+		{"quay.io", "redis", "quay.io/redis"}, // library/ is Docker Hub only
+		{"Harbor.Local:8443", "a/b.c/d_e/f__g/h-i/j--k", "harbor.local:8443/a/b.c/d_e/f__g/h-i/j--k"},
+		{"harbor.local/mirror", "redis", "harbor.local/mirror/redis"},
+		{"registry.hub.docker.com/myorg", "app", "docker.io/myorg/app"},
+		{"[::1]:5000", "x", "[::1]:5000/x"},
+		{"10.0.0.1:5000", "x", "10.0.0.1:5000/x"},
+	}
+	for _, tt := range tests {
+		got, err := manifest.SourceRepository(tt.registry, tt.from)
+		if err != nil || got != tt.want {
+			t.Errorf("SourceRepository(%q, %q) = %q, %v; want %q", tt.registry, tt.from, got, err, tt.want)
+		}
+	}
+}
+
+func TestSourceRepositoryRejects(t *testing.T) {
+	tests := []struct{ registry, from, want string }{
+		{"docker.io", "redis:7", "contains a tag"},
+		{"localhost:5000", "team/app:v1", "contains a tag"},
+		{"docker.io", "redis@sha256:" + strings.Repeat("a", 64), "contains a digest"},
+		{"docker.io", "Redis", "not a valid repository name"},
+		{"docker.io", "a//b", "not a valid repository name"},
+		{"docker.io", "a/", "not a valid repository name"},
+		{"docker.io", "-a", "not a valid repository name"},
+		{"docker.io", "a_-b", "not a valid repository name"},
+		{"docker.io", "a___b", "not a valid repository name"},
+		{"docker.io", "", "empty repository path"},
+		{"docker.io", "regex:.*", "regular expression"},
+		{"docker.io", strings.Repeat("a", 256), "longer than 255"},
+		{"", "redis", "registry not set"},
+		{"https://quay.io", "redis", "is a URL"},
+		{"quay io", "redis", "not a host[:port]"},
+		{"quay.io:", "redis", "not a host[:port]"},
+		{"harbor.local/UPPER", "redis", "not a valid repository path"},
+	}
+	for _, tt := range tests {
+		got, err := manifest.SourceRepository(tt.registry, tt.from)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("SourceRepository(%q, %q) = %q, %v; want error containing %q", tt.registry, tt.from, got, err, tt.want)
+		}
+	}
+}
