@@ -231,7 +231,7 @@ func parsePin(item string) (Pin, error) {
 	}
 	hex, ok := strings.CutPrefix(digest, sha256Prefix)
 	if !ok {
-		return Pin{}, errors.New("digest pin must use sha256:")
+		return Pin{}, errors.New("digest pin must use the sha256 algorithm (sha256:<64 hex>)")
 	}
 	if !hex64.MatchString(hex) {
 		return Pin{}, errors.New("sha256 digest must be 64 lowercase hex characters")

@@ -289,7 +289,7 @@ func TestParseErrors(t *testing.T) {
 		{"sha256:" + strings.ToUpper(hexA), "64 lowercase hex"},
 		{"sha256:" + hexA + "a", "64 lowercase hex"},
 		{"v1@sha256:zz", "64 lowercase hex"},
-		{"v1@md5:abc", "must use sha256:"},
+		{"v1@md5:abc", "must use the sha256 algorithm"},
 		{"-bad@sha256:" + hexA, "invalid tag"},
 		{"@sha256:" + hexA, "invalid tag"},
 		{"has space", "not a valid tag"},

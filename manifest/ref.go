@@ -130,7 +130,7 @@ func cleanRepoPath(p string) (string, error) {
 	}
 	last := p[strings.LastIndexByte(p, '/')+1:]
 	if strings.Contains(last, ":") {
-		return "", fmt.Errorf("repository %q contains a tag; put tags under tags:", orig)
+		return "", fmt.Errorf("repository %q contains a tag; list tags under the mapping's tags key", orig)
 	}
 	if !repoNameRE.MatchString(p) {
 		return "", fmt.Errorf("repository %q is not a valid repository name (lower-case letters and digits, separated by '.', '_', '__', '-' or '/')", orig)

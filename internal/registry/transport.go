@@ -112,7 +112,7 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			wait = c.backoff(attempt)
 			if hasRA && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 				if ra > policy.MaxWait {
-					c.log.Warn("registry asks to retry later than --max-wait; not waiting",
+					c.log.Warn("registry asks to retry later than ferry is willing to wait; not waiting",
 						"registry", req.URL.Host, "status", resp.StatusCode, "retry_after", ra, "max_wait", policy.MaxWait)
 					return resp, nil
 				}

@@ -1,0 +1,49 @@
+# ferry — carry container images across an air gap.
+GO          ?= go
+BIN         := bin/ferry
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -s -w -X main.version=$(VERSION)
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo "$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2")
+FUZZTIME    ?= 10s
+export GOTOOLCHAIN := local
+
+.DEFAULT_GOAL := help
+.PHONY: help build test unit e2e fuzz-short fuzz bench lint demo clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/ferry
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ferry
+
+test: lint ## lint, then every test with -race (unit and end-to-end on real registries), then short fuzz runs
+	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) --no-print-directory fuzz-short
+
+unit: ## unit tests only (no real registry needed)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test$$')
+
+e2e: ## end-to-end tests only: the built binary against real registries (docker-registry, skopeo, regctl)
+	$(GO) test -race -count=1 -timeout 15m ./test/...
+
+fuzz-short: ## each fuzz target for $(FUZZTIME)
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./filter/
+	$(GO) test -run='^$$' -fuzz='^FuzzSelect$$' -fuzztime=$(FUZZTIME) ./filter/
+	$(GO) test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./manifest/
+
+fuzz: ## longer fuzz runs (FUZZTIME=5m make fuzz)
+	$(MAKE) fuzz-short FUZZTIME=$(if $(filter 10s,$(FUZZTIME)),2m,$(FUZZTIME))
+
+bench: ## benchmarks: export throughput vs a plain copy, peak RSS, requests per blob (see docs/benchmarks.md)
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 30m ./test/ | tee bench.out
+
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+demo: build ## local registries, a small image set, export, inspect, verify, import, check digests
+	$(GO) run ./test/demo -ferry $(BIN) -dir demo-work
+
+clean: ## remove build output
+	rm -rf bin demo-work bench.out
