@@ -383,7 +383,7 @@ func TestMappingValidation(t *testing.T) {
 		{"regex to", "      - from: a/b\n        to: 'regex:a/,b/'\n",
 			`m.yaml:6: task "t1": regex in to: is not supported by ferry; write the target path explicitly`},
 		{"tag in from", "      - from: redis:7\n",
-			`m.yaml:5: task "t1": from: repository "redis:7" contains a tag; put tags under tags:`},
+			`m.yaml:5: task "t1": from: repository "redis:7" contains a tag; list tags under the mapping's tags key`},
 		{"digest in from", "      - from: redis@sha256:abc\n",
 			`m.yaml:5: task "t1": from: repository "redis@sha256:abc" contains a digest`},
 		{"upper case", "      - from: Spaceone/Console\n",
