@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -101,8 +103,6 @@ const (
 	EventBlobDone
 	// EventBlobFailed: blob Digest failed with Err.
 	EventBlobFailed
-	// EventChecksum: the whole-file checksum is being computed; Total bytes.
-	EventChecksum
 )
 
 // Event is a progress report. Handlers are called from several goroutines.
@@ -166,6 +166,9 @@ type entry struct {
 	size   int64
 	data   []byte       // in-memory content, or nil
 	blob   *PlannedBlob // streamed content, or nil
+
+	written atomic.Int64 // streamed bytes in place so far
+	done    atomic.Bool  // all bytes in place and verified
 }
 
 func (e *entry) dataOffset() int64 { return e.offset + int64(len(e.header)) }
@@ -192,7 +195,7 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 	}
 	created := o.now().UTC().Truncate(time.Second)
 
-	tmp, err := writeTemp(ctx, path, plan, created, &o)
+	tmp, sum, size, err := writeTemp(ctx, path, plan, created, &o)
 	var failures []Failure
 	if err != nil {
 		var pf *partialFailure
@@ -214,19 +217,12 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 		o.logger.Info("rewriting bundle without failed images", "failed", len(failures), "kept", len(reduced.Images))
 		quiet := o
 		quiet.progress = ProgressFunc(func(Event) {})
-		tmp2, err2 := writeTemp(ctx, path, reduced, created, &quiet)
+		tmp2, sum2, size2, err2 := writeTemp(ctx, path, reduced, created, &quiet)
 		_ = os.Remove(tmp)
 		if err2 != nil {
-			_ = os.Remove(tmp2)
 			return &Result{Failures: failures}, fmt.Errorf("rewriting bundle without failed images: %w", err2)
 		}
-		tmp, plan = tmp2, reduced
-	}
-
-	sum, size, err := fileSHA256(ctx, tmp, o.progress)
-	if err != nil {
-		_ = os.Remove(tmp)
-		return nil, err
+		tmp, plan, sum, size = tmp2, reduced, sum2, size2
 	}
 	if err := os.Chmod(tmp, 0o644); err != nil {
 		_ = os.Remove(tmp)
@@ -436,12 +432,16 @@ func buildIndex(plan *Plan) *v1.IndexManifest {
 }
 
 // writeTemp writes the bundle into a new temporary file beside path and
-// returns its name. Blobs are fetched in parallel straight into their final
-// place: every offset is known in advance, so no spooling is needed.
-func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, o *writeOptions) (string, error) {
+// returns its name, SHA-256 and size. Blobs are fetched in parallel straight
+// into their final place: every offset is known in advance, so nothing is
+// spooled. The file's checksum is computed while the blobs arrive, by a
+// reader that follows the contiguous written prefix, so no second pass over
+// the file is needed. On error the temporary file is removed, except for a
+// *partialFailure, whose file the caller may rebuild from.
+func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, o *writeOptions) (string, string, int64, error) {
 	entries, total, err := layout(plan, created, o)
 	if err != nil {
-		return "", err
+		return "", "", 0, err
 	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
@@ -449,13 +449,13 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	}
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return "", fmt.Errorf("creating bundle: %w", err)
+		return "", "", 0, fmt.Errorf("creating bundle: %w", err)
 	}
 	tmp := f.Name()
-	fail := func(err error) (string, error) {
+	fail := func(err error) (string, string, int64, error) {
 		_ = f.Close()
 		_ = os.Remove(tmp)
-		return "", err
+		return "", "", 0, err
 	}
 	if err := f.Truncate(total); err != nil {
 		return fail(fmt.Errorf("sizing bundle to %d bytes: %w", total, err))
@@ -483,7 +483,7 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 		if e.data != nil {
 			if e.blob != nil {
 				if got := sha256Hex(e.data); got != e.blob.Digest.Hex {
-					return fail(fmt.Errorf("blob %s from %s: content has digest sha256:%s: %w", e.blob.Digest, e.blob.Origin, got, ErrCorrupt))
+					return fail(fmt.Errorf("blob %s from %s: content has digest sha256:%s: %w", e.blob.Digest, e.blob.Origin, got, ErrDigestMismatch))
 				}
 			}
 			if _, err := bw.Write(e.data); err != nil {
@@ -500,16 +500,26 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	}
 	o.progress.Event(Event{Kind: EventPlanned, Total: streamTotal})
 
-	failed := streamAll(ctx, f, streamed, o)
+	fh := &frontierHasher{f: f, total: total, streamed: streamed, notify: make(chan struct{}, 1), abort: make(chan struct{})}
+	hashed := make(chan error, 1)
+	go func() { hashed <- fh.run(ctx) }()
+
+	failed := streamAll(ctx, f, streamed, fh, o)
+	if len(failed) > 0 || ctx.Err() != nil {
+		close(fh.abort)
+	}
+	herr := <-hashed
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
-	if len(failed) > 0 && !o.keepGoing {
-		// Report the first failure as the cause, all failures in the list.
+	if len(failed) > 0 {
 		if err := f.Close(); err != nil {
 			return fail(err)
 		}
-		return tmp, newPartialFailure(plan, failed)
+		return tmp, "", 0, newPartialFailure(plan, failed)
+	}
+	if herr != nil {
+		return fail(fmt.Errorf("checksumming bundle: %w", herr))
 	}
 	if err := f.Sync(); err != nil {
 		return fail(fmt.Errorf("syncing bundle: %w", err))
@@ -517,15 +527,66 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	if err := f.Close(); err != nil {
 		return fail(fmt.Errorf("closing bundle: %w", err))
 	}
-	if len(failed) > 0 {
-		return tmp, newPartialFailure(plan, failed)
+	return tmp, hex.EncodeToString(fh.h.Sum(nil)), total, nil
+}
+
+// frontierHasher computes the SHA-256 of the bundle file while blobs are
+// still arriving: it reads (from the page cache, just written) up to the
+// end of the contiguous prefix that is final.
+type frontierHasher struct {
+	f        *os.File
+	total    int64
+	streamed []*entry // in file order
+	notify   chan struct{}
+	abort    chan struct{}
+	h        hash.Hash
+}
+
+func (fh *frontierHasher) poke() {
+	select {
+	case fh.notify <- struct{}{}:
+	default:
 	}
-	return tmp, nil
+}
+
+func (fh *frontierHasher) run(ctx context.Context) error {
+	fh.h = sha256.New()
+	buf := make([]byte, 1<<20)
+	var pos int64
+	next := 0
+	for pos < fh.total {
+		for next < len(fh.streamed) && fh.streamed[next].done.Load() {
+			next++
+		}
+		frontier := fh.total
+		if next < len(fh.streamed) {
+			e := fh.streamed[next]
+			frontier = e.dataOffset() + e.written.Load()
+		}
+		if frontier <= pos {
+			select {
+			case <-fh.notify:
+			case <-fh.abort:
+				return errors.New("aborted")
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		n := min(frontier-pos, int64(len(buf)))
+		m, err := fh.f.ReadAt(buf[:n], pos)
+		fh.h.Write(buf[:m])
+		pos += int64(m)
+		if err != nil && !(err == io.EOF && pos == fh.total) {
+			return err
+		}
+	}
+	return nil
 }
 
 // streamAll fetches every streamed entry under the jobs limit. Without
 // keep-going the first failure cancels the rest.
-func streamAll(ctx context.Context, f *os.File, streamed []*entry, o *writeOptions) map[v1.Hash]error {
+func streamAll(ctx context.Context, f *os.File, streamed []*entry, fh *frontierHasher, o *writeOptions) map[v1.Hash]error {
 	var mu sync.Mutex
 	failed := map[v1.Hash]error{}
 	gctx, cancel := context.WithCancel(ctx)
@@ -540,8 +601,10 @@ func streamAll(ctx context.Context, f *os.File, streamed []*entry, o *writeOptio
 		g.Go(func() error {
 			bp := bufs.Get().(*[]byte)
 			defer bufs.Put(bp)
-			err := streamBlob(gctx, f, e, *bp, o.progress)
+			err := streamBlob(gctx, f, e, *bp, fh, o.progress)
 			if err == nil {
+				e.done.Store(true)
+				fh.poke()
 				o.progress.Event(Event{Kind: EventBlobDone, Digest: e.blob.Digest})
 				return nil
 			}
@@ -589,7 +652,7 @@ func (pw *progressWriter) flush() {
 
 // streamBlob copies one blob into its place, checking size and digest as
 // the bytes pass.
-func streamBlob(ctx context.Context, f *os.File, e *entry, buf []byte, p Progress) (err error) {
+func streamBlob(ctx context.Context, f *os.File, e *entry, buf []byte, fh *frontierHasher, p Progress) (err error) {
 	b := e.blob
 	rc, err := b.Open(ctx)
 	if err != nil {
@@ -601,7 +664,8 @@ func streamBlob(ctx context.Context, f *os.File, e *entry, buf []byte, p Progres
 		}
 	}()
 	h := sha256.New()
-	pw := &progressWriter{w: io.MultiWriter(io.NewOffsetWriter(f, e.dataOffset()), h), h: b.Digest, p: p}
+	placed := &placeWriter{w: io.NewOffsetWriter(f, e.dataOffset()), e: e, fh: fh}
+	pw := &progressWriter{w: io.MultiWriter(placed, h), h: b.Digest, p: p}
 	n, err := io.CopyBuffer(pw, io.LimitReader(ctxReader{ctx, rc}, b.Size), buf)
 	pw.flush()
 	if err != nil {
@@ -621,6 +685,21 @@ func streamBlob(ctx context.Context, f *os.File, e *entry, buf []byte, p Progres
 		return fmt.Errorf("blob %s from %s: %w: content is sha256:%s", b.Digest, b.Origin, ErrDigestMismatch, got)
 	}
 	return nil
+}
+
+// placeWriter writes a blob into its place and tells the hasher how far
+// the bytes in place reach.
+type placeWriter struct {
+	w  io.Writer
+	e  *entry
+	fh *frontierHasher
+}
+
+func (pw *placeWriter) Write(b []byte) (int, error) {
+	n, err := pw.w.Write(b)
+	pw.e.written.Add(int64(n))
+	pw.fh.poke()
+	return n, err
 }
 
 // Errors for content that does not match its descriptor.
@@ -722,25 +801,6 @@ func reducePlan(plan *Plan, failed map[v1.Hash]error, tmp string) (*Plan, error)
 		out.Blobs = append(out.Blobs, nb)
 	}
 	return out, nil
-}
-
-func fileSHA256(ctx context.Context, path string, p Progress) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", 0, err
-	}
-	p.Event(Event{Kind: EventChecksum, Total: st.Size()})
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20))
-	if err != nil {
-		return "", 0, fmt.Errorf("checksumming bundle: %w", err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
 func writeFileAtomic(path string, data []byte) error {

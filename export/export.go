@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferry-airgap/ferry/bundle"
@@ -119,7 +122,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 			o.Client.Configure(sourceHost(t), registry.HostConfig{SkipTLSVerify: true})
 		}
 	}
-	rn := &runner{Options: &o, tasks: map[string]*manifest.Task{}}
+	rn := &runner{Options: &o, tasks: map[string]*manifest.Task{}, transports: map[string]*cachedTransport{}}
 	for _, t := range tasks {
 		rn.tasks[t.Name] = t
 	}
@@ -128,8 +131,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 
 	res, err := manifest.Resolve(ctx, tasks, manifest.Options{
-		Remote: func(ctx context.Context, host string, t *manifest.Task) ([]remote.Option, error) {
-			return remoteOptions(ctx, rn, host, t)
+		Remote: func(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
+			return rn.remoteOptions(ctx, repo, t)
 		},
 		NameOptions: o.Client.NameOptions,
 		Platforms:   o.Platforms,
@@ -221,12 +224,48 @@ func authFor(o *runner, host string, t *manifest.Task) (authn.Authenticator, err
 	return o.Keychain.Resolve(host)
 }
 
-func remoteOptions(ctx context.Context, o *runner, host string, t *manifest.Task) ([]remote.Option, error) {
-	auth, err := authFor(o, host, t)
+// repoTransport returns an authenticated transport for reading repo,
+// made once per repository: the ping and token exchange happen once, not
+// once per request.
+func (o *runner) repoTransport(ctx context.Context, repo name.Repository, t *manifest.Task) (http.RoundTripper, error) {
+	key := repo.Name()
+	o.mu.Lock()
+	c, ok := o.transports[key]
+	if !ok {
+		c = &cachedTransport{}
+		o.transports[key] = c
+	}
+	o.mu.Unlock()
+	c.once.Do(func() {
+		host := repo.RegistryStr()
+		auth, err := authFor(o, host, t)
+		if err != nil {
+			c.err = err
+			return
+		}
+		c.rt, c.err = transport.NewWithContext(ctx, repo.Registry, auth, o.Client.Transport(), []string{repo.Scope(transport.PullScope)})
+		if c.err != nil {
+			c.err = fmt.Errorf("connecting to %s for %s: %w", host, repo.RepositoryStr(), registry.Explain(c.err))
+		}
+	})
+	return c.rt, c.err
+}
+
+type cachedTransport struct {
+	once sync.Once
+	rt   http.RoundTripper
+	err  error
+}
+
+func (o *runner) remoteOptions(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
+	rt, err := o.repoTransport(ctx, repo, t)
 	if err != nil {
 		return nil, err
 	}
-	return append(o.Client.RemoteOptions(ctx, host, auth), remote.WithJobs(o.Jobs)), nil
+	opts := o.Client.RemoteOptions(ctx, repo.RegistryStr(), authn.Anonymous)
+	// The authenticated transport is a *transport.Wrapper: go-containerregistry
+	// uses it as is, with no second round of retries or token exchange.
+	return append(opts, remote.WithTransport(rt), remote.WithJobs(o.Jobs)), nil
 }
 
 // checkCredentials proves every set of credentials before anything moves,
@@ -406,23 +445,30 @@ func fetchSmall(ctx context.Context, o *runner, im *manifest.Image, d v1.Descrip
 	return data, nil
 }
 
-// opener fetches a blob from the image's repository.
+// opener fetches a blob from the image's repository with one plain GET
+// through the repository's authenticated transport. The bundle writer
+// checks size and digest as the bytes stream, so they are hashed once.
 func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
 	return func(ctx context.Context) (io.ReadCloser, error) {
-		ropts, err := remoteOptions(ctx, o, im.Repository.RegistryStr(), o.tasks[im.Task])
+		host := im.Repository.RegistryStr()
+		rt, err := o.repoTransport(ctx, im.Repository, o.tasks[im.Task])
 		if err != nil {
 			return nil, err
 		}
-		ref := im.Repository.Digest(d.Digest.String())
-		l, err := remote.Layer(ref, ropts...)
+		u := url.URL{Scheme: im.Repository.Scheme(), Host: host, Path: "/v2/" + im.Repository.RepositoryStr() + "/blobs/" + d.Digest.String()}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 		if err != nil {
-			return nil, fmt.Errorf("blob %s from %s: %w", d.Digest, im.Repository.RegistryStr(), registry.Explain(err))
+			return nil, err
 		}
-		rc, err := l.Compressed()
+		resp, err := (&http.Client{Transport: rt}).Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("fetching blob %s of %s from %s: %w", d.Digest, im.Source, im.Repository.RegistryStr(), registry.Explain(err))
+			return nil, fmt.Errorf("fetching blob %s of %s from %s: %w", d.Digest, im.Source, host, registry.Explain(err))
 		}
-		return rc, nil
+		if err := transport.CheckError(resp, http.StatusOK); err != nil {
+			_ = resp.Body.Close()
+			return nil, fmt.Errorf("fetching blob %s of %s from %s: %w", d.Digest, im.Source, host, registry.Explain(err))
+		}
+		return resp.Body, nil
 	}
 }
 
@@ -430,6 +476,9 @@ func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
 type runner struct {
 	*Options
 	tasks map[string]*manifest.Task
+
+	mu         sync.Mutex
+	transports map[string]*cachedTransport // by repository
 }
 
 func configPlatform(data []byte) string {

@@ -26,8 +26,8 @@ import (
 // Options configure Resolve.
 type Options struct {
 	// Remote returns the go-containerregistry options (transport, auth,
-	// context) for reading from host on behalf of task. Required.
-	Remote func(ctx context.Context, host string, task *Task) ([]remote.Option, error)
+	// context) for reading repo on behalf of task. Required.
+	Remote func(ctx context.Context, repo name.Repository, task *Task) ([]remote.Option, error)
 	// NameOptions returns options for parsing references on host (e.g.
 	// name.Insecure for plain HTTP). Optional.
 	NameOptions func(host string) []name.Option
@@ -237,7 +237,7 @@ func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *M
 	if len(platforms) == 1 && platforms[0] == "all" {
 		platforms = nil
 	}
-	ropts, err := r.opts.Remote(ctx, fetchHost, t)
+	ropts, err := r.opts.Remote(ctx, fetchRepo, t)
 	if err != nil {
 		return fmt.Errorf("registry %s: %w", fetchHost, err)
 	}

@@ -76,12 +76,6 @@ func (p *progress) Event(ev bundle.Event) {
 			_ = p.bar.Clear()
 		}
 		p.line(fmt.Sprintf("%s: blob %s failed: %v", p.label, ev.Digest, ev.Err))
-	case bundle.EventChecksum:
-		if p.bar != nil {
-			_ = p.bar.Finish()
-			p.bar = nil
-		}
-		p.line(fmt.Sprintf("%s: %s transferred in %d blobs; checksumming %s", p.label, humanBytes(p.done), p.blobs, humanBytes(ev.Total)))
 	}
 }
 
@@ -96,5 +90,7 @@ func (p *progress) finish() {
 	if p.bar != nil {
 		_ = p.bar.Finish()
 		p.bar = nil
+	} else if !p.quiet && p.total > 0 {
+		p.line(fmt.Sprintf("%s: %s in %d blobs done", p.label, humanBytes(p.done), p.blobs))
 	}
 }
