@@ -200,4 +200,3 @@ func countBundle(b *testing.B, path string) (manifests, blobs int) {
 	}
 	return manifests, blobs
 }
-
