@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -274,11 +275,8 @@ func Load(paths ...string) (*Config, error) {
 // unwrapPathError drops the *fs.PathError wrapper, whose text repeats the
 // path that LoadError already names.
 func unwrapPathError(err error) error {
-	var pe interface{ Unwrap() error }
-	if errors.As(err, &pe) {
-		if inner := pe.Unwrap(); inner != nil {
-			return inner
-		}
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
 	}
 	return err
 }
@@ -380,6 +378,10 @@ func (t *Task) SourceRepository(m *Mapping) (string, error) {
 func Parse(name string, data []byte) (*Config, error) {
 	p := &parser{file: name, budget: maxNodes}
 	cfg := p.parse(data)
+	// Report in file order; tasks are checked name first, endpoints last.
+	slices.SortStableFunc(p.errs, func(a, b error) int {
+		return errLine(a) - errLine(b)
+	})
 	switch len(p.errs) {
 	case 0:
 		return cfg, nil
@@ -388,6 +390,15 @@ func Parse(name string, data []byte) (*Config, error) {
 	default:
 		return nil, errors.Join(p.errs...)
 	}
+}
+
+// errLine is the line of a LoadError, or a large number for errors
+// without one (they go last).
+func errLine(err error) int {
+	if le, ok := err.(*LoadError); ok && le.Line > 0 {
+		return le.Line
+	}
+	return math.MaxInt32
 }
 
 // parser walks the yaml.Node tree of one file, collecting errors so that a

@@ -320,7 +320,7 @@ func TestBadYAML(t *testing.T) {
 		{minimal + "---\n" + minimal, "m.yaml:8: a second YAML document"},
 		{"- a\n- b\n", "m.yaml:1: expected a mapping with a tasks: list at the top level, found a list"},
 		{"tasks: {name: t1}\n", "m.yaml:1: tasks: expected a list of tasks, found a map"},
-		{"tasks:\n  - name: a\n    name: b\n", `m.yaml:3: duplicate key "name" (first at line 2)`},
+		{"tasks:\n  - name: a\n    name: b\n    source: {registry: quay.io}\n", `m.yaml:3: duplicate key "name" (first at line 2)`},
 	}
 	for _, tt := range tests {
 		if got := loadErr(t, tt.content); !strings.HasPrefix(got, tt.want) {
