@@ -386,6 +386,16 @@ func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundl
 
 	// Configs are small: fetch them now (in parallel, verified) so they are
 	// written with the manifests and tell single-platform images' platform.
+	// A dry run transfers no blob: configs stay planned, not fetched.
+	if o.DryRun {
+		for _, c := range configOf {
+			if _, ok := blobIdx[c.desc.Digest]; !ok {
+				blobIdx[c.desc.Digest] = len(plan.Blobs)
+				plan.Blobs = append(plan.Blobs, bundle.PlannedBlob{Digest: c.desc.Digest, Size: c.desc.Size, MediaType: c.desc.MediaType, Kind: bundle.KindConfig})
+			}
+		}
+		configOf = nil
+	}
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Jobs)
