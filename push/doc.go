@@ -1,2 +1,17 @@
-// Package push is part of ferry.
+// Package push is ferry's internal side: it verifies a bundle and pushes its
+// images into a registry (Harbor or any OCI distribution registry), with the
+// digests they had upstream.
+//
+// Guarantees, per image: every blob is in the target repository before any
+// manifest that references it, child manifests are pushed (by digest) before
+// their index, and tags are pushed last, so no tag ever points at an image
+// that is not complete. A blob that fails its digest check stops exactly the
+// images that need it. Blobs the target already has are skipped; a blob
+// already in another repository of the same registry is mounted instead of
+// uploaded; each digest is uploaded once per repository. One --jobs limit is
+// shared by all images.
+//
+// The package speaks the registry API itself (HEAD, POST with mount, PUT)
+// through the authenticated transport of internal/registry, so that every
+// request is visible and ordered; Harbor specifics live in harbor.go.
 package push

@@ -1,0 +1,439 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/registry"
+)
+
+// maxErrorBody caps how much of an error response is read.
+const maxErrorBody = 64 << 10
+
+// manifestAccept is what a HEAD for a manifest accepts.
+var manifestAccept = strings.Join([]string{
+	string(types.OCIManifestSchema1), string(types.OCIImageIndex),
+	string(types.DockerManifestSchema2), string(types.DockerManifestList),
+}, ", ")
+
+// lazyTransport builds an authenticated client once, on first use.
+type lazyTransport struct {
+	once sync.Once
+	rc   *repoClient
+	err  error
+}
+
+// repoClient speaks the registry API for one repository through an
+// authenticated transport whose token (if any) covers its scopes.
+type repoClient struct {
+	host string
+	repo string
+	base string // scheme://host
+	hc   *http.Client
+}
+
+// connect pings the target, checks the credentials (before anything
+// moves) and detects Harbor.
+func (p *pusher) connect(ctx context.Context, images []*image) error {
+	host := p.tgt.Registry
+	reg, err := name.NewRegistry(host, p.o.Client.NameOptions(host)...)
+	if err != nil {
+		return fmt.Errorf("registry %q: %w", host, err)
+	}
+	pr, err := transport.Ping(ctx, reg, p.o.Client.Transport())
+	if err != nil {
+		return fmt.Errorf("reaching registry %s: %w", host, registry.Explain(err))
+	}
+	p.scheme = "https"
+	if pr.Insecure {
+		p.scheme = "http"
+	}
+	first := images[0].repo
+	for _, im := range images {
+		if im.err == nil {
+			first = im.repo
+			break
+		}
+	}
+	if err := p.o.Client.CheckAuth(ctx, reg, p.auth, "repository:"+first+":"+p.actions()); err != nil {
+		return err
+	}
+	p.harbor = detectHarbor(ctx, p)
+	if p.harbor != nil {
+		if err := p.harbor.checkCredentials(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *pusher) actions() string {
+	if p.o.DryRun {
+		return "pull"
+	}
+	return "push,pull"
+}
+
+// checkPush proves push access before any upload: per project (first path
+// segment), start an upload in its first repository and cancel it. Token
+// services such as Harbor's hand out tokens without rights for bad
+// credentials; this is where that shows.
+func (p *pusher) checkPush(ctx context.Context) error {
+	seen := map[string]bool{}
+	var repos []string
+	for _, im := range p.live() {
+		if im.complete && slices.Equal(im.current, repeat(im.digest.String(), len(im.current))) {
+			continue // nothing to write
+		}
+		if pr := project(im.repo); !seen[pr] {
+			seen[pr] = true
+			repos = append(repos, im.repo)
+		}
+	}
+	for _, repo := range repos {
+		rc, err := p.repo(ctx, repo)
+		if err != nil {
+			return err
+		}
+		loc, err := rc.startUpload(ctx)
+		if err != nil {
+			var pe *HarborProjectError
+			if errors.As(err, &pe) {
+				return err
+			}
+			return fmt.Errorf("checking push access to %s/%s as %s before uploading: %w", p.tgt.Registry, repo, userOf(p.auth), err)
+		}
+		rc.cancelUpload(ctx, loc)
+	}
+	return nil
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+func userOf(a authn.Authenticator) string {
+	if a == nil || a == authn.Anonymous {
+		return "anonymous"
+	}
+	if c, ok := a.(interface{ Username() string }); ok && c.Username() != "" {
+		return strconv.Quote(c.Username())
+	}
+	if cfg, err := a.Authorization(); err == nil && cfg.Username != "" {
+		return strconv.Quote(cfg.Username)
+	}
+	return "token"
+}
+
+// repo returns the client for repo (scope push,pull; pull in a dry run).
+func (p *pusher) repo(ctx context.Context, repo string) (*repoClient, error) {
+	return p.client(ctx, repo, []string{"repository:" + repo + ":" + p.actions()})
+}
+
+// mountClient returns a client for repo whose token also allows pulling
+// from, as a cross-repository mount needs.
+func (p *pusher) mountClient(ctx context.Context, repo, from string) (*repoClient, error) {
+	return p.client(ctx, repo, []string{"repository:" + repo + ":push,pull", "repository:" + from + ":pull"})
+}
+
+func (p *pusher) client(ctx context.Context, repo string, scopes []string) (*repoClient, error) {
+	k := strings.Join(scopes, " ")
+	p.mu.Lock()
+	lt, ok := p.transports[k]
+	if !ok {
+		lt = &lazyTransport{}
+		p.transports[k] = lt
+	}
+	p.mu.Unlock()
+	lt.once.Do(func() {
+		host := p.tgt.Registry
+		reg, err := name.NewRegistry(host, p.o.Client.NameOptions(host)...)
+		if err != nil {
+			lt.err = err
+			return
+		}
+		rt, err := transport.NewWithContext(ctx, reg, p.auth, p.o.Client.Transport(), scopes)
+		if err != nil {
+			lt.err = fmt.Errorf("authenticating to %s for %s: %w", host, repo, registry.Explain(err))
+			return
+		}
+		lt.rc = &repoClient{host: host, repo: repo, base: p.scheme + "://" + host, hc: &http.Client{Transport: rt}}
+	})
+	return lt.rc, lt.err
+}
+
+func (c *repoClient) url(path string) string { return c.base + "/v2/" + c.repo + path }
+
+// httpError is a registry error response with its (capped) body, so that
+// quota and Harbor messages can be recognised.
+type httpError struct {
+	status int
+	body   string
+	err    error
+}
+
+func (e *httpError) Error() string { return e.err.Error() }
+func (e *httpError) Unwrap() error { return e.err }
+
+// do sends req and returns the response if its status is one of ok;
+// otherwise an error naming registry, request and status.
+func (c *repoClient) do(req *http.Request, ok ...int) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, registry.Explain(err)
+	}
+	for _, code := range ok {
+		if resp.StatusCode == code {
+			return resp, nil
+		}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	herr := &httpError{status: resp.StatusCode, body: string(body), err: registry.Explain(transport.CheckError(resp))}
+	low := strings.ToLower(herr.body)
+	if resp.StatusCode == http.StatusUnauthorized && strings.Contains(low, "project") && strings.Contains(low, "not found") {
+		return nil, &HarborProjectError{Registry: c.host, Project: project(c.repo), Err: herr}
+	}
+	return nil, herr
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	_ = resp.Body.Close()
+}
+
+func (c *repoClient) headBlob(ctx context.Context, d v1.Hash) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.url("/blobs/"+d.String()), nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := c.do(req, http.StatusOK, http.StatusNotFound)
+	if err != nil {
+		return false, err
+	}
+	drain(resp)
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+// headManifest returns the digest ref (a tag or digest) resolves to, and
+// whether it exists.
+func (c *repoClient) headManifest(ctx context.Context, ref string) (string, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.url("/manifests/"+ref), nil)
+	if err != nil {
+		return "", false, err
+	}
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := c.do(req, http.StatusOK, http.StatusNotFound)
+	if err != nil {
+		return "", false, err
+	}
+	drain(resp)
+	if resp.StatusCode == http.StatusNotFound {
+		return "", false, nil
+	}
+	if d := resp.Header.Get("Docker-Content-Digest"); d != "" {
+		return d, true, nil
+	}
+	// No digest header: read the manifest and hash it.
+	req, err = http.NewRequestWithContext(ctx, http.MethodGet, c.url("/manifests/"+ref), nil)
+	if err != nil {
+		return "", false, err
+	}
+	req.Header.Set("Accept", manifestAccept)
+	resp, err = c.do(req, http.StatusOK)
+	if err != nil {
+		return "", false, err
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(resp.Body, bundle.MaxManifestSize)); err != nil {
+		return "", false, fmt.Errorf("reading manifest %s:%s: %w", c.repo, ref, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), true, nil
+}
+
+// mount asks for a cross-repository mount of d from another repository.
+// It returns mounted=true on 201; on 202 the registry opened an upload
+// instead and loc is its location.
+func (c *repoClient) mount(ctx context.Context, d v1.Hash, from string) (mounted bool, loc string, err error) {
+	q := url.Values{"mount": {d.String()}, "from": {from}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/blobs/uploads/?"+q.Encode()), nil)
+	if err != nil {
+		return false, "", err
+	}
+	resp, err := c.do(req, http.StatusCreated, http.StatusAccepted)
+	if err != nil {
+		return false, "", err
+	}
+	drain(resp)
+	if resp.StatusCode == http.StatusCreated {
+		return true, "", nil
+	}
+	loc, err = location(resp)
+	return false, loc, err
+}
+
+func (c *repoClient) startUpload(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/blobs/uploads/"), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.do(req, http.StatusAccepted)
+	if err != nil {
+		return "", err
+	}
+	drain(resp)
+	return location(resp)
+}
+
+func location(resp *http.Response) (string, error) {
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return "", fmt.Errorf("registry %s: %s %s: %d without a Location header", resp.Request.URL.Host, resp.Request.Method, resp.Request.URL.Path, resp.StatusCode)
+	}
+	u, err := resp.Request.URL.Parse(loc)
+	if err != nil {
+		return "", fmt.Errorf("registry %s: bad upload location: %w", resp.Request.URL.Host, err)
+	}
+	return u.String(), nil
+}
+
+func (c *repoClient) cancelUpload(ctx context.Context, loc string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, loc, nil)
+	if err != nil {
+		return
+	}
+	resp, err := c.hc.Do(req)
+	if err == nil {
+		drain(resp)
+	}
+}
+
+// putBlob finishes the upload at loc with the whole blob in one PUT,
+// streamed from the bundle (open is called again if the request is retried).
+func (c *repoClient) putBlob(ctx context.Context, loc string, d v1.Hash, size int64, open func() (readCloser, error)) error {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return err
+	}
+	q := u.Query()
+	q.Set("digest", d.String())
+	u.RawQuery = q.Encode()
+	body, err := open()
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), body)
+	if err != nil {
+		_ = body.Close()
+		return err
+	}
+	req.ContentLength = size
+	req.GetBody = func() (io.ReadCloser, error) { return open() }
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.do(req, http.StatusCreated, http.StatusNoContent)
+	if err != nil {
+		if errors.Is(err, bundle.ErrCorrupt) {
+			return fmt.Errorf("reading from the bundle: %w", err)
+		}
+		return err
+	}
+	drain(resp)
+	return nil
+}
+
+// putManifest uploads data byte for byte under ref (a digest or a tag).
+func (c *repoClient) putManifest(ctx context.Context, ref string, data []byte, mt string, want v1.Hash) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.url("/manifests/"+ref), bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", mt)
+	resp, err := c.do(req, http.StatusCreated, http.StatusOK, http.StatusAccepted)
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != want.String() {
+		return fmt.Errorf("registry %s stored %s:%s as %s, expected %s", c.host, c.repo, ref, got, want)
+	}
+	return nil
+}
+
+// QuotaError: Harbor (or another registry) refused an upload or manifest
+// because a storage quota is exceeded.
+type QuotaError struct {
+	Registry string
+	Project  string
+	Needed   int64 // bytes of the project's blobs still missing at the end of the run
+	Err      error
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("storage quota of project %q on %s exceeded; %d more bytes (%s) are needed for the images of this project: raise the project quota in Harbor or free space, then import again (what is there is kept): %v",
+		e.Project, e.Registry, e.Needed, human(e.Needed), e.Err)
+}
+
+func (e *QuotaError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrQuota) true.
+func (e *QuotaError) Is(target error) bool { return target == ErrQuota }
+
+// ErrQuota: a storage quota is exceeded.
+var ErrQuota = errors.New("quota exceeded")
+
+func isQuota(err error) bool {
+	var he *httpError
+	return errors.As(err, &he) && he.status == http.StatusForbidden && strings.Contains(strings.ToLower(he.body), "quota")
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// projects returns the distinct projects of the live images, sorted.
+func (p *pusher) projects() []string {
+	set := map[string]bool{}
+	for _, im := range p.live() {
+		set[project(im.repo)] = true
+	}
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
