@@ -165,6 +165,11 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	summarize(sum, plan)
 	if o.DryRun {
 		sum.Seconds = time.Since(start).Seconds()
+		if len(sum.Failures) > 0 {
+			// --dry-run --keep-going lists what resolved; the failures still
+			// make the run fail, as they would a real export.
+			return sum, fmt.Errorf("%w: %d mapping(s) or tag(s) could not be resolved", ErrFailed, len(sum.Failures))
+		}
 		return sum, nil
 	}
 
