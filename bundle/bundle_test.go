@@ -22,7 +22,7 @@ import (
 )
 
 // testImage builds a deterministic image from layer contents.
-func testImage(t *testing.T, layers ...string) v1.Image {
+func testImage(t testing.TB, layers ...string) v1.Image {
 	t.Helper()
 	img := empty.Image
 	for _, l := range layers {
@@ -38,7 +38,7 @@ func testImage(t *testing.T, layers ...string) v1.Image {
 }
 
 // planFor builds a plan holding imgs (target → image), deduplicating blobs.
-func planFor(t *testing.T, imgs map[string]v1.Image, corrupt map[v1.Hash]bool) *Plan {
+func planFor(t testing.TB, imgs map[string]v1.Image, corrupt map[v1.Hash]bool) *Plan {
 	t.Helper()
 	p := &Plan{}
 	have := map[v1.Hash]bool{}

@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -102,10 +103,16 @@ func scan(f io.ReaderAt, size int64) (map[string]span, error) {
 	sr := io.NewSectionReader(f, 0, size)
 	tr := tar.NewReader(sr)
 	entries := map[string]span{}
+	var end int64 // end of the last entry's padded content
 	for i := 0; ; i++ {
 		hdrStart, _ := sr.Seek(0, io.SeekCurrent)
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			// A complete archive ends with two zero blocks; without them the
+			// file was cut at an entry boundary.
+			if size-end < 1024 {
+				return nil, fmt.Errorf("%w: the end-of-archive marker is missing after offset %d (truncated?)", ErrCorrupt, end)
+			}
 			break
 		}
 		if err != nil {
@@ -115,10 +122,11 @@ func scan(f io.ReaderAt, size int64) (map[string]span, error) {
 		if err != nil {
 			return nil, err
 		}
+		start, _ := sr.Seek(0, io.SeekCurrent)
 		if name == "" { // an allowed directory entry
+			end = start
 			continue
 		}
-		start, _ := sr.Seek(0, io.SeekCurrent)
 		if hdr.Size < 0 || hdr.Size > size-start {
 			return nil, fmt.Errorf("%w: entry %q claims %d bytes but the file ends %d bytes later (truncated?)", ErrCorrupt, clip(name), hdr.Size, size-start)
 		}
@@ -126,6 +134,7 @@ func scan(f io.ReaderAt, size int64) (map[string]span, error) {
 			return nil, fmt.Errorf("%w: entry %q appears twice", ErrCorrupt, clip(name))
 		}
 		entries[name] = span{offset: start, size: hdr.Size, order: i}
+		end = start + (hdr.Size+511)&^511
 	}
 	return entries, nil
 }
@@ -219,23 +228,17 @@ func (r *Reader) loadMetadata() error {
 	if err != nil {
 		return err
 	}
-	var idx v1.IndexManifest
-	if err := strictUnmarshal(ib, &idx); err != nil {
-		return fmt.Errorf("%w: %s is not valid JSON: %v", ErrCorrupt, IndexFile, err)
+	idx, err := ParseIndex(ib)
+	if err != nil {
+		return err
 	}
 	rb, err := r.readEntry(RecordFile, MaxMetadataSize)
 	if err != nil {
 		return err
 	}
-	var rec Record
-	if err := strictUnmarshal(rb, &rec); err != nil {
-		return fmt.Errorf("%w: %s is not valid JSON: %v", ErrCorrupt, RecordFile, err)
-	}
-	if rec.FormatVersion < 1 {
-		return fmt.Errorf("%w: %s has no format version", ErrCorrupt, RecordFile)
-	}
-	if rec.FormatVersion > FormatVersion {
-		return fmt.Errorf("%w: format version %d; this ferry reads up to %d: upgrade ferry", ErrUnsupported, rec.FormatVersion, FormatVersion)
+	rec, err := ParseRecord(rb)
+	if err != nil {
+		return err
 	}
 	// ferry.json and the tar must agree on every blob.
 	listed := map[v1.Hash]bool{}
@@ -268,19 +271,85 @@ func (r *Reader) loadMetadata() error {
 		}
 	}
 	for _, d := range idx.Manifests {
-		if d.Digest.Algorithm != "sha256" || !isLowerHex(d.Digest.Hex, 64) {
-			return fmt.Errorf("%w: %s references digest %q", ErrUnsupported, IndexFile, clip(d.Digest.String()))
-		}
 		if size, ok := r.blobs[d.Digest]; ok && size != d.Size {
 			return fmt.Errorf("%w: %s gives %s size %d, the bundle holds %d bytes", ErrCorrupt, IndexFile, d.Digest, d.Size, size)
 		} else if !ok && rec.Base == "" {
 			return fmt.Errorf("%w: %s references %s, which is missing from the bundle", ErrCorrupt, IndexFile, d.Digest)
 		}
 	}
-	r.record = &rec
-	r.index = &idx
+	r.record = rec
+	r.index = idx
 	return nil
 }
+
+// ParseIndex parses index.json strictly: one JSON document, sha256
+// digests only.
+func ParseIndex(data []byte) (*v1.IndexManifest, error) {
+	var idx v1.IndexManifest
+	if err := strictUnmarshal(data, &idx); err != nil {
+		return nil, fmt.Errorf("%w: %s is not valid: %v", ErrCorrupt, IndexFile, err)
+	}
+	for _, d := range idx.Manifests {
+		if d.Digest.Algorithm != "sha256" || !isLowerHex(d.Digest.Hex, 64) {
+			return nil, fmt.Errorf("%w: %s references digest %q", ErrUnsupported, IndexFile, clip(d.Digest.String()))
+		}
+		if d.Size < 0 {
+			return nil, fmt.Errorf("%w: %s gives %s a negative size", ErrCorrupt, IndexFile, d.Digest)
+		}
+	}
+	return &idx, nil
+}
+
+// ParseRecord parses ferry.json strictly: one JSON document, a known format
+// version, well-formed digests and sizes.
+func ParseRecord(data []byte) (*Record, error) {
+	var rec Record
+	if err := strictUnmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("%w: %s is not valid JSON: %v", ErrCorrupt, RecordFile, err)
+	}
+	if rec.FormatVersion < 1 {
+		return nil, fmt.Errorf("%w: %s has no format version", ErrCorrupt, RecordFile)
+	}
+	if rec.FormatVersion > FormatVersion {
+		return nil, fmt.Errorf("%w: format version %d; this ferry reads up to %d: upgrade ferry", ErrUnsupported, rec.FormatVersion, FormatVersion)
+	}
+	for _, b := range rec.Blobs {
+		if _, err := ParseDigest(b.Digest); err != nil {
+			return nil, fmt.Errorf("%s: blob: %w", RecordFile, err)
+		}
+		if b.Size < 0 {
+			return nil, fmt.Errorf("%w: %s gives blob %s a negative size", ErrCorrupt, RecordFile, clip(b.Digest))
+		}
+	}
+	for i, im := range rec.Images {
+		if _, err := ParseDigest(im.Digest); err != nil {
+			return nil, fmt.Errorf("%s: image %d (%s): %w", RecordFile, i, clip(im.Source), err)
+		}
+		if len(im.Tags) == 0 {
+			return nil, fmt.Errorf("%w: %s: image %d (%s) has no tag", ErrCorrupt, RecordFile, i, clip(im.Source))
+		}
+		if !validTarget(im.Target) {
+			return nil, fmt.Errorf("%w: %s: image %d has an invalid target path %q", ErrCorrupt, RecordFile, i, clip(im.Target))
+		}
+		for _, t := range im.Tags {
+			if !validTag(t) {
+				return nil, fmt.Errorf("%w: %s: image %s has an invalid tag %q", ErrCorrupt, RecordFile, clip(im.Target), clip(t))
+			}
+		}
+	}
+	return &rec, nil
+}
+
+// validTarget checks a repository path against the OCI distribution grammar.
+func validTarget(s string) bool { return s != "" && len(s) <= 255 && repoPathRE.MatchString(s) }
+
+// validTag checks a tag against the OCI distribution grammar.
+func validTag(s string) bool { return tagRE.MatchString(s) }
+
+var (
+	repoPathRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE      = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
 
 // Path is the bundle's file name.
 func (r *Reader) Path() string { return r.path }
