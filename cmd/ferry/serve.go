@@ -1,0 +1,111 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/serve"
+)
+
+type serveFlags struct {
+	addr        string
+	prefix      string
+	sourceNames bool
+	tlsCert     string
+	tlsKey      string
+	htpasswd    string
+	jsonLog     bool
+}
+
+func newServeCmd(e *env) *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve BUNDLE.tar [MORE.tar...] [--addr 127.0.0.1:5000]",
+		Short: "Serve bundles as a read-only registry (pull only)",
+		Long: `Answer registry pulls straight from bundle files, with no extraction: the
+pull side of the OCI distribution API (manifests, blobs with Range, tags
+list, catalog, referrers). Push and delete answer 405 UNSUPPORTED.
+
+Images are served under their target path (/v2/TARGET/...); --prefix adds a
+leading path, --source-names also serves them under their source name with
+the registry host first (/v2/docker.io/library/redis/...). Several bundles
+are served as one; for the same name and tag a later bundle wins.
+
+Prints "serving on ADDRESS" on stderr once listening, then one access-log
+line per request. SIGTERM or Ctrl-C shuts down gracefully.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServe(cmd, e, &f, args)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.addr, "addr", "127.0.0.1:5000", "listen address (port 0: any free port)")
+	fl.StringVar(&f.prefix, "prefix", "", "serve every image under this leading path")
+	fl.BoolVar(&f.sourceNames, "source-names", false, "also serve images under their source name, registry host first (docker.io/library/redis)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fl.StringVar(&f.htpasswd, "htpasswd", "", "require basic auth against this htpasswd file (bcrypt: htpasswd -B)")
+	fl.BoolVar(&f.jsonLog, "json-log", false, "access log as JSON lines")
+	return cmd
+}
+
+func runServe(cmd *cobra.Command, e *env, f *serveFlags, paths []string) error {
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert != "" {
+		if _, err := serve.LoadTLS(f.tlsCert, f.tlsKey); err != nil {
+			return usageError{err}
+		}
+	}
+	var handler slog.Handler = slog.NewTextHandler(e.stderr, nil)
+	if f.jsonLog {
+		handler = slog.NewJSONHandler(e.stderr, nil)
+	}
+	log := slog.New(handler)
+	opts := []serve.Option{serve.WithPrefix(f.prefix), serve.WithSourceNames(f.sourceNames), serve.WithLogger(log)}
+	if f.htpasswd != "" {
+		h, err := serve.LoadHtpasswd(f.htpasswd)
+		if err != nil {
+			return usageError{err}
+		}
+		opts = append(opts, serve.WithBasicAuth(h, "ferry"))
+	}
+	var readers []*bundle.Reader
+	defer func() {
+		for _, r := range readers {
+			_ = r.Close()
+		}
+	}()
+	for _, p := range paths {
+		r, err := bundle.Open(p)
+		if err != nil {
+			return err
+		}
+		readers = append(readers, r)
+	}
+	reg, err := serve.New(readers, opts...)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", f.addr, err)
+	}
+	scheme := "http"
+	if f.tlsCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(e.stderr, "serving on %s (%s, %d repositories from %d bundles)\n", ln.Addr(), scheme, len(reg.Names()), len(readers))
+	err = serve.Serve(cmd.Context(), ln, serve.AccessLog(reg, log), serve.ServerConfig{
+		TLSCertFile: f.tlsCert, TLSKeyFile: f.tlsKey, Logger: log,
+	})
+	if err == nil {
+		fmt.Fprintln(e.stderr, "shut down")
+	}
+	return err
+}

@@ -1,0 +1,280 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/ferry-airgap/ferry/bundle"
+)
+
+// MirrorOptions describe the registry clients should pull from.
+type MirrorOptions struct {
+	// Registry is HOST[:PORT] (HTTPS assumed) or a URL with http:// or
+	// https://, without a path.
+	Registry string
+	// Prefix is the leading path the images sit under there (ferry serve
+	// --prefix, or the project/path ferry import pushed to).
+	Prefix string
+	// SourceNames: the registry is `ferry serve --source-names`, which serves
+	// every image under HOST_SEGMENT/SOURCE_REPOSITORY too.
+	SourceNames bool
+	// Name is the ImageDigestMirrorSet's metadata.name (default
+	// "ferry-" and the first bundle's id).
+	Name string
+}
+
+// Mirror is how one upstream registry's images are reached on the mirror.
+type Mirror struct {
+	Upstream string // canonical host: docker.io, quay.io, 127.0.0.1:5000
+	// Path is the leading path that maps an upstream repository to the
+	// mirror's ("" = same path); containerd gets it as override_path.
+	Path string
+	// Reachable and Unreachable list "SOURCE_REPO → MIRROR_REPO" for
+	// images the mirror path does and does not serve.
+	Reachable, Unreachable []string
+}
+
+// MirrorSet is the client configuration for a set of bundles.
+type MirrorSet struct {
+	Scheme, Host string // of the registry
+	Mirrors      []Mirror
+	// Digest maps each source repository to the repositories holding it on
+	// the mirror (HOST/PREFIX/TARGET), for OpenShift.
+	Digest  map[string][]string
+	Name    string
+	Bundles []string // "id (created …, N images)"
+}
+
+// ErrMirrorOptions: the registry or prefix given cannot be used.
+var ErrMirrorOptions = errors.New("bad mirror options")
+
+// Mirrors works out how clients reach the images of recs through o.Registry.
+func Mirrors(recs []*bundle.Record, o MirrorOptions) (*MirrorSet, error) {
+	scheme, host := "https", o.Registry
+	if s, rest, ok := strings.Cut(o.Registry, "://"); ok {
+		scheme, host = strings.ToLower(s), rest
+	}
+	host = strings.TrimSuffix(host, "/")
+	if (scheme != "https" && scheme != "http") || host == "" || strings.ContainsAny(host, "/?#@ ") {
+		return nil, fmt.Errorf("%w: registry %q: want HOST[:PORT] or http(s)://HOST[:PORT] without a path", ErrMirrorOptions, o.Registry)
+	}
+	prefix, err := cleanPrefix(o.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMirrorOptions, err)
+	}
+	ms := &MirrorSet{Scheme: scheme, Host: host, Digest: map[string][]string{}, Name: o.Name}
+	type img struct{ source, target string }
+	byUpstream := map[string][]img{}
+	seenDigest := map[string]bool{}
+	for _, rec := range recs {
+		ms.Bundles = append(ms.Bundles, fmt.Sprintf("%s (created %s, %d images)", rec.ID, rec.Created.UTC().Format("2006-01-02T15:04:05Z"), len(rec.Images)))
+		if ms.Name == "" {
+			ms.Name = "ferry-" + dnsLabel(rec.ID)
+		}
+		for _, im := range rec.Images {
+			up, repo, err := SourceRepo(im.Source)
+			if err != nil {
+				return nil, fmt.Errorf("bundle %s: image %s: %w", rec.ID, im.Target, err)
+			}
+			target := joinPath(prefix, im.Target)
+			byUpstream[up] = append(byUpstream[up], img{repo, target})
+			src, dst := up+"/"+repo, host+"/"+target
+			if !seenDigest[src+" "+dst] {
+				seenDigest[src+" "+dst] = true
+				ms.Digest[src] = append(ms.Digest[src], dst)
+			}
+		}
+	}
+	for _, v := range ms.Digest {
+		sort.Strings(v)
+	}
+	if ms.Name == "" || ms.Name == "ferry-" {
+		ms.Name = "ferry"
+	}
+	ups := make([]string, 0, len(byUpstream))
+	for u := range byUpstream {
+		ups = append(ups, u)
+	}
+	sort.Strings(ups)
+	for _, u := range ups {
+		imgs := byUpstream[u]
+		m := Mirror{Upstream: u}
+		if o.SourceNames {
+			m.Path = joinPath(prefix, HostSegment(u))
+		} else {
+			// The leading path that turns most source repositories into
+			// their target path; images renamed otherwise are unreachable.
+			count := map[string]int{}
+			for _, im := range imgs {
+				if p, ok := leadingPath(im.source, im.target); ok {
+					count[p]++
+				}
+			}
+			best, bestN := "", -1
+			for p, n := range count {
+				if n > bestN || n == bestN && (len(p) < len(best) || len(p) == len(best) && p < best) {
+					best, bestN = p, n
+				}
+			}
+			m.Path = best
+		}
+		seen := map[string]bool{}
+		for _, im := range imgs {
+			line := u + "/" + im.source + " → " + host + "/" + joinPath(m.Path, im.source)
+			p, ok := leadingPath(im.source, im.target)
+			if !o.SourceNames && (!ok || p != m.Path) {
+				line = u + "/" + im.source + " → " + host + "/" + im.target
+			}
+			if seen[line] {
+				continue
+			}
+			seen[line] = true
+			if o.SourceNames || ok && p == m.Path {
+				m.Reachable = append(m.Reachable, line)
+			} else {
+				m.Unreachable = append(m.Unreachable, line)
+			}
+		}
+		sort.Strings(m.Reachable)
+		sort.Strings(m.Unreachable)
+		ms.Mirrors = append(ms.Mirrors, m)
+	}
+	return ms, nil
+}
+
+// leadingPath returns P when target is P/source (or "" when equal).
+func leadingPath(source, target string) (string, bool) {
+	if target == source {
+		return "", true
+	}
+	if p, ok := strings.CutSuffix(target, "/"+source); ok {
+		return p, true
+	}
+	return "", false
+}
+
+// dnsLabel makes s usable in a Kubernetes object name.
+func dnsLabel(s string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(s) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' {
+			b.WriteRune(c)
+		}
+	}
+	out := strings.Trim(b.String(), "-")
+	if len(out) > 40 {
+		out = out[:40]
+	}
+	return out
+}
+
+// upstreamServer is the URL containerd falls back to when the mirror fails.
+func upstreamServer(u string) string {
+	if u == "docker.io" {
+		return "https://registry-1.docker.io"
+	}
+	return "https://" + u
+}
+
+// Write prints the three configurations: containerd hosts.toml files (one
+// per upstream registry, each headed by the path it belongs at), the
+// Docker daemon.json hint, and the OpenShift ImageDigestMirrorSet.
+func (ms *MirrorSet) Write(w io.Writer) error {
+	ew := &errWriter{w: w}
+	p := ew.printf
+	base := ms.Scheme + "://" + ms.Host
+	p("# ferry mirrors for %s\n", base)
+	for _, b := range ms.Bundles {
+		p("# bundle %s\n", b)
+	}
+	p("\n# ==== containerd (config_path = \"/etc/containerd/certs.d\" in the CRI registry config) ====\n")
+	for _, m := range ms.Mirrors {
+		p("\n# --- /etc/containerd/certs.d/%s/hosts.toml ---\n", m.Upstream)
+		for _, r := range m.Reachable {
+			p("# pulls %s\n", r)
+		}
+		for _, r := range m.Unreachable {
+			p("# NOT mirrored (its path there is not PATH/<upstream repository>; pull it by that name, or serve with --source-names): %s\n", r)
+		}
+		p("server = %q\n", upstreamServer(m.Upstream))
+		if len(m.Reachable) == 0 {
+			continue
+		}
+		p("\n")
+		if m.Path == "" {
+			p("[host.%q]\n", base)
+			p("  capabilities = [\"pull\", \"resolve\"]\n")
+		} else {
+			p("[host.%q]\n", base+"/v2/"+m.Path)
+			p("  capabilities = [\"pull\", \"resolve\"]\n")
+			p("  override_path = true\n")
+		}
+		if ms.Scheme == "https" {
+			p("  # with a private CA: ca = \"/etc/containerd/certs.d/%s/ca.crt\"\n", m.Upstream)
+		}
+	}
+
+	p("\n# ==== Docker (/etc/docker/daemon.json) ====\n")
+	p("# registry-mirrors applies to Docker Hub images only, and a mirror URL cannot have a path.\n")
+	var hub *Mirror
+	for i := range ms.Mirrors {
+		if ms.Mirrors[i].Upstream == "docker.io" {
+			hub = &ms.Mirrors[i]
+		}
+	}
+	switch {
+	case hub == nil:
+		p("# No image here comes from Docker Hub: Docker needs no mirror; pull %s/<path> directly.\n", ms.Host)
+	case hub.Path != "" || len(hub.Reachable) == 0:
+		p("# Not applicable: Docker Hub images are served under %q, not at their Docker Hub paths;\n", hub.Path)
+		p("# pull them by their mirror names instead (e.g. %s/%s).\n", ms.Host, firstTarget(hub))
+	default:
+		p("{\n  \"registry-mirrors\": [%q]", base)
+		if ms.Scheme == "http" {
+			p(",\n  \"insecure-registries\": [%q]", ms.Host)
+		}
+		p("\n}\n")
+		for _, r := range hub.Unreachable {
+			p("# NOT mirrored: %s\n", r)
+		}
+	}
+
+	p("\n# ==== OpenShift (oc apply -f -): pulls by digest; tags need an ImageTagMirrorSet ====\n")
+	p("---\napiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: %s\nspec:\n  imageDigestMirrors:\n", ms.Name)
+	srcs := make([]string, 0, len(ms.Digest))
+	for s := range ms.Digest {
+		srcs = append(srcs, s)
+	}
+	sort.Strings(srcs)
+	for _, s := range srcs {
+		p("  - source: %s\n    mirrors:\n", s)
+		for _, m := range ms.Digest[s] {
+			p("      - %s\n", m)
+		}
+	}
+	return ew.err
+}
+
+func firstTarget(m *Mirror) string {
+	all := append(append([]string(nil), m.Reachable...), m.Unreachable...)
+	if len(all) == 0 {
+		return ""
+	}
+	_, t, _ := strings.Cut(all[0], " → ")
+	_, t, _ = strings.Cut(t, "/")
+	return t
+}
+
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, args...)
+	}
+}
