@@ -311,7 +311,7 @@ func TestCorruptBlobAborts(t *testing.T) {
 	if err := file.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	var logs syncBuffer
 	reg, err := New([]*bundle.Reader{f.one}, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +330,7 @@ func TestCorruptBlobAborts(t *testing.T) {
 	} else if !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "EOF") {
 		t.Fatalf("full GET of a damaged blob: %v, want the connection closed", err)
 	}
-	if !strings.Contains(logs.String(), "do not match their digest") {
+	if !logs.waitFor("do not match their digest") {
 		t.Errorf("no error logged: %s", logs.String())
 	}
 	// A Range request gets the raw bytes, damaged byte included.
@@ -599,11 +599,13 @@ func TestMissingManifestLeftOut(t *testing.T) {
 
 func TestAccessLog(t *testing.T) {
 	f := newFixture(t)
-	var buf bytes.Buffer
+	var buf syncBuffer
 	srv := httptest.NewServer(AccessLog(f.reg, slog.New(slog.NewJSONHandler(&buf, nil))))
 	defer srv.Close()
 	do(t, srv, "GET", "/v2/proj/redis/blobs/"+f.layerA.String())
+	buf.waitFor(`"status":200`)
 	do(t, srv, "GET", "/v2/proj/redis/manifests/nope")
+	buf.waitFor(`"status":404`)
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("log lines: %q", lines)
