@@ -38,8 +38,13 @@ const (
 )
 
 // Opener opens a blob's bytes. The writer checks size and digest itself, so
-// an opener need not verify anything.
+// an opener need not verify anything. If the returned reader also
+// implements Committer, the writer calls Commit once the bytes are verified
+// (a cache can keep them then), before Close.
 type Opener func(ctx context.Context) (io.ReadCloser, error)
+
+// Committer is told that the bytes read were complete and verified.
+type Committer interface{ Commit() error }
 
 // PlannedBlob is a blob the writer must store.
 type PlannedBlob struct {
@@ -683,6 +688,11 @@ func streamBlob(ctx context.Context, f *os.File, e *entry, buf []byte, fh *front
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != b.Digest.Hex {
 		return fmt.Errorf("blob %s from %s: %w: content is sha256:%s", b.Digest, b.Origin, ErrDigestMismatch, got)
+	}
+	if c, ok := rc.(Committer); ok {
+		if err := c.Commit(); err != nil {
+			return fmt.Errorf("blob %s: %w", b.Digest, err)
+		}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -49,6 +50,12 @@ type Options struct {
 	Client   *registry.Client   // required
 	Keychain *registry.Keychain // required
 
+	// CacheDir (--cache) keeps fetched manifests and blobs across runs.
+	CacheDir string
+	// MinQuota (--min-quota) stops before Docker Hub's remaining pull quota
+	// would drop below it; 0 = off.
+	MinQuota int
+
 	Progress     bundle.Progress
 	Logger       *slog.Logger
 	FerryVersion string
@@ -65,6 +72,9 @@ type ImageSummary struct {
 	Platforms      []string `json:"platforms,omitempty"`
 	Size           int64    `json:"size"`
 	Task           string   `json:"task"`
+	// Unchanged: with --cache, the image's digest was already cached from an
+	// earlier run (nothing about it was fetched again).
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // FailureSummary is one failed mapping, tag or image.
@@ -88,7 +98,20 @@ type Summary struct {
 	Seconds   float64          `json:"seconds"`    // wall time
 	BundleLen int64            `json:"bundleSize"` // size of the bundle file
 	Warnings  []string         `json:"warnings,omitempty"`
+
+	ImagesNew       int   `json:"imagesNew"`
+	ImagesUnchanged int   `json:"imagesUnchanged"`
+	ImagesFailed    int   `json:"imagesFailed"`
+	BytesDownloaded int64 `json:"bytesDownloaded"` // blob bytes fetched from registries
+	BytesFromCache  int64 `json:"bytesFromCache"`
+	// ManifestGETs is what Docker Hub counts as pulls; QuotaRemaining is its
+	// last ratelimit-remaining, when a source reported one.
+	ManifestGETs   int64 `json:"manifestGets"`
+	QuotaRemaining *int  `json:"quotaRemaining,omitempty"`
 }
+
+// ErrQuota: the Docker Hub pull quota would drop below --min-quota.
+var ErrQuota = errors.New("pull quota low")
 
 // ErrFailed means some images failed; the summary lists them.
 var ErrFailed = errors.New("export failed")
@@ -123,6 +146,28 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		}
 	}
 	rn := &runner{Options: &o, tasks: map[string]*manifest.Task{}, transports: map[string]*cachedTransport{}}
+	if o.CacheDir != "" {
+		if rn.cache, err = OpenCache(o.CacheDir); err != nil {
+			return sum, err
+		}
+		rn.cache.Clean()
+	}
+	if o.Output != "" && !o.DryRun {
+		unlock, err := lockOutput(o.Output)
+		if err != nil {
+			return sum, err
+		}
+		defer unlock()
+	}
+	defer func() {
+		rn.countImages(sum)
+		sum.BytesDownloaded, sum.BytesFromCache = rn.downloaded.Load(), rn.fromCache.Load()
+		for _, t := range tasks {
+			if n, ok := o.Client.RateLimitRemaining(sourceHost(t)); ok {
+				sum.QuotaRemaining = &n
+			}
+		}
+	}()
 	for _, t := range tasks {
 		rn.tasks[t.Name] = t
 	}
@@ -137,14 +182,22 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		NameOptions: o.Client.NameOptions,
 		Platforms:   o.Platforms,
 		Mirrors:     o.Mirrors,
+		Cache:       manifestCache(rn.cache),
+		BeforeGet:   rn.beforeGet,
 		Jobs:        o.Jobs,
 		Logger:      o.Logger,
 	})
 	if err != nil {
 		return sum, err
 	}
+	sum.ManifestGETs = res.ManifestGETs
 	for _, f := range res.Failures {
 		sum.Failures = append(sum.Failures, FailureSummary{Task: f.Task, Source: f.Source, Error: f.Err.Error()})
+	}
+	sum.ImagesFailed = len(res.Failures)
+	if rn.quotaHit.Load() {
+		sum.Seconds = time.Since(start).Seconds()
+		return sum, fmt.Errorf("%w: Docker Hub pull quota reached --min-quota %d; %d images resolved, %d not; nothing was written (rerun later with the same --cache)", ErrQuota, o.MinQuota, len(res.Images), len(res.Failures))
 	}
 	if len(res.Images) == 0 {
 		sum.Seconds = time.Since(start).Seconds()
@@ -180,6 +233,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	sum.Seconds = time.Since(start).Seconds()
 	for _, f := range bundle.Failures(werr) {
 		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})
+		sum.ImagesFailed++
 	}
 	if wr != nil && wr.Record != nil {
 		sum.Output, sum.SHA256, sum.BundleLen = wr.Path, wr.SHA256, wr.Size
@@ -340,6 +394,9 @@ func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundl
 	}
 	for _, im := range images {
 		k := key{im.Target, im.Root.Digest.String()}
+		if im.Root.FromCache {
+			o.unchanged.Store(im.Root.Digest.String(), true)
+		}
 		if i, ok := byKey[k]; ok {
 			if im.Tag != "" && !contains(plan.Images[i].Tags, im.Tag) {
 				plan.Images[i].Tags = append(plan.Images[i].Tags, im.Tag)
@@ -457,6 +514,9 @@ func fetchSmall(ctx context.Context, o *runner, im *manifest.Image, d v1.Descrip
 	if h, _, _ := v1.SHA256(strings.NewReader(string(data))); h != d.Digest {
 		return nil, fmt.Errorf("blob %s from %s: %w: content is %s", d.Digest, im.Repository.RegistryStr(), bundle.ErrDigestMismatch, h)
 	}
+	if c, ok := rc.(bundle.Committer); ok {
+		_ = c.Commit()
+	}
 	return data, nil
 }
 
@@ -465,6 +525,10 @@ func fetchSmall(ctx context.Context, o *runner, im *manifest.Image, d v1.Descrip
 // checks size and digest as the bytes stream, so they are hashed once.
 func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
 	return func(ctx context.Context) (io.ReadCloser, error) {
+		if f, ok := o.cache.Open(d.Digest, d.Size); ok {
+			o.fromCache.Add(d.Size)
+			return f, nil
+		}
 		host := im.Repository.RegistryStr()
 		rt, err := o.repoTransport(ctx, im.Repository, o.tasks[im.Task])
 		if err != nil {
@@ -483,7 +547,7 @@ func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
 			_ = resp.Body.Close()
 			return nil, fmt.Errorf("fetching blob %s of %s from %s: %w", d.Digest, im.Source, host, registry.Explain(err))
 		}
-		return resp.Body, nil
+		return o.cache.tee(d.Digest, &countingBody{rc: resp.Body, n: &o.downloaded}), nil
 	}
 }
 
@@ -494,6 +558,63 @@ type runner struct {
 
 	mu         sync.Mutex
 	transports map[string]*cachedTransport // by repository
+
+	cache      *Cache
+	downloaded atomic.Int64
+	fromCache  atomic.Int64
+	quotaHit   atomic.Bool
+	unchanged  sync.Map // root digests already cached by an earlier run
+}
+
+// countImages fills the new/unchanged counts from the summary's images.
+func (o *runner) countImages(sum *Summary) {
+	sum.ImagesNew, sum.ImagesUnchanged = 0, 0
+	for i := range sum.Images {
+		_, ok := o.unchanged.Load(sum.Images[i].Digest)
+		sum.Images[i].Unchanged = ok
+		if ok {
+			sum.ImagesUnchanged++
+		} else {
+			sum.ImagesNew++
+		}
+	}
+}
+
+// beforeGet stops manifest GETs once the pull quota is at --min-quota.
+func (o *runner) beforeGet(host string) error {
+	if o.MinQuota <= 0 {
+		return nil
+	}
+	if o.quotaHit.Load() {
+		return ErrQuota
+	}
+	if n, ok := o.Client.RateLimitRemaining(host); ok && n <= o.MinQuota {
+		o.quotaHit.Store(true)
+		return fmt.Errorf("%w: %s reports %d pulls left, --min-quota is %d; stopping (the cache keeps what was fetched)", ErrQuota, host, n, o.MinQuota)
+	}
+	return nil
+}
+
+// countingBody counts bytes received from a registry.
+type countingBody struct {
+	rc io.ReadCloser
+	n  *atomic.Int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingBody) Close() error { return c.rc.Close() }
+
+// manifestCache adapts a possibly nil *Cache to manifest.ManifestCache.
+func manifestCache(c *Cache) manifest.ManifestCache {
+	if c == nil {
+		return nil
+	}
+	return c
 }
 
 func configPlatform(data []byte) string {

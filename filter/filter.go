@@ -269,10 +269,13 @@ func (f *Filter) selectsAll() bool {
 // upstream). Pins are not included. The steps, as in dregsy:
 //
 //  1. semver and regex items are ORed over available (all of available when
-//     there is no literal, pin, semver or regex item), and literals added;
-//  2. every 'keep: REGEX' must match (ANDed), literals included;
+//     there is no literal, pin, semver or regex item);
+//  2. every 'keep: REGEX' must match (ANDed);
 //  3. 'keep: latest N' keeps every tag that is not a semver plus the N highest
-//     semver tags; when no tag is a semver it keeps the last N by string order.
+//     semver tags; when no tag is a semver it keeps the last N by string order;
+//  4. literal tags are added: a tag named explicitly is never dropped by a
+//     keep item (the rule ferry's export issue pins; dregsy applies keep
+//     items to literals too, see docs/filters.md).
 func (f *Filter) Select(available []string) []string {
 	set := make(map[string]struct{})
 	if f.selectsAll() {
@@ -287,10 +290,10 @@ func (f *Filter) Select(available []string) []string {
 		}
 	}
 	for _, t := range f.literals {
-		set[t] = struct{}{}
+		delete(set, t) // added back, untouched by keep items, below
 	}
 
-	out := make([]string, 0, len(set))
+	out := make([]string, 0, len(set)+len(f.literals))
 	for t := range set {
 		if f.kept(t) {
 			out = append(out, t)
@@ -299,8 +302,9 @@ func (f *Filter) Select(available []string) []string {
 	if f.keepCount > 0 {
 		out = keepLatest(out, f.keepCount)
 	}
+	out = append(out, f.literals...)
 	slices.Sort(out)
-	return out
+	return slices.Compact(out)
 }
 
 func (f *Filter) matchesSemver(tag string) bool {

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -37,6 +38,12 @@ type Options struct {
 	// Mirrors maps a canonical source registry to a host to fetch from
 	// instead (--mirror SOURCE=MIRROR). The recorded source stays SOURCE.
 	Mirrors map[string]string
+	// Cache keeps manifests by digest across runs: a tag whose HEAD shows a
+	// digest already cached costs no GET. Optional.
+	Cache ManifestCache
+	// BeforeGet is called before every manifest GET (the request Docker Hub
+	// counts against its pull limit); its error stops that image. Optional.
+	BeforeGet func(host string) error
 	// Jobs bounds parallel requests (default 4).
 	Jobs   int
 	Logger *slog.Logger
@@ -47,6 +54,8 @@ type Manifest struct {
 	Digest    v1.Hash
 	MediaType types.MediaType
 	Data      []byte
+	// FromCache is set when the cache, not the registry, supplied Data.
+	FromCache bool
 }
 
 // Image is one resolved image: a tag pinned to a digest, with every
@@ -97,10 +106,19 @@ type Failure struct {
 
 func (f Failure) Error() string { return fmt.Sprintf("task %q: %s: %v", f.Task, f.Source, f.Err) }
 
+// ManifestCache stores manifests by digest.
+type ManifestCache interface {
+	Get(h v1.Hash) ([]byte, bool)
+	Put(h v1.Hash, data []byte) error
+}
+
 // Resolution is the outcome of Resolve.
 type Resolution struct {
 	Images   []*Image
 	Failures []Failure
+	// ManifestGETs counts manifest GETs sent; CachedManifests those the
+	// cache answered instead.
+	ManifestGETs, CachedManifests int64
 }
 
 // ErrTagNotFound: a literal tag or pin names nothing upstream.
@@ -186,6 +204,7 @@ func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, err
 		res.Images = append(res.Images, images[i])
 	}
 	sort.SliceStable(res.Failures, func(a, b int) bool { return res.Failures[a].Source < res.Failures[b].Source })
+	res.ManifestGETs, res.CachedManifests = r.gets.Load(), r.cached.Load()
 	return res, nil
 }
 
@@ -193,6 +212,39 @@ type resolver struct {
 	opts Options
 	mu   sync.Mutex
 	docs map[string]*docResult // manifest fetches by repository@digest, each once
+
+	gets   atomic.Int64 // manifest GETs sent
+	cached atomic.Int64 // manifests served from the cache
+}
+
+func (r *resolver) beforeGet(repo name.Repository) error {
+	if r.opts.BeforeGet == nil {
+		return nil
+	}
+	return r.opts.BeforeGet(repo.RegistryStr())
+}
+
+func (r *resolver) cachePut(h v1.Hash, data []byte) {
+	if r.opts.Cache != nil {
+		if err := r.opts.Cache.Put(h, data); err != nil {
+			r.opts.Logger.Warn("caching manifest", "digest", h.String(), "error", err)
+		}
+	}
+}
+
+// headUnsupported tells a HEAD failure worth retrying as GET (a registry
+// that does not answer HEAD properly) from one that a GET would only repeat:
+// credentials refused, rate limited.
+func headUnsupported(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch te.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+			return false
+		}
+		return true
+	}
+	return false
 }
 
 type docResult struct {
@@ -321,9 +373,15 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 			want = *desc
 		case isNotFound(err):
 			return nil, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+		case !headUnsupported(err):
+			return nil, fmt.Errorf("checking %s on %s: %w", ref, repo.RegistryStr(), err)
 		default:
 			// Some registries answer HEAD badly; GET decides.
+			if err := r.beforeGet(repo); err != nil {
+				return nil, err
+			}
 			got, gerr := remote.Get(ref, ropts...)
+			r.gets.Add(1)
 			if gerr != nil {
 				if isNotFound(gerr) {
 					return nil, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
@@ -332,6 +390,7 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 			}
 			want = got.Descriptor
 			r.remember(repo, Manifest{Digest: got.Digest, MediaType: got.MediaType, Data: got.Manifest})
+			r.cachePut(got.Digest, got.Manifest)
 		}
 	}
 	root, err := r.fetch(ctx, repo, ropts, want)
@@ -365,7 +424,7 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 			}
 			h, _, _ := v1.SHA256(strings.NewReader(string(data)))
 			im.UpstreamDigest = root.Digest
-			im.Root = Manifest{Digest: h, MediaType: root.MediaType, Data: data}
+			im.Root = Manifest{Digest: h, MediaType: root.MediaType, Data: data, FromCache: root.FromCache}
 		}
 		for _, d := range keep {
 			if oci.KindOf(d.MediaType) != oci.KindManifest {
@@ -440,8 +499,24 @@ func (r *resolver) doc(key string) *docResult {
 func (r *resolver) fetch(ctx context.Context, repo name.Repository, ropts []remote.Option, d v1.Descriptor) (Manifest, error) {
 	dr := r.doc(repo.Name() + "@" + d.Digest.String())
 	dr.once.Do(func() {
+		if r.opts.Cache != nil {
+			if data, ok := r.opts.Cache.Get(d.Digest); ok {
+				mt := d.MediaType
+				if mt == "" {
+					mt, _ = oci.MediaTypeOf(data)
+				}
+				r.cached.Add(1)
+				dr.m = Manifest{Digest: d.Digest, MediaType: mt, Data: data, FromCache: true}
+				return
+			}
+		}
+		if err := r.beforeGet(repo); err != nil {
+			dr.err = err
+			return
+		}
 		ref := repo.Digest(d.Digest.String())
 		desc, err := remote.Get(ref, ropts...)
+		r.gets.Add(1)
 		if err != nil {
 			dr.err = fmt.Errorf("fetching manifest %s from %s: %w", ref, repo.RegistryStr(), err)
 			return
@@ -451,6 +526,7 @@ func (r *resolver) fetch(ctx context.Context, repo name.Repository, ropts []remo
 			return
 		}
 		dr.m = Manifest{Digest: desc.Digest, MediaType: desc.MediaType, Data: desc.Manifest}
+		r.cachePut(desc.Digest, desc.Manifest)
 	})
 	return dr.m, dr.err
 }

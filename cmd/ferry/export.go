@@ -21,6 +21,8 @@ type exportFlags struct {
 	keepGoing bool
 	platform  string
 	mirrors   []string
+	cache     string
+	minQuota  int
 }
 
 func newExportCmd(e *env) *cobra.Command {
@@ -51,6 +53,8 @@ records the upstream one.`,
 	fl.BoolVar(&f.keepGoing, "keep-going", false, "write what succeeded when some images fail (exit status stays 1)")
 	fl.StringVar(&f.platform, "platform", "", "platforms to keep: os/arch[/variant][,...] or all (default: each mapping's platform, else all)")
 	fl.StringArrayVar(&f.mirrors, "mirror", nil, "fetch images of SOURCE from MIRROR: SOURCE=MIRROR (repeatable)")
+	fl.StringVar(&f.cache, "cache", "", "keep fetched manifests and blobs in DIR; a rerun downloads only what changed")
+	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
 	f.regFlags.register(cmd)
 	return cmd
 }
@@ -89,6 +93,7 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 		Platforms: platforms, Mirrors: mirrors,
 		Username: f.username, Password: pw,
 		Client: client, Keychain: kc,
+		CacheDir: f.cache, MinQuota: f.minQuota,
 		Progress: prog, Logger: e.logger(), FerryVersion: version,
 	})
 	prog.finish()
@@ -128,6 +133,13 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		fmt.Fprintf(w, "wrote %s: %d images, %d tags, %d unique blobs, %s (saved %s by deduplication) in %.1fs\n",
 			s.Output, len(s.Images), s.Tags, s.Blobs, humanBytes(s.BundleLen), humanBytes(s.Logical-s.Bytes), s.Seconds)
 		fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
+	}
+	if s.ImagesUnchanged > 0 || s.BytesFromCache > 0 {
+		fmt.Fprintf(w, "%d images new, %d unchanged; %s downloaded, %s from the cache\n",
+			s.ImagesNew, s.ImagesUnchanged, humanBytes(s.BytesDownloaded), humanBytes(s.BytesFromCache))
+	}
+	if s.QuotaRemaining != nil {
+		fmt.Fprintf(w, "pull quota: %d manifest GETs made, %d remaining\n", s.ManifestGETs, *s.QuotaRemaining)
 	}
 }
 

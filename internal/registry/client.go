@@ -66,6 +66,9 @@ type Client struct {
 	registries map[string]bool // hosts ferry talks to as registries (not token realms)
 	transports map[string]*http.Transport
 
+	rlMu          sync.Mutex
+	rateRemaining map[string]int // last ratelimit-remaining per host
+
 	// seams for tests
 	sleep  func(ctx context.Context, d time.Duration) error
 	now    func() time.Time
@@ -98,16 +101,17 @@ func New(opts Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		opts:       opts,
-		ua:         opts.UserAgent,
-		log:        log,
-		roots:      roots,
-		hosts:      map[string]HostConfig{},
-		registries: map[string]bool{},
-		transports: map[string]*http.Transport{},
-		sleep:      sleepCtx,
-		now:        time.Now,
-		jitter:     equalJitter,
+		opts:          opts,
+		ua:            opts.UserAgent,
+		log:           log,
+		roots:         roots,
+		hosts:         map[string]HostConfig{},
+		registries:    map[string]bool{},
+		transports:    map[string]*http.Transport{},
+		rateRemaining: map[string]int{},
+		sleep:         sleepCtx,
+		now:           time.Now,
+		jitter:        equalJitter,
 	}
 	c.rt = &roundTripper{c: c}
 	return c, nil

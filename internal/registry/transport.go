@@ -79,6 +79,9 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	canRetry := replayable(req)
 	for attempt := 1; ; attempt++ {
 		resp, err := base.RoundTrip(r)
+		if err == nil {
+			c.noteRateLimit(h, resp.Header)
+		}
 		last := !canRetry || attempt >= policy.Attempts
 		var wait time.Duration
 		if err != nil {
@@ -262,4 +265,29 @@ func closeBody(req *http.Request) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
+}
+
+// noteRateLimit records Docker Hub's ratelimit-remaining header
+// ("76;w=21600") for host.
+func (c *Client) noteRateLimit(host string, h http.Header) {
+	v := h.Get("ratelimit-remaining")
+	if v == "" {
+		return
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(v, ";", 2)[0]))
+	if err != nil {
+		return
+	}
+	c.rlMu.Lock()
+	c.rateRemaining[host] = n
+	c.rlMu.Unlock()
+}
+
+// RateLimitRemaining returns the pull quota the registry last reported
+// (Docker Hub's ratelimit-remaining), and whether it reported one.
+func (c *Client) RateLimitRemaining(host string) (int, bool) {
+	c.rlMu.Lock()
+	defer c.rlMu.Unlock()
+	n, ok := c.rateRemaining[canonicalHost(host)]
+	return n, ok
 }

@@ -456,3 +456,29 @@ func Test503RetryAfterLongerThanMaxWaitReturnsAtOnce(t *testing.T) {
 		t.Errorf("status %d hits %d waits %v; want the 503 at once, no sleep", resp.StatusCode, hits.Load(), rec.get())
 	}
 }
+
+func TestRateLimitRemainingRecorded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ratelimit-limit", "100;w=21600")
+		w.Header().Set("ratelimit-remaining", "76;w=21600")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	c, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimPrefix(srv.URL, "http://")
+	if _, ok := c.RateLimitRemaining(host); ok {
+		t.Fatal("quota known before any request")
+	}
+	req, _ := http.NewRequest(http.MethodHead, srv.URL+"/v2/library/redis/manifests/latest", nil)
+	resp, err := c.Transport().RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n, ok := c.RateLimitRemaining(host); !ok || n != 76 {
+		t.Fatalf("remaining = %d, %v; want 76", n, ok)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -214,7 +215,13 @@ func newForwarder(target *Registry, frontURL string, rec *recorder, extra map[st
 func CountingProxy(t testing.TB, target *Registry) (*Registry, *Counter) {
 	t.Helper()
 	rec := &recorder{}
-	srv := httptest.NewUnstartedServer(nil)
+	// The forwarder needs the server's own URL, known only once it listens:
+	// install a handler before Start that reads the forwarder through an
+	// atomic pointer, so the race detector sees no unsynchronised write.
+	var fwd atomic.Pointer[http.Handler]
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*fwd.Load()).ServeHTTP(w, r)
+	}))
 	if target.TLS() {
 		srv.TLS = target.CA.TLSConfig()
 		srv.TLS.Certificates = []tls.Certificate{target.CA.IssueTLS(t)}
@@ -223,7 +230,8 @@ func CountingProxy(t testing.TB, target *Registry) (*Registry, *Counter) {
 		srv.Start()
 	}
 	t.Cleanup(srv.Close)
-	srv.Config.Handler = newForwarder(target, srv.URL, rec, nil)
+	h := newForwarder(target, srv.URL, rec, nil)
+	fwd.Store(&h)
 	p := &Registry{
 		URL:           srv.URL,
 		Host:          strings.TrimPrefix(strings.TrimPrefix(srv.URL, "https://"), "http://"),

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -162,6 +163,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	fmt.Fprintf(&cfg, "health:\n  storagedriver:\n    enabled: false\n")
 
 	var front *httptest.Server
+	var frontHandler atomic.Pointer[http.Handler] // set once the front knows its URL
 	var issuer *tokenIssuer
 	switch {
 	case opts.TokenAuth:
@@ -171,7 +173,9 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		issuer = newTokenIssuer(t, reg.CA, opts.Users)
 		signerFile := filepath.Join(dir, "token-roots.pem")
 		writeFile(t, signerFile, reg.CA.CertPEM)
-		front = httptest.NewUnstartedServer(nil)
+		front = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			(*frontHandler.Load()).ServeHTTP(w, r)
+		}))
 		if opts.TLS {
 			front.TLS = reg.CA.TLSConfig()
 			front.TLS.Certificates = []tls.Certificate{reg.CA.IssueTLS(t)}
@@ -235,7 +239,8 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	}
 	if front != nil {
 		target := &Registry{URL: backendURL, Host: strings.TrimPrefix(backendURL, "http://")}
-		front.Config.Handler = newForwarder(target, front.URL, nil, map[string]http.Handler{TokenPath: issuer})
+		h := newForwarder(target, front.URL, nil, map[string]http.Handler{TokenPath: issuer})
+		frontHandler.Store(&h)
 		reg.URL = front.URL
 	} else {
 		reg.URL = backendURL

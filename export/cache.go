@@ -1,0 +1,186 @@
+package export
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Cache keeps fetched manifests and blobs on disk, content-addressed, so a
+// repeated or interrupted export downloads nothing it already has. Entries
+// are written under a temporary name and renamed into place only after their
+// digest was verified, so an entry that exists is complete and correct.
+type Cache struct {
+	dir string
+}
+
+// OpenCache opens (creating if needed) a cache directory.
+func OpenCache(dir string) (*Cache, error) {
+	for _, d := range []string{filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "tmp")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+	}
+	return &Cache{dir: dir}, nil
+}
+
+func (c *Cache) path(h v1.Hash) string {
+	return filepath.Join(c.dir, "blobs", "sha256", h.Hex)
+}
+
+// Open returns the cached bytes of h, or ok=false. An entry of the wrong
+// size is removed and reported missing.
+func (c *Cache) Open(h v1.Hash, size int64) (*os.File, bool) {
+	if c == nil || h.Algorithm != "sha256" {
+		return nil, false
+	}
+	f, err := os.Open(c.path(h))
+	if err != nil {
+		return nil, false
+	}
+	st, err := f.Stat()
+	if err != nil || (size >= 0 && st.Size() != size) {
+		_ = f.Close()
+		_ = os.Remove(c.path(h))
+		return nil, false
+	}
+	return f, true
+}
+
+// Get returns a small cached document (a manifest), verified.
+func (c *Cache) Get(h v1.Hash) ([]byte, bool) {
+	f, ok := c.Open(h, -1)
+	if !ok {
+		return nil, false
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 8<<20))
+	if err != nil {
+		return nil, false
+	}
+	if got, _, _ := v1.SHA256(bytes.NewReader(data)); got != h {
+		_ = os.Remove(c.path(h)) // damaged on disk: forget it
+		return nil, false
+	}
+	return data, true
+}
+
+// Put stores a small verified document.
+func (c *Cache) Put(h v1.Hash, data []byte) error {
+	if c == nil {
+		return nil
+	}
+	if got, _, _ := v1.SHA256(bytes.NewReader(data)); got != h {
+		return fmt.Errorf("cache: content of %s has digest %s", h, got)
+	}
+	f, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), h.Hex+".*")
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("cache: %w", err)
+	}
+	return c.commit(f)
+}
+
+func (c *Cache) commit(f *os.File) error {
+	name := f.Name()
+	if err := f.Close(); err != nil {
+		_ = os.Remove(name)
+		return fmt.Errorf("cache: %w", err)
+	}
+	hexpart := filepath.Base(name)
+	if i := indexByte(hexpart, '.'); i > 0 {
+		hexpart = hexpart[:i]
+	}
+	if err := os.Rename(name, filepath.Join(c.dir, "blobs", "sha256", hexpart)); err != nil {
+		_ = os.Remove(name)
+		return fmt.Errorf("cache: %w", err)
+	}
+	return nil
+}
+
+// tee returns a reader that copies what rc yields into a new cache entry
+// for h; the entry is kept only when the bundle writer commits (it has
+// verified size and digest), and discarded on Close otherwise.
+func (c *Cache) tee(h v1.Hash, rc io.ReadCloser) io.ReadCloser {
+	if c == nil {
+		return rc
+	}
+	f, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), h.Hex+".*")
+	if err != nil {
+		return rc // caching is best effort; the export goes on
+	}
+	return &teeReader{rc: rc, f: f, c: c}
+}
+
+type teeReader struct {
+	rc        io.ReadCloser
+	f         *os.File
+	c         *Cache
+	werr      error
+	committed bool
+}
+
+func (t *teeReader) Read(p []byte) (int, error) {
+	n, err := t.rc.Read(p)
+	if n > 0 && t.werr == nil {
+		_, t.werr = t.f.Write(p[:n])
+	}
+	return n, err
+}
+
+// Commit keeps the entry: the bundle writer verified every byte.
+func (t *teeReader) Commit() error {
+	if t.werr != nil || t.committed {
+		return nil
+	}
+	t.committed = true
+	if err := t.c.commit(t.f); err != nil {
+		return nil // best effort: a full disk must not fail the export
+	}
+	return nil
+}
+
+func (t *teeReader) Close() error {
+	if !t.committed {
+		name := t.f.Name()
+		_ = t.f.Close()
+		_ = os.Remove(name)
+	}
+	return t.rc.Close()
+}
+
+// Clean removes temporary files an interrupted run left behind (older
+// than an hour, so that a concurrent run's files are left alone).
+func (c *Cache) Clean() {
+	if c == nil {
+		return
+	}
+	_ = filepath.WalkDir(filepath.Join(c.dir, "tmp"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
+			_ = os.Remove(p)
+		}
+		return nil
+	})
+}
+
+func indexByte(s string, b byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == b {
+			return i
+		}
+	}
+	return -1
+}
