@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -226,12 +227,34 @@ func drain(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
-func (c *repoClient) headBlob(ctx context.Context, d v1.Hash) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.url("/blobs/"+d.String()), nil)
+// head sends a HEAD; a 401 has no body to explain it (Harbor's "project
+// X not found"), so it is asked again as a GET whose error body is read.
+func (c *repoClient) head(ctx context.Context, path string, hdr http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.url(path), nil)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
+	maps.Copy(req.Header, hdr)
 	resp, err := c.do(req, http.StatusOK, http.StatusNotFound)
+	var he *httpError
+	if err == nil || !errors.As(err, &he) || he.status != http.StatusUnauthorized || strings.TrimSpace(he.body) != "" {
+		return resp, err
+	}
+	req, gerr := http.NewRequestWithContext(ctx, http.MethodGet, c.url(path), nil)
+	if gerr != nil {
+		return nil, err
+	}
+	maps.Copy(req.Header, hdr)
+	resp, gerr = c.do(req, http.StatusOK, http.StatusNotFound)
+	if gerr != nil {
+		return nil, gerr
+	}
+	drain(resp)
+	return nil, err // the GET worked: the HEAD's 401 stands
+}
+
+func (c *repoClient) headBlob(ctx context.Context, d v1.Hash) (bool, error) {
+	resp, err := c.head(ctx, "/blobs/"+d.String(), nil)
 	if err != nil {
 		return false, err
 	}
@@ -242,12 +265,7 @@ func (c *repoClient) headBlob(ctx context.Context, d v1.Hash) (bool, error) {
 // headManifest returns the digest ref (a tag or digest) resolves to, and
 // whether it exists.
 func (c *repoClient) headManifest(ctx context.Context, ref string) (string, bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.url("/manifests/"+ref), nil)
-	if err != nil {
-		return "", false, err
-	}
-	req.Header.Set("Accept", manifestAccept)
-	resp, err := c.do(req, http.StatusOK, http.StatusNotFound)
+	resp, err := c.head(ctx, "/manifests/"+ref, http.Header{"Accept": {manifestAccept}})
 	if err != nil {
 		return "", false, err
 	}
@@ -259,7 +277,7 @@ func (c *repoClient) headManifest(ctx context.Context, ref string) (string, bool
 		return d, true, nil
 	}
 	// No digest header: read the manifest and hash it.
-	req, err = http.NewRequestWithContext(ctx, http.MethodGet, c.url("/manifests/"+ref), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/manifests/"+ref), nil)
 	if err != nil {
 		return "", false, err
 	}
@@ -394,8 +412,12 @@ type QuotaError struct {
 }
 
 func (e *QuotaError) Error() string {
-	return fmt.Sprintf("storage quota of project %q on %s exceeded; %d more bytes (%s) are needed for the images of this project: raise the project quota in Harbor or free space, then import again (what is there is kept): %v",
-		e.Project, e.Registry, e.Needed, human(e.Needed), e.Err)
+	need := ""
+	if e.Needed > 0 {
+		need = fmt.Sprintf("; %d more bytes (%s) are needed for the images of this project", e.Needed, human(e.Needed))
+	}
+	return fmt.Sprintf("storage quota of project %q on %s exceeded%s: raise the project quota in Harbor or free space, then import again (what is there is kept): %v",
+		e.Project, e.Registry, need, e.Err)
 }
 
 func (e *QuotaError) Unwrap() error { return e.Err }

@@ -210,6 +210,7 @@ func (p *pusher) harborProjects(ctx context.Context) error {
 		}
 		switch {
 		case p.o.CreateProjects && p.o.DryRun:
+			p.newProjects[proj] = true
 			p.sum.Warnings = append(p.sum.Warnings, fmt.Sprintf("Harbor project %s does not exist on %s; it would be created (%s)", proj, p.tgt.Registry, visibility(p.o.Public)))
 		case p.o.CreateProjects:
 			if err := p.harbor.createProject(ctx, proj, p.o.Public); err != nil {
@@ -235,4 +236,14 @@ func (p *pusher) failProject(proj string, err error) {
 			im.fail("", err)
 		}
 	}
+}
+
+// explainRead returns Harbor's missing-project error as it is (it names
+// the fix), and any other error unchanged.
+func (p *pusher) explainRead(_ string, err error) error {
+	var pe *HarborProjectError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return err
 }

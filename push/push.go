@@ -272,7 +272,14 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 
 	p := &pusher{o: &o, tgt: tgt, r: r, auth: auth, images: images, sum: sum,
-		transports: map[string]*lazyTransport{}, blobs: map[key]*blobTask{}, manifests: map[key]*onceErr{}}
+		transports: map[string]*lazyTransport{}, blobs: map[key]*blobTask{}, manifests: map[key]*onceErr{},
+		newProjects: map[string]bool{}}
+	if len(p.live()) == 0 {
+		// Nothing can be pushed: do not touch the registry at all.
+		p.summarize()
+		sum.Seconds = time.Since(start).Seconds()
+		return sum, fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(images))
+	}
 	if err := p.connect(ctx, images); err != nil {
 		sum.Seconds = time.Since(start).Seconds()
 		return sum, err
@@ -430,6 +437,9 @@ type pusher struct {
 	order      []*blobTask
 	manifests  map[key]*onceErr
 	quota      map[string]*QuotaError
+	// newProjects are Harbor projects a dry run would create: their
+	// repositories are known to be empty.
+	newProjects map[string]bool
 
 	uploaded, mounted, skipped    atomic.Int64
 	nUploaded, nMounted, nSkipped atomic.Int64
@@ -454,17 +464,20 @@ func (p *pusher) survey(ctx context.Context) error {
 	g := errgroup.Group{}
 	g.SetLimit(p.o.Jobs)
 	for _, im := range p.live() {
+		im.current = make([]string, len(im.rec.Tags))
+		if p.newProjects[project(im.repo)] {
+			continue
+		}
 		g.Go(func() error {
 			rc, err := p.repo(ctx, im.repo)
 			if err != nil {
 				im.fail("", err)
 				return nil
 			}
-			im.current = make([]string, len(im.rec.Tags))
 			for i, tag := range im.rec.Tags {
 				d, ok, err := rc.headManifest(ctx, tag)
 				if err != nil {
-					im.fail("", fmt.Errorf("checking tag %s:%s: %w", im.repo, tag, err))
+					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking tag %s:%s: %w", im.repo, tag, err)))
 					return nil
 				}
 				if ok {
@@ -479,7 +492,7 @@ func (p *pusher) survey(ctx context.Context) error {
 			if !im.complete {
 				_, ok, err := rc.headManifest(ctx, im.digest.String())
 				if err != nil {
-					im.fail("", fmt.Errorf("checking %s@%s: %w", im.repo, im.digest, err))
+					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking %s@%s: %w", im.repo, im.digest, err)))
 					return nil
 				}
 				im.complete = ok
@@ -567,6 +580,11 @@ func (p *pusher) pushBlobs(ctx context.Context) error {
 	_ = g.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	// Every blob task is done: say how much each over-quota project lacks
+	// before the errors are wrapped into the images' failures.
+	for proj, q := range p.quota {
+		q.Needed = p.stillNeeded(proj)
 	}
 	for _, im := range p.live() {
 		for _, t := range p.blobsOf(im) {
@@ -737,7 +755,7 @@ func (p *pusher) pushImage(ctx context.Context, im *image) error {
 			})
 			if o.err != nil {
 				if isQuota(o.err) {
-					return &manifestError{n.Digest.String(), p.quotaErr(project(im.repo), o.err)}
+					return &manifestError{n.Digest.String(), p.quotaErr(project(im.repo), o.err, n.Size)}
 				}
 				return &manifestError{n.Digest.String(), fmt.Errorf("manifest %s: %w", n.Digest, o.err)}
 			}
@@ -752,9 +770,12 @@ func (p *pusher) pushImage(ctx context.Context, im *image) error {
 		if im.current[i] == im.digest.String() {
 			continue
 		}
+		if im.tree.Data == nil {
+			return fmt.Errorf("tag %s:%s: manifest %s is not in this delta bundle: import the bundle it is based on first", im.repo, tag, im.digest)
+		}
 		if err := rc.putManifest(ctx, tag, im.tree.Data, string(im.tree.MediaType), im.digest); err != nil {
 			if isQuota(err) {
-				err = p.quotaErr(project(im.repo), err)
+				err = p.quotaErr(project(im.repo), err, int64(len(im.tree.Data)))
 			}
 			return fmt.Errorf("tag %s:%s: %w", im.repo, tag, err)
 		}
@@ -770,6 +791,9 @@ func (p *pusher) dryRunBlobs(ctx context.Context) error {
 	for _, t := range p.order {
 		g.Go(func() error {
 			defer close(t.done)
+			if p.newProjects[t.project] {
+				return nil
+			}
 			rc, err := p.repo(ctx, t.repo)
 			if err != nil {
 				t.err = err
@@ -823,9 +847,6 @@ func (p *pusher) dryRunBlobs(ctx context.Context) error {
 // summarize fills the summary from the images' state.
 func (p *pusher) summarize() {
 	s := p.sum
-	for proj, q := range p.quota {
-		q.Needed = p.stillNeeded(proj)
-	}
 	// Blobs of images that were complete already count as skipped.
 	seen := map[key]bool{}
 	for _, im := range p.images {
@@ -912,17 +933,23 @@ func (p *pusher) summarize() {
 }
 
 // stillNeeded sums the blobs of project that are not in their repository.
+// A digest counts once per project: Harbor stores it once there.
 func (p *pusher) stillNeeded(proj string) int64 {
 	var n int64
+	counted := map[v1.Hash]bool{}
 	for _, t := range p.order {
-		if t.project == proj && !t.present {
+		if t.project == proj && !t.present && !counted[t.digest] {
+			counted[t.digest] = true
 			n += t.size
 		}
 	}
 	return n
 }
 
-func (p *pusher) quotaErr(proj string, err error) error {
+// quotaErr returns the one QuotaError of project proj. Created during the
+// manifest pass, it needs at least the manifest's size (and the blobs that
+// are still missing); during the blob pass Needed is filled in at its end.
+func (p *pusher) quotaErr(proj string, err error, manifestSize ...int64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.quota == nil {
@@ -931,6 +958,9 @@ func (p *pusher) quotaErr(proj string, err error) error {
 	q, ok := p.quota[proj]
 	if !ok {
 		q = &QuotaError{Registry: p.tgt.Registry, Project: proj, Err: err}
+		if len(manifestSize) > 0 {
+			q.Needed = manifestSize[0] + p.stillNeeded(proj)
+		}
 		p.quota[proj] = q
 	}
 	return q

@@ -327,13 +327,21 @@ func TestPushOrderTagsLast(t *testing.T) {
 			}
 			return nil
 		})
+		// Tags last: after the image's own manifest and every child of it.
+		var own []string
+		_ = root.Walk(func(n *bundle.Node) error {
+			if isManifest(n) {
+				own = append(own, "/v2/"+repo+"/manifests/"+n.Digest.String())
+			}
+			return nil
+		})
 		for _, tag := range rec.Tags {
 			at := pos(http.MethodPut, "/v2/"+repo+"/manifests/"+tag)
 			if at < 0 {
 				t.Fatalf("%s:%s never tagged", repo, tag)
 			}
-			for p, i := range lastManifestPut {
-				if strings.HasPrefix(p, "/v2/"+repo+"/manifests/sha256:") && i > at {
+			for _, p := range own {
+				if i := lastManifestPut[p]; i > at {
 					t.Errorf("%s:%s tagged at %d before %s at %d", repo, tag, at, p, i)
 				}
 			}
