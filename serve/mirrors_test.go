@@ -34,7 +34,7 @@ func mirrorRecords() []*bundle.Record {
 	}}
 }
 
-func TestMirrorsGolden(t *testing.T) {
+func TestServeMirrorsGolden(t *testing.T) {
 	cases := []struct {
 		name string
 		o    MirrorOptions
@@ -61,7 +61,7 @@ func TestMirrorsGolden(t *testing.T) {
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {
-				t.Fatalf("%v (run go test ./serve -run TestMirrorsGolden -update)", err)
+				t.Fatalf("%v (run go test ./serve -run TestServeMirrorsGolden -update)", err)
 			}
 			if !bytes.Equal(buf.Bytes(), want) {
 				t.Errorf("output differs from %s (run with -update if intended):\n%s", golden, buf.String())
@@ -70,7 +70,7 @@ func TestMirrorsGolden(t *testing.T) {
 	}
 }
 
-func TestMirrorsMapping(t *testing.T) {
+func TestServeMirrorsMapping(t *testing.T) {
 	ms, err := Mirrors(mirrorRecords(), MirrorOptions{Registry: "harbor.internal"})
 	if err != nil {
 		t.Fatal(err)

@@ -148,7 +148,7 @@ func wantError(t *testing.T, srv *httptest.Server, method, path string, status i
 	return resp
 }
 
-func TestBase(t *testing.T) {
+func TestServeBase(t *testing.T) {
 	f := newFixture(t)
 	for _, p := range []string{"/v2/", "/v2"} {
 		resp, body := do(t, f.srv, "GET", p)
@@ -163,7 +163,7 @@ func TestBase(t *testing.T) {
 	wantError(t, f.srv, "GET", "/v2/proj/redis/nonsense/x", 404, CodeNotFound)
 }
 
-func TestManifests(t *testing.T) {
+func TestServeManifests(t *testing.T) {
 	f := newFixture(t)
 	rawA, _ := f.a.RawManifest()
 	rawB, _ := f.b.RawManifest()
@@ -230,7 +230,7 @@ func TestManifests(t *testing.T) {
 	wantError(t, f.srv, "GET", "/v2/redis/manifests/latest", 404, CodeNameUnknown)
 }
 
-func TestBlobs(t *testing.T) {
+func TestServeBlobs(t *testing.T) {
 	f := newFixture(t)
 	path := "/v2/proj/redis/blobs/" + f.layerA.String()
 	resp, body := do(t, f.srv, "GET", path)
@@ -293,7 +293,7 @@ func TestBlobs(t *testing.T) {
 	wantError(t, f.srv, "GET", "/v2/proj/nope/blobs/"+f.layerA.String(), 404, CodeNameUnknown)
 }
 
-func TestCorruptBlobAborts(t *testing.T) {
+func TestServeCorruptBlobAborts(t *testing.T) {
 	f := newFixture(t)
 	// Damage one byte of app a's layer inside bundle one.
 	sec, err := f.one.Section(f.layerA)
@@ -341,7 +341,7 @@ func TestCorruptBlobAborts(t *testing.T) {
 	}
 }
 
-func TestTagsList(t *testing.T) {
+func TestServeTagsList(t *testing.T) {
 	f := newFixture(t)
 	type tagsBody struct {
 		Name string   `json:"name"`
@@ -408,7 +408,7 @@ func TestTagsList(t *testing.T) {
 	wantError(t, f.srv, "GET", "/v2/proj/nope/tags/list", 404, CodeNameUnknown)
 }
 
-func TestCatalog(t *testing.T) {
+func TestServeCatalog(t *testing.T) {
 	f := newFixture(t)
 	get := func(q string) ([]string, string) {
 		t.Helper()
@@ -442,7 +442,7 @@ func TestCatalog(t *testing.T) {
 	}
 }
 
-func TestReferrers(t *testing.T) {
+func TestServeReferrers(t *testing.T) {
 	f := newFixture(t)
 	resp, body := do(t, f.srv, "GET", "/v2/proj/redis/referrers/"+f.aDigest)
 	wantStatus(t, resp, body, 200)
@@ -462,7 +462,7 @@ func TestReferrers(t *testing.T) {
 	wantError(t, f.srv, "GET", "/v2/proj/nope/referrers/"+f.aDigest, 404, CodeNameUnknown)
 }
 
-func TestReadOnly(t *testing.T) {
+func TestServeReadOnly(t *testing.T) {
 	f := newFixture(t)
 	for _, m := range []string{"PUT", "POST", "PATCH", "DELETE"} {
 		for _, p := range []string{
@@ -483,7 +483,7 @@ func TestReadOnly(t *testing.T) {
 	}
 }
 
-func TestNames(t *testing.T) {
+func TestServeNames(t *testing.T) {
 	f := newFixture(t, WithPrefix("/mirror/"), WithSourceNames(true))
 	want := []string{
 		"mirror/docker.io/library/redis", "mirror/ghcr.io/x/c", "mirror/proj/app", "mirror/proj/c",
@@ -507,7 +507,7 @@ func TestNames(t *testing.T) {
 	}
 }
 
-func TestSourceName(t *testing.T) {
+func TestServeSourceName(t *testing.T) {
 	for in, want := range map[string]string{
 		"docker.io/library/redis:7.2":            "docker.io/library/redis",
 		"registry.hub.docker.com/redis:7":        "docker.io/library/redis",
@@ -526,7 +526,7 @@ func TestSourceName(t *testing.T) {
 	}
 }
 
-func TestBasicAuth(t *testing.T) {
+func TestServeBasicAuth(t *testing.T) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -582,7 +582,7 @@ func TestBasicAuth(t *testing.T) {
 	}
 }
 
-func TestMissingManifestLeftOut(t *testing.T) {
+func TestServeMissingManifestLeftOut(t *testing.T) {
 	f := newFixture(t)
 	// Bundle two alone serves its images; no error for bundle one's absence.
 	reg, err := New([]*bundle.Reader{f.two})
@@ -597,7 +597,7 @@ func TestMissingManifestLeftOut(t *testing.T) {
 	}
 }
 
-func TestAccessLog(t *testing.T) {
+func TestServeAccessLog(t *testing.T) {
 	f := newFixture(t)
 	var buf syncBuffer
 	srv := httptest.NewServer(AccessLog(f.reg, slog.New(slog.NewJSONHandler(&buf, nil))))
@@ -628,7 +628,7 @@ func TestAccessLog(t *testing.T) {
 	}
 }
 
-func TestCorruptLargeBlobTruncated(t *testing.T) {
+func TestServeCorruptLargeBlobTruncated(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), 40<<10) // 640 KiB: several copy buffers
 	img := testImage(t, false, string(big))
 	rd := writeBundle(t, t.TempDir(), "big.tar", testEntry{source: "quay.io/big/blob:1", target: "big", tags: []string{"1"}, img: img})
