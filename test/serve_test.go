@@ -264,6 +264,25 @@ func TestServeE2E(t *testing.T) {
 		t.Errorf("POST upload: %d, want 405", resp.StatusCode)
 	}
 
+	// ferry mirrors points containerd at the names this server answers
+	// (checked above), and OpenShift at the target paths.
+	mout, merr, code := harness.Run(t, bin, "mirrors", bundlePath, "--registry", "http://"+srv.addr, "--source-names")
+	if code != 0 {
+		t.Fatalf("mirrors exit %d: %s", code, merr)
+	}
+	for _, want := range []string{
+		"# --- /etc/containerd/certs.d/" + reg.Host + "/hosts.toml ---",
+		`[host."http://` + srv.addr + `/v2/` + srcSeg + `"]`,
+		"override_path = true",
+		"kind: ImageDigestMirrorSet",
+		"  - source: " + reg.Host + "/spaceone/console\n    mirrors:\n      - " + srv.addr + "/proj/spaceone/console\n",
+		"No image here comes from Docker Hub",
+	} {
+		if !strings.Contains(mout, want) {
+			t.Errorf("ferry mirrors output lacks %q:\n%s", want, mout)
+		}
+	}
+
 	// Access log lines, then a clean shutdown on SIGTERM.
 	if code := srv.stop(t); code != 0 {
 		t.Fatalf("ferry serve exit %d after SIGTERM\n%s", code, srv.stderr.String())

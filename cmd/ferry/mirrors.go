@@ -32,7 +32,12 @@ pulls of their upstream names go to the internal registry HOST:
 
 Use --prefix and --source-names as given to 'ferry serve' (or --prefix for
 the path 'ferry import --to' pushed under).`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("mirrors needs at least one bundle file")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.registry == "" {
 				return usagef("mirrors needs --registry HOST[:PORT]: the registry clients should pull from")

@@ -37,7 +37,12 @@ are served as one; for the same name and tag a later bundle wins.
 
 Prints "serving on ADDRESS" on stderr once listening, then one access-log
 line per request. SIGTERM or Ctrl-C shuts down gracefully.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("serve needs at least one bundle file")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServe(cmd, e, &f, args)
 		},
