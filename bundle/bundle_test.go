@@ -280,3 +280,89 @@ func TestVerifyFindsFlippedByte(t *testing.T) {
 		t.Fatalf("reading a flipped blob: %v", err)
 	}
 }
+
+func TestWriteVolumes(t *testing.T) {
+	dir := t.TempDir()
+	big := strings.Repeat("layer bytes that span volumes ", 400) // ~12 KiB
+	a := testImage(t, "base", big)
+	b := testImage(t, "base", "app b")
+	plan := planFor(t, map[string]v1.Image{"proj/a": a, "proj/b": b}, nil)
+	out := filepath.Join(dir, "bundle.tar")
+	// A stale single-file bundle of the same name must not survive.
+	if err := os.WriteFile(out, []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Write(context.Background(), out, plan, WithClock(fixedClock), WithID("v"), WithSplit(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Volumes) < 3 {
+		t.Fatalf("volumes = %v", res.Volumes)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatal("stale single-file bundle left beside the volumes")
+	}
+	var joined []byte
+	side, _ := os.ReadFile(out + ".sha256")
+	lines := strings.Split(strings.TrimSpace(string(side)), "\n")
+	if len(lines) != len(res.Volumes) {
+		t.Fatalf("sidecar has %d lines for %d volumes", len(lines), len(res.Volumes))
+	}
+	for i, v := range res.Volumes {
+		data, err := os.ReadFile(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) >= 4096 {
+			t.Errorf("volume %s is %d bytes, not below 4096", v, len(data))
+		}
+		sum := sha256.Sum256(data)
+		if want := hex.EncodeToString(sum[:]) + "  " + filepath.Base(v); lines[i] != want {
+			t.Errorf("sidecar line %q, want %q", lines[i], want)
+		}
+		joined = append(joined, data...)
+	}
+	// The volumes joined are the same bytes as the unsplit bundle.
+	one := filepath.Join(dir, "one.tar")
+	if _, err := Write(context.Background(), one, plan, WithClock(fixedClock), WithID("v")); err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := os.ReadFile(one)
+	if !bytes.Equal(joined, whole) {
+		t.Fatal("joined volumes differ from the single-file bundle")
+	}
+	// Readers take the base name or the first volume, and read across.
+	for _, name := range []string{out, out + ".000"} {
+		r, err := Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Verify(context.Background(), r, 2, nil)
+		if err != nil || rep.Images != 2 {
+			t.Fatalf("verify %s: %v %+v", name, err, rep)
+		}
+		if len(r.Volumes()) != len(res.Volumes) {
+			t.Fatalf("reader found %d volumes", len(r.Volumes()))
+		}
+		r.Close()
+	}
+	// Writing again unsplit removes the volumes.
+	if _, err := Write(context.Background(), out, plan, WithClock(fixedClock)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(out + ".000"); !os.IsNotExist(err) {
+		t.Fatal("old volumes left beside a single-file bundle")
+	}
+	// A missing middle volume is detected.
+	if _, err := Write(context.Background(), out, plan, WithClock(fixedClock), WithSplit(4096)); err != nil {
+		t.Fatal(err)
+	}
+	last := VolumeName(out, len(res.Volumes)-1)
+	if err := os.Remove(VolumeName(out, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Open(out); err == nil {
+		r.Close()
+		t.Fatalf("opened a bundle missing volume 1 (last %s)", last)
+	}
+}

@@ -63,6 +63,21 @@ type Record struct {
 	Base   string  `json:"base,omitempty"`
 	Images []Image `json:"images"`
 	Blobs  []Blob  `json:"blobs"`
+	// BaseBlobs are the configs and layers the images need that a delta
+	// leaves out because its base (or the base's own base) carried them:
+	// the target registry must already hold them.
+	BaseBlobs []Blob `json:"baseBlobs,omitempty"`
+	// BaseImages are the images the base chain already carried and this
+	// delta therefore leaves out (target, digest, tags), so that a delta of
+	// a delta knows what the target holds.
+	BaseImages []BaseImage `json:"baseImages,omitempty"`
+}
+
+// BaseImage names an image carried by an earlier bundle of a delta chain.
+type BaseImage struct {
+	Target string   `json:"target"`
+	Digest string   `json:"digest"`
+	Tags   []string `json:"tags"`
 }
 
 // Image is one exported image: one manifest or index, with every tag it is

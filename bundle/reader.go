@@ -30,12 +30,14 @@ type span struct {
 // are served as sections of the file, never extracted.
 type Reader struct {
 	path    string
-	f       *os.File
+	vs      *volumeSet
+	volumes []string
 	size    int64
 	entries map[string]span
 	record  *Record
 	index   *v1.IndexManifest
 	blobs   map[v1.Hash]int64 // digest → size, from the tar
+	base    map[v1.Hash]int64 // blobs a delta leaves to its base
 }
 
 // Open indexes the bundle at path and checks its structure: allowed entry
@@ -43,31 +45,28 @@ type Reader struct {
 // oci-layout, index.json and ferry.json that agree with the blobs present.
 // It does not hash blobs; see Verify.
 func Open(path string) (*Reader, error) {
-	f, err := os.Open(path)
+	vs, names, err := openVolumes(path)
 	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return nil, fmt.Errorf("bundle %s: %w", path, err)
+		}
 		return nil, fmt.Errorf("opening bundle: %w", err)
 	}
-	r, err := newReader(path, f)
+	r, err := newReader(path, vs)
 	if err != nil {
-		_ = f.Close()
+		_ = vs.close()
 		return nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
+	r.volumes = names
 	return r, nil
 }
 
-func newReader(path string, f *os.File) (*Reader, error) {
-	st, err := f.Stat()
+func newReader(path string, vs *volumeSet) (*Reader, error) {
+	entries, err := scan(vs, vs.total)
 	if err != nil {
 		return nil, err
 	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: not a regular file", ErrCorrupt)
-	}
-	entries, err := scan(f, st.Size())
-	if err != nil {
-		return nil, err
-	}
-	r := &Reader{path: path, f: f, size: st.Size(), entries: entries, blobs: map[v1.Hash]int64{}}
+	r := &Reader{path: path, vs: vs, size: vs.total, entries: entries, blobs: map[v1.Hash]int64{}}
 	for name, sp := range entries {
 		if hexpart, ok := strings.CutPrefix(name, BlobPrefix); ok {
 			h, err := ParseDigest("sha256:" + hexpart)
@@ -81,20 +80,6 @@ func newReader(path string, f *os.File) (*Reader, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-// openIndex scans a bundle's entries without interpreting them.
-func openIndex(path string) (map[string]span, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	return scan(f, st.Size())
 }
 
 // scan reads every tar header and records where content lies, refusing
@@ -196,7 +181,7 @@ func (r *Reader) readEntry(name string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s is %d bytes, more than the %d allowed", ErrCorrupt, name, sp.size, max)
 	}
 	b := make([]byte, sp.size)
-	if _, err := r.f.ReadAt(b, sp.offset); err != nil {
+	if _, err := r.vs.ReadAt(b, sp.offset); err != nil {
 		return nil, fmt.Errorf("%w: reading %s: %v", ErrCorrupt, name, err)
 	}
 	return b, nil
@@ -261,25 +246,68 @@ func (r *Reader) loadMetadata() error {
 			return fmt.Errorf("%w: stray blob %s is not listed in %s", ErrCorrupt, h, RecordFile)
 		}
 	}
+	r.base = map[v1.Hash]int64{}
+	for _, b := range rec.BaseBlobs {
+		h, _ := ParseDigest(b.Digest) // checked by ParseRecord
+		if _, stored := r.blobs[h]; stored {
+			return fmt.Errorf("%w: blob %s is both stored and left to the base bundle", ErrCorrupt, h)
+		}
+		r.base[h] = b.Size
+	}
 	for i, im := range rec.Images {
 		h, err := ParseDigest(im.Digest)
 		if err != nil {
 			return fmt.Errorf("%s: image %d (%s): %w", RecordFile, i, clip(im.Source), err)
 		}
-		if _, ok := r.blobs[h]; !ok && rec.Base == "" {
+		if _, ok := r.blobs[h]; !ok {
 			return fmt.Errorf("%w: image %s:%s: manifest %s is missing from the bundle", ErrCorrupt, clip(im.Target), strings.Join(im.Tags, ","), h)
 		}
 	}
 	for _, d := range idx.Manifests {
 		if size, ok := r.blobs[d.Digest]; ok && size != d.Size {
 			return fmt.Errorf("%w: %s gives %s size %d, the bundle holds %d bytes", ErrCorrupt, IndexFile, d.Digest, d.Size, size)
-		} else if !ok && rec.Base == "" {
+		} else if !ok {
 			return fmt.Errorf("%w: %s references %s, which is missing from the bundle", ErrCorrupt, IndexFile, d.Digest)
 		}
 	}
 	r.record = rec
 	r.index = idx
 	return nil
+}
+
+// ReadRecord reads the ferry.json of a bundle, given the bundle (single
+// file or volumes) or a ferry.json file. The bundle is checked as Open
+// checks it; a bare ferry.json only as ParseRecord does.
+func ReadRecord(path string) (*Record, error) {
+	if strings.HasSuffix(path, ".json") {
+		data, err := readFileLimited(path, MaxMetadataSize)
+		if err != nil {
+			return nil, err
+		}
+		return ParseRecord(data)
+	}
+	r, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Record(), nil
+}
+
+func readFileLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrCorrupt, path, max)
+	}
+	return data, nil
 }
 
 // ParseIndex parses index.json strictly: one JSON document, sha256
@@ -313,12 +341,20 @@ func ParseRecord(data []byte) (*Record, error) {
 	if rec.FormatVersion > FormatVersion {
 		return nil, fmt.Errorf("%w: format version %d; this ferry reads up to %d: upgrade ferry", ErrUnsupported, rec.FormatVersion, FormatVersion)
 	}
-	for _, b := range rec.Blobs {
+	if len(rec.BaseBlobs) > 0 && rec.Base == "" {
+		return nil, fmt.Errorf("%w: %s lists base blobs but names no base bundle", ErrCorrupt, RecordFile)
+	}
+	for _, b := range append(append([]Blob(nil), rec.Blobs...), rec.BaseBlobs...) {
 		if _, err := ParseDigest(b.Digest); err != nil {
 			return nil, fmt.Errorf("%s: blob: %w", RecordFile, err)
 		}
 		if b.Size < 0 {
 			return nil, fmt.Errorf("%w: %s gives blob %s a negative size", ErrCorrupt, RecordFile, clip(b.Digest))
+		}
+	}
+	for _, bi := range rec.BaseImages {
+		if _, err := ParseDigest(bi.Digest); err != nil {
+			return nil, fmt.Errorf("%s: base image %s: %w", RecordFile, clip(bi.Target), err)
 		}
 	}
 	for i, im := range rec.Images {
@@ -350,6 +386,10 @@ var (
 	repoPathRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 	tagRE      = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 )
+
+// BaseBlobs returns the blobs a delta bundle leaves to its base, by digest
+// with their sizes; empty for a full bundle.
+func (r *Reader) BaseBlobs() map[v1.Hash]int64 { return r.base }
 
 // Path is the bundle's file name.
 func (r *Reader) Path() string { return r.path }
@@ -387,7 +427,7 @@ func (r *Reader) Section(h v1.Hash) (*io.SectionReader, error) {
 	if !ok || h.Algorithm != "sha256" {
 		return nil, fmt.Errorf("blob %s: %w", h, ErrBlobNotFound)
 	}
-	return io.NewSectionReader(r.f, sp.offset, sp.size), nil
+	return io.NewSectionReader(r.vs, sp.offset, sp.size), nil
 }
 
 // ErrBlobNotFound: the bundle does not hold the blob.
@@ -438,8 +478,11 @@ func (r *Reader) Manifest(h v1.Hash) ([]byte, types.MediaType, error) {
 	return b, types.MediaType(s.MediaType), nil
 }
 
-// Close closes the bundle file.
-func (r *Reader) Close() error { return r.f.Close() }
+// Close closes the bundle's files.
+func (r *Reader) Close() error { return r.vs.close() }
+
+// Volumes returns the files the bundle was read from: one, or its volumes.
+func (r *Reader) Volumes() []string { return r.volumes }
 
 // Verifier is a reader that checks size and digest as bytes pass.
 type Verifier struct {

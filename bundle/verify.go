@@ -53,9 +53,15 @@ func (r *Reader) tree(d v1.Descriptor, depth int) (*Node, error) {
 	}
 	size, ok := r.BlobSize(d.Digest)
 	if !ok {
-		if r.record.Base != "" {
-			n.Missing = true
+		if bs, inBase := r.base[d.Digest]; inBase && depth > 0 && oci.KindOf(d.MediaType) == oci.KindUnknown {
+			if d.Size != 0 && d.Size != bs {
+				return nil, fmt.Errorf("%w: blob %s is referenced with size %d but the base holds %d bytes", ErrCorrupt, d.Digest, d.Size, bs)
+			}
+			n.Missing, n.Size = true, bs
 			return n, nil
+		}
+		if r.record.Base != "" {
+			return nil, fmt.Errorf("%w: blob %s is referenced but neither in this delta bundle nor listed as coming from its base %s", ErrCorrupt, d.Digest, r.record.Base)
 		}
 		return nil, fmt.Errorf("%w: blob %s is referenced but missing", ErrCorrupt, d.Digest)
 	}

@@ -2,7 +2,6 @@ package bundle
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -11,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -73,6 +71,11 @@ type Plan struct {
 	Blobs  []PlannedBlob
 	// Base is the id of the bundle this one is a delta of.
 	Base string
+	// BaseBlobs are blobs the images need that the base carries; they are
+	// recorded, not stored.
+	BaseBlobs []Blob
+	// BaseImages are the images of the base chain, recorded for later deltas.
+	BaseImages []BaseImage
 }
 
 // Failure is one image that could not be written, and why.
@@ -86,7 +89,9 @@ func (f Failure) Error() string { return f.Image + ": " + f.Err.Error() }
 
 // Result describes a written bundle.
 type Result struct {
-	Path      string
+	Path string
+	// Volumes are the files written: Path alone, or Path.000, Path.001, ...
+	Volumes   []string
 	Sidecar   string
 	SHA256    string
 	Size      int64
@@ -136,7 +141,12 @@ type writeOptions struct {
 	now          func() time.Time
 	id           string
 	ferryVersion string
+	split        int64
 }
+
+// WithSplit writes the bundle as volumes PATH.000, PATH.001, ... each
+// smaller than size bytes (0: one file).
+func WithSplit(size int64) WriteOption { return func(o *writeOptions) { o.split = size } }
 
 // WriteOption configures Write.
 type WriteOption func(*writeOptions)
@@ -200,7 +210,7 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 	}
 	created := o.now().UTC().Truncate(time.Second)
 
-	tmp, sum, size, err := writeTemp(ctx, path, plan, created, &o)
+	tb, err := writeTemp(ctx, path, plan, created, &o)
 	var failures []Failure
 	if err != nil {
 		var pf *partialFailure
@@ -209,41 +219,42 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 		}
 		failures = pf.failures
 		if !o.keepGoing {
-			_ = os.Remove(tmp)
+			tb.remove()
 			return &Result{Failures: failures}, err
 		}
 		// Rebuild from what arrived intact, without the failed images. The
 		// blobs are read back from the first file, so nothing is fetched twice.
-		reduced, rerr := reducePlan(plan, pf.failedBlobs, tmp)
+		reduced, rerr := reducePlan(plan, pf.failedBlobs, tb)
 		if rerr != nil {
-			_ = os.Remove(tmp)
+			tb.remove()
 			return &Result{Failures: failures}, fmt.Errorf("%w (%v)", err, rerr)
 		}
 		o.logger.Info("rewriting bundle without failed images", "failed", len(failures), "kept", len(reduced.Images))
 		quiet := o
 		quiet.progress = ProgressFunc(func(Event) {})
-		tmp2, sum2, size2, err2 := writeTemp(ctx, path, reduced, created, &quiet)
-		_ = os.Remove(tmp)
+		tb2, err2 := writeTemp(ctx, path, reduced, created, &quiet)
+		tb.remove()
 		if err2 != nil {
 			return &Result{Failures: failures}, fmt.Errorf("rewriting bundle without failed images: %w", err2)
 		}
-		tmp, plan, sum, size = tmp2, reduced, sum2, size2
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		_ = os.Remove(tmp)
-		return nil, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return nil, fmt.Errorf("renaming bundle into place: %w", err)
+		tb, plan = tb2, reduced
 	}
 	sidecar := path + ".sha256"
-	line := sum + "  " + filepath.Base(path) + "\n"
-	if err := writeFileAtomic(sidecar, []byte(line)); err != nil {
+	var lines strings.Builder
+	for i, name := range tb.finalNames(path) {
+		lines.WriteString(tb.sums[i] + "  " + filepath.Base(name) + "\n")
+	}
+	if err := tb.install(path); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(sidecar, []byte(lines.String())); err != nil {
 		return nil, fmt.Errorf("writing checksum file: %w", err)
 	}
 	rec := buildRecord(plan, created, &o)
-	res := &Result{Path: path, Sidecar: sidecar, SHA256: sum, Size: size, Record: rec, Failures: failures}
+	res := &Result{Path: path, Sidecar: sidecar, Size: tb.total, Record: rec, Failures: failures, Volumes: tb.finalNames(path)}
+	if len(tb.sums) == 1 {
+		res.SHA256 = tb.sums[0]
+	}
 	for _, b := range rec.Blobs {
 		res.BlobBytes += b.Size
 	}
@@ -251,6 +262,70 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 		return res, &partialFailure{failures: failures}
 	}
 	return res, nil
+}
+
+// tempBundle is a bundle being written: one temporary file, or one per
+// volume, beside the output.
+type tempBundle struct {
+	names []string // temporary names
+	vs    *volumeSet
+	total int64
+	sums  []string // SHA-256 of each file, once complete
+}
+
+func (tb *tempBundle) remove() {
+	if tb == nil {
+		return
+	}
+	if tb.vs != nil {
+		_ = tb.vs.close()
+	}
+	for _, n := range tb.names {
+		_ = os.Remove(n)
+	}
+}
+
+// finalNames are the names the files get: path, or path.000, path.001, ...
+func (tb *tempBundle) finalNames(path string) []string {
+	if len(tb.names) == 1 {
+		return []string{path}
+	}
+	out := make([]string, len(tb.names))
+	for i := range out {
+		out[i] = VolumeName(path, i)
+	}
+	return out
+}
+
+// install renames the finished files into place and removes what an
+// earlier bundle of the same name left that the new one does not replace
+// (a single file where volumes now are, or surplus volumes), so that a
+// reader never mixes two bundles.
+func (tb *tempBundle) install(path string) error {
+	final := tb.finalNames(path)
+	for i, n := range tb.names {
+		if err := os.Chmod(n, 0o644); err != nil {
+			tb.remove()
+			return err
+		}
+		if err := os.Rename(n, final[i]); err != nil {
+			tb.remove()
+			return fmt.Errorf("renaming bundle into place: %w", err)
+		}
+	}
+	if len(final) > 1 {
+		_ = os.Remove(path)
+	}
+	start := len(final)
+	if len(final) == 1 {
+		start = 0
+	}
+	for i := start; ; i++ {
+		if err := os.Remove(VolumeName(path, i)); err != nil {
+			break
+		}
+	}
+	return nil
 }
 
 // partialFailure reports images that failed; with keep-going the bundle
@@ -312,6 +387,20 @@ func validatePlan(plan *Plan) error {
 		}
 		have[b.Digest] = b
 	}
+	base := map[v1.Hash]bool{}
+	for _, b := range plan.BaseBlobs {
+		h, err := ParseDigest(b.Digest)
+		if err != nil {
+			return fmt.Errorf("base blob: %w", err)
+		}
+		if _, dup := have[h]; dup {
+			return fmt.Errorf("blob %s is both stored and left to the base", h)
+		}
+		base[h] = true
+	}
+	if len(plan.BaseBlobs) > 0 && plan.Base == "" {
+		return errors.New("base blobs without a base bundle id")
+	}
 	for _, im := range plan.Images {
 		d, err := ParseDigest(im.Digest)
 		if err != nil {
@@ -321,7 +410,7 @@ func validatePlan(plan *Plan) error {
 			return fmt.Errorf("image %s: its manifest %s is not planned", im.Source, d)
 		}
 		for _, h := range im.Blobs {
-			if _, ok := have[h]; !ok {
+			if _, ok := have[h]; !ok && !base[h] {
 				return fmt.Errorf("image %s: blob %s is not planned", im.Source, h)
 			}
 		}
@@ -394,8 +483,15 @@ func buildRecord(plan *Plan, created time.Time, o *writeOptions) *Record {
 		Base:          plan.Base,
 		Images:        make([]Image, 0, len(plan.Images)),
 		Blobs:         make([]Blob, 0, len(plan.Blobs)),
+		BaseBlobs:     plan.BaseBlobs,
+		BaseImages:    plan.BaseImages,
 	}
 	sizes := make(map[v1.Hash]int64, len(plan.Blobs))
+	for _, b := range plan.BaseBlobs {
+		if h, err := ParseDigest(b.Digest); err == nil {
+			sizes[h] = b.Size
+		}
+	}
 	for _, b := range plan.Blobs {
 		sizes[b.Digest] = b.Size
 		rec.Blobs = append(rec.Blobs, Blob{Digest: b.Digest.String(), Size: b.Size, MediaType: string(b.MediaType)})
@@ -436,80 +532,56 @@ func buildIndex(plan *Plan) *v1.IndexManifest {
 	return idx
 }
 
-// writeTemp writes the bundle into a new temporary file beside path and
-// returns its name, SHA-256 and size. Blobs are fetched in parallel straight
+// writeTemp writes the bundle into new temporary files beside path (one,
+// or one per volume with WithSplit). Blobs are fetched in parallel straight
 // into their final place: every offset is known in advance, so nothing is
-// spooled. The file's checksum is computed while the blobs arrive, by a
-// reader that follows the contiguous written prefix, so no second pass over
-// the file is needed. On error the temporary file is removed, except for a
-// *partialFailure, whose file the caller may rebuild from.
-func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, o *writeOptions) (string, string, int64, error) {
+// spooled. The files' checksums are computed while the blobs arrive, by a
+// reader that follows the contiguous written prefix, so no second pass is
+// needed. On error the temporary files are removed, except for a
+// *partialFailure, whose files the caller may rebuild from.
+func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, o *writeOptions) (*tempBundle, error) {
 	entries, total, err := layout(plan, created, o)
 	if err != nil {
-		return "", "", 0, err
+		return nil, err
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	tb, err := createTemp(path, total, o.split)
 	if err != nil {
-		return "", "", 0, fmt.Errorf("creating bundle: %w", err)
+		return nil, err
 	}
-	tmp := f.Name()
-	fail := func(err error) (string, string, int64, error) {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return "", "", 0, err
+	fail := func(err error) (*tempBundle, error) {
+		tb.remove()
+		return nil, err
 	}
-	if err := f.Truncate(total); err != nil {
-		return fail(fmt.Errorf("sizing bundle to %d bytes: %w", total, err))
-	}
+	dst := tb.vs
 
-	// Headers and in-memory content, in one sequential pass.
-	bw := bufio.NewWriterSize(f, 1<<20)
-	var pos int64
+	// Headers and in-memory content first.
 	var streamTotal int64
 	var streamed []*entry
 	for _, e := range entries {
-		if e.offset != pos {
-			if err := bw.Flush(); err != nil {
-				return fail(fmt.Errorf("writing bundle: %w", err))
-			}
-			if _, err := f.Seek(e.offset, io.SeekStart); err != nil {
-				return fail(fmt.Errorf("writing bundle: %w", err))
-			}
-			pos = e.offset
-		}
-		if _, err := bw.Write(e.header); err != nil {
+		if _, err := dst.WriteAt(e.header, e.offset); err != nil {
 			return fail(fmt.Errorf("writing bundle: %w", err))
 		}
-		pos += int64(len(e.header))
 		if e.data != nil {
 			if e.blob != nil {
 				if got := sha256Hex(e.data); got != e.blob.Digest.Hex {
 					return fail(fmt.Errorf("blob %s from %s: content has digest sha256:%s: %w", e.blob.Digest, e.blob.Origin, got, ErrDigestMismatch))
 				}
 			}
-			if _, err := bw.Write(e.data); err != nil {
+			if _, err := dst.WriteAt(e.data, e.dataOffset()); err != nil {
 				return fail(fmt.Errorf("writing bundle: %w", err))
 			}
-			pos += int64(len(e.data))
 		} else {
 			streamed = append(streamed, e)
 			streamTotal += e.size
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		return fail(fmt.Errorf("writing bundle: %w", err))
-	}
 	o.progress.Event(Event{Kind: EventPlanned, Total: streamTotal})
 
-	fh := &frontierHasher{f: f, total: total, streamed: streamed, notify: make(chan struct{}, 1), abort: make(chan struct{})}
+	fh := &frontierHasher{r: dst, total: total, part: dst.part, streamed: streamed, notify: make(chan struct{}, 1), abort: make(chan struct{})}
 	hashed := make(chan error, 1)
 	go func() { hashed <- fh.run(ctx) }()
 
-	failed := streamAll(ctx, f, streamed, fh, o)
+	failed := streamAll(ctx, dst, streamed, fh, o)
 	if len(failed) > 0 || ctx.Err() != nil {
 		close(fh.abort)
 	}
@@ -518,33 +590,73 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 		return fail(err)
 	}
 	if len(failed) > 0 {
-		if err := f.Close(); err != nil {
-			return fail(err)
-		}
-		return tmp, "", 0, newPartialFailure(plan, failed)
+		return tb, newPartialFailure(plan, failed)
 	}
 	if herr != nil {
 		return fail(fmt.Errorf("checksumming bundle: %w", herr))
 	}
-	if err := f.Sync(); err != nil {
+	if err := dst.sync(); err != nil {
 		return fail(fmt.Errorf("syncing bundle: %w", err))
 	}
-	if err := f.Close(); err != nil {
+	if err := dst.close(); err != nil {
 		return fail(fmt.Errorf("closing bundle: %w", err))
 	}
-	return tmp, hex.EncodeToString(fh.h.Sum(nil)), total, nil
+	tb.vs = nil
+	tb.sums = fh.sums
+	return tb, nil
 }
 
-// frontierHasher computes the SHA-256 of the bundle file while blobs are
+// createTemp creates the temporary files for a bundle of total bytes, split
+// into volumes of fewer than split bytes when split > 0.
+func createTemp(path string, total, split int64) (*tempBundle, error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	part, count := total, 1
+	if split > 0 {
+		if split < 2048 {
+			return nil, fmt.Errorf("volume size %d is too small", split)
+		}
+		part = split - 1 // each volume strictly below the size asked for
+		count = int((total + part - 1) / part)
+		if count > 999 {
+			return nil, fmt.Errorf("a %d-byte bundle in volumes below %d bytes needs %d volumes; at most 999", total, split, count)
+		}
+	}
+	tb := &tempBundle{total: total, vs: &volumeSet{part: part, total: total}}
+	for i := 0; i < count; i++ {
+		pattern := "." + base + ".tmp-*"
+		if count > 1 {
+			pattern = "." + filepath.Base(VolumeName(base, i)) + ".tmp-*"
+		}
+		f, err := os.CreateTemp(dir, pattern)
+		if err != nil {
+			tb.remove()
+			return nil, fmt.Errorf("creating bundle: %w", err)
+		}
+		tb.names = append(tb.names, f.Name())
+		tb.vs.files = append(tb.vs.files, f)
+		size := min(part, total-int64(i)*part)
+		if err := f.Truncate(size); err != nil {
+			tb.remove()
+			return nil, fmt.Errorf("sizing bundle file to %d bytes: %w", size, err)
+		}
+	}
+	return tb, nil
+}
+
+// frontierHasher computes the SHA-256 of each bundle file while blobs are
 // still arriving: it reads (from the page cache, just written) up to the
 // end of the contiguous prefix that is final.
 type frontierHasher struct {
-	f        *os.File
+	r        io.ReaderAt
 	total    int64
+	part     int64    // volume size: a new sum starts at each multiple
 	streamed []*entry // in file order
 	notify   chan struct{}
 	abort    chan struct{}
-	h        hash.Hash
+	sums     []string
 }
 
 func (fh *frontierHasher) poke() {
@@ -555,7 +667,7 @@ func (fh *frontierHasher) poke() {
 }
 
 func (fh *frontierHasher) run(ctx context.Context) error {
-	fh.h = sha256.New()
+	h := sha256.New()
 	buf := make([]byte, 1<<20)
 	var pos int64
 	next := 0
@@ -578,12 +690,19 @@ func (fh *frontierHasher) run(ctx context.Context) error {
 			}
 			continue
 		}
-		n := min(frontier-pos, int64(len(buf)))
-		m, err := fh.f.ReadAt(buf[:n], pos)
-		fh.h.Write(buf[:m])
+		// Never hash across a volume boundary in one read.
+		partEnd := (pos/fh.part + 1) * fh.part
+		n := min(frontier, partEnd) - pos
+		n = min(n, int64(len(buf)))
+		m, err := fh.r.ReadAt(buf[:n], pos)
+		h.Write(buf[:m])
 		pos += int64(m)
 		if err != nil && !(err == io.EOF && pos == fh.total) {
 			return err
+		}
+		if pos == partEnd || pos == fh.total {
+			fh.sums = append(fh.sums, hex.EncodeToString(h.Sum(nil)))
+			h = sha256.New()
 		}
 	}
 	return nil
@@ -591,7 +710,7 @@ func (fh *frontierHasher) run(ctx context.Context) error {
 
 // streamAll fetches every streamed entry under the jobs limit. Without
 // keep-going the first failure cancels the rest.
-func streamAll(ctx context.Context, f *os.File, streamed []*entry, fh *frontierHasher, o *writeOptions) map[v1.Hash]error {
+func streamAll(ctx context.Context, f io.WriterAt, streamed []*entry, fh *frontierHasher, o *writeOptions) map[v1.Hash]error {
 	var mu sync.Mutex
 	failed := map[v1.Hash]error{}
 	gctx, cancel := context.WithCancel(ctx)
@@ -657,7 +776,7 @@ func (pw *progressWriter) flush() {
 
 // streamBlob copies one blob into its place, checking size and digest as
 // the bytes pass.
-func streamBlob(ctx context.Context, f *os.File, e *entry, buf []byte, fh *frontierHasher, p Progress) (err error) {
+func streamBlob(ctx context.Context, f io.WriterAt, e *entry, buf []byte, fh *frontierHasher, p Progress) (err error) {
 	b := e.blob
 	rc, err := b.Open(ctx)
 	if err != nil {
@@ -754,9 +873,9 @@ func describe(im Image) string {
 
 // reducePlan drops the images that need a failed blob, and every blob only
 // they needed; the kept blobs are read back from the first attempt's file.
-func reducePlan(plan *Plan, failed map[v1.Hash]error, tmp string) (*Plan, error) {
+func reducePlan(plan *Plan, failed map[v1.Hash]error, tb *tempBundle) (*Plan, error) {
 	entries := map[v1.Hash]int64{}
-	r, err := openIndex(tmp)
+	r, err := scan(tb.vs, tb.total)
 	if err != nil {
 		return nil, err
 	}
@@ -765,7 +884,7 @@ func reducePlan(plan *Plan, failed map[v1.Hash]error, tmp string) (*Plan, error)
 			entries[h] = e.offset
 		}
 	}
-	out := &Plan{Base: plan.Base}
+	out := &Plan{Base: plan.Base, BaseBlobs: plan.BaseBlobs, BaseImages: plan.BaseImages}
 	keep := map[v1.Hash]bool{}
 	for _, im := range plan.Images {
 		ok := true
@@ -797,15 +916,9 @@ func reducePlan(plan *Plan, failed map[v1.Hash]error, tmp string) (*Plan, error)
 			}
 			size := b.Size
 			nb.Origin = "the first attempt"
+			src := tb.vs
 			nb.Open = func(context.Context) (io.ReadCloser, error) {
-				f, err := os.Open(tmp)
-				if err != nil {
-					return nil, err
-				}
-				return struct {
-					io.Reader
-					io.Closer
-				}{io.NewSectionReader(f, off, size), f}, nil
+				return io.NopCloser(io.NewSectionReader(src, off, size)), nil
 			}
 		}
 		out.Blobs = append(out.Blobs, nb)

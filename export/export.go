@@ -50,6 +50,12 @@ type Options struct {
 	Client   *registry.Client   // required
 	Keychain *registry.Keychain // required
 
+	// Since (--since) names a previous bundle (or its ferry.json): the new
+	// bundle is a delta that leaves out the configs and layers it carried.
+	Since string
+	// Split (--split) writes volumes OUTPUT.000, .001, ... each smaller
+	// than Split bytes; 0 = one file.
+	Split int64
 	// CacheDir (--cache) keeps fetched manifests and blobs across runs.
 	CacheDir string
 	// MinQuota (--min-quota) stops before Docker Hub's remaining pull quota
@@ -87,6 +93,9 @@ type FailureSummary struct {
 // Summary is what Run did.
 type Summary struct {
 	Output    string           `json:"output,omitempty"`
+	Base      string           `json:"base,omitempty"`      // id of the bundle this delta builds on
+	BaseBlobs int              `json:"baseBlobs,omitempty"` // blobs left to the base
+	Volumes   []string         `json:"volumes,omitempty"`
 	SHA256    string           `json:"sha256,omitempty"`
 	DryRun    bool             `json:"dryRun,omitempty"`
 	Images    []ImageSummary   `json:"images"`
@@ -215,6 +224,15 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if err != nil {
 		return sum, err
 	}
+	if o.Since != "" {
+		if err := makeDelta(plan, o.Since); err != nil {
+			summarize(sum, plan)
+			sum.Seconds = time.Since(start).Seconds()
+			return sum, err
+		}
+		sum.Base = plan.Base
+		sum.BaseBlobs = len(plan.BaseBlobs)
+	}
 	summarize(sum, plan)
 	if o.DryRun {
 		sum.Seconds = time.Since(start).Seconds()
@@ -229,7 +247,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	wr, werr := bundle.Write(ctx, o.Output, plan,
 		bundle.WithJobs(o.Jobs), bundle.WithKeepGoing(o.KeepGoing),
 		bundle.WithProgress(o.Progress), bundle.WithLogger(o.Logger),
-		bundle.WithFerryVersion(o.FerryVersion))
+		bundle.WithFerryVersion(o.FerryVersion), bundle.WithSplit(o.Split))
 	sum.Seconds = time.Since(start).Seconds()
 	for _, f := range bundle.Failures(werr) {
 		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})
@@ -237,6 +255,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	if wr != nil && wr.Record != nil {
 		sum.Output, sum.SHA256, sum.BundleLen = wr.Path, wr.SHA256, wr.Size
+		if len(wr.Volumes) > 1 {
+			sum.Volumes = wr.Volumes
+		}
 		kept := &bundle.Plan{}
 		for _, im := range plan.Images {
 			for _, ri := range wr.Record.Images {
@@ -594,6 +615,78 @@ func (o *runner) beforeGet(host string) error {
 	}
 	return nil
 }
+
+// makeDelta turns plan into a delta of the bundle since names (a bundle or
+// its ferry.json): images the previous bundle already carried under the same
+// target, digest and tags are left out, and so are configs and layers it
+// carried (itself or through its own base), recorded as base blobs that the
+// target must already hold. The manifests of the images kept are always
+// carried: they are small, and a new tag of an unchanged image needs its
+// manifest to be written.
+func makeDelta(plan *bundle.Plan, since string) error {
+	prev, err := bundle.ReadRecord(since)
+	if err != nil {
+		return fmt.Errorf("--since %s: %w", since, err)
+	}
+	held := map[string]bool{}
+	for _, b := range prev.Blobs {
+		held[b.Digest] = true
+	}
+	for _, b := range prev.BaseBlobs {
+		held[b.Digest] = true
+	}
+	had := map[string]map[string]bool{} // target@digest → tags
+	chain := append([]bundle.BaseImage(nil), prev.BaseImages...)
+	for _, im := range prev.Images {
+		chain = append(chain, bundle.BaseImage{Target: im.Target, Digest: im.Digest, Tags: im.Tags})
+	}
+	for _, im := range chain {
+		k := im.Target + "@" + im.Digest
+		if had[k] == nil {
+			had[k] = map[string]bool{}
+		}
+		for _, t := range im.Tags {
+			had[k][t] = true
+		}
+	}
+	images := plan.Images[:0]
+	used := map[v1.Hash]bool{}
+	for _, im := range plan.Images {
+		tags := had[im.Target+"@"+im.Digest]
+		same := tags != nil
+		for _, t := range im.Tags {
+			same = same && tags[t]
+		}
+		if same {
+			continue
+		}
+		images = append(images, im)
+		for _, h := range im.Blobs {
+			used[h] = true
+		}
+	}
+	plan.Images = images
+	kept := plan.Blobs[:0]
+	for _, b := range plan.Blobs {
+		switch {
+		case !used[b.Digest]:
+		case b.Kind != bundle.KindManifest && held[b.Digest.String()]:
+			plan.BaseBlobs = append(plan.BaseBlobs, bundle.Blob{Digest: b.Digest.String(), Size: b.Size, MediaType: string(b.MediaType)})
+		default:
+			kept = append(kept, b)
+		}
+	}
+	plan.Blobs = kept
+	plan.Base = prev.ID
+	plan.BaseImages = chain
+	if len(plan.Images) == 0 {
+		return fmt.Errorf("%w since bundle %s (%s)", ErrNothingNew, prev.ID, since)
+	}
+	return nil
+}
+
+// ErrNothingNew: a delta would hold nothing; no bundle is written.
+var ErrNothingNew = errors.New("nothing new")
 
 // countingBody counts bytes received from a registry.
 type countingBody struct {

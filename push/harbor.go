@@ -143,7 +143,7 @@ func (h *harborAPI) projectExists(ctx context.Context, proj string) (bool, error
 	case http.StatusNotFound:
 		return false, nil
 	}
-	return false, fmt.Errorf("Harbor %s: HEAD /api/v2.0/projects?project_name=%s: %d %s %s", h.host, proj, code, http.StatusText(code), harborMessage(body))
+	return false, fmt.Errorf("harbor %s: HEAD /api/v2.0/projects?project_name=%s: %d %s %s", h.host, proj, code, http.StatusText(code), harborMessage(body))
 }
 
 func (h *harborAPI) createProject(ctx context.Context, proj string, public bool) error {
@@ -162,10 +162,10 @@ func (h *harborAPI) createProject(ctx context.Context, proj string, public bool)
 	case http.StatusConflict:
 		return nil // created meanwhile
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return fmt.Errorf("Harbor %s: creating project %s: %d %s (%s); hint: project creation may be restricted to administrators, and project-level robot accounts cannot create projects: create it in the Harbor UI",
+		return fmt.Errorf("harbor %s: creating project %s: %d %s (%s); hint: project creation may be restricted to administrators, and project-level robot accounts cannot create projects: create it in the Harbor UI",
 			h.host, proj, code, http.StatusText(code), harborMessage(resp))
 	}
-	return fmt.Errorf("Harbor %s: creating project %s: %d %s (%s)", h.host, proj, code, http.StatusText(code), harborMessage(resp))
+	return fmt.Errorf("harbor %s: creating project %s: %d %s (%s)", h.host, proj, code, http.StatusText(code), harborMessage(resp))
 }
 
 // harborMessage extracts Harbor's {"errors":[{"code","message"}]}.

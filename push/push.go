@@ -273,7 +273,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 	p := &pusher{o: &o, tgt: tgt, r: r, auth: auth, images: images, sum: sum,
 		transports: map[string]*lazyTransport{}, blobs: map[key]*blobTask{}, manifests: map[key]*onceErr{},
-		newProjects: map[string]bool{}}
+		newProjects: map[string]bool{}, baseFrom: map[key]string{}}
 	if len(p.live()) == 0 {
 		// Nothing can be pushed: do not touch the registry at all.
 		p.summarize()
@@ -289,6 +289,10 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return sum, err
 	}
 	if err := p.survey(ctx); err != nil {
+		return sum, err
+	}
+	if err := p.checkBase(ctx); err != nil {
+		sum.Seconds = time.Since(start).Seconds()
 		return sum, err
 	}
 	if !o.DryRun {
@@ -405,13 +409,16 @@ type key struct {
 type blobTask struct {
 	key
 	size    int64
-	missing bool      // not in the bundle (delta): must exist in the target
-	primary *blobTask // nil for the first repository that wants the digest
-	done    chan struct{}
-	err     error
-	present bool   // in the repository after the task (HEAD, mount or upload)
-	how     string // "skipped", "mounted", "uploaded"
-	project string
+	missing bool // not in the bundle (delta): must exist in the target
+	// baseFrom is another repository of the target that holds a missing
+	// blob (found by checkBase): the blob is mounted from there.
+	baseFrom string
+	primary  *blobTask // nil for the first repository that wants the digest
+	done     chan struct{}
+	err      error
+	present  bool   // in the repository after the task (HEAD, mount or upload)
+	how      string // "skipped", "mounted", "uploaded"
+	project  string
 }
 
 type onceErr struct {
@@ -440,6 +447,9 @@ type pusher struct {
 	// newProjects are Harbor projects a dry run would create: their
 	// repositories are known to be empty.
 	newProjects map[string]bool
+	// baseFrom: for blobs a delta leaves to its base, a repository of the
+	// target that holds them when the image's own repository does not.
+	baseFrom map[key]string
 
 	uploaded, mounted, skipped    atomic.Int64
 	nUploaded, nMounted, nSkipped atomic.Int64
@@ -503,6 +513,83 @@ func (p *pusher) survey(ctx context.Context) error {
 	return g.Wait()
 }
 
+// ErrBaseMissing: a delta bundle's base has not been imported into the target.
+var ErrBaseMissing = errors.New("the base bundle is not in the target")
+
+// checkBase makes sure, before anything is pushed, that the target holds
+// every blob a delta bundle leaves to its base: in the image's own
+// repository, or in another repository of this import (mounted from
+// there). If not, the import stops, naming the bundle to import first.
+func (p *pusher) checkBase(ctx context.Context) error {
+	base := p.r.Record().Base
+	if base == "" {
+		return nil
+	}
+	var repos []string
+	seen := map[string]bool{}
+	need := map[key]bool{}
+	for _, im := range p.live() {
+		if !seen[im.repo] {
+			seen[im.repo] = true
+			repos = append(repos, im.repo)
+		}
+		if im.complete || im.tree == nil {
+			continue
+		}
+		_ = im.tree.Walk(func(n *bundle.Node) error {
+			if n.Missing {
+				need[key{im.repo, n.Digest}] = true
+			}
+			return nil
+		})
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	var mu sync.Mutex
+	var missing []key
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.o.Jobs)
+	for k := range need {
+		g.Go(func() error {
+			for i, repo := range append([]string{k.repo}, repos...) {
+				if i > 0 && repo == k.repo {
+					continue // its own repository was asked first
+				}
+				rc, err := p.repo(gctx, repo)
+				if err != nil {
+					return err
+				}
+				ok, err := rc.headBlob(gctx, k.digest)
+				if err != nil {
+					return fmt.Errorf("checking %s in %s: %w", k.digest, repo, err)
+				}
+				if ok {
+					if repo != k.repo {
+						mu.Lock()
+						p.baseFrom[k] = repo
+						mu.Unlock()
+					}
+					return nil
+				}
+			}
+			mu.Lock()
+			missing = append(missing, k)
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		k := missing[0]
+		return fmt.Errorf("%w: %s is a delta of bundle %s, and %s lacks %d blob(s) it leaves to that bundle (e.g. %s for %s): import bundle %s first; nothing was pushed",
+			ErrBaseMissing, p.o.Bundle, base, p.tgt.Registry, len(missing), k.digest, k.repo, base)
+	}
+	return nil
+}
+
 // plan lists the blob tasks of the live, incomplete images: the first
 // repository that wants a digest owns its upload (primary); the others wait
 // for it and mount from there. Primaries come first in the order, so a
@@ -522,7 +609,7 @@ func (p *pusher) plan() {
 			if _, ok := p.blobs[k]; ok {
 				return nil
 			}
-			t := &blobTask{key: k, size: n.Size, missing: n.Missing, done: make(chan struct{}), project: project(im.repo)}
+			t := &blobTask{key: k, size: n.Size, missing: n.Missing, done: make(chan struct{}), project: project(im.repo), baseFrom: p.baseFrom[k]}
 			p.blobs[k] = t
 			if first, ok := byDigest[n.Digest]; ok && !n.Missing {
 				t.primary = first
@@ -617,10 +704,13 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 		p.progressDone(t)
 		return nil
 	}
-	if t.missing {
-		return fmt.Errorf("not in this delta bundle and not in %s/%s: import the bundle it is based on first", p.tgt.Registry, t.repo)
-	}
 	var from string
+	if t.missing {
+		if t.baseFrom == "" {
+			return fmt.Errorf("not in this delta bundle and not in %s/%s: import bundle %s (its base) first", p.tgt.Registry, t.repo, p.r.Record().Base)
+		}
+		from = t.baseFrom
+	}
 	if t.primary != nil {
 		select {
 		case <-t.primary.done:

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -23,6 +25,8 @@ type exportFlags struct {
 	mirrors   []string
 	cache     string
 	minQuota  int
+	split     string
+	since     string
 }
 
 func newExportCmd(e *env) *cobra.Command {
@@ -54,6 +58,8 @@ records the upstream one.`,
 	fl.StringVar(&f.platform, "platform", "", "platforms to keep: os/arch[/variant][,...] or all (default: each mapping's platform, else all)")
 	fl.StringArrayVar(&f.mirrors, "mirror", nil, "fetch images of SOURCE from MIRROR: SOURCE=MIRROR (repeatable)")
 	fl.StringVar(&f.cache, "cache", "", "keep fetched manifests and blobs in DIR; a rerun downloads only what changed")
+	fl.StringVar(&f.since, "since", "", "write a delta: leave out what PREVIOUS (a bundle or its ferry.json) already carried")
+	fl.StringVar(&f.split, "split", "", "write volumes OUTPUT.000, .001, ... each below SIZE (e.g. 4GiB for FAT32, 700M)")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
 	f.regFlags.register(cmd)
 	return cmd
@@ -78,6 +84,13 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 	if f.platform != "" {
 		platforms = strings.Split(f.platform, ",")
 	}
+	var split int64
+	if f.split != "" {
+		var err error
+		if split, err = parseSize(f.split); err != nil {
+			return usagef("--split: %v", err)
+		}
+	}
 	client, kc, err := f.client(e)
 	if err != nil {
 		return err
@@ -93,10 +106,15 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 		Platforms: platforms, Mirrors: mirrors,
 		Username: f.username, Password: pw,
 		Client: client, Keychain: kc,
-		CacheDir: f.cache, MinQuota: f.minQuota,
+		CacheDir: f.cache, MinQuota: f.minQuota, Split: split, Since: f.since,
 		Progress: prog, Logger: e.logger(), FerryVersion: version,
 	})
 	prog.finish()
+	if errors.Is(err, export.ErrNothingNew) {
+		// Not a failure: a scheduled delta export found nothing to carry.
+		fmt.Fprintf(e.stderr, "%v: no bundle written\n", err)
+		err = nil
+	}
 	if sum != nil {
 		for _, w := range sum.Warnings {
 			fmt.Fprintf(e.stderr, "warning: %s\n", w)
@@ -132,7 +150,14 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 	case s.Output != "":
 		fmt.Fprintf(w, "wrote %s: %d images, %d tags, %d unique blobs, %s (saved %s by deduplication) in %.1fs\n",
 			s.Output, len(s.Images), s.Tags, s.Blobs, humanBytes(s.BundleLen), humanBytes(s.Logical-s.Bytes), s.Seconds)
-		fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
+		if len(s.Volumes) > 0 {
+			fmt.Fprintf(w, "in %d volumes: %s ... %s (check with: sha256sum -c %s.sha256)\n", len(s.Volumes), s.Volumes[0], s.Volumes[len(s.Volumes)-1], s.Output)
+		} else {
+			fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
+		}
+	}
+	if s.Base != "" {
+		fmt.Fprintf(w, "delta of bundle %s: %d blobs left to it (import that bundle first)\n", s.Base, s.BaseBlobs)
 	}
 	if s.ImagesUnchanged > 0 || s.BytesFromCache > 0 {
 		fmt.Fprintf(w, "%d images new, %d unchanged; %s downloaded, %s from the cache\n",
@@ -163,4 +188,30 @@ func canonicalHost(h string) string {
 		return "docker.io"
 	}
 	return strings.ToLower(h)
+}
+
+// parseSize reads a size such as 4G, 3.9GiB, 700M or 1048576. A suffix
+// with "i" (KiB, MiB, GiB, TiB) is binary; without it (K, M, G, T, with or
+// without B) decimal, as disk vendors count.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	num := strings.TrimRightFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	unit := strings.ToUpper(strings.TrimSpace(t[len(num):]))
+	mult := map[string]float64{
+		"": 1, "B": 1,
+		"K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
+		"KI": 1 << 10, "KIB": 1 << 10, "MI": 1 << 20, "MIB": 1 << 20, "GI": 1 << 30, "GIB": 1 << 30, "TI": 1 << 40, "TIB": 1 << 40,
+	}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("unknown unit in %q (use K, M, G, T or KiB, MiB, GiB, TiB)", s)
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("%q is not a positive size", s)
+	}
+	n := int64(v * mult)
+	if n < 1<<20 {
+		return 0, fmt.Errorf("%q is below the smallest volume size, 1 MiB", s)
+	}
+	return n, nil
 }

@@ -59,7 +59,7 @@ func (p *progress) Event(ev bundle.Event) {
 			p.bar.ChangeMax64(ev.Total)
 			p.bar.Reset()
 		} else {
-			p.line(fmt.Sprintf("%s: %s to transfer", p.label, humanBytes(ev.Total)))
+			p.line(fmt.Sprintf("%s: %s to go", p.label, humanBytes(ev.Total)))
 		}
 	case bundle.EventBytes:
 		p.done += ev.Bytes
