@@ -2,9 +2,11 @@ package test
 
 import (
 	"archive/tar"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -199,4 +201,101 @@ func countBundle(b *testing.B, path string) (manifests, blobs int) {
 		}
 	}
 	return manifests, blobs
+}
+
+// BenchmarkImportLargeLayer imports a bundle holding one image with a
+// 1 GiB layer into a loopback distribution registry and reports throughput
+// as a ratio to a plain copy of the bundle on the same disk, and ferry's
+// peak RSS. Targets (issue 3): ratio ≥ 0.8, peak RSS ≤ 150 MiB.
+func BenchmarkImportLargeLayer(b *testing.B) {
+	size := int64(1 << 30)
+	if s := os.Getenv("FERRY_BENCH_LAYER_BYTES"); s != "" {
+		fmt.Sscan(s, &size)
+	}
+	bin := harness.BuildFerry(b)
+	src := harness.StartRegistry(b, harness.RegistryOptions{})
+	harness.Seed(b, src, "", harness.LargeLayerSet(size))
+	dir := b.TempDir()
+	mapping := filepath.Join(dir, "m.yaml")
+	if err := os.WriteFile(mapping, []byte("tasks:\n  - name: large\n    source:\n      registry: "+src.Host+"\n    mappings:\n      - from: large/blob\n        tags: [latest]\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	bundlePath := filepath.Join(dir, "bundle.tar")
+	measured(b, bin, nil, "export", "-q", "-f", mapping, "-o", bundlePath)
+	st, err := os.Stat(bundlePath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(st.Size())
+	b.ResetTimer()
+	var ratio, putRatio, rssMiB float64
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dst := harness.StartRegistry(b, harness.RegistryOptions{})
+		copyTime := plainCopy(b, bundlePath, filepath.Join(dir, "copy"))
+		_ = os.Remove(filepath.Join(dir, "copy"))
+		putTime := rawPut(b, dst, bundlePath)
+		dst2 := harness.StartRegistry(b, harness.RegistryOptions{})
+		b.StartTimer()
+		d, rss, _ := measured(b, bin, nil, "import", "-q", bundlePath, "--to", dst2.Host)
+		b.StopTimer()
+		ratio = copyTime.Seconds() / d.Seconds()
+		putRatio = putTime.Seconds() / d.Seconds()
+		rssMiB = float64(rss) / (1 << 20)
+		b.Logf("bundle %d MiB: plain copy %.2fs (%.0f MiB/s), one raw PUT of the same bytes to the registry %.2fs (%.0f MiB/s), ferry import %.2fs (%.0f MiB/s); ratio %.2f to the copy, %.2f to the raw PUT; peak RSS %.1f MiB",
+			st.Size()>>20, copyTime.Seconds(), float64(st.Size())/copyTime.Seconds()/(1<<20),
+			putTime.Seconds(), float64(st.Size())/putTime.Seconds()/(1<<20),
+			d.Seconds(), float64(st.Size())/d.Seconds()/(1<<20), ratio, putRatio, rssMiB)
+		b.StartTimer()
+	}
+	b.ReportMetric(ratio, "ratio_vs_copy")
+	b.ReportMetric(putRatio, "ratio_vs_rawPUT")
+	b.ReportMetric(rssMiB, "peakRSS_MiB")
+}
+
+// rawPut uploads the file's bytes as one blob with a single monolithic PUT
+// (what curl -T would do): the fastest any client can push into this
+// registry, which bounds what import can reach.
+func rawPut(b *testing.B, reg *harness.Registry, path string) time.Duration {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		b.Fatal(err)
+	}
+	digest := fmt.Sprintf("sha256:%x", h.Sum(nil))
+	start := time.Now()
+	resp, err := http.Post(reg.URL+"/v2/raw/put/blobs/uploads/", "", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, "http") {
+		loc = reg.URL + loc
+	}
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		b.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, f)
+	st, _ := f.Stat()
+	req.ContentLength = st.Size()
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		b.Fatalf("raw PUT: %s", resp.Status)
+	}
+	return time.Since(start)
 }

@@ -66,6 +66,9 @@ func (c *Client) transportFor(h string) (*http.Transport, error) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: 1 * time.Second,
 		TLSClientConfig:       cfg,
+		// Blobs are large: bigger socket buffers cut syscalls per byte.
+		WriteBufferSize: 256 << 10,
+		ReadBufferSize:  256 << 10,
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
