@@ -27,6 +27,9 @@ const (
 	LayoutFile = "oci-layout"
 	IndexFile  = "index.json"
 	RecordFile = "ferry.json"
+	// SigFile holds the raw 64-byte Ed25519 signature of ferry.json's exact
+	// bytes; it follows ferry.json in a signed bundle.
+	SigFile    = "ferry.sig"
 	BlobPrefix = "blobs/sha256/"
 )
 
@@ -51,6 +54,12 @@ var (
 	ErrCorrupt = errors.New("bundle is corrupt")
 	// ErrUnsupported: a newer format version or an unknown digest algorithm.
 	ErrUnsupported = errors.New("unsupported bundle")
+	// ErrUnsigned: a trusted key was required but the bundle has no
+	// signature.
+	ErrUnsigned = errors.New("bundle is unsigned")
+	// ErrBadSignature: the bundle's signature does not verify with any
+	// trusted key.
+	ErrBadSignature = errors.New("bundle signature does not verify")
 )
 
 // Record is ferry.json.

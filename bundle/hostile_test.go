@@ -3,7 +3,9 @@ package bundle
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -33,11 +35,20 @@ func validBundle(t testing.TB) (entries []tarEntry, layer v1.Hash) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	entries = tarEntries(t, data)
+	layers, _ := a.Layers()
+	layer, _ = layers[1].Digest()
+	return entries, layer
+}
+
+// tarEntries reads every entry of a tar held in memory.
+func tarEntries(t testing.TB, data []byte) (entries []tarEntry) {
+	t.Helper()
 	tr := tar.NewReader(bytes.NewReader(data))
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return entries
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -45,9 +56,46 @@ func validBundle(t testing.TB) (entries []tarEntry, layer v1.Hash) {
 		b, _ := io.ReadAll(tr)
 		entries = append(entries, tarEntry{*h, b})
 	}
-	layers, _ := a.Layers()
-	layer, _ = layers[1].Digest()
-	return entries, layer
+}
+
+// oversized is a tar whose only header claims far more bytes than follow.
+func oversized(t testing.TB) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: LayoutFile, Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 30}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = tw.Flush() // fails (the entry is short): the bytes so far are what we want
+	return append(buf.Bytes(), make([]byte, 4096)...)
+}
+
+func gzipped(t testing.TB, data []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// editEntry replaces old with new, once, in the named entry.
+func editEntry(t testing.TB, e []tarEntry, name, old, new string) []tarEntry {
+	t.Helper()
+	i := find(e, name)
+	edited := bytes.Replace(e[i].data, []byte(old), []byte(new), 1)
+	if bytes.Equal(edited, e[i].data) {
+		t.Fatalf("%s: %q not found", name, old)
+	}
+	e[i].data = edited
+	return e
 }
 
 func buildTar(t testing.TB, entries []tarEntry) []byte {
@@ -187,6 +235,43 @@ func TestHostileBundles(t *testing.T) {
 			e[i].data[0] ^= 1
 			return e
 		}), "digest mismatch", true},
+		{"gzip-compressed bundle", gzipped(t, goodTar), "bundle is compressed (gzip); ferry bundles are plain tar: decompress it first (and mind its size)", false},
+		{"zstd magic", append([]byte{0x28, 0xb5, 0x2f, 0xfd}, goodTar...), "bundle is compressed (zstd)", false},
+		{"xz magic", append([]byte("\xfd7zXZ\x00"), goodTar...), "bundle is compressed (xz)", false},
+		{"bzip2 magic", append([]byte("BZh9"), goodTar...), "bundle is compressed (bzip2)", false},
+		{"header size exceeds the file", oversized(t), "claims 1073741824 bytes but the file ends", false},
+		{"flipped byte in index.json ref name (valid JSON)", mutate(func(e []tarEntry) []tarEntry {
+			return editEntry(t, e, IndexFile, `"proj/a:v1"`, `"proj/a:v3"`)
+		}), "index.json does not match ferry.json: descriptor 0 names \"proj/a:v3\"", false},
+		{"flipped byte in index.json media type (valid JSON)", mutate(func(e []tarEntry) []tarEntry {
+			return editEntry(t, e, IndexFile, `"mediaType": "application/vnd.oci.image.manifest.v1+json"`, `"mediaType": "application/vnd.oci.image.manifest.v1+jsoo"`)
+		}), "has media type", false},
+		{"extra descriptor in index.json", mutate(func(e []tarEntry) []tarEntry {
+			i := find(e, IndexFile)
+			var idx v1.IndexManifest
+			if err := json.Unmarshal(e[i].data, &idx); err != nil {
+				t.Fatal(err)
+			}
+			d := idx.Manifests[0]
+			d.Annotations = map[string]string{RefNameAnnotation: "proj/a:evil"}
+			idx.Manifests = append(idx.Manifests, d)
+			e[i].data, _ = json.Marshal(idx)
+			return e
+		}), "2 descriptors, 1 expected", false},
+		{"unknown field in index.json", mutate(func(e []tarEntry) []tarEntry {
+			return editEntry(t, e, IndexFile, `"schemaVersion": 2`, `"schemaVersion": 2, "x-evil": true`)
+		}), "unknown field", false},
+		{"extra annotation in index.json", mutate(func(e []tarEntry) []tarEntry {
+			return editEntry(t, e, IndexFile, `"org.opencontainers.image.ref.name"`, `"io.containerd.image.name": "evil", "org.opencontainers.image.ref.name"`)
+		}), "expected only", false},
+		{"tag edited in ferry.json (valid JSON)", mutate(func(e []tarEntry) []tarEntry {
+			return editEntry(t, e, RecordFile, `"v1"`, `"v3"`)
+		}), "index.json does not match ferry.json", false},
+		{"ferry.sig of the wrong size", mutate(func(e []tarEntry) []tarEntry {
+			i := find(e, RecordFile)
+			sig := tarEntry{hdr: tar.Header{Name: SigFile, Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("not a signature")}
+			return append(e[:i+1], append([]tarEntry{sig}, e[i+1:]...)...)
+		}), "ferry.sig is 15 bytes", false},
 		{"not a tar", []byte("this is not a tar file at all, just text that goes on for a while ............................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................."), "reading tar header", false},
 	}
 	for _, c := range cases {

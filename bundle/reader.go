@@ -38,6 +38,9 @@ type Reader struct {
 	index   *v1.IndexManifest
 	blobs   map[v1.Hash]int64 // digest → size, from the tar
 	base    map[v1.Hash]int64 // blobs a delta leaves to its base
+
+	recordRaw []byte // ferry.json as stored (the signed bytes)
+	sig       []byte // ferry.sig, nil when unsigned
 }
 
 // Open indexes the bundle at path and checks its structure: allowed entry
@@ -62,6 +65,9 @@ func Open(path string) (*Reader, error) {
 }
 
 func newReader(path string, vs *volumeSet) (*Reader, error) {
+	if err := checkCompressed(vs); err != nil {
+		return nil, err
+	}
 	entries, err := scan(vs, vs.total)
 	if err != nil {
 		return nil, err
@@ -80,6 +86,34 @@ func newReader(path string, vs *volumeSet) (*Reader, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// compressions are the magic numbers of compressed files that people make
+// of tars; a bundle is never compressed.
+var compressions = []struct {
+	name  string
+	magic string
+}{
+	{"gzip", "\x1f\x8b"},
+	{"zstd", "\x28\xb5\x2f\xfd"},
+	{"xz", "\xfd7zXZ\x00"},
+	{"bzip2", "BZh"},
+}
+
+// checkCompressed refuses a compressed bundle at once: its tar headers
+// would be garbage, and decompressing it could expand without bound.
+func checkCompressed(r io.ReaderAt) error {
+	var head [6]byte
+	n, _ := r.ReadAt(head[:], 0)
+	for _, c := range compressions {
+		if n >= len(c.magic) && string(head[:len(c.magic)]) == c.magic {
+			if c.name == "bzip2" && (n < 4 || head[3] < '1' || head[3] > '9') {
+				continue
+			}
+			return fmt.Errorf("%w: bundle is compressed (%s); ferry bundles are plain tar: decompress it first (and mind its size)", ErrUnsupported, c.name)
+		}
+	}
+	return nil
 }
 
 // scan reads every tar header and records where content lies, refusing
@@ -157,7 +191,7 @@ func checkEntry(hdr *tar.Header) (string, error) {
 		return "", fmt.Errorf("%w: entry %q has unsupported type %q", ErrCorrupt, q, hdr.Typeflag)
 	}
 	switch name {
-	case LayoutFile, IndexFile, RecordFile:
+	case LayoutFile, IndexFile, RecordFile, SigFile:
 		return name, nil
 	}
 	if hexpart, ok := strings.CutPrefix(name, BlobPrefix); ok {
@@ -225,6 +259,16 @@ func (r *Reader) loadMetadata() error {
 	if err != nil {
 		return err
 	}
+	if _, signed := r.entries[SigFile]; signed {
+		sig, err := r.readEntry(SigFile, SignatureSize)
+		if err != nil {
+			return err
+		}
+		if len(sig) != SignatureSize {
+			return fmt.Errorf("%w: %s is %d bytes; an Ed25519 signature is %d", ErrCorrupt, SigFile, len(sig), SignatureSize)
+		}
+		r.sig = sig
+	}
 	// ferry.json and the tar must agree on every blob.
 	listed := map[v1.Hash]bool{}
 	for _, b := range rec.Blobs {
@@ -270,8 +314,79 @@ func (r *Reader) loadMetadata() error {
 			return fmt.Errorf("%w: %s references %s, which is missing from the bundle", ErrCorrupt, IndexFile, d.Digest)
 		}
 	}
+	if err := checkIndex(ib, rec); err != nil {
+		return err
+	}
 	r.record = rec
+	r.recordRaw = rb
 	r.index = idx
+	return nil
+}
+
+// expectedIndex is the index.json that rec implies: one descriptor per
+// image and tag, in ferry.json's order, with the image's digest, media type,
+// manifest size and ref.name TARGET:TAG. The writer writes exactly this.
+func expectedIndex(rec *Record) *v1.IndexManifest {
+	idx := &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{}}
+	sizes := make(map[string]int64, len(rec.Blobs))
+	for _, b := range rec.Blobs {
+		sizes[b.Digest] = b.Size
+	}
+	for _, im := range rec.Images {
+		d, _ := ParseDigest(im.Digest)
+		for _, tag := range im.Tags {
+			idx.Manifests = append(idx.Manifests, v1.Descriptor{
+				MediaType:   types.MediaType(im.MediaType),
+				Digest:      d,
+				Size:        sizes[im.Digest],
+				Annotations: map[string]string{RefNameAnnotation: im.Target + ":" + tag},
+			})
+		}
+	}
+	return idx
+}
+
+// checkIndex checks that index.json says exactly what ferry.json implies
+// and nothing else (no unknown field, no extra descriptor or annotation).
+// ferry.json's bytes are what a bundle's signature covers; this check makes
+// the signature pin index.json, which tools other than ferry read.
+func checkIndex(data []byte, rec *Record) error {
+	var got v1.IndexManifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil {
+		return fmt.Errorf("%w: %s does not match %s: %v", ErrCorrupt, IndexFile, RecordFile, err)
+	}
+	want := expectedIndex(rec)
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s does not match %s: %s", ErrCorrupt, IndexFile, RecordFile, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case got.SchemaVersion != want.SchemaVersion:
+		return bad("schemaVersion %d", got.SchemaVersion)
+	case got.MediaType != want.MediaType:
+		return bad("mediaType %q", clip(string(got.MediaType)))
+	case len(got.Annotations) != 0 || got.Subject != nil:
+		return bad("the index has annotations or a subject")
+	case len(got.Manifests) != len(want.Manifests):
+		return bad("%d descriptors, %d expected (one per image tag)", len(got.Manifests), len(want.Manifests))
+	}
+	for i, g := range got.Manifests {
+		w := want.Manifests[i]
+		ref := w.Annotations[RefNameAnnotation]
+		switch {
+		case g.Annotations[RefNameAnnotation] != ref || len(g.Annotations) != 1:
+			return bad("descriptor %d names %q, expected only %s %q", i, clip(g.Annotations[RefNameAnnotation]), RefNameAnnotation, ref)
+		case g.Digest != w.Digest:
+			return bad("%s has digest %s, expected %s", ref, g.Digest, w.Digest)
+		case g.Size != w.Size:
+			return bad("%s has size %d, expected %d", ref, g.Size, w.Size)
+		case g.MediaType != w.MediaType:
+			return bad("%s has media type %q, expected %q", ref, clip(string(g.MediaType)), w.MediaType)
+		case g.Platform != nil || len(g.URLs) != 0 || len(g.Data) != 0 || g.ArtifactType != "":
+			return bad("%s has fields ferry does not write (platform, urls, data or artifactType)", ref)
+		}
+	}
 	return nil
 }
 

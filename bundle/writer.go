@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -91,13 +92,17 @@ func (f Failure) Error() string { return f.Image + ": " + f.Err.Error() }
 type Result struct {
 	Path string
 	// Volumes are the files written: Path alone, or Path.000, Path.001, ...
-	Volumes   []string
-	Sidecar   string
-	SHA256    string
-	Size      int64
-	Record    *Record
-	BlobBytes int64
-	Failures  []Failure
+	Volumes []string
+	Sidecar string
+	SHA256  string
+	// Signature is the raw signature stored as ferry.sig and SigSidecar the
+	// base64 copy beside the bundle (PATH.sig); both empty when unsigned.
+	Signature  []byte
+	SigSidecar string
+	Size       int64
+	Record     *Record
+	BlobBytes  int64
+	Failures   []Failure
 }
 
 // EventKind says what a progress event reports.
@@ -142,6 +147,7 @@ type writeOptions struct {
 	id           string
 	ferryVersion string
 	split        int64
+	signer       crypto.Signer
 }
 
 // WithSplit writes the bundle as volumes PATH.000, PATH.001, ... each
@@ -250,8 +256,14 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 	if err := writeFileAtomic(sidecar, []byte(lines.String())); err != nil {
 		return nil, fmt.Errorf("writing checksum file: %w", err)
 	}
+	if err := writeSigSidecar(path+".sig", tb.sig); err != nil {
+		return nil, fmt.Errorf("writing signature file: %w", err)
+	}
 	rec := buildRecord(plan, created, &o)
 	res := &Result{Path: path, Sidecar: sidecar, Size: tb.total, Record: rec, Failures: failures, Volumes: tb.finalNames(path)}
+	if tb.sig != nil {
+		res.Signature, res.SigSidecar = tb.sig, path+".sig"
+	}
 	if len(tb.sums) == 1 {
 		res.SHA256 = tb.sums[0]
 	}
@@ -271,6 +283,7 @@ type tempBundle struct {
 	vs    *volumeSet
 	total int64
 	sums  []string // SHA-256 of each file, once complete
+	sig   []byte   // ferry.sig, when signed
 }
 
 func (tb *tempBundle) remove() {
@@ -426,14 +439,24 @@ func layout(plan *Plan, created time.Time, o *writeOptions) ([]*entry, int64, er
 	if err != nil {
 		return nil, 0, err
 	}
-	idxJSON, err := json.MarshalIndent(buildIndex(plan), "", "  ")
+	recJSON = append(recJSON, '\n')
+	// index.json is what ferry.json implies, and nothing else: a reader
+	// checks that, so a signature over ferry.json pins index.json too.
+	idxJSON, err := json.MarshalIndent(expectedIndex(rec), "", "  ")
 	if err != nil {
 		return nil, 0, err
 	}
 	entries := []*entry{
 		{name: LayoutFile, data: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 		{name: IndexFile, data: append(idxJSON, '\n')},
-		{name: RecordFile, data: append(recJSON, '\n')},
+		{name: RecordFile, data: recJSON},
+	}
+	if o.signer != nil {
+		sig, err := sign(o.signer, recJSON)
+		if err != nil {
+			return nil, 0, err
+		}
+		entries = append(entries, &entry{name: SigFile, data: sig})
 	}
 	blobs := make([]*PlannedBlob, len(plan.Blobs))
 	for i := range plan.Blobs {
@@ -512,26 +535,6 @@ func buildRecord(plan *Plan, created time.Time, o *writeOptions) *Record {
 	return rec
 }
 
-func buildIndex(plan *Plan) *v1.IndexManifest {
-	idx := &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{}}
-	sizes := make(map[string]int64, len(plan.Blobs))
-	for _, b := range plan.Blobs {
-		sizes[b.Digest.String()] = b.Size
-	}
-	for _, pi := range plan.Images {
-		d, _ := ParseDigest(pi.Digest)
-		for _, tag := range pi.Tags {
-			idx.Manifests = append(idx.Manifests, v1.Descriptor{
-				MediaType:   types.MediaType(pi.MediaType),
-				Digest:      d,
-				Size:        sizes[pi.Digest],
-				Annotations: map[string]string{RefNameAnnotation: pi.Target + ":" + tag},
-			})
-		}
-	}
-	return idx
-}
-
 // writeTemp writes the bundle into new temporary files beside path (one,
 // or one per volume with WithSplit). Blobs are fetched in parallel straight
 // into their final place: every offset is known in advance, so nothing is
@@ -547,6 +550,11 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	tb, err := createTemp(path, total, o.split)
 	if err != nil {
 		return nil, err
+	}
+	for _, e := range entries {
+		if e.name == SigFile {
+			tb.sig = e.data
+		}
 	}
 	fail := func(err error) (*tempBundle, error) {
 		tb.remove()
