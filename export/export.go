@@ -8,24 +8,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/internal/source"
 	"github.com/ferry-airgap/ferry/manifest"
 )
 
@@ -154,7 +151,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 			o.Client.Configure(sourceHost(t), registry.HostConfig{SkipTLSVerify: true})
 		}
 	}
-	rn := &runner{Options: &o, tasks: map[string]*manifest.Task{}, transports: map[string]*cachedTransport{}}
+	rn := &runner{Options: &o, tasks: map[string]*manifest.Task{}, pull: &source.Puller{Client: o.Client, Keychain: o.Keychain,
+		Username: o.Username, Password: o.Password, Mirrors: o.Mirrors, Jobs: o.Jobs}}
 	if o.CacheDir != "" {
 		if rn.cache, err = OpenCache(o.CacheDir); err != nil {
 			return sum, err
@@ -180,13 +178,13 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	for _, t := range tasks {
 		rn.tasks[t.Name] = t
 	}
-	if err := checkCredentials(ctx, tasks, rn); err != nil {
+	if err := rn.pull.CheckCredentials(ctx, tasks); err != nil {
 		return sum, err
 	}
 
 	res, err := manifest.Resolve(ctx, tasks, manifest.Options{
 		Remote: func(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
-			return rn.remoteOptions(ctx, repo, t)
+			return rn.pull.RemoteOptions(ctx, repo, t)
 		},
 		NameOptions: o.Client.NameOptions,
 		Platforms:   o.Platforms,
@@ -283,115 +281,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	return sum, nil
 }
 
-func sourceHost(t *manifest.Task) string {
-	host, _, _ := strings.Cut(manifest.CanonicalRegistry(t.Source.Registry), "/")
-	return host
-}
-
-// authFor returns the credentials for reading host on behalf of t: the
-// task's own auth when host is its source registry, else the keychain.
-func authFor(o *runner, host string, t *manifest.Task) (authn.Authenticator, error) {
-	if o.Username != "" && t != nil && manifest.CanonicalRegistry(host) == sourceHost(t) {
-		return authn.FromConfig(authn.AuthConfig{Username: o.Username, Password: o.Password}), nil
-	}
-	if t != nil && t.Source.Auth != nil && manifest.CanonicalRegistry(host) == sourceHost(t) {
-		a := t.Source.Auth
-		if a.Anonymous {
-			return authn.Anonymous, nil
-		}
-		return authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password}), nil
-	}
-	return o.Keychain.Resolve(host)
-}
-
-// repoTransport returns an authenticated transport for reading repo,
-// made once per repository: the ping and token exchange happen once, not
-// once per request.
-func (o *runner) repoTransport(ctx context.Context, repo name.Repository, t *manifest.Task) (http.RoundTripper, error) {
-	key := repo.Name()
-	o.mu.Lock()
-	c, ok := o.transports[key]
-	if !ok {
-		c = &cachedTransport{}
-		o.transports[key] = c
-	}
-	o.mu.Unlock()
-	c.once.Do(func() {
-		host := repo.RegistryStr()
-		auth, err := authFor(o, host, t)
-		if err != nil {
-			c.err = err
-			return
-		}
-		c.rt, c.err = transport.NewWithContext(ctx, repo.Registry, auth, o.Client.Transport(), []string{repo.Scope(transport.PullScope)})
-		if c.err != nil {
-			c.err = fmt.Errorf("connecting to %s for %s: %w", host, repo.RepositoryStr(), registry.Explain(c.err))
-		}
-	})
-	return c.rt, c.err
-}
-
-type cachedTransport struct {
-	once sync.Once
-	rt   http.RoundTripper
-	err  error
-}
-
-func (o *runner) remoteOptions(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
-	rt, err := o.repoTransport(ctx, repo, t)
-	if err != nil {
-		return nil, err
-	}
-	opts := o.Client.RemoteOptions(ctx, repo.RegistryStr(), authn.Anonymous)
-	// The authenticated transport is a *transport.Wrapper: go-containerregistry
-	// uses it as is, with no second round of retries or token exchange.
-	return append(opts, remote.WithTransport(rt), remote.WithJobs(o.Jobs)), nil
-}
-
-// checkCredentials proves every set of credentials before anything moves,
-// so that a wrong password fails at once, naming the registry.
-func checkCredentials(ctx context.Context, tasks []*manifest.Task, o *runner) error {
-	type key struct{ host, user string }
-	checked := map[key]bool{}
-	for _, t := range tasks {
-		if t.CheckSource() != nil || len(t.Mappings) == 0 {
-			continue
-		}
-		host := sourceHost(t)
-		if m, ok := o.Mirrors[host]; ok {
-			host = m
-		}
-		auth, err := authFor(o, host, t)
-		if err != nil {
-			return fmt.Errorf("credentials for %s: %w", host, err)
-		}
-		if auth == authn.Anonymous {
-			continue
-		}
-		cfg, err := auth.Authorization()
-		if err != nil {
-			return fmt.Errorf("credentials for %s: %w", host, err)
-		}
-		k := key{host, cfg.Username}
-		if checked[k] {
-			continue
-		}
-		checked[k] = true
-		reg, err := name.NewRegistry(host, o.Client.NameOptions(host)...)
-		if err != nil {
-			return fmt.Errorf("registry %q: %w", host, err)
-		}
-		repo, err := t.SourceRepository(t.Mappings[0])
-		if err != nil {
-			return err
-		}
-		_, path, _ := strings.Cut(repo, "/")
-		if err := o.Client.CheckAuth(ctx, reg, auth, "repository:"+path+":pull"); err != nil {
-			return fmt.Errorf("task %q: %w", t.Name, err)
-		}
-	}
-	return nil
-}
+func sourceHost(t *manifest.Task) string { return source.Host(t) }
 
 // buildPlan merges resolved images into bundle images (one per target and
 // digest, with all its tags), fetches configs (small; they name the
@@ -550,25 +440,11 @@ func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
 			o.fromCache.Add(d.Size)
 			return f, nil
 		}
-		host := im.Repository.RegistryStr()
-		rt, err := o.repoTransport(ctx, im.Repository, o.tasks[im.Task])
+		body, err := o.pull.Blob(ctx, im.Repository, o.tasks[im.Task], d.Digest, im.Source)
 		if err != nil {
 			return nil, err
 		}
-		u := url.URL{Scheme: im.Repository.Scheme(), Host: host, Path: "/v2/" + im.Repository.RepositoryStr() + "/blobs/" + d.Digest.String()}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := (&http.Client{Transport: rt}).Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("fetching blob %s of %s from %s: %w", d.Digest, im.Source, host, registry.Explain(err))
-		}
-		if err := transport.CheckError(resp, http.StatusOK); err != nil {
-			_ = resp.Body.Close()
-			return nil, fmt.Errorf("fetching blob %s of %s from %s: %w", d.Digest, im.Source, host, registry.Explain(err))
-		}
-		return o.cache.tee(d.Digest, &countingBody{rc: resp.Body, n: &o.downloaded}), nil
+		return o.cache.tee(d.Digest, &countingBody{rc: body, n: &o.downloaded}), nil
 	}
 }
 
@@ -576,9 +452,7 @@ func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
 type runner struct {
 	*Options
 	tasks map[string]*manifest.Task
-
-	mu         sync.Mutex
-	transports map[string]*cachedTransport // by repository
+	pull  *source.Puller // source credentials and transports
 
 	cache      *Cache
 	downloaded atomic.Int64

@@ -44,9 +44,30 @@ type Options struct {
 	// BeforeGet is called before every manifest GET (the request Docker Hub
 	// counts against its pull limit); its error stops that image. Optional.
 	BeforeGet func(host string) error
+	// Skip is asked, once a tag's digest is known (from its HEAD, or a
+	// digest pin) and before any manifest GET, whether the image is needed
+	// at all. When it returns true the image goes to Resolution.Skipped and
+	// costs nothing more; an error fails that tag. ferry sync uses it to
+	// leave alone what the target already has. Optional.
+	Skip func(ctx context.Context, c Candidate) (bool, error)
 	// Jobs bounds parallel requests (default 4).
 	Jobs   int
 	Logger *slog.Logger
+}
+
+// Candidate is a selected tag (or digest pin) whose digest is known but
+// whose manifests have not been fetched: what Options.Skip decides on.
+type Candidate struct {
+	Task   *Task
+	Source string // as Image.Source
+	Target string // as Image.Target
+	Tag    string // "" for a digest pin without tag
+	// Digest and MediaType are what upstream serves for the tag; with a
+	// platform subset the stored index will have another digest.
+	Digest    v1.Hash
+	MediaType types.MediaType
+	// Platforms is the platform subset asked for; nil keeps every platform.
+	Platforms []string
 }
 
 // Manifest is a manifest or index document as served.
@@ -114,7 +135,11 @@ type ManifestCache interface {
 
 // Resolution is the outcome of Resolve.
 type Resolution struct {
-	Images   []*Image
+	Images []*Image
+	// Skipped are the images Options.Skip declined: Task, Source, Registry,
+	// Repository, Target and Tag are set, Root has only Digest and
+	// MediaType (the upstream ones), and no manifest was fetched.
+	Skipped  []*Image
 	Failures []Failure
 	// ManifestGETs counts manifest GETs sent; CachedManifests those the
 	// cache answered instead.
@@ -157,10 +182,14 @@ func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, err
 	}
 	var images []*Image
 	var order []int
-	add := func(im *Image, o int) {
+	skipped := map[*Image]bool{}
+	add := func(im *Image, o int, skip bool) {
 		mu.Lock()
 		images = append(images, im)
 		order = append(order, o)
+		if skip {
+			skipped[im] = true
+		}
 		mu.Unlock()
 	}
 	n := 0
@@ -175,7 +204,7 @@ func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, err
 			// Listing jobs have their own limit: they only queue tag jobs
 			// on g, so they never wait for a slot they hold themselves.
 			lg.Go(func() error {
-				if err := r.mapping(gctx, g, j.task, j.m, func(im *Image, k int) { add(im, j.order+k) }, fail); err != nil {
+				if err := r.mapping(gctx, g, j.task, j.m, func(im *Image, k int, skip bool) { add(im, j.order+k, skip) }, fail); err != nil {
 					if gctx.Err() != nil {
 						return gctx.Err()
 					}
@@ -201,7 +230,11 @@ func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, err
 	}
 	sort.SliceStable(idx, func(a, b int) bool { return order[idx[a]] < order[idx[b]] })
 	for _, i := range idx {
-		res.Images = append(res.Images, images[i])
+		if skipped[images[i]] {
+			res.Skipped = append(res.Skipped, images[i])
+		} else {
+			res.Images = append(res.Images, images[i])
+		}
 	}
 	sort.SliceStable(res.Failures, func(a, b int) bool { return res.Failures[a].Source < res.Failures[b].Source })
 	res.ManifestGETs, res.CachedManifests = r.gets.Load(), r.cached.Load()
@@ -255,7 +288,7 @@ type docResult struct {
 
 // mapping resolves one mapping: it lists tags when the filter needs them,
 // then schedules one job per selected tag on g.
-func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *Mapping, add func(*Image, int), fail func(Failure)) error {
+func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *Mapping, add func(*Image, int, bool), fail func(Failure)) error {
 	srcName, err := t.SourceRepository(m)
 	if err != nil {
 		return err
@@ -329,7 +362,14 @@ func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *M
 					src = srcName + ":" + s.tag + "@" + s.digest
 				}
 			}
-			im, err := r.image(ctx, fetchRepo, ropts, s.tag, s.digest, platforms)
+			var skip func(v1.Descriptor) (bool, error)
+			if r.opts.Skip != nil {
+				skip = func(d v1.Descriptor) (bool, error) {
+					return r.opts.Skip(ctx, Candidate{Task: t, Source: src, Target: target, Tag: s.tag,
+						Digest: d.Digest, MediaType: d.MediaType, Platforms: platforms})
+				}
+			}
+			im, skipped, err := r.image(ctx, fetchRepo, ropts, s.tag, s.digest, platforms, skip)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -338,15 +378,17 @@ func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *M
 				return nil
 			}
 			im.Task, im.Source, im.Registry, im.Target, im.Tag = t.Name, src, registry, target, s.tag
-			add(im, k)
+			add(im, k, skipped)
 			return nil
 		})
 	}
 	return nil
 }
 
-// image resolves one tag or digest of repo.
-func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remote.Option, tag, digest string, platforms []string) (*Image, error) {
+// image resolves one tag or digest of repo. When skip (optional) says so
+// once the digest is known, it returns at once with skipped set and only
+// the root's digest and media type.
+func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remote.Option, tag, digest string, platforms []string, skip func(v1.Descriptor) (bool, error)) (*Image, bool, error) {
 	var ref name.Reference
 	var err error
 	if digest != "" {
@@ -355,7 +397,7 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 		ref, err = name.NewTag(repo.Name() + ":" + tag)
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// HEAD first: it is free on Docker Hub and tells the digest, so tags
 	// that share a digest cost one manifest GET between them.
@@ -363,7 +405,7 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 	if digest != "" {
 		h, err := v1.NewHash(digest)
 		if err != nil {
-			return nil, fmt.Errorf("digest pin %q: %w", digest, err)
+			return nil, false, fmt.Errorf("digest pin %q: %w", digest, err)
 		}
 		want.Digest = h
 	} else {
@@ -372,55 +414,64 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 		case err == nil:
 			want = *desc
 		case isNotFound(err):
-			return nil, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+			return nil, false, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
 		case !headUnsupported(err):
-			return nil, fmt.Errorf("checking %s on %s: %w", ref, repo.RegistryStr(), err)
+			return nil, false, fmt.Errorf("checking %s on %s: %w", ref, repo.RegistryStr(), err)
 		default:
 			// Some registries answer HEAD badly; GET decides.
 			if err := r.beforeGet(repo); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			got, gerr := remote.Get(ref, ropts...)
 			r.gets.Add(1)
 			if gerr != nil {
 				if isNotFound(gerr) {
-					return nil, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+					return nil, false, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
 				}
-				return nil, fmt.Errorf("fetching manifest %s from %s: %w", ref, repo.RegistryStr(), gerr)
+				return nil, false, fmt.Errorf("fetching manifest %s from %s: %w", ref, repo.RegistryStr(), gerr)
 			}
 			want = got.Descriptor
 			r.remember(repo, Manifest{Digest: got.Digest, MediaType: got.MediaType, Data: got.Manifest})
 			r.cachePut(got.Digest, got.Manifest)
 		}
 	}
+	if skip != nil {
+		ok, err := skip(want)
+		if err != nil {
+			return nil, false, err
+		}
+		if ok {
+			return &Image{Repository: repo, Root: Manifest{Digest: want.Digest, MediaType: want.MediaType}}, true, nil
+		}
+	}
 	root, err := r.fetch(ctx, repo, ropts, want)
 	if err != nil {
 		if digest != "" && isNotFound(errors.Unwrap(err)) {
-			return nil, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+			return nil, false, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
 		}
-		return nil, err
+		return nil, false, err
 	}
 	im := &Image{Repository: repo, Root: root}
 	switch oci.KindOf(root.MediaType) {
 	case oci.KindManifest:
 		if err := r.addManifest(im, root, nil); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	case oci.KindIndex:
 		idx, err := oci.Index(root.Data)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
+			return nil, false, fmt.Errorf("%s: %w", ref, err)
 		}
 		keep, err := selectPlatforms(idx.Manifests, platforms)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
+			return nil, false, fmt.Errorf("%s: %w", ref, err)
 		}
 		if len(keep) < len(idx.Manifests) {
 			// A registry refuses an index whose children are missing, so a
 			// subset needs a new index: same document, fewer manifests.
 			data, err := rewriteIndex(root.Data, keep)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", ref, err)
+				return nil, false, fmt.Errorf("%s: %w", ref, err)
 			}
 			h, _, _ := v1.SHA256(strings.NewReader(string(data)))
 			im.UpstreamDigest = root.Digest
@@ -428,21 +479,21 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 		}
 		for _, d := range keep {
 			if oci.KindOf(d.MediaType) != oci.KindManifest {
-				return nil, fmt.Errorf("%s: nested index %s is not supported", ref, d.Digest)
+				return nil, false, fmt.Errorf("%s: nested index %s is not supported", ref, d.Digest)
 			}
 			child, err := r.fetch(ctx, repo, ropts, d)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			im.Children = append(im.Children, child)
 			if err := r.addManifest(im, child, d.Platform); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	default:
-		return nil, fmt.Errorf("%s: unsupported manifest media type %q", ref, root.MediaType)
+		return nil, false, fmt.Errorf("%s: unsupported manifest media type %q", ref, root.MediaType)
 	}
-	return im, nil
+	return im, false, nil
 }
 
 func refString(tag, digest string) string {

@@ -352,7 +352,7 @@ func (c *repoClient) cancelUpload(ctx context.Context, loc string) {
 }
 
 // putBlob finishes the upload at loc with the whole blob in one PUT,
-// streamed from the bundle (open is called again if the request is retried).
+// streamed from the source (open is called again if the request is retried).
 func (c *repoClient) putBlob(ctx context.Context, loc string, d v1.Hash, size int64, open func() (readCloser, error)) error {
 	u, err := url.Parse(loc)
 	if err != nil {
@@ -375,9 +375,6 @@ func (c *repoClient) putBlob(ctx context.Context, loc string, d v1.Hash, size in
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.do(req, http.StatusCreated, http.StatusNoContent)
 	if err != nil {
-		if errors.Is(err, bundle.ErrCorrupt) {
-			return fmt.Errorf("reading from the bundle: %w", err)
-		}
 		return err
 	}
 	drain(resp)

@@ -27,7 +27,10 @@ const DefaultJobs = 4
 
 // Options configure Run.
 type Options struct {
-	Bundle string // path of the bundle file (required)
+	Bundle string // path of the bundle file (required unless Source is set)
+	// Source, when set, is read instead of Bundle (ferry sync reads another
+	// registry); it is not closed.
+	Source Source
 	// To is REGISTRY[/PREFIX]: images go to REGISTRY/PREFIX/TARGET:TAG.
 	To string
 
@@ -234,23 +237,32 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return sum, err
 	}
 
-	r, err := bundle.Open(o.Bundle)
-	if err != nil {
-		return sum, err
+	src := o.Source
+	if src == nil {
+		r, err := bundle.Open(o.Bundle)
+		if err != nil {
+			return sum, err
+		}
+		defer r.Close()
+		src = BundleSource{R: r}
 	}
-	defer r.Close()
 
-	images, err := planImages(r, tgt)
+	images, err := planImages(src, tgt)
 	if err != nil {
 		return sum, err
 	}
 	if len(images) == 0 {
-		return sum, fmt.Errorf("bundle %s holds no images", o.Bundle)
+		return sum, fmt.Errorf("%s holds no images", src.Name())
 	}
 
 	// Verify every byte before anything moves; a bad blob stops the images
-	// that need it and nothing else.
-	rep, verr := bundle.Verify(ctx, r, o.Jobs, o.VerifyProgress)
+	// that need it and nothing else. (A registry source is verified as its
+	// blobs stream instead.)
+	var rep *bundle.Report
+	var verr error
+	if v, ok := src.(Verifier); ok {
+		rep, verr = v.Verify(ctx, o.Jobs, o.VerifyProgress)
+	}
 	if ctx.Err() != nil {
 		return sum, ctx.Err()
 	}
@@ -271,7 +283,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		}
 	}
 
-	p := &pusher{o: &o, tgt: tgt, r: r, auth: auth, images: images, sum: sum,
+	p := &pusher{o: &o, tgt: tgt, src: src, auth: auth, images: images, sum: sum,
 		transports: map[string]*lazyTransport{}, blobs: map[key]*blobTask{}, manifests: map[key]*onceErr{},
 		newProjects: map[string]bool{}, baseFrom: map[key]string{}}
 	if len(p.live()) == 0 {
@@ -367,11 +379,11 @@ func credentials(o *Options, host string) (authn.Authenticator, []string, error)
 	return a, warnings, err
 }
 
-// planImages lists the bundle's images with their target repositories and
+// planImages lists the source's images with their target repositories and
 // trees. An image whose tree cannot be read fails alone.
-func planImages(r *bundle.Reader, tgt Target) ([]*image, error) {
+func planImages(src Source, tgt Target) ([]*image, error) {
 	var out []*image
-	for _, rec := range r.Record().Images {
+	for _, rec := range src.Images() {
 		im := &image{rec: rec, repo: tgt.Repository(rec.Target)}
 		out = append(out, im)
 		if _, err := name.NewRepository(tgt.Registry + "/" + im.repo); err != nil {
@@ -389,9 +401,9 @@ func planImages(r *bundle.Reader, tgt Target) ([]*image, error) {
 			continue
 		}
 		im.digest = h
-		t, err := r.Tree(h)
+		t, err := src.Tree(h)
 		if err != nil {
-			im.fail(h.String(), fmt.Errorf("reading image from the bundle: %w", err))
+			im.fail(h.String(), err)
 			continue
 		}
 		im.tree = t
@@ -430,7 +442,7 @@ type onceErr struct {
 type pusher struct {
 	o      *Options
 	tgt    Target
-	r      *bundle.Reader
+	src    Source
 	auth   authn.Authenticator
 	images []*image
 	sum    *Summary
@@ -454,6 +466,14 @@ type pusher struct {
 	uploaded, mounted, skipped    atomic.Int64
 	nUploaded, nMounted, nSkipped atomic.Int64
 	bytesToUpload                 int64
+}
+
+// base is the id of the bundle a delta source builds on, or "".
+func (p *pusher) base() string {
+	if d, ok := p.src.(Delta); ok {
+		return d.Base()
+	}
+	return ""
 }
 
 // live returns the images that have not failed.
@@ -521,7 +541,7 @@ var ErrBaseMissing = errors.New("the base bundle is not in the target")
 // repository, or in another repository of this import (mounted from
 // there). If not, the import stops, naming the bundle to import first.
 func (p *pusher) checkBase(ctx context.Context) error {
-	base := p.r.Record().Base
+	base := p.base()
 	if base == "" {
 		return nil
 	}
@@ -707,7 +727,7 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 	var from string
 	if t.missing {
 		if t.baseFrom == "" {
-			return fmt.Errorf("not in this delta bundle and not in %s/%s: import bundle %s (its base) first", p.tgt.Registry, t.repo, p.r.Record().Base)
+			return fmt.Errorf("not in this delta bundle and not in %s/%s: import bundle %s (its base) first", p.tgt.Registry, t.repo, p.base())
 		}
 		from = t.baseFrom
 	}
@@ -753,7 +773,7 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc string) error {
 	counted := t.primary == nil
 	err := rc.putBlob(ctx, loc, t.digest, t.size, func() (readCloser, error) {
-		b, err := p.r.Blob(t.digest)
+		b, err := p.src.OpenBlob(ctx, t.digest, t.size)
 		if err != nil {
 			return nil, err
 		}
@@ -762,6 +782,9 @@ func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc st
 		}
 		return &countingReader{rc: b, p: p.o.Progress, h: t.digest}, nil
 	})
+	if err != nil && errors.Is(err, bundle.ErrCorrupt) {
+		err = fmt.Errorf("reading from %s: %w", p.src.Name(), err)
+	}
 	if err != nil {
 		if isQuota(err) {
 			return p.quotaErr(t.project, err)

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-airgap/ferry/push"
+	fsync "github.com/ferry-airgap/ferry/sync"
+)
+
+type syncFlags struct {
+	regFlags
+	files       []string
+	tasks       []string
+	to          string
+	watch       bool
+	json        bool
+	dryRun      bool
+	platform    string
+	mirrors     []string
+	metricsAddr string
+}
+
+func newSyncCmd(e *env) *cobra.Command {
+	var f syncFlags
+	cmd := &cobra.Command{
+		Use:   "sync -f MAPPINGS.yaml [-f MORE.yaml] [--to REGISTRY[/PREFIX]] [--watch]",
+		Short: "Copy images from registry to registry, dregsy-style, without wasted pulls",
+		Long: `Copy the images the mapping files select from each task's source registry to
+its target registry (or --to), through the same pipeline as 'ferry import':
+blobs first, then manifests, tags last; blobs the target has are skipped,
+blobs another repository of the target has are mounted.
+
+Before any GET, each tag's digest at the source (HEAD) is compared with the
+target's (HEAD): an image that did not change costs two HEADs, no manifest
+GET (what Docker Hub counts as a pull) and no blob download.
+
+Without --watch every task runs once. With --watch each task runs every
+'interval' seconds of its task (tasks without interval run once); the files
+are read again on SIGHUP or when they change; a failed round is retried at
+the next interval; Ctrl-C or SIGTERM stops cleanly.
+
+One summary line per task round goes to stdout (--json: one JSON object per
+line). Source credentials: --username with --password-stdin or
+$FERRY_PASSWORD, the task's source auth, --auth-file, the docker keychain.
+Target credentials: the task's target auth, --auth-file, the docker keychain.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSync(cmd.Context(), e, &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVarP(&f.files, "file", "f", nil, "mapping file in dregsy format (repeatable; merged)")
+	fl.StringArrayVar(&f.tasks, "task", nil, "sync only this task (repeatable)")
+	fl.StringVar(&f.to, "to", "", "target REGISTRY[/PREFIX] for every task (default: each task's target.registry)")
+	fl.BoolVar(&f.watch, "watch", false, "keep running: each task at its interval, reloading the files when they change or on SIGHUP")
+	fl.BoolVar(&f.json, "json", false, "print one JSON line per task round on stdout")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "compare source and target and report what would be copied; copy nothing")
+	fl.StringVar(&f.platform, "platform", "", "platforms to keep: os/arch[/variant][,...] or all (default: each mapping's platform, else all)")
+	fl.StringArrayVar(&f.mirrors, "mirror", nil, "fetch images of SOURCE from MIRROR: SOURCE=MIRROR (repeatable)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9410 (path /metrics)")
+	f.regFlags.register(cmd)
+	return cmd
+}
+
+func runSync(ctx context.Context, e *env, f *syncFlags) error {
+	if len(f.files) == 0 {
+		return usagef("sync needs at least one mapping file (-f FILE)")
+	}
+	if f.to != "" {
+		if _, err := push.ParseTarget(f.to); err != nil {
+			return usageError{err}
+		}
+	}
+	mirrors := map[string]string{}
+	for _, m := range f.mirrors {
+		src, dst, ok := strings.Cut(m, "=")
+		if !ok || src == "" || dst == "" {
+			return usagef("--mirror %q: want SOURCE=MIRROR", m)
+		}
+		mirrors[canonicalHost(src)] = dst
+	}
+	var platforms []string
+	if f.platform != "" {
+		platforms = strings.Split(f.platform, ",")
+	}
+	client, kc, err := f.client(e)
+	if err != nil {
+		return err
+	}
+	pw, err := f.password(e)
+	if err != nil {
+		return err
+	}
+	metrics := fsync.NewMetrics()
+	if f.metricsAddr != "" {
+		stop, err := serveMetrics(ctx, e, f.metricsAddr, metrics)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	o := fsync.Options{
+		Files: f.files, Tasks: f.tasks, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
+		Platforms: platforms, Mirrors: mirrors,
+		Username: f.username, Password: pw,
+		Client: client, Keychain: kc, Logger: e.logger(),
+		OnRound: func(r fsync.Round) {
+			metrics.Observe(r)
+			printRound(e, r, f.json)
+		},
+	}
+	if !f.watch {
+		_, err := fsync.Run(ctx, o)
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	err = fsync.Watch(ctx, o, fsync.WatchOptions{Reload: reload})
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		fmt.Fprintln(e.stderr, "ferry sync: stopped")
+		return nil // a signal is how a watch ends
+	}
+	return err
+}
+
+// printRound writes one line per round on stdout, and the failures on
+// stderr.
+func printRound(e *env, r fsync.Round, asJSON bool) {
+	if asJSON {
+		b, err := json.Marshal(r)
+		if err == nil {
+			fmt.Fprintf(e.stdout, "%s\n", b)
+		}
+	} else {
+		fmt.Fprintln(e.stdout, roundLine(r))
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(e.stderr, "warning: task %s: %s\n", r.Task, w)
+	}
+	for _, fl := range r.Failures {
+		fmt.Fprintf(e.stderr, "failed: task %s: %s: %s\n", r.Task, fl.Image, fl.Error)
+	}
+	if r.Err != nil && len(r.Failures) == 0 {
+		fmt.Fprintf(e.stderr, "failed: task %s: %v\n", r.Task, r.Err)
+	}
+}
+
+func roundLine(r fsync.Round) string {
+	target := r.Target
+	if target == "" {
+		target = "?"
+	}
+	verb := "copied"
+	if r.DryRun {
+		verb = "to copy"
+	}
+	status := "ok"
+	if r.Err != nil {
+		status = "FAILED"
+	}
+	return fmt.Sprintf("%s %s → %s: %s; %d %s, %d unchanged, %d failed; %s uploaded, %s mounted; %d pulls (manifest GETs), %d blob GETs in %.1fs",
+		r.Start.Format(time.RFC3339), r.Task, target, status, r.Copied, verb, r.Unchanged, r.Failed,
+		humanBytes(r.Bytes), humanBytes(r.Mounted), r.Pulls, r.BlobGETs, r.Seconds)
+}
+
+// serveMetrics listens at once (so a bad address fails the command) and
+// serves until stop or ctx ends.
+func serveMetrics(ctx context.Context, e *env, addr string, m http.Handler) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usagef("--metrics-addr %s: %v", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	fmt.Fprintf(e.stderr, "metrics on http://%s/metrics\n", ln.Addr())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}

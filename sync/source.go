@@ -1,0 +1,180 @@
+package sync
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/oci"
+	"github.com/ferry-airgap/ferry/internal/source"
+	"github.com/ferry-airgap/ferry/manifest"
+)
+
+// registrySource is a push.Source over a resolution: manifests come from
+// the resolution (already fetched and checked by digest), configs and
+// layers are streamed from the source registry with one GET each and
+// verified as they pass.
+type registrySource struct {
+	name   string
+	images []bundle.Image
+	trees  map[v1.Hash]*bundle.Node
+	origin map[v1.Hash]origin // config or layer → where to GET it
+	// upstream: for rewritten indexes (platform subsets), root digest →
+	// the digest upstream serves.
+	upstream map[v1.Hash]v1.Hash
+	pull     *source.Puller
+	tasks    map[string]*manifest.Task
+
+	read atomic.Int64 // blob bytes read from the source
+	gets atomic.Int64 // blob GETs sent
+}
+
+type origin struct {
+	repo name.Repository
+	task string
+	what string // the image's source reference, for errors
+}
+
+// newRegistrySource groups resolved images as export does: one image per
+// target path and root digest, with all its tags (a digest pin without a
+// tag is tagged sha256-HEX), and builds each image's tree.
+func newRegistrySource(label string, images []*manifest.Image, pull *source.Puller, tasks map[string]*manifest.Task) (*registrySource, error) {
+	s := &registrySource{name: label, trees: map[v1.Hash]*bundle.Node{}, origin: map[v1.Hash]origin{},
+		upstream: map[v1.Hash]v1.Hash{}, pull: pull, tasks: tasks}
+	type key struct{ target, digest string }
+	byKey := map[key]int{}
+	for _, im := range images {
+		k := key{im.Target, im.Root.Digest.String()}
+		tag := im.Tag
+		if tag == "" {
+			tag = "sha256-" + im.Root.Digest.Hex
+		}
+		if i, ok := byKey[k]; ok {
+			if !contains(s.images[i].Tags, tag) {
+				s.images[i].Tags = append(s.images[i].Tags, tag)
+			}
+			continue
+		}
+		if _, ok := s.trees[im.Root.Digest]; !ok {
+			t, err := tree(im)
+			if err != nil {
+				return nil, fmt.Errorf("image %s: %w", im.Source, err)
+			}
+			s.trees[im.Root.Digest] = t
+		}
+		rec := bundle.Image{Source: im.Source, Target: im.Target, Tags: []string{tag}, Digest: im.Root.Digest.String(),
+			MediaType: string(im.Root.MediaType), Platforms: im.Platforms, Size: im.Size(), Task: im.Task}
+		if im.UpstreamDigest.Hex != "" {
+			rec.UpstreamDigest = im.UpstreamDigest.String()
+			s.upstream[im.Root.Digest] = im.UpstreamDigest
+		}
+		for _, d := range im.Blobs {
+			if _, ok := s.origin[d.Digest]; !ok {
+				s.origin[d.Digest] = origin{repo: im.Repository, task: im.Task, what: im.Source}
+			}
+		}
+		byKey[k] = len(s.images)
+		s.images = append(s.images, rec)
+	}
+	for i := range s.images {
+		sort.Strings(s.images[i].Tags)
+	}
+	return s, nil
+}
+
+// tree builds the bundle tree of a resolved image from the manifests the
+// resolution holds.
+func tree(im *manifest.Image) (*bundle.Node, error) {
+	docs := map[v1.Hash]manifest.Manifest{im.Root.Digest: im.Root}
+	for _, c := range im.Children {
+		docs[c.Digest] = c
+	}
+	var build func(d v1.Descriptor, depth int) (*bundle.Node, error)
+	build = func(d v1.Descriptor, depth int) (*bundle.Node, error) {
+		n := &bundle.Node{Digest: d.Digest, MediaType: d.MediaType, Size: d.Size, Platform: d.Platform}
+		m, ok := docs[d.Digest]
+		if !ok {
+			if depth > 0 && oci.KindOf(d.MediaType) == oci.KindUnknown {
+				return n, nil // config or layer
+			}
+			return nil, fmt.Errorf("manifest %s was not resolved", d.Digest)
+		}
+		n.MediaType, n.Data, n.Size = m.MediaType, m.Data, int64(len(m.Data))
+		refs, err := oci.Refs(m.MediaType, m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s: %w", d.Digest, err)
+		}
+		for _, c := range refs {
+			cn, err := build(c, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			n.Children = append(n.Children, cn)
+		}
+		return n, nil
+	}
+	return build(v1.Descriptor{Digest: im.Root.Digest, MediaType: im.Root.MediaType}, 0)
+}
+
+// Name implements push.Source.
+func (s *registrySource) Name() string { return s.name }
+
+// Images implements push.Source.
+func (s *registrySource) Images() []bundle.Image { return s.images }
+
+// Tree implements push.Source.
+func (s *registrySource) Tree(h v1.Hash) (*bundle.Node, error) {
+	t, ok := s.trees[h]
+	if !ok {
+		return nil, fmt.Errorf("manifest %s was not resolved", h)
+	}
+	return t, nil
+}
+
+// OpenBlob implements push.Source: one GET at the source registry, the
+// body checked for size and digest as it streams into the target.
+func (s *registrySource) OpenBlob(ctx context.Context, h v1.Hash, size int64) (io.ReadCloser, error) {
+	o, ok := s.origin[h]
+	if !ok {
+		return nil, fmt.Errorf("blob %s belongs to no resolved image", h)
+	}
+	s.gets.Add(1)
+	body, err := s.pull.Blob(ctx, o.repo, s.tasks[o.task], h, o.what)
+	if err != nil {
+		return nil, err
+	}
+	return &verifiedBody{Verifier: bundle.NewVerifier(&countingReader{r: body, n: &s.read}, h, size), body: body}, nil
+}
+
+type verifiedBody struct {
+	*bundle.Verifier
+	body io.Closer
+}
+
+func (v *verifiedBody) Close() error { return v.body.Close() }
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,469 @@
+// Package sync copies images from registry to registry, as dregsy does,
+// with the same mapping files: each task's mappings are resolved exactly
+// as ferry export resolves them, and each selected image goes through the
+// pipeline of ferry import (blobs, then manifests, tags last; mount and
+// skip what the target has). An image whose tag already points at the
+// source's digest in the target costs two HEADs and nothing else: no
+// manifest GET (what Docker Hub counts as a pull) and no blob GET.
+//
+// Run does one round of each task; Watch runs each task at its interval,
+// reloading the mapping files when they change.
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	stdsync "sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/internal/source"
+	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/push"
+)
+
+// DefaultJobs is the number of parallel requests when Options.Jobs is 0.
+const DefaultJobs = push.DefaultJobs
+
+// Options configure Run and Watch.
+type Options struct {
+	Files []string // mapping files (-f), merged in order (required)
+	Tasks []string // --task; empty = every task
+	// To (REGISTRY[/PREFIX]) replaces every task's target registry.
+	To string
+
+	Jobs   int  // parallel requests per round; 0 = DefaultJobs
+	DryRun bool // resolve and report; copy nothing
+	// Platforms overrides the mappings' platform (--platform); nil keeps them.
+	Platforms []string
+	// Mirrors maps a source registry to the host to fetch from.
+	Mirrors map[string]string
+
+	// Username and Password win over every other credential source for
+	// the tasks' source registries (as for export). The target's come from
+	// the task's target auth, --auth-file or the docker keychain.
+	Username, Password string
+
+	Client   *registry.Client   // required
+	Keychain *registry.Keychain // required
+
+	// OnRound receives every round's result as it ends (Run and Watch).
+	OnRound  func(Round)
+	Progress bundle.Progress
+	Logger   *slog.Logger
+}
+
+// Image results in Round.Images.
+const (
+	ImageCopied    = "copied"
+	ImageUnchanged = "unchanged"
+	ImageFailed    = "failed"
+	ImageWouldCopy = "would copy" // dry run
+)
+
+// Round is one round of one task.
+type Round struct {
+	Task    string    `json:"task"`
+	Target  string    `json:"target"`
+	Start   time.Time `json:"start"`
+	Seconds float64   `json:"seconds"`
+	DryRun  bool      `json:"dryRun,omitempty"`
+	// Copied, Unchanged and Failed count images (one per target repository
+	// and digest, with all its tags).
+	Copied    int `json:"copied"`
+	Unchanged int `json:"unchanged"`
+	Failed    int `json:"failed"`
+	// Bytes is what was uploaded into the target; Mounted what was mounted
+	// from another repository of it.
+	Bytes   int64 `json:"bytes"`
+	Mounted int64 `json:"bytesMounted"`
+	// Pulls is the manifest GETs sent to the source (what Docker Hub counts);
+	// BlobGETs the blob downloads.
+	Pulls    int64         `json:"pulls"`
+	BlobGETs int64         `json:"blobGets"`
+	Images   []ImageResult `json:"images"`
+	Failures []Failure     `json:"failures,omitempty"`
+	Warnings []string      `json:"warnings,omitempty"`
+	// Error is why the round failed, if it did.
+	Error string `json:"error,omitempty"`
+	Err   error  `json:"-"`
+}
+
+// ImageResult is one image of a round.
+type ImageResult struct {
+	Repository string   `json:"repository"` // REGISTRY/PATH in the target
+	Source     string   `json:"source"`
+	Tags       []string `json:"tags"`
+	Digest     string   `json:"digest"` // the digest the tags point at in the target
+	Result     string   `json:"result"`
+	Error      string   `json:"error,omitempty"`
+}
+
+// Failure is a mapping, tag or image that failed, and why.
+type Failure struct {
+	Image string `json:"image"`
+	Error string `json:"error"`
+}
+
+// ErrFailed: a round failed; its Round says what and why.
+var ErrFailed = errors.New("sync failed")
+
+// Syncer runs rounds. It remembers, across rounds, the digest a
+// platform-subset index got in the target, so that such an image, too,
+// costs only HEADs when nothing changed.
+type Syncer struct {
+	o Options
+
+	mu     stdsync.Mutex
+	subset map[string]string // target repo + upstream digest + platforms → target digest
+}
+
+// New checks o and sets its defaults.
+func New(o Options) (*Syncer, error) {
+	if o.Client == nil || o.Keychain == nil {
+		return nil, errors.New("sync: Client and Keychain are required")
+	}
+	if len(o.Files) == 0 {
+		return nil, errors.New("sync: no mapping file")
+	}
+	if o.Jobs < 1 {
+		o.Jobs = DefaultJobs
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.To != "" {
+		if _, err := push.ParseTarget(o.To); err != nil {
+			return nil, err
+		}
+	}
+	return &Syncer{o: o, subset: map[string]string{}}, nil
+}
+
+// Load reads the mapping files and selects the tasks to run.
+func (s *Syncer) Load() ([]*manifest.Task, []string, error) {
+	cfg, err := manifest.Load(s.o.Files...)
+	if err != nil {
+		return nil, nil, err
+	}
+	tasks, err := cfg.Select(s.o.Tasks)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tasks, cfg.Warnings(), nil
+}
+
+// Run loads the mapping files and runs one round of each selected task, in
+// order. The error wraps ErrFailed when a round failed; it is another error
+// when the files could not be loaded.
+func Run(ctx context.Context, o Options) ([]Round, error) {
+	s, err := New(o)
+	if err != nil {
+		return nil, err
+	}
+	tasks, warnings, err := s.Load()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		s.o.Logger.Warn(w)
+	}
+	var rounds []Round
+	failed := 0
+	for _, t := range tasks {
+		if ctx.Err() != nil {
+			return rounds, ctx.Err()
+		}
+		r := s.Round(ctx, t)
+		rounds = append(rounds, r)
+		if s.o.OnRound != nil {
+			s.o.OnRound(r)
+		}
+		if r.Err != nil {
+			if errors.Is(r.Err, context.Canceled) && ctx.Err() != nil {
+				return rounds, ctx.Err()
+			}
+			failed++
+		}
+	}
+	if failed > 0 {
+		return rounds, fmt.Errorf("%w: %d of %d tasks failed (listed above)", ErrFailed, failed, len(tasks))
+	}
+	return rounds, nil
+}
+
+// target returns where t's images go: --to, else the task's target.
+func (s *Syncer) target(t *manifest.Task) (push.Target, error) {
+	to := s.o.To
+	if to == "" {
+		if t.Target.Registry == "" || t.Target.HasPlaceholder("registry") {
+			return push.Target{}, fmt.Errorf("task %q has no target registry: fill in target.registry or give --to", t.Name)
+		}
+		to = t.Target.Registry
+	}
+	return push.ParseTarget(to)
+}
+
+// targetCredentials returns the task's target auth when it applies to
+// host (the task names no target, or names host), else nil.
+func targetCredentials(t *manifest.Task, host string) *manifest.Auth {
+	a := t.Target.Auth
+	if a == nil {
+		return nil
+	}
+	th, _, _ := strings.Cut(manifest.CanonicalRegistry(t.Target.Registry), "/")
+	if t.Target.Registry != "" && !t.Target.HasPlaceholder("registry") && th != manifest.CanonicalRegistry(host) {
+		return nil
+	}
+	return a
+}
+
+// Round runs one round of task t: resolve with a HEAD at the source and a
+// HEAD at the target per tag, then copy what differs.
+func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
+	start := time.Now()
+	r := Round{Task: t.Name, Start: start, DryRun: s.o.DryRun, Images: []ImageResult{}}
+	defer func() {
+		r.Seconds = time.Since(start).Seconds()
+		if r.Err != nil {
+			r.Error = r.Err.Error()
+		}
+	}()
+	tgt, err := s.target(t)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	r.Target = tgt.String()
+	if t.Source.SkipTLSVerify {
+		s.o.Client.Configure(source.Host(t), registry.HostConfig{SkipTLSVerify: true})
+	}
+	if t.Target.SkipTLSVerify {
+		s.o.Client.Configure(tgt.Registry, registry.HostConfig{SkipTLSVerify: true})
+	}
+	if err := t.CheckSource(); err != nil {
+		r.Err = err
+		return r
+	}
+	pull := &source.Puller{Client: s.o.Client, Keychain: s.o.Keychain, Username: s.o.Username, Password: s.o.Password,
+		Mirrors: s.o.Mirrors, Jobs: s.o.Jobs}
+	if err := pull.CheckCredentials(ctx, []*manifest.Task{t}); err != nil {
+		r.Err = err
+		return r
+	}
+	var user, password string
+	tauth := authn.Authenticator(nil)
+	if a := targetCredentials(t, tgt.Registry); a != nil {
+		if a.Anonymous {
+			tauth = authn.Anonymous
+		} else {
+			user, password = a.Username, a.Password
+			tauth = authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password})
+		}
+	}
+	if tauth == nil {
+		if tauth, err = s.o.Keychain.Resolve(tgt.Registry); err != nil {
+			r.Err = fmt.Errorf("credentials for %s: %w", tgt.Registry, err)
+			return r
+		}
+	}
+	look := &targetLook{s: s, tgt: tgt, auth: tauth, transports: map[string]*lazy{}}
+
+	res, err := manifest.Resolve(ctx, []*manifest.Task{t}, manifest.Options{
+		Remote: func(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
+			return pull.RemoteOptions(ctx, repo, t)
+		},
+		NameOptions: s.o.Client.NameOptions,
+		Platforms:   s.o.Platforms,
+		Mirrors:     s.o.Mirrors,
+		Skip:        look.skip,
+		Jobs:        s.o.Jobs,
+		Logger:      s.o.Logger,
+	})
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	r.Pulls = res.ManifestGETs
+	for _, f := range res.Failures {
+		r.Failures = append(r.Failures, Failure{Image: f.Source, Error: f.Err.Error()})
+		r.Failed++
+	}
+	// Unchanged images, counted as export would group them.
+	seen := map[string]int{}
+	for _, im := range res.Skipped {
+		tag := im.Tag
+		if tag == "" {
+			tag = "sha256-" + im.Root.Digest.Hex
+		}
+		k := im.Target + "@" + im.Root.Digest.String()
+		if i, ok := seen[k]; ok {
+			r.Images[i].Tags = append(r.Images[i].Tags, tag)
+			continue
+		}
+		seen[k] = len(r.Images)
+		r.Images = append(r.Images, ImageResult{Repository: tgt.Registry + "/" + tgt.Repository(im.Target), Source: im.Source,
+			Tags: []string{tag}, Digest: look.found(im.Target, tag), Result: ImageUnchanged})
+		r.Unchanged++
+	}
+
+	if len(res.Images) > 0 {
+		tasks := map[string]*manifest.Task{t.Name: t}
+		src, err := newRegistrySource("registry "+source.Host(t), res.Images, pull, tasks)
+		if err != nil {
+			r.Err = err
+			return r
+		}
+		sum, perr := push.Run(ctx, push.Options{
+			Source: src, To: tgt.String(), Jobs: s.o.Jobs, DryRun: s.o.DryRun,
+			Username: user, Password: password,
+			Client: s.o.Client, Keychain: s.o.Keychain,
+			Progress: s.o.Progress, Logger: s.o.Logger,
+		})
+		r.BlobGETs = src.gets.Load()
+		if sum != nil {
+			r.Warnings = append(r.Warnings, sum.Warnings...)
+			r.Bytes, r.Mounted = sum.BytesUploaded, sum.BytesMounted
+			for _, im := range sum.Images {
+				ir := ImageResult{Repository: im.Repository, Source: im.Source, Digest: im.Digest, Error: im.Error}
+				for _, tr := range im.Tags {
+					ir.Tags = append(ir.Tags, tr.Tag)
+				}
+				switch im.Status {
+				case push.StatusFailed, push.StatusWouldFail:
+					ir.Result = ImageFailed
+					r.Failed++
+				case push.StatusUpToDate:
+					ir.Result = ImageUnchanged
+					r.Unchanged++
+				default:
+					ir.Result = ImageCopied
+					if s.o.DryRun {
+						ir.Result = ImageWouldCopy
+					}
+					r.Copied++
+					if h, err := v1.NewHash(im.Digest); err == nil && !s.o.DryRun {
+						if up, ok := src.upstream[h]; ok {
+							s.remember(im.Repository, up, im.Digest)
+						}
+					}
+				}
+				r.Images = append(r.Images, ir)
+			}
+			for _, f := range sum.Failures {
+				r.Failures = append(r.Failures, Failure{Image: f.Image, Error: f.Error})
+			}
+		}
+		if perr != nil && !errors.Is(perr, push.ErrFailed) {
+			r.Err = perr
+			return r
+		}
+	}
+	if r.Failed > 0 {
+		r.Err = fmt.Errorf("%w: task %q: %d image(s) or tag(s) failed", ErrFailed, t.Name, r.Failed)
+	}
+	return r
+}
+
+// remember records the digest a platform-subset image got in repo.
+func (s *Syncer) remember(repo string, upstream v1.Hash, digest string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subset[repo+"@"+upstream.String()] = digest
+}
+
+func (s *Syncer) recalled(repo string, upstream v1.Hash) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.subset[repo+"@"+upstream.String()]
+}
+
+// targetLook asks the target, by HEAD, where a tag points.
+type targetLook struct {
+	s    *Syncer
+	tgt  push.Target
+	auth authn.Authenticator
+
+	mu         stdsync.Mutex
+	transports map[string]*lazy // by repository
+	digests    map[string]string
+}
+
+type lazy struct {
+	once stdsync.Once
+	rt   http.RoundTripper
+	err  error
+}
+
+func (l *targetLook) transport(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
+	l.mu.Lock()
+	c, ok := l.transports[repo.Name()]
+	if !ok {
+		c = &lazy{}
+		l.transports[repo.Name()] = c
+	}
+	l.mu.Unlock()
+	c.once.Do(func() {
+		c.rt, c.err = transport.NewWithContext(ctx, repo.Registry, l.auth, l.s.o.Client.Transport(), []string{repo.Scope(transport.PullScope)})
+	})
+	return c.rt, c.err
+}
+
+// skip is manifest.Options.Skip: true when the target's tag already points
+// at what the source serves (or, for a platform subset, at the index this
+// syncer made of it).
+func (l *targetLook) skip(ctx context.Context, c manifest.Candidate) (bool, error) {
+	tag := c.Tag
+	if tag == "" {
+		tag = "sha256-" + c.Digest.Hex
+	}
+	path := l.tgt.Repository(c.Target)
+	host := l.tgt.Registry
+	ref, err := name.NewTag(host+"/"+path+":"+tag, l.s.o.Client.NameOptions(host)...)
+	if err != nil {
+		return false, nil // push reports a bad target name
+	}
+	rt, err := l.transport(ctx, ref.Context())
+	if err != nil {
+		l.s.o.Logger.Info("cannot ask the target; copying", "tag", ref.String(), "error", err)
+		return false, nil
+	}
+	desc, err := remote.Head(ref, append(l.s.o.Client.RemoteOptions(ctx, host, authn.Anonymous), remote.WithTransport(rt), remote.WithContext(ctx))...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, nil // absent (or unreadable: push will say why)
+	}
+	got := desc.Digest.String()
+	same := got == c.Digest.String()
+	if !same && len(c.Platforms) > 0 {
+		same = l.s.recalled(host+"/"+path, c.Digest) == got
+	}
+	if same {
+		l.mu.Lock()
+		if l.digests == nil {
+			l.digests = map[string]string{}
+		}
+		l.digests[c.Target+":"+tag] = got
+		l.mu.Unlock()
+	}
+	return same, nil
+}
+
+func (l *targetLook) found(target, tag string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.digests[target+":"+tag]
+}
