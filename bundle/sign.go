@@ -26,14 +26,23 @@ import (
 // SignatureSize is the size of SigFile.
 const SignatureSize = ed25519.SignatureSize
 
+// Signer signs bundles: a crypto.Signer whose public key is Ed25519, such
+// as an ed25519.PrivateKey.
+type Signer = crypto.Signer
+
 // WithSigner signs the bundle: ferry.sig is written after ferry.json and
 // BUNDLE.sig (base64, one line) beside BUNDLE.sha256. The signer's public
 // key must be Ed25519 (an ed25519.PrivateKey is a crypto.Signer); nil
 // writes an unsigned bundle.
-func WithSigner(s crypto.Signer) WriteOption { return func(o *writeOptions) { o.signer = s } }
+func WithSigner(s Signer) WriteOption {
+	if k, ok := s.(ed25519.PrivateKey); ok && len(k) == 0 {
+		s = nil // a nil key in a non-nil interface
+	}
+	return func(o *writeOptions) { o.signer = s }
+}
 
 // sign signs ferry.json's bytes and checks the result with the public key.
-func sign(s crypto.Signer, record []byte) ([]byte, error) {
+func sign(s Signer, record []byte) ([]byte, error) {
 	pub, ok := s.Public().(ed25519.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("signing bundle: only Ed25519 keys are supported, not %T", s.Public())

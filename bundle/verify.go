@@ -148,6 +148,9 @@ type Report struct {
 	Blobs    int       `json:"blobs"`
 	Bytes    int64     `json:"bytes"`
 	Problems []Problem `json:"problems"`
+	// SignedBy names the trusted key the bundle's signature was checked
+	// with, when one was (set by the caller of CheckSignature).
+	SignedBy string `json:"signedBy,omitempty"`
 	// Bad holds the digests whose content failed its check.
 	Bad map[v1.Hash]error `json:"-"`
 }

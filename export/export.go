@@ -62,6 +62,9 @@ type Options struct {
 	Progress     bundle.Progress
 	Logger       *slog.Logger
 	FerryVersion string
+	// Signer (--sign-key) signs the bundle: ferry.sig inside, OUTPUT.sig
+	// beside it. nil = unsigned.
+	Signer bundle.Signer
 }
 
 // ImageSummary is one image as resolved (and written, unless dry-run).
@@ -245,7 +248,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	wr, werr := bundle.Write(ctx, o.Output, plan,
 		bundle.WithJobs(o.Jobs), bundle.WithKeepGoing(o.KeepGoing),
 		bundle.WithProgress(o.Progress), bundle.WithLogger(o.Logger),
-		bundle.WithFerryVersion(o.FerryVersion), bundle.WithSplit(o.Split))
+		bundle.WithFerryVersion(o.FerryVersion), bundle.WithSplit(o.Split),
+		bundle.WithSigner(o.Signer))
 	sum.Seconds = time.Since(start).Seconds()
 	for _, f := range bundle.Failures(werr) {
 		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})

@@ -51,6 +51,11 @@ type Options struct {
 	Client   *registry.Client   // required
 	Keychain *registry.Keychain // required
 
+	// TrustKeys (--trust-key): when set, the bundle must be signed by one
+	// of them; an unsigned bundle or a bad signature is refused before
+	// anything is read or pushed.
+	TrustKeys []bundle.TrustedKey
+
 	// VerifyProgress receives the events of the verification pass,
 	// Progress those of the upload pass. nil = none.
 	VerifyProgress bundle.Progress
@@ -244,6 +249,11 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 			return sum, err
 		}
 		defer r.Close()
+		if len(o.TrustKeys) > 0 {
+			if _, err := r.CheckSignature(o.TrustKeys); err != nil {
+				return sum, err
+			}
+		}
 		src = BundleSource{R: r}
 	}
 

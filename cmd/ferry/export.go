@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/export"
 )
 
@@ -27,6 +28,7 @@ type exportFlags struct {
 	minQuota  int
 	split     string
 	since     string
+	signKey   string
 }
 
 func newExportCmd(e *env) *cobra.Command {
@@ -60,6 +62,7 @@ records the upstream one.`,
 	fl.StringVar(&f.cache, "cache", "", "keep fetched manifests and blobs in DIR; a rerun downloads only what changed")
 	fl.StringVar(&f.since, "since", "", "write a delta: leave out what PREVIOUS (a bundle or its ferry.json) already carried")
 	fl.StringVar(&f.split, "split", "", "write volumes OUTPUT.000, .001, ... each below SIZE (e.g. 4GiB for FAT32, 700M)")
+	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
 	f.regFlags.register(cmd)
 	return cmd
@@ -91,6 +94,14 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 			return usagef("--split: %v", err)
 		}
 	}
+	var signer bundle.Signer
+	if f.signKey != "" {
+		key, err := bundle.LoadPrivateKey(f.signKey)
+		if err != nil {
+			return usageError{fmt.Errorf("--sign-key: %w", err)}
+		}
+		signer = key
+	}
 	client, kc, err := f.client(e)
 	if err != nil {
 		return err
@@ -108,6 +119,7 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 		Client: client, Keychain: kc,
 		CacheDir: f.cache, MinQuota: f.minQuota, Split: split, Since: f.since,
 		Progress: prog, Logger: e.logger(), FerryVersion: version,
+		Signer: signer,
 	})
 	prog.finish()
 	if errors.Is(err, export.ErrNothingNew) {
@@ -125,6 +137,9 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 			}
 		} else {
 			printExportSummary(e.stdout, sum)
+			if signer != nil && sum.Output != "" {
+				fmt.Fprintf(e.stdout, "signed: ferry.sig inside, %s.sig beside (check with: ferry verify --trust-key KEY.pub %s)\n", sum.Output, sum.Output)
+			}
 		}
 		for _, fl := range sum.Failures {
 			fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Source, fl.Error)

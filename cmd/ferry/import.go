@@ -19,6 +19,7 @@ type importFlags struct {
 	dryRun         bool
 	createProjects bool
 	public         bool
+	trustKeys      []string
 }
 
 func newImportCmd(e *env) *cobra.Command {
@@ -56,6 +57,7 @@ Single-quote Harbor robot names in a shell: --username 'robot$proj+ci'.`,
 	fl.BoolVar(&f.dryRun, "dry-run", false, "report per image: new, up to date or would move tag, and the bytes to upload; transfer nothing")
 	fl.BoolVar(&f.createProjects, "create-projects", false, "Harbor: create missing projects (private unless --public)")
 	fl.BoolVar(&f.public, "public", false, "with --create-projects: create the projects public")
+	fl.StringArrayVar(&f.trustKeys, "trust-key", nil, "require a signature by this public key (PEM, from ferry keygen; repeatable: any may match); nothing is pushed otherwise")
 	f.regFlags.register(cmd)
 	return cmd
 }
@@ -69,6 +71,10 @@ func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string) er
 	}
 	if f.public && !f.createProjects {
 		return usagef("--public applies to projects created with --create-projects")
+	}
+	keys, err := loadTrustKeys(f.trustKeys)
+	if err != nil {
+		return err
 	}
 	client, kc, err := f.client(e)
 	if err != nil {
@@ -86,6 +92,7 @@ func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string) er
 		Files: f.files, Username: f.username, Password: pw,
 		Client: client, Keychain: kc,
 		VerifyProgress: vprog, Progress: prog, Logger: e.logger(),
+		TrustKeys: keys,
 	})
 	vprog.finish()
 	prog.finish()

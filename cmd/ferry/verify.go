@@ -12,21 +12,40 @@ import (
 func newVerifyCmd(e *env) *cobra.Command {
 	var asJSON bool
 	var jobs int
+	var trustKeys []string
 	cmd := &cobra.Command{
 		Use:   "verify BUNDLE.tar",
 		Short: "Check a bundle's structure and every blob's digest (no network)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Check a bundle's structure and every blob's digest, without any network.
+
+With --trust-key, the bundle must also be signed (ferry export --sign-key)
+by one of the trusted keys; an unsigned bundle or a bad signature is refused
+before any blob is read.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			keys, err := loadTrustKeys(trustKeys)
+			if err != nil {
+				return err
+			}
 			r, err := bundle.Open(args[0])
 			if err != nil {
 				return err
 			}
 			defer r.Close()
+			var signer bundle.TrustedKey
+			if len(keys) > 0 {
+				if signer, err = r.CheckSignature(keys); err != nil {
+					return err
+				}
+			}
 			prog := newProgress(e, "verify")
 			rep, err := bundle.Verify(cmd.Context(), r, jobs, prog)
 			prog.finish()
 			if rep == nil {
 				return err
+			}
+			if signer.Name != "" {
+				rep.SignedBy = signer.Name
 			}
 			if asJSON {
 				if jerr := writeJSON(e.stdout, rep); jerr != nil {
@@ -34,6 +53,12 @@ func newVerifyCmd(e *env) *cobra.Command {
 				}
 			} else if rep.OK() {
 				fmt.Fprintf(e.stdout, "OK: %d images, %d tags, %d blobs, %s verified\n", rep.Images, rep.Tags, rep.Blobs, humanBytes(rep.Bytes))
+				switch {
+				case signer.Name != "":
+					fmt.Fprintf(e.stdout, "signed by %s (key id sha256:%s)\n", signer.Name, signer.ID())
+				case r.Signed():
+					fmt.Fprintf(e.stdout, "signed, signature not checked (give --trust-key KEY.pub)\n")
+				}
 			} else {
 				for _, p := range rep.Problems {
 					fmt.Fprintln(e.stdout, p.String())
@@ -47,5 +72,20 @@ func newVerifyCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "parallel hashing (default: one per CPU)")
+	cmd.Flags().StringArrayVar(&trustKeys, "trust-key", nil, "require a signature by this public key (PEM, from ferry keygen; repeatable: any may match)")
 	return cmd
+}
+
+// loadTrustKeys reads --trust-key files; an unreadable or invalid key file
+// is bad input (exit 2).
+func loadTrustKeys(paths []string) ([]bundle.TrustedKey, error) {
+	var keys []bundle.TrustedKey
+	for _, p := range paths {
+		k, err := bundle.LoadPublicKey(p)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--trust-key: %w", err)}
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }

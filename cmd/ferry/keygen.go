@@ -1,0 +1,110 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-airgap/ferry/bundle"
+)
+
+func newKeygenCmd(e *env) *cobra.Command {
+	var out string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "keygen -o KEY",
+		Short: "Make an Ed25519 key pair to sign bundles (export --sign-key KEY, verify/import --trust-key KEY.pub)",
+		Long: `Write a new Ed25519 private key to KEY (PKCS#8 PEM, mode 0600) and its public
+key to KEY.pub (PKIX PEM). Keep KEY on the export side; carry KEY.pub to the
+internal side once, by a channel you trust, and pass it to
+'ferry verify --trust-key' and 'ferry import --trust-key'.
+
+Both files are what openssl reads and writes: the signature of a bundle can
+also be checked with 'openssl pkeyutl -verify -pubin -inkey KEY.pub -rawin ...'
+(see docs/signing.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if out == "" {
+				return usagef("keygen needs an output file (-o KEY)")
+			}
+			return runKeygen(e, out, force)
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "private key file to write; the public key goes to FILE.pub")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing key files")
+	return cmd
+}
+
+func runKeygen(e *env, out string, force bool) error {
+	pubPath := out + ".pub"
+	if !force {
+		for _, p := range []string{out, pubPath} {
+			if _, err := os.Lstat(p); err == nil {
+				return usagef("%s exists; not overwriting a key (use --force to replace it)", p)
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generating key: %w", err)
+	}
+	privPEM, err := bundle.MarshalPrivateKey(priv)
+	if err != nil {
+		return err
+	}
+	pubPEM, err := bundle.MarshalPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	if err := writeKeyFile(out, privPEM, 0o600); err != nil {
+		return fmt.Errorf("writing private key: %w", err)
+	}
+	if err := writeKeyFile(pubPath, pubPEM, 0o644); err != nil {
+		_ = os.Remove(out)
+		return fmt.Errorf("writing public key: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "wrote %s (private: keep it on the export side) and %s (public)\nkey id sha256:%s\n", out, pubPath, bundle.KeyID(pub))
+	return nil
+}
+
+// writeKeyFile writes data to path atomically with mode perm: a temporary
+// file created with that mode (never readable by others, even briefly),
+// synced, then renamed.
+func writeKeyFile(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
