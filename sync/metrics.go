@@ -64,7 +64,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			fmt.Fprintf(&b, "%s%s %s\n", name, k, strconv.FormatFloat(series[k], 'g', -1, 64))
+			fmt.Fprintf(&b, "%s%s %s\n", name, k, strconv.FormatFloat(series[k], 'f', -1, 64))
 		}
 	}
 	byTask := func(in map[string]float64) map[string]float64 {
