@@ -50,6 +50,9 @@ type Options struct {
 	// Since (--since) names a previous bundle (or its ferry.json): the new
 	// bundle is a delta that leaves out the configs and layers it carried.
 	Since string
+	// WithReferrers (--with-referrers) also exports cosign signatures,
+	// attestations and SBOMs stored under sha256-<digest>.sig/.att/.sbom.
+	WithReferrers bool
 	// Split (--split) writes volumes OUTPUT.000, .001, ... each smaller
 	// than Split bytes; 0 = one file.
 	Split int64
@@ -189,13 +192,14 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		Remote: func(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
 			return rn.pull.RemoteOptions(ctx, repo, t)
 		},
-		NameOptions: o.Client.NameOptions,
-		Platforms:   o.Platforms,
-		Mirrors:     o.Mirrors,
-		Cache:       manifestCache(rn.cache),
-		BeforeGet:   rn.beforeGet,
-		Jobs:        o.Jobs,
-		Logger:      o.Logger,
+		NameOptions:   o.Client.NameOptions,
+		Platforms:     o.Platforms,
+		WithReferrers: o.WithReferrers,
+		Mirrors:       o.Mirrors,
+		Cache:         manifestCache(rn.cache),
+		BeforeGet:     rn.beforeGet,
+		Jobs:          o.Jobs,
+		Logger:        o.Logger,
 	})
 	if err != nil {
 		return sum, err

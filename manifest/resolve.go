@@ -50,6 +50,10 @@ type Options struct {
 	// costs nothing more; an error fails that tag. ferry sync uses it to
 	// leave alone what the target already has. Optional.
 	Skip func(ctx context.Context, c Candidate) (bool, error)
+	// WithReferrers also resolves what cosign stored for each image under
+	// the sha256-<digest>.sig/.att/.sbom tags, as extra tags of the same
+	// repository.
+	WithReferrers bool
 	// Jobs bounds parallel requests (default 4).
 	Jobs   int
 	Logger *slog.Logger
@@ -379,10 +383,52 @@ func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *M
 			}
 			im.Task, im.Source, im.Registry, im.Target, im.Tag = t.Name, src, registry, target, s.tag
 			add(im, k, skipped)
+			if r.opts.WithReferrers && !skipped {
+				for _, art := range r.cosignArtifacts(ctx, fetchRepo, ropts, im, fail) {
+					art.Task, art.Source, art.Registry, art.Target = t.Name, srcName+":"+art.Tag, registry, target
+					add(art, k, false)
+				}
+			}
 			return nil
 		})
 	}
 	return nil
+}
+
+// cosignSuffixes are the tags cosign stores signatures, attestations and
+// SBOMs under: sha256-<hex of the signed digest>.<suffix>.
+var cosignSuffixes = []string{".sig", ".att", ".sbom"}
+
+// cosignArtifacts finds what cosign stored for the image (its root and, for
+// an index, each platform manifest) under the sha256-<hex>.sig/.att/.sbom
+// tag scheme, which is what `cosign verify` reads from a registry. Absent
+// tags cost one HEAD each and are not failures.
+func (r *resolver) cosignArtifacts(ctx context.Context, repo name.Repository, ropts []remote.Option, im *Image, fail func(Failure)) []*Image {
+	digests := []v1.Hash{im.Root.Digest}
+	if im.UpstreamDigest.Hex != "" {
+		digests = append(digests, im.UpstreamDigest)
+	}
+	for _, c := range im.Children {
+		digests = append(digests, c.Digest)
+	}
+	var out []*Image
+	for _, d := range digests {
+		for _, suffix := range cosignSuffixes {
+			tag := "sha256-" + d.Hex + suffix
+			art, _, err := r.image(ctx, repo, ropts, tag, "", nil, nil)
+			switch {
+			case err == nil:
+				art.Tag = tag
+				out = append(out, art)
+			case errors.Is(err, ErrTagNotFound):
+			default:
+				if ctx.Err() == nil {
+					fail(Failure{Task: im.Task, Source: repo.Name() + ":" + tag, Err: fmt.Errorf("signature or attestation of %s: %w", im.Source, err)})
+				}
+			}
+		}
+	}
+	return out
 }
 
 // image resolves one tag or digest of repo. When skip (optional) says so

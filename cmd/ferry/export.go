@@ -29,6 +29,7 @@ type exportFlags struct {
 	split     string
 	since     string
 	signKey   string
+	referrers bool
 }
 
 func newExportCmd(e *env) *cobra.Command {
@@ -60,6 +61,7 @@ records the upstream one.`,
 	fl.StringVar(&f.platform, "platform", "", "platforms to keep: os/arch[/variant][,...] or all (default: each mapping's platform, else all)")
 	fl.StringArrayVar(&f.mirrors, "mirror", nil, "fetch images of SOURCE from MIRROR: SOURCE=MIRROR (repeatable)")
 	fl.StringVar(&f.cache, "cache", "", "keep fetched manifests and blobs in DIR; a rerun downloads only what changed")
+	fl.BoolVar(&f.referrers, "with-referrers", false, "also export cosign signatures, attestations and SBOMs (sha256-<digest>.sig/.att/.sbom tags)")
 	fl.StringVar(&f.since, "since", "", "write a delta: leave out what PREVIOUS (a bundle or its ferry.json) already carried")
 	fl.StringVar(&f.split, "split", "", "write volumes OUTPUT.000, .001, ... each below SIZE (e.g. 4GiB for FAT32, 700M)")
 	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
@@ -117,7 +119,7 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 		Platforms: platforms, Mirrors: mirrors,
 		Username: f.username, Password: pw,
 		Client: client, Keychain: kc,
-		CacheDir: f.cache, MinQuota: f.minQuota, Split: split, Since: f.since,
+		CacheDir: f.cache, MinQuota: f.minQuota, Split: split, Since: f.since, WithReferrers: f.referrers,
 		Progress: prog, Logger: e.logger(), FerryVersion: version,
 		Signer: signer,
 	})
