@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -30,6 +31,9 @@ type registrySource struct {
 	upstream map[v1.Hash]v1.Hash
 	pull     *source.Puller
 	tasks    map[string]*manifest.Task
+
+	// stop, once closed, refuses new blob downloads (a gentle stop).
+	stop <-chan struct{}
 
 	read atomic.Int64 // blob bytes read from the source
 	gets atomic.Int64 // blob GETs sent
@@ -140,6 +144,11 @@ func (s *registrySource) Tree(h v1.Hash) (*bundle.Node, error) {
 // OpenBlob implements push.Source: one GET at the source registry, the
 // body checked for size and digest as it streams into the target.
 func (s *registrySource) OpenBlob(ctx context.Context, h v1.Hash, size int64) (io.ReadCloser, error) {
+	select {
+	case <-s.stop:
+		return nil, fmt.Errorf("blob %s: not started: %w", h, errStopped)
+	default:
+	}
 	o, ok := s.origin[h]
 	if !ok {
 		return nil, fmt.Errorf("blob %s belongs to no resolved image", h)
@@ -151,6 +160,9 @@ func (s *registrySource) OpenBlob(ctx context.Context, h v1.Hash, size int64) (i
 	}
 	return &verifiedBody{Verifier: bundle.NewVerifier(&countingReader{r: body, n: &s.read}, h, size), body: body}, nil
 }
+
+// errStopped: the sync was asked to stop before the blob started.
+var errStopped = errors.New("stopping")
 
 type verifiedBody struct {
 	*bundle.Verifier

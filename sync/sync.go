@@ -58,6 +58,12 @@ type Options struct {
 	Client   *registry.Client   // required
 	Keychain *registry.Keychain // required
 
+	// Abort, when set, makes a stop gentle: once ctx is done no new blob
+	// download starts, but the blobs in flight finish (and images whose
+	// blobs are all in get their tags) unless Abort is closed too (a second
+	// Ctrl-C). nil: ctx stops transfers in flight at once.
+	Abort <-chan struct{}
+
 	// OnRound receives every round's result as it ends (Run and Watch).
 	OnRound  func(Round)
 	Progress bundle.Progress
@@ -325,7 +331,23 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 			r.Err = err
 			return r
 		}
-		sum, perr := push.Run(ctx, push.Options{
+		pctx := ctx
+		if s.o.Abort != nil {
+			// Transfers outlive ctx until Abort; the source refuses new
+			// downloads once ctx is done.
+			var cancel context.CancelFunc
+			pctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+			defer cancel()
+			go func() {
+				select {
+				case <-s.o.Abort:
+					cancel()
+				case <-pctx.Done():
+				}
+			}()
+			src.stop = ctx.Done()
+		}
+		sum, perr := push.Run(pctx, push.Options{
 			Source: src, To: tgt.String(), Jobs: s.o.Jobs, DryRun: s.o.DryRun,
 			Username: user, Password: password,
 			Client: s.o.Client, Keychain: s.o.Keychain,
@@ -369,6 +391,10 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 			r.Err = perr
 			return r
 		}
+	}
+	if ctx.Err() != nil {
+		r.Err = fmt.Errorf("task %q stopped: %w", t.Name, ctx.Err())
+		return r
 	}
 	if r.Failed > 0 {
 		r.Err = fmt.Errorf("%w: task %q: %d image(s) or tag(s) failed", ErrFailed, t.Name, r.Failed)

@@ -1,13 +1,21 @@
 package test
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -289,5 +297,99 @@ tasks:
 				}
 			}
 		}
+	}
+}
+
+// lockedBuf is a bytes.Buffer safe for a writer goroutine and a reader.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestSyncWatchMetrics runs `ferry sync --watch --metrics-addr` as a
+// service would: the first round is printed as a JSON line, the metrics
+// endpoint counts it in Prometheus text, and SIGTERM ends the watch with
+// exit status 0.
+func TestSyncWatchMetrics(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	ca := harness.NewCA(t)
+	src := harness.StartRegistry(t, harness.RegistryOptions{TLS: true, CA: ca})
+	harness.Seed(t, src, "", harness.SmallSet())
+	dst := harness.StartRegistry(t, harness.RegistryOptions{TLS: true, CA: ca})
+	m := writeFile(t, filepath.Join(t.TempDir(), "m.yaml"), `
+tasks:
+  - name: mirror
+    interval: 3600
+    source: {registry: `+src.Host+`}
+    target: {registry: `+dst.Host+`}
+    mappings:
+      - from: library/alpine
+        tags: ['3.19']
+`)
+	cmd := exec.Command(bin, "sync", "--watch", "--json", "-f", m, "--ca-cert", src.CAFile, "--metrics-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), impEnv(t)...)
+	var stdout, stderr lockedBuf
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stdout.String(), "\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no round printed\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var r syncRound
+	if err := json.Unmarshal([]byte(strings.SplitN(stdout.String(), "\n", 2)[0]), &r); err != nil || r.Copied != 1 || r.Failed != 0 {
+		t.Fatalf("first round: %+v %v\nstderr:\n%s", r, err, stderr.String())
+	}
+	url := regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+/metrics`).FindString(stderr.String())
+	if url == "" {
+		t.Fatalf("no metrics address on stderr:\n%s", stderr.String())
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range []string{
+		`# TYPE ferry_sync_rounds_total counter`,
+		`ferry_sync_rounds_total{task="mirror"} 1`,
+		`ferry_sync_images_total{task="mirror",result="copied"} 1`,
+		`ferry_sync_failures_total{task="mirror"} 0`,
+		`# TYPE ferry_sync_last_success_timestamp_seconds gauge`,
+	} {
+		if !strings.Contains(string(body), line+"\n") {
+			t.Errorf("metrics lack %q:\n%s", line, body)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("after SIGTERM: %v\nstderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ferry sync --watch did not stop on SIGTERM")
 	}
 }

@@ -111,11 +111,33 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 		}
 		defer stop()
 	}
+	// The first Ctrl-C (or SIGTERM) cancels ctx (main): no new blob
+	// starts, those in flight finish. A second one aborts them.
+	abort := make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	quit := make(chan struct{})
+	defer func() { signal.Stop(sigs); close(quit) }()
+	go func() {
+		for n := 1; ; n++ {
+			select {
+			case <-quit:
+				return
+			case <-sigs:
+				if n == 1 {
+					fmt.Fprintln(e.stderr, "ferry sync: stopping after the blobs in flight (interrupt again to abort them)")
+					continue
+				}
+				close(abort)
+				return
+			}
+		}
+	}()
 	o := fsync.Options{
 		Files: f.files, Tasks: f.tasks, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
 		Platforms: platforms, Mirrors: mirrors,
 		Username: f.username, Password: pw,
-		Client: client, Keychain: kc, Logger: e.logger(),
+		Client: client, Keychain: kc, Logger: e.logger(), Abort: abort,
 		OnRound: func(r fsync.Round) {
 			metrics.Observe(r)
 			printRound(e, r, f.json)
