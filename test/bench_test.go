@@ -8,36 +8,21 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferry-airgap/ferry/test/harness"
 )
 
-// measured runs ferry and returns its wall time and peak RSS in bytes.
-func measured(b *testing.B, bin string, env []string, args ...string) (time.Duration, int64, string) {
+// measured runs ferry and returns its wall time, peak RSS in bytes (from
+// /proc, see timedRun) and stdout.
+func measured(b *testing.B, bin string, _ []string, args ...string) (time.Duration, int64, string) {
 	b.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		b.Fatalf("ferry %v: %v\n%s\n%s", args, err, out.String(), errb.String())
-	}
-	d := time.Since(start)
-	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	var rss int64
-	if ru != nil {
-		rss = ru.Maxrss * 1024 // Linux reports KiB
-		b.Logf("ferry %s: wall %.2fs, user %.2fs, sys %.2fs", args[0], d.Seconds(),
-			time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds())
-	}
-	return d, rss, out.String()
+	st := timedRun(b, bin, args...)
+	b.Logf("ferry %s: wall %.2fs, CPU %.2fs, peak RSS %.1f MiB", args[0], st.wall.Seconds(), st.cpu.Seconds(), float64(st.rss)/(1<<20))
+	return st.wall, st.rss, st.stdout
 }
 
 // plainCopy copies src to dst on the same disk, with fsync as ferry does,
