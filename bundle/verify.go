@@ -166,6 +166,20 @@ var ErrVerify = errors.New("bundle failed verification")
 // It returns a report listing each problem; the error wraps ErrVerify when
 // there is any, or is the context's error.
 func Verify(ctx context.Context, r *Reader, jobs int, p Progress) (*Report, error) {
+	return verify(ctx, r, nil, jobs, p)
+}
+
+// VerifyBlobs is Verify limited to the blobs in only (manifests and
+// structure are always checked): import hashes just what it may upload,
+// not what the target already holds.
+func VerifyBlobs(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p Progress) (*Report, error) {
+	if only == nil {
+		only = map[v1.Hash]bool{}
+	}
+	return verify(ctx, r, only, jobs, p)
+}
+
+func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p Progress) (*Report, error) {
 	if jobs < 1 {
 		jobs = runtime.GOMAXPROCS(0)
 	}
@@ -194,6 +208,15 @@ func Verify(ctx context.Context, r *Reader, jobs int, p Progress) (*Report, erro
 	}
 
 	digests := r.Digests()
+	if only != nil {
+		kept := digests[:0]
+		for _, h := range digests {
+			if only[h] {
+				kept = append(kept, h)
+			}
+		}
+		digests = kept
+	}
 	var total int64
 	for _, h := range digests {
 		s, _ := r.BlobSize(h)

@@ -265,34 +265,6 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return sum, fmt.Errorf("%s holds no images", src.Name())
 	}
 
-	// Verify every byte before anything moves; a bad blob stops the images
-	// that need it and nothing else. (A registry source is verified as its
-	// blobs stream instead.)
-	var rep *bundle.Report
-	var verr error
-	if v, ok := src.(Verifier); ok {
-		rep, verr = v.Verify(ctx, o.Jobs, o.VerifyProgress)
-	}
-	if ctx.Err() != nil {
-		return sum, ctx.Err()
-	}
-	if verr != nil && !errors.Is(verr, bundle.ErrVerify) {
-		return sum, verr
-	}
-	if rep != nil {
-		for _, im := range images {
-			if im.tree == nil {
-				continue
-			}
-			_ = im.tree.Walk(func(n *bundle.Node) error {
-				if e, bad := rep.Bad[n.Digest]; bad {
-					im.fail(n.Digest.String(), fmt.Errorf("blob %s failed verification: %w; not pushed", n.Digest, e))
-				}
-				return nil
-			})
-		}
-	}
-
 	p := &pusher{o: &o, tgt: tgt, src: src, auth: auth, images: images, sum: sum,
 		transports: map[string]*lazyTransport{}, blobs: map[key]*blobTask{}, manifests: map[key]*onceErr{},
 		newProjects: map[string]bool{}, baseFrom: map[key]string{}}
@@ -312,6 +284,18 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	if err := p.survey(ctx); err != nil {
 		return sum, err
+	}
+	// Check every byte that may be uploaded before anything moves: the
+	// blobs of the images the target does not hold complete yet (a second
+	// import reads nothing). A bad blob stops the images that need it and
+	// nothing else. (A registry source is verified as its blobs stream.)
+	if err := p.verifySource(ctx); err != nil {
+		return sum, err
+	}
+	if len(p.live()) == 0 {
+		p.summarize()
+		sum.Seconds = time.Since(start).Seconds()
+		return sum, fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(images))
 	}
 	if err := p.checkBase(ctx); err != nil {
 		sum.Seconds = time.Since(start).Seconds()
@@ -541,6 +525,49 @@ func (p *pusher) survey(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// verifySource hashes the source's blobs that the incomplete images need,
+// and fails the images that need a bad one.
+func (p *pusher) verifySource(ctx context.Context) error {
+	v, ok := p.src.(Verifier)
+	if !ok {
+		return nil
+	}
+	only := map[v1.Hash]bool{}
+	for _, im := range p.live() {
+		if im.complete || im.tree == nil {
+			continue
+		}
+		_ = im.tree.Walk(func(n *bundle.Node) error {
+			if !n.Missing {
+				only[n.Digest] = true
+			}
+			return nil
+		})
+	}
+	rep, err := v.Verify(ctx, only, p.o.Jobs, p.o.VerifyProgress)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil && !errors.Is(err, bundle.ErrVerify) {
+		return err
+	}
+	if rep == nil {
+		return nil
+	}
+	for _, im := range p.live() {
+		if im.tree == nil {
+			continue
+		}
+		_ = im.tree.Walk(func(n *bundle.Node) error {
+			if e, bad := rep.Bad[n.Digest]; bad {
+				im.fail(n.Digest.String(), fmt.Errorf("blob %s failed verification: %w; not pushed", n.Digest, e))
+			}
+			return nil
+		})
+	}
+	return nil
 }
 
 // ErrBaseMissing: a delta bundle's base has not been imported into the target.

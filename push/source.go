@@ -30,10 +30,11 @@ type Source interface {
 	OpenBlob(ctx context.Context, h v1.Hash, size int64) (io.ReadCloser, error)
 }
 
-// Verifier is a Source that can check all its bytes before anything moves
-// (a bundle). Blobs named in the report's Bad stop the images that need them.
+// Verifier is a Source that can check its bytes before anything moves (a
+// bundle): the blobs in only (nil: all). Blobs named in the report's Bad
+// stop the images that need them.
 type Verifier interface {
-	Verify(ctx context.Context, jobs int, p bundle.Progress) (*bundle.Report, error)
+	Verify(ctx context.Context, only map[v1.Hash]bool, jobs int, p bundle.Progress) (*bundle.Report, error)
 }
 
 // Delta is a Source that leaves some blobs to an earlier one (a delta
@@ -66,8 +67,11 @@ func (b BundleSource) OpenBlob(_ context.Context, h v1.Hash, _ int64) (io.ReadCl
 }
 
 // Verify implements Verifier.
-func (b BundleSource) Verify(ctx context.Context, jobs int, p bundle.Progress) (*bundle.Report, error) {
-	return bundle.Verify(ctx, b.R, jobs, p)
+func (b BundleSource) Verify(ctx context.Context, only map[v1.Hash]bool, jobs int, p bundle.Progress) (*bundle.Report, error) {
+	if only == nil {
+		return bundle.Verify(ctx, b.R, jobs, p)
+	}
+	return bundle.VerifyBlobs(ctx, b.R, only, jobs, p)
 }
 
 // Base implements Delta.
