@@ -25,6 +25,7 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/internal/units"
 )
 
 // maxErrorBody caps how much of an error response is read.
@@ -430,18 +431,7 @@ func isQuota(err error) bool {
 	return errors.As(err, &he) && he.status == http.StatusForbidden && strings.Contains(strings.ToLower(he.body), "quota")
 }
 
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func human(n int64) string { return units.Bytes(n) }
 
 // projects returns the distinct projects of the live images, sorted.
 func (p *pusher) projects() []string {

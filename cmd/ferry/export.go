@@ -77,18 +77,11 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 	if f.output == "" && !f.dryRun {
 		return usagef("export needs an output file (-o BUNDLE.tar)")
 	}
-	mirrors := map[string]string{}
-	for _, m := range f.mirrors {
-		src, dst, ok := strings.Cut(m, "=")
-		if !ok || src == "" || dst == "" {
-			return usagef("--mirror %q: want SOURCE=MIRROR", m)
-		}
-		mirrors[canonicalHost(src)] = dst
+	mirrors, err := parseMirrors(f.mirrors)
+	if err != nil {
+		return err
 	}
-	var platforms []string
-	if f.platform != "" {
-		platforms = strings.Split(f.platform, ",")
-	}
+	platforms := parsePlatforms(f.platform)
 	var split int64
 	if f.split != "" {
 		var err error

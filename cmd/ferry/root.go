@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/internal/units"
 )
 
 // env is what commands may touch of the outside world.
@@ -126,15 +127,25 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
+func humanBytes(n int64) string { return units.Bytes(n) }
+
+// parseMirrors reads --mirror SOURCE=MIRROR values, keyed by canonical source.
+func parseMirrors(list []string) (map[string]string, error) {
+	mirrors := map[string]string{}
+	for _, m := range list {
+		src, dst, ok := strings.Cut(m, "=")
+		if !ok || src == "" || dst == "" {
+			return nil, usagef("--mirror %q: want SOURCE=MIRROR", m)
+		}
+		mirrors[canonicalHost(src)] = dst
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
+	return mirrors, nil
+}
+
+// parsePlatforms splits --platform; "" keeps each mapping's choice (nil).
+func parsePlatforms(s string) []string {
+	if s == "" {
+		return nil
 	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return strings.Split(s, ",")
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -83,18 +82,11 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 			return usageError{err}
 		}
 	}
-	mirrors := map[string]string{}
-	for _, m := range f.mirrors {
-		src, dst, ok := strings.Cut(m, "=")
-		if !ok || src == "" || dst == "" {
-			return usagef("--mirror %q: want SOURCE=MIRROR", m)
-		}
-		mirrors[canonicalHost(src)] = dst
+	mirrors, err := parseMirrors(f.mirrors)
+	if err != nil {
+		return err
 	}
-	var platforms []string
-	if f.platform != "" {
-		platforms = strings.Split(f.platform, ",")
-	}
+	platforms := parsePlatforms(f.platform)
 	client, kc, err := f.client(e)
 	if err != nil {
 		return err
