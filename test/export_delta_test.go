@@ -143,6 +143,33 @@ func TestDeltaAndVolumes(t *testing.T) {
 		}
 	}
 
+	// ferry serve takes the base (as volumes) and the delta and serves them
+	// as one registry: every tag pulls with its source digest, the new tag's
+	// shared layers coming from the base.
+	srv := startServe(t, bin, baseOut+".000", deltaOut)
+	served := &harness.Registry{Host: srv.addr, URL: "http://" + srv.addr}
+	for _, repo := range []string{"app/web", "app/data"} {
+		for _, tag := range listTags(t, src, repo) {
+			sd, err := remote.Head(src.Ref(t, repo+":"+tag), src.RemoteOptions("")...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := remote.Image(served.Ref(t, repo+":"+tag), served.RemoteOptions("")...)
+			if err != nil {
+				t.Fatalf("serve %s:%s: %v", repo, tag, err)
+			}
+			if err := pullImage(img); err != nil {
+				t.Fatalf("serve %s:%s: %v", repo, tag, err)
+			}
+			if d, _ := img.Digest(); d != sd.Digest {
+				t.Errorf("serve %s:%s: %s, source %s", repo, tag, d, sd.Digest)
+			}
+		}
+	}
+	if code := srv.stop(t); code != 0 {
+		t.Errorf("serve exit %d", code)
+	}
+
 	// Nothing changed since the delta: a further delta writes nothing, exit 0.
 	again := filepath.Join(dir, "again.tar")
 	stdout, stderr, code = harness.Run(t, bin, "export", "-q", "-f", mapping, "-o", again, "--since", deltaOut)
