@@ -157,6 +157,9 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 	case s.DryRun:
 		fmt.Fprintf(w, "dry run: %d images, %d tags, %d unique blobs, %s (%s before deduplication); nothing transferred\n",
 			len(s.Images), s.Tags, s.Blobs, humanBytes(s.Bytes), humanBytes(s.Logical))
+		if multi := multiPlatform(s); multi > 0 {
+			fmt.Fprintf(w, "note: %d multi-platform images keep their whole upstream index (same digests as upstream); --platform or a mapping's platform: narrows it (a rewritten index, new digest)\n", multi)
+		}
 	case s.Output != "":
 		fmt.Fprintf(w, "wrote %s: %d images, %d tags, %d unique blobs, %s (saved %s by deduplication) in %.1fs\n",
 			s.Output, len(s.Images), s.Tags, s.Blobs, humanBytes(s.BundleLen), humanBytes(s.Logical-s.Bytes), s.Seconds)
@@ -224,4 +227,15 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is below the smallest volume size, 1 MiB", s)
 	}
 	return n, nil
+}
+
+// multiPlatform counts the images that are whole upstream indexes.
+func multiPlatform(s *export.Summary) int {
+	n := 0
+	for _, im := range s.Images {
+		if len(im.Platforms) > 1 && im.UpstreamDigest == "" {
+			n++
+		}
+	}
+	return n
 }
