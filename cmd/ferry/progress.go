@@ -27,22 +27,33 @@ type progress struct {
 	lastLine time.Time
 	every    time.Duration
 	quiet    bool
+	tty      bool
 }
 
 func newProgress(e *env, label string) *progress {
 	p := &progress{w: e.stderr, label: label, every: 10 * time.Second, quiet: e.quiet}
 	if f, ok := e.stderr.(*os.File); ok && !e.quiet && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions64(-1,
-			progressbar.OptionSetWriter(e.stderr),
-			progressbar.OptionSetDescription(label),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		)
+		p.tty = true
 	}
 	return p
+}
+
+// newBar starts a bar for total bytes. A bar is made once its total is
+// known: progressbar's Reset forgets how wide the line it drew was, and
+// then cannot clear it.
+func (p *progress) newBar(total int64) {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+	}
+	p.bar = progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(p.w),
+		progressbar.OptionSetDescription(p.label),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
 }
 
 // Event implements bundle.Progress.
@@ -55,9 +66,8 @@ func (p *progress) Event(ev bundle.Event) {
 	switch ev.Kind {
 	case bundle.EventPlanned:
 		p.total, p.done = ev.Total, 0
-		if p.bar != nil {
-			p.bar.ChangeMax64(ev.Total)
-			p.bar.Reset()
+		if p.tty && ev.Total > 0 {
+			p.newBar(ev.Total)
 		} else {
 			p.line(fmt.Sprintf("%s: %s to go", p.label, humanBytes(ev.Total)))
 		}
