@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -384,7 +385,7 @@ func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *M
 			im.Task, im.Source, im.Registry, im.Target, im.Tag = t.Name, src, registry, target, s.tag
 			add(im, k, skipped)
 			if r.opts.WithReferrers && !skipped {
-				for _, art := range r.cosignArtifacts(ctx, fetchRepo, ropts, im, fail) {
+				for _, art := range r.referrerArtifacts(ctx, fetchRepo, ropts, im, fail) {
 					art.Task, art.Source, art.Registry, art.Target = t.Name, srcName+":"+art.Tag, registry, target
 					add(art, k, false)
 				}
@@ -399,11 +400,19 @@ func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *M
 // SBOMs under: sha256-<hex of the signed digest>.<suffix>.
 var cosignSuffixes = []string{".sig", ".att", ".sbom"}
 
-// cosignArtifacts finds what cosign stored for the image (its root and, for
-// an index, each platform manifest) under the sha256-<hex>.sig/.att/.sbom
-// tag scheme, which is what `cosign verify` reads from a registry. Absent
-// tags cost one HEAD each and are not failures.
-func (r *resolver) cosignArtifacts(ctx context.Context, repo name.Repository, ropts []remote.Option, im *Image, fail func(Failure)) []*Image {
+// referrerArtifacts finds what refers to the image (its root and, for an
+// index, each platform manifest), as extra tags of the same repository:
+//
+//   - cosign's sha256-<hex>.sig/.att/.sbom tags, which `cosign verify`
+//     reads;
+//   - OCI 1.1 referrers: the referrers tag schema's sha256-<hex> index when
+//     the registry keeps one, else what the referrers API lists, carried as
+//     that same sha256-<hex> index (the document the OCI distribution spec
+//     defines for registries without the API), so the artifacts travel as
+//     its children and stay discoverable on any target.
+//
+// Absent tags and empty lists are not failures.
+func (r *resolver) referrerArtifacts(ctx context.Context, repo name.Repository, ropts []remote.Option, im *Image, fail func(Failure)) []*Image {
 	digests := []v1.Hash{im.Root.Digest}
 	if im.UpstreamDigest.Hex != "" {
 		digests = append(digests, im.UpstreamDigest)
@@ -412,6 +421,11 @@ func (r *resolver) cosignArtifacts(ctx context.Context, repo name.Repository, ro
 		digests = append(digests, c.Digest)
 	}
 	var out []*Image
+	failed := func(tag string, err error) {
+		if ctx.Err() == nil {
+			fail(Failure{Task: im.Task, Source: repo.Name() + ":" + tag, Err: fmt.Errorf("artifact referring to %s: %w", im.Source, err)})
+		}
+	}
 	for _, d := range digests {
 		for _, suffix := range cosignSuffixes {
 			tag := "sha256-" + d.Hex + suffix
@@ -420,15 +434,73 @@ func (r *resolver) cosignArtifacts(ctx context.Context, repo name.Repository, ro
 			case err == nil:
 				art.Tag = tag
 				out = append(out, art)
-			case errors.Is(err, ErrTagNotFound):
-			default:
-				if ctx.Err() == nil {
-					fail(Failure{Task: im.Task, Source: repo.Name() + ":" + tag, Err: fmt.Errorf("signature or attestation of %s: %w", im.Source, err)})
-				}
+			case !errors.Is(err, ErrTagNotFound):
+				failed(tag, err)
 			}
+		}
+		tag := "sha256-" + d.Hex
+		art, _, err := r.image(ctx, repo, ropts, tag, "", nil, nil)
+		switch {
+		case err == nil:
+			art.Tag = tag
+			out = append(out, art)
+			continue
+		case !errors.Is(err, ErrTagNotFound):
+			failed(tag, err)
+			continue
+		}
+		art, err = r.referrersIndex(ctx, repo, ropts, d)
+		switch {
+		case err != nil:
+			failed(tag, err)
+		case art != nil:
+			art.Tag = tag
+			out = append(out, art)
 		}
 	}
 	return out
+}
+
+// referrersIndex asks the registry's referrers API what refers to d and
+// returns it as a referrers-tag-schema index with its artifacts as
+// children, or nil when nothing does.
+func (r *resolver) referrersIndex(ctx context.Context, repo name.Repository, ropts []remote.Option, d v1.Hash) (*Image, error) {
+	idx, err := remote.Referrers(repo.Digest(d.String()), ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("listing referrers of %s: %w", d, err)
+	}
+	list, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var keep []v1.Descriptor
+	for _, m := range list.Manifests {
+		if oci.KindOf(m.MediaType) == oci.KindManifest {
+			keep = append(keep, m)
+		} else {
+			r.opts.Logger.Warn("referrer skipped: only manifests are carried", "subject", d.String(), "referrer", m.Digest.String(), "mediaType", string(m.MediaType))
+		}
+	}
+	if len(keep) == 0 {
+		return nil, nil
+	}
+	data, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: keep})
+	if err != nil {
+		return nil, err
+	}
+	h, _, _ := v1.SHA256(bytes.NewReader(data))
+	art := &Image{Repository: repo, Root: Manifest{Digest: h, MediaType: types.OCIImageIndex, Data: data}}
+	for _, m := range keep {
+		child, err := r.fetch(ctx, repo, ropts, m)
+		if err != nil {
+			return nil, err
+		}
+		art.Children = append(art.Children, child)
+		if err := r.addManifest(art, child, nil); err != nil {
+			return nil, err
+		}
+	}
+	return art, nil
 }
 
 // image resolves one tag or digest of repo. When skip (optional) says so

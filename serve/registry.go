@@ -473,8 +473,37 @@ func copyVerified(w io.Writer, r io.Reader) error {
 	}
 }
 
-// emptyIndex answers the referrers API: bundles carry no referrers yet.
+// emptyIndex answers the referrers API for a manifest nothing refers to.
 const emptyIndex = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}` + "\n"
+
+// referrersOf returns the referrers list of h: the manifests of the
+// referrers tag schema's sha256-<hex> index when the bundle carries one
+// (export --with-referrers writes it), filtered by artifactType.
+func (s *Registry) referrersOf(rp *repo, h v1.Hash, artifactType string) []byte {
+	d, ok := rp.tags["sha256-"+h.Hex]
+	if !ok {
+		return []byte(emptyIndex)
+	}
+	data, _, err := s.manifest(d, "")
+	if err != nil {
+		return []byte(emptyIndex)
+	}
+	var idx v1.IndexManifest
+	if json.Unmarshal(data, &idx) != nil {
+		return []byte(emptyIndex)
+	}
+	out := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{}}
+	for _, m := range idx.Manifests {
+		if artifactType == "" || m.ArtifactType == artifactType {
+			out.Manifests = append(out.Manifests, m)
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return []byte(emptyIndex)
+	}
+	return append(b, '\n')
+}
 
 func (s *Registry) serveReferrers(w http.ResponseWriter, r *http.Request, rp *repo, ref string) {
 	h, ok := parseDigest(w, r, ref, CodeManifestUnknown)
@@ -485,15 +514,16 @@ func (s *Registry) serveReferrers(w http.ResponseWriter, r *http.Request, rp *re
 		writeError(w, r, http.StatusNotFound, CodeManifestUnknown, "manifest unknown to registry", map[string]string{"digest": ref})
 		return
 	}
+	body := s.referrersOf(rp, h, r.URL.Query().Get("artifactType"))
 	hd := w.Header()
 	hd.Set("Content-Type", string(types.OCIImageIndex))
-	hd.Set("Content-Length", strconv.Itoa(len(emptyIndex)))
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
 	if r.URL.Query().Has("artifactType") {
 		hd.Set("OCI-Filters-Applied", "artifactType")
 	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
-		_, _ = io.WriteString(w, emptyIndex)
+		_, _ = w.Write(body)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -90,5 +91,77 @@ func TestWithReferrersCarriesCosignTags(t *testing.T) {
 		if err != nil || d.Digest.String() != f.Digest {
 			t.Errorf("%s: %v %v", f.Tag, d, err)
 		}
+	}
+}
+
+// TestWithReferrersCarriesOCIReferrers: artifacts a registry lists through
+// the OCI referrers API travel as the referrers tag schema's sha256-<hex>
+// index, so that they are found on a target without the API (distribution
+// 2.8 here), with identical digests.
+func TestWithReferrersCarriesOCIReferrers(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	src := harness.StartInProcess(t) // go-containerregistry's registry answers the referrers API
+	fx := harness.Seed(t, src, "", harness.FixtureSet{Specs: []harness.FixtureSpec{
+		{Repo: "app/sbom", Tag: "1.0", Kind: harness.OCIImage, Bases: []string{"os"}},
+	}})
+	subject, err := remote.Head(src.Ref(t, "app/sbom:1.0"), src.RemoteOptions("")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := static.NewLayer([]byte(`{"spdxVersion":"SPDX-2.3"}`), "application/spdx+json")
+	art, err := mutate.Append(empty.Image, mutate.Addendum{Layer: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	art = mutate.MediaType(art, types.OCIManifestSchema1)
+	art = mutate.ConfigMediaType(art, "application/vnd.oci.empty.v1+json")
+	art = mutate.Subject(art, *subject).(v1.Image)
+	artDigest, _ := art.Digest()
+	if err := remote.Write(src.Ref(t, "app/sbom@"+artDigest.String()), art, src.RemoteOptions("")...); err != nil {
+		t.Fatal(err)
+	}
+	// The source lists it through the API, with no fallback tag.
+	listed, err := remote.Referrers(src.Ref(t, "app/sbom@"+fx[0].Digest).(name.Digest), src.RemoteOptions("")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := listed.IndexManifest(); len(m.Manifests) != 1 {
+		t.Fatalf("source lists %d referrers", len(m.Manifests))
+	}
+
+	dir := t.TempDir()
+	mapping := writeFile(t, filepath.Join(dir, "m.yaml"), "tasks:\n  - name: t\n    source:\n      registry: "+src.Host+"\n    mappings:\n      - from: app/sbom\n        tags: ['1.0']\n")
+	out := filepath.Join(dir, "b.tar")
+	if stdout, stderr, code := harness.Run(t, bin, "export", "-q", "--with-referrers", "-f", mapping, "-o", out); code != 0 {
+		t.Fatalf("export: %s %s", stdout, stderr)
+	}
+	dst := harness.StartRegistry(t, harness.RegistryOptions{})
+	if stdout, stderr, code := harness.Run(t, bin, "import", out, "--to", dst.Host); code != 0 {
+		t.Fatalf("import: %s %s", stdout, stderr)
+	}
+	got, err := remote.Referrers(dst.Ref(t, "app/sbom@"+fx[0].Digest).(name.Digest), dst.RemoteOptions("")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := got.IndexManifest()
+	if len(m.Manifests) != 1 || m.Manifests[0].Digest != artDigest {
+		t.Fatalf("target referrers of %s: %+v, want %s", fx[0].Digest, m.Manifests, artDigest)
+	}
+	// ferry serve answers the referrers API from the bundle.
+	srv := startServe(t, bin, out)
+	served := &harness.Registry{Host: srv.addr, URL: "http://" + srv.addr}
+	sl, err := remote.Referrers(served.Ref(t, "app/sbom@"+fx[0].Digest).(name.Digest), served.RemoteOptions("")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := sl.IndexManifest(); len(m.Manifests) != 1 || m.Manifests[0].Digest != artDigest {
+		t.Fatalf("ferry serve referrers: %+v", m)
+	}
+	srv.stop(t)
+
+	// The artifact itself is there, byte for byte.
+	d, err := remote.Head(dst.Ref(t, "app/sbom@"+artDigest.String()), dst.RemoteOptions("")...)
+	if err != nil || d.Digest != artDigest {
+		t.Fatalf("artifact in the target: %v %v", d, err)
 	}
 }
