@@ -47,20 +47,19 @@ func checkSelect(t *testing.T, f *Filter, available []string) {
 		}
 	}
 
-	// Without keep items every literal is selected.
-	if len(f.keeps) == 0 && f.keepCount == 0 {
-		for _, l := range literals {
-			if !slices.Contains(got, l) {
-				t.Fatalf("literal %q missing from %q", l, got)
-			}
+	// Every literal is selected: keep items never drop a tag named
+	// explicitly.
+	for _, l := range literals {
+		if !slices.Contains(got, l) {
+			t.Fatalf("literal %q missing from %q", l, got)
 		}
 	}
 
-	// keep: latest N never leaves more than N semver tags.
+	// keep: latest N never leaves more than N semver tags besides literals.
 	if f.keepCount > 0 {
 		n := 0
 		for _, tag := range got {
-			if _, ok := parseTag(tag); ok {
+			if _, ok := parseTag(tag); ok && !slices.Contains(literals, tag) {
 				n++
 			}
 		}
