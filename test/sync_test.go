@@ -150,6 +150,20 @@ tasks:
 	}
 	args := []string{"-f", m, "--ca-cert", src.CAFile}
 
+	// A dry run reports what round 1 will copy, fetches no blob and writes
+	// nothing to the target.
+	dry, stderr := runSync(t, bin, append([]string{"--dry-run"}, args...)...)
+	if dry.Failed != 0 || dry.Copied+dry.Unchanged != 8 {
+		t.Fatalf("dry run: copied %d, unchanged %d, failed %d (%s)\n%s", dry.Copied, dry.Unchanged, dry.Failed, dry.Error, stderr)
+	}
+	if n := counter.Count("GET", harness.KindBlob); n != 0 {
+		t.Fatalf("a dry run made %d blob GETs at the source", n)
+	}
+	if got := repoState(t, dst, robot); len(got) != 0 {
+		t.Fatalf("a dry run wrote to the target: %v", keys(got))
+	}
+	counter.Reset()
+
 	// Round 1: everything is copied with the source digests.
 	r1, stderr := runSync(t, bin, args...)
 	t.Logf("round 1: %+v\nsource requests: %s", r1, counter)
