@@ -283,7 +283,7 @@ tasks:
 // GET per unique blob, one GET per unique manifest, tags listed once per
 // repository, nothing fetched twice.
 func testRequestBudget(t *testing.T, bin string, reg *harness.Registry, fixtures []harness.Fixture) {
-	proxy, counter := countingProxy(t, reg)
+	proxy, counter := harness.CountingProxy(t, reg)
 	dir := t.TempDir()
 	repos := harness.Repos(fixtures)
 	var m strings.Builder

@@ -58,7 +58,7 @@ func TestExportCloudforetFiles(t *testing.T) {
 	reg := harness.StartRegistry(t, harness.RegistryOptions{})
 	fixtures := harness.Seed(t, reg, "", cloudforetSet())
 	digests := fixtureDigests(fixtures)
-	proxy, counter := countingProxy(t, reg)
+	proxy, counter := harness.CountingProxy(t, reg)
 
 	const to = "your_registry_project/spaceone/"
 	args := func(extra ...string) []string {

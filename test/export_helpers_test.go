@@ -3,22 +3,16 @@ package test
 import (
 	"archive/tar"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -285,88 +279,4 @@ func seedPlainOCIIndex(t *testing.T, reg *harness.Registry, user, fromRef, toRep
 		t.Fatalf("pushing index %s:%s: %v", toRepo, tag, err)
 	}
 	return "sha256:" + sha256Hex(data)
-}
-
-// reqCounter records the requests a countingProxy forwarded.
-type reqCounter struct {
-	mu   sync.Mutex
-	reqs []harness.Request
-}
-
-func (c *reqCounter) Reset() { c.mu.Lock(); c.reqs = nil; c.mu.Unlock() }
-
-func (c *reqCounter) Requests() []harness.Request {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]harness.Request(nil), c.reqs...)
-}
-
-// Count returns how many requests had this method ("" = any) and kind.
-func (c *reqCounter) Count(method, kind string) int {
-	n := 0
-	for _, r := range c.Requests() {
-		if (method == "" || r.Method == method) && (kind == "" || harness.Kind(r.Path) == kind) {
-			n++
-		}
-	}
-	return n
-}
-
-func (c *reqCounter) String() string {
-	m := map[string]int{}
-	for _, r := range c.Requests() {
-		m[r.Method+" "+harness.Kind(r.Path)]++
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s=%d ", k, m[k])
-	}
-	return strings.TrimSpace(b.String())
-}
-
-// countingProxy is harness.CountingProxy for reading (no upload or token
-// URL rewriting), with its handler in place before the server starts:
-// harness.CountingProxy sets the handler after Start, which the race
-// detector reports when the first request arrives.
-func countingProxy(t *testing.T, target *harness.Registry) (*harness.Registry, *reqCounter) {
-	t.Helper()
-	tu, err := url.Parse(target.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &reqCounter{}
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(tu)
-			pr.Out.Header.Del("X-Forwarded-For")
-		},
-		Transport: target.Transport(),
-	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c.mu.Lock()
-		c.reqs = append(c.reqs, harness.Request{Method: r.Method, Path: r.URL.RequestURI()})
-		c.mu.Unlock()
-		rp.ServeHTTP(w, r)
-	}))
-	if target.TLS() {
-		srv.TLS = target.CA.TLSConfig()
-		srv.TLS.Certificates = []tls.Certificate{target.CA.IssueTLS(t)}
-		srv.StartTLS()
-	} else {
-		srv.Start()
-	}
-	t.Cleanup(srv.Close)
-	return &harness.Registry{
-		URL:    srv.URL,
-		Host:   strings.TrimPrefix(strings.TrimPrefix(srv.URL, "https://"), "http://"),
-		CAFile: target.CAFile,
-		CA:     target.CA,
-		Users:  target.Users,
-		Dir:    target.Dir,
-	}, c
 }

@@ -97,11 +97,7 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 		}
 		signer = key
 	}
-	client, kc, err := f.client(e)
-	if err != nil {
-		return err
-	}
-	pw, err := f.password(e)
+	client, kc, pw, err := f.connect(e)
 	if err != nil {
 		return err
 	}

@@ -76,11 +76,7 @@ func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string) er
 	if err != nil {
 		return err
 	}
-	client, kc, err := f.client(e)
-	if err != nil {
-		return err
-	}
-	pw, err := f.password(e)
+	client, kc, pw, err := f.connect(e)
 	if err != nil {
 		return err
 	}

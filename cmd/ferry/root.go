@@ -99,6 +99,20 @@ func (f *regFlags) password(e *env) (string, error) {
 	return "", nil
 }
 
+// connect builds the registry client and keychain from the flags and reads
+// the password (from stdin or $FERRY_PASSWORD) when a username is given.
+func (f *regFlags) connect(e *env) (*registry.Client, *registry.Keychain, string, error) {
+	client, kc, err := f.client(e)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	pw, err := f.password(e)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return client, kc, pw, nil
+}
+
 func (f *regFlags) client(e *env) (*registry.Client, *registry.Keychain, error) {
 	if f.jobs < 1 {
 		return nil, nil, usagef("--jobs must be at least 1")

@@ -87,11 +87,7 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 		return err
 	}
 	platforms := parsePlatforms(f.platform)
-	client, kc, err := f.client(e)
-	if err != nil {
-		return err
-	}
-	pw, err := f.password(e)
+	client, kc, pw, err := f.connect(e)
 	if err != nil {
 		return err
 	}
