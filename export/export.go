@@ -3,13 +3,14 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,7 +155,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	for _, t := range tasks {
 		if t.Source.SkipTLSVerify {
-			o.Client.Configure(sourceHost(t), registry.HostConfig{SkipTLSVerify: true})
+			o.Client.Configure(source.Host(t), registry.HostConfig{SkipTLSVerify: true})
 		}
 	}
 	rn := &runner{Options: &o, tasks: map[string]*manifest.Task{}, pull: &source.Puller{Client: o.Client, Keychain: o.Keychain,
@@ -173,10 +174,11 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		defer unlock()
 	}
 	defer func() {
+		sum.Seconds = time.Since(start).Seconds()
 		rn.countImages(sum)
 		sum.BytesDownloaded, sum.BytesFromCache = rn.downloaded.Load(), rn.fromCache.Load()
 		for _, t := range tasks {
-			if n, ok := o.Client.RateLimitRemaining(sourceHost(t)); ok {
+			if n, ok := o.Client.RateLimitRemaining(source.Host(t)); ok {
 				sum.QuotaRemaining = &n
 			}
 		}
@@ -210,18 +212,15 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	sum.ImagesFailed = len(res.Failures)
 	if rn.quotaHit.Load() {
-		sum.Seconds = time.Since(start).Seconds()
 		return sum, fmt.Errorf("%w: Docker Hub pull quota reached --min-quota %d; %d images resolved, %d not; nothing was written (rerun later with the same --cache)", ErrQuota, o.MinQuota, len(res.Images), len(res.Failures))
 	}
 	if len(res.Images) == 0 {
-		sum.Seconds = time.Since(start).Seconds()
 		if len(res.Failures) > 0 {
 			return sum, fmt.Errorf("%w: nothing could be resolved (%d failures)", ErrFailed, len(res.Failures))
 		}
 		return sum, fmt.Errorf("%w: the mappings select no image", ErrFailed)
 	}
 	if len(res.Failures) > 0 && !o.KeepGoing {
-		sum.Seconds = time.Since(start).Seconds()
 		return sum, fmt.Errorf("%w: %d mapping(s) or tag(s) could not be resolved; nothing was written (use --keep-going to export the rest)", ErrFailed, len(res.Failures))
 	}
 
@@ -232,7 +231,6 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if o.Since != "" {
 		if err := makeDelta(plan, o.Since); err != nil {
 			summarize(sum, plan)
-			sum.Seconds = time.Since(start).Seconds()
 			return sum, err
 		}
 		sum.Base = plan.Base
@@ -240,7 +238,6 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	summarize(sum, plan)
 	if o.DryRun {
-		sum.Seconds = time.Since(start).Seconds()
 		if len(sum.Failures) > 0 {
 			// --dry-run --keep-going lists what resolved; the failures still
 			// make the run fail, as they would a real export.
@@ -254,7 +251,6 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		bundle.WithProgress(o.Progress), bundle.WithLogger(o.Logger),
 		bundle.WithFerryVersion(o.FerryVersion), bundle.WithSplit(o.Split),
 		bundle.WithSigner(o.Signer))
-	sum.Seconds = time.Since(start).Seconds()
 	for _, f := range bundle.Failures(werr) {
 		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})
 		sum.ImagesFailed++
@@ -264,16 +260,16 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		if len(wr.Volumes) > 1 {
 			sum.Volumes = wr.Volumes
 		}
-		kept := &bundle.Plan{}
+		written := map[string]bool{}
+		for _, ri := range wr.Record.Images {
+			written[ri.Target+"@"+ri.Digest] = true
+		}
+		kept := &bundle.Plan{Blobs: plan.Blobs, BaseBlobs: plan.BaseBlobs}
 		for _, im := range plan.Images {
-			for _, ri := range wr.Record.Images {
-				if ri.Digest == im.Digest && ri.Target == im.Target {
-					kept.Images = append(kept.Images, im)
-					break
-				}
+			if written[im.Target+"@"+im.Digest] {
+				kept.Images = append(kept.Images, im)
 			}
 		}
-		kept.Blobs = plan.Blobs
 		summarize(sum, kept)
 		sum.Blobs, sum.Bytes = len(wr.Record.Blobs), wr.BlobBytes
 	}
@@ -288,8 +284,6 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	return sum, nil
 }
-
-func sourceHost(t *manifest.Task) string { return source.Host(t) }
 
 // buildPlan merges resolved images into bundle images (one per target and
 // digest, with all its tags), fetches configs (small; they name the
@@ -317,7 +311,7 @@ func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundl
 			o.unchanged.Store(im.Root.Digest.String(), true)
 		}
 		if i, ok := byKey[k]; ok {
-			if im.Tag != "" && !contains(plan.Images[i].Tags, im.Tag) {
+			if im.Tag != "" && !slices.Contains(plan.Images[i].Tags, im.Tag) {
 				plan.Images[i].Tags = append(plan.Images[i].Tags, im.Tag)
 			}
 			continue
@@ -430,7 +424,7 @@ func fetchSmall(ctx context.Context, o *runner, im *manifest.Image, d v1.Descrip
 	if int64(len(data)) != d.Size {
 		return nil, fmt.Errorf("blob %s from %s: %d bytes, descriptor says %d", d.Digest, im.Repository.RegistryStr(), len(data), d.Size)
 	}
-	if h, _, _ := v1.SHA256(strings.NewReader(string(data))); h != d.Digest {
+	if h, _, _ := v1.SHA256(bytes.NewReader(data)); h != d.Digest {
 		return nil, fmt.Errorf("blob %s from %s: %w: content is %s", d.Digest, im.Repository.RegistryStr(), bundle.ErrDigestMismatch, h)
 	}
 	if c, ok := rc.(bundle.Committer); ok {
@@ -593,7 +587,7 @@ func manifestCache(c *Cache) manifest.ManifestCache {
 }
 
 func configPlatform(data []byte) string {
-	cf, err := v1.ParseConfigFile(strings.NewReader(string(data)))
+	cf, err := v1.ParseConfigFile(bytes.NewReader(data))
 	if err != nil || cf.OS == "" {
 		return ""
 	}
@@ -601,10 +595,20 @@ func configPlatform(data []byte) string {
 	return oci.PlatformString(p)
 }
 
+// summarize fills the summary's images and totals from plan. An image's
+// size counts every blob it needs, those a delta leaves to its base too;
+// Blobs and Bytes count what the bundle stores.
 func summarize(sum *Summary, plan *bundle.Plan) {
 	sizes := map[v1.Hash]int64{}
+	stored := map[v1.Hash]bool{}
 	for _, b := range plan.Blobs {
 		sizes[b.Digest] = b.Size
+		stored[b.Digest] = true
+	}
+	for _, b := range plan.BaseBlobs {
+		if h, err := bundle.ParseDigest(b.Digest); err == nil {
+			sizes[h] = b.Size
+		}
 	}
 	sum.Images = sum.Images[:0]
 	sum.Tags, sum.Logical = 0, 0
@@ -629,16 +633,9 @@ func summarize(sum *Summary, plan *bundle.Plan) {
 	}
 	sum.Blobs, sum.Bytes = 0, 0
 	for h := range used {
-		sum.Blobs++
-		sum.Bytes += sizes[h]
-	}
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
+		if stored[h] {
+			sum.Blobs++
+			sum.Bytes += sizes[h]
 		}
 	}
-	return false
 }

@@ -591,7 +591,7 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 			if err != nil {
 				return nil, false, fmt.Errorf("%s: %w", ref, err)
 			}
-			h, _, _ := v1.SHA256(strings.NewReader(string(data)))
+			h, _, _ := v1.SHA256(bytes.NewReader(data))
 			im.UpstreamDigest = root.Digest
 			im.Root = Manifest{Digest: h, MediaType: root.MediaType, Data: data, FromCache: root.FromCache}
 		}
