@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/ferry-airgap/ferry/internal/atomicfile"
 )
 
 // A signed bundle carries SigFile, the Ed25519 signature (RFC 8032, pure
@@ -222,5 +224,5 @@ func writeSigSidecar(path string, sig []byte) error {
 		}
 		return nil
 	}
-	return writeFileAtomic(path, []byte(base64.StdEncoding.EncodeToString(sig)+"\n"))
+	return atomicfile.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(sig)+"\n"), 0o644)
 }

@@ -24,6 +24,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/ferry-airgap/ferry/internal/atomicfile"
 )
 
 // BlobKind orders blobs inside the bundle: manifests, then configs, then layers.
@@ -253,7 +255,7 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 	if err := tb.install(path); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(sidecar, []byte(lines.String())); err != nil {
+	if err := atomicfile.WriteFile(sidecar, []byte(lines.String()), 0o644); err != nil {
 		return nil, fmt.Errorf("writing checksum file: %w", err)
 	}
 	if err := writeSigSidecar(path+".sig", tb.sig); err != nil {
@@ -932,41 +934,6 @@ func reducePlan(plan *Plan, failed map[v1.Hash]error, tb *tempBundle) (*Plan, er
 		out.Blobs = append(out.Blobs, nb)
 	}
 	return out, nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return nil
 }
 
 func sha256Hex(b []byte) string {

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/atomicfile"
 )
 
 func newKeygenCmd(e *env) *cobra.Command {
@@ -63,48 +63,13 @@ func runKeygen(e *env, out string, force bool) error {
 	if err != nil {
 		return err
 	}
-	if err := writeKeyFile(out, privPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(out, privPEM, 0o600); err != nil {
 		return fmt.Errorf("writing private key: %w", err)
 	}
-	if err := writeKeyFile(pubPath, pubPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(pubPath, pubPEM, 0o644); err != nil {
 		_ = os.Remove(out)
 		return fmt.Errorf("writing public key: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "wrote %s (private: keep it on the export side) and %s (public)\nkey id sha256:%s\n", out, pubPath, bundle.KeyID(pub))
-	return nil
-}
-
-// writeKeyFile writes data to path atomically with mode perm: a temporary
-// file created with that mode (never readable by others, even briefly),
-// synced, then renamed.
-func writeKeyFile(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
 	return nil
 }
