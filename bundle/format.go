@@ -9,7 +9,6 @@
 package bundle
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -147,8 +146,7 @@ func isLowerHex(s string, n int) bool {
 			return false
 		}
 	}
-	_, err := hex.DecodeString(s)
-	return err == nil
+	return true
 }
 
 // BlobName is the tar entry name of a blob.

@@ -502,10 +502,6 @@ var (
 	tagRE      = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 )
 
-// BaseBlobs returns the blobs a delta bundle leaves to its base, by digest
-// with their sizes; empty for a full bundle.
-func (r *Reader) BaseBlobs() map[v1.Hash]int64 { return r.base }
-
 // Path is the bundle's file name.
 func (r *Reader) Path() string { return r.path }
 

@@ -164,11 +164,11 @@ func dnsLabel(s string) string {
 			b.WriteRune(c)
 		}
 	}
-	out := strings.Trim(b.String(), "-")
+	out := b.String()
 	if len(out) > 40 {
 		out = out[:40]
 	}
-	return out
+	return strings.Trim(out, "-") // a DNS label neither starts nor ends with "-"
 }
 
 // upstreamServer is the URL containerd falls back to when the mirror fails.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/ferry-airgap/ferry/manifest"
 )
 
 // SourceRepo splits an image's source reference (as ferry.json records it,
@@ -25,19 +27,11 @@ func SourceRepo(source string) (host, repo string, err error) {
 	if rest == "" {
 		return "", "", fmt.Errorf("source %q has no repository", source)
 	}
-	host = canonicalHost(h)
-	if host == "docker.io" && !strings.Contains(rest, "/") {
+	host = manifest.CanonicalRegistry(h)
+	if host == manifest.DockerHub && !strings.Contains(rest, "/") {
 		rest = "library/" + rest
 	}
 	return host, rest, nil
-}
-
-func canonicalHost(h string) string {
-	switch h = strings.ToLower(h); h {
-	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
-		return "docker.io"
-	}
-	return h
 }
 
 // HostSegment turns a registry host into a repository path segment: a port

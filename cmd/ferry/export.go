@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/export"
+	"github.com/ferry-airgap/ferry/internal/units"
 )
 
 type exportFlags struct {
@@ -145,20 +146,20 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		fmt.Fprintln(tw, "SOURCE\tDIGEST\tTARGET\tTAGS\tPLATFORMS\tSIZE")
 		for _, im := range s.Images {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", im.Source, shortDigest(im.Digest), im.Target,
-				strings.Join(im.Tags, ","), platformsOrAll(im.Platforms), humanBytes(im.Size))
+				strings.Join(im.Tags, ","), platformsOrAll(im.Platforms), units.Bytes(im.Size))
 		}
 		_ = tw.Flush()
 	}
 	switch {
 	case s.DryRun:
 		fmt.Fprintf(w, "dry run: %d images, %d tags, %d unique blobs, %s (%s before deduplication); nothing transferred\n",
-			len(s.Images), s.Tags, s.Blobs, humanBytes(s.Bytes), humanBytes(s.Logical))
+			len(s.Images), s.Tags, s.Blobs, units.Bytes(s.Bytes), units.Bytes(s.Logical))
 		if multi := multiPlatform(s); multi > 0 {
 			fmt.Fprintf(w, "note: %d multi-platform images keep their whole upstream index (same digests as upstream); --platform or a mapping's platform: narrows it (a rewritten index, new digest)\n", multi)
 		}
 	case s.Output != "":
 		fmt.Fprintf(w, "wrote %s: %d images, %d tags, %d unique blobs, %s (saved %s by deduplication) in %.1fs\n",
-			s.Output, len(s.Images), s.Tags, s.Blobs, humanBytes(s.BundleLen), humanBytes(s.Logical-s.Bytes), s.Seconds)
+			s.Output, len(s.Images), s.Tags, s.Blobs, units.Bytes(s.BundleLen), units.Bytes(s.Logical-s.Bytes), s.Seconds)
 		if len(s.Volumes) > 0 {
 			fmt.Fprintf(w, "in %d volumes: %s ... %s (check with: sha256sum -c %s.sha256)\n", len(s.Volumes), s.Volumes[0], s.Volumes[len(s.Volumes)-1], s.Output)
 		} else {
@@ -170,7 +171,7 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 	}
 	if s.ImagesUnchanged > 0 || s.BytesFromCache > 0 {
 		fmt.Fprintf(w, "%d images new, %d unchanged; %s downloaded, %s from the cache\n",
-			s.ImagesNew, s.ImagesUnchanged, humanBytes(s.BytesDownloaded), humanBytes(s.BytesFromCache))
+			s.ImagesNew, s.ImagesUnchanged, units.Bytes(s.BytesDownloaded), units.Bytes(s.BytesFromCache))
 	}
 	if s.QuotaRemaining != nil {
 		fmt.Fprintf(w, "pull quota: %d manifest GETs made, %d remaining\n", s.ManifestGETs, *s.QuotaRemaining)
@@ -189,14 +190,6 @@ func platformsOrAll(p []string) string {
 		return "-"
 	}
 	return strings.Join(p, ",")
-}
-
-func canonicalHost(h string) string {
-	switch strings.ToLower(h) {
-	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
-		return "docker.io"
-	}
-	return strings.ToLower(h)
 }
 
 // parseSize reads a size such as 4G, 3.9GiB, 700M or 1048576. A suffix

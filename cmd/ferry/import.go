@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferry-airgap/ferry/internal/units"
 	"github.com/ferry-airgap/ferry/push"
 )
 
@@ -125,17 +126,17 @@ func printImportSummary(w io.Writer, s *push.Summary) {
 				tags = append(tags, t.Tag)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Repository, strings.Join(tags, ","), shortDigest(im.Digest), im.Status, humanBytes(im.Upload))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Repository, strings.Join(tags, ","), shortDigest(im.Digest), im.Status, units.Bytes(im.Upload))
 	}
 	_ = tw.Flush()
 	if s.DryRun {
 		fmt.Fprintf(w, "dry run into %s: %d images to push, %d up to date, %d would fail; %s to upload, %s to mount, %s already there; nothing transferred\n",
-			s.Target, s.Pushed, s.UpToDate, s.Failed, humanBytes(s.BytesToUpload), humanBytes(s.BytesMounted), humanBytes(s.BytesSkipped))
+			s.Target, s.Pushed, s.UpToDate, s.Failed, units.Bytes(s.BytesToUpload), units.Bytes(s.BytesMounted), units.Bytes(s.BytesSkipped))
 		return
 	}
 	fmt.Fprintf(w, "imported into %s: %d images pushed, %d up to date, %d failed; uploaded %s in %d blobs, mounted %d blobs (%s), skipped %d blobs (%s) in %.1fs\n",
-		s.Target, s.Pushed, s.UpToDate, s.Failed, humanBytes(s.BytesUploaded), s.BlobsUploaded,
-		s.BlobsMounted, humanBytes(s.BytesMounted), s.BlobsSkipped, humanBytes(s.BytesSkipped), s.Seconds)
+		s.Target, s.Pushed, s.UpToDate, s.Failed, units.Bytes(s.BytesUploaded), s.BlobsUploaded,
+		s.BlobsMounted, units.Bytes(s.BytesMounted), s.BlobsSkipped, units.Bytes(s.BytesSkipped), s.Seconds)
 	if len(s.ProjectsCreated) > 0 {
 		fmt.Fprintf(w, "created Harbor projects: %s\n", strings.Join(s.ProjectsCreated, ", "))
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/units"
 )
 
 // inspectImage is one row of `ferry inspect`.
@@ -54,7 +55,7 @@ func newInspectCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TARGET\tSOURCE\tDIGEST\tPLATFORMS\tSIZE")
 			for _, im := range out.Images {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Target, im.Source, shortDigest(im.Digest), platformsOrAll(im.Platforms), humanBytes(im.Size))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Target, im.Source, shortDigest(im.Digest), platformsOrAll(im.Platforms), units.Bytes(im.Size))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -64,7 +65,7 @@ func newInspectCmd(e *env) *cobra.Command {
 				fmt.Fprintf(e.stdout, "delta of bundle %s\n", out.Base)
 			}
 			fmt.Fprintf(e.stdout, "%d images, %d tags, %d unique blobs, %s stored, %s saved by deduplication\n",
-				len(r.Record().Images), out.Tags, out.UniqueBlobs, humanBytes(out.Bytes), humanBytes(out.SavedByDedup))
+				len(r.Record().Images), out.Tags, out.UniqueBlobs, units.Bytes(out.Bytes), units.Bytes(out.SavedByDedup))
 			return nil
 		},
 	}

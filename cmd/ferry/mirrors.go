@@ -44,12 +44,11 @@ the path 'ferry import --to' pushed under).`,
 			}
 			var recs []*bundle.Record
 			for _, p := range args {
-				r, err := bundle.Open(p)
+				rec, err := bundle.ReadRecord(p)
 				if err != nil {
 					return err
 				}
-				recs = append(recs, r.Record())
-				_ = r.Close()
+				recs = append(recs, rec)
 			}
 			ms, err := serve.Mirrors(recs, serve.MirrorOptions{Registry: f.registry, Prefix: f.prefix, SourceNames: f.sourceNames, Name: f.name})
 			if errors.Is(err, serve.ErrMirrorOptions) {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/units"
 )
 
 // progress draws bundle events: a progress bar on a terminal, a plain
@@ -23,7 +24,6 @@ type progress struct {
 	total    int64
 	done     int64
 	blobs    int
-	failed   int
 	lastLine time.Time
 	every    time.Duration
 	quiet    bool
@@ -69,19 +69,18 @@ func (p *progress) Event(ev bundle.Event) {
 		if p.tty && ev.Total > 0 {
 			p.newBar(ev.Total)
 		} else {
-			p.line(fmt.Sprintf("%s: %s to go", p.label, humanBytes(ev.Total)))
+			p.line(fmt.Sprintf("%s: %s to go", p.label, units.Bytes(ev.Total)))
 		}
 	case bundle.EventBytes:
 		p.done += ev.Bytes
 		if p.bar != nil {
 			_ = p.bar.Add64(ev.Bytes)
 		} else if time.Since(p.lastLine) >= p.every {
-			p.line(fmt.Sprintf("%s: %s of %s (%d blobs done)", p.label, humanBytes(p.done), humanBytes(p.total), p.blobs))
+			p.line(fmt.Sprintf("%s: %s of %s (%d blobs done)", p.label, units.Bytes(p.done), units.Bytes(p.total), p.blobs))
 		}
 	case bundle.EventBlobDone:
 		p.blobs++
 	case bundle.EventBlobFailed:
-		p.failed++
 		if p.bar != nil {
 			_ = p.bar.Clear()
 		}
@@ -101,6 +100,6 @@ func (p *progress) finish() {
 		_ = p.bar.Finish()
 		p.bar = nil
 	} else if !p.quiet && p.total > 0 {
-		p.line(fmt.Sprintf("%s: %s in %d blobs done", p.label, humanBytes(p.done), p.blobs))
+		p.line(fmt.Sprintf("%s: %s in %d blobs done", p.label, units.Bytes(p.done), p.blobs))
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/internal/units"
+	"github.com/ferry-airgap/ferry/manifest"
 )
 
 // env is what commands may touch of the outside world.
@@ -141,8 +141,6 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func humanBytes(n int64) string { return units.Bytes(n) }
-
 // parseMirrors reads --mirror SOURCE=MIRROR values, keyed by canonical source.
 func parseMirrors(list []string) (map[string]string, error) {
 	mirrors := map[string]string{}
@@ -151,7 +149,7 @@ func parseMirrors(list []string) (map[string]string, error) {
 		if !ok || src == "" || dst == "" {
 			return nil, usagef("--mirror %q: want SOURCE=MIRROR", m)
 		}
-		mirrors[canonicalHost(src)] = dst
+		mirrors[manifest.CanonicalRegistry(src)] = dst
 	}
 	return mirrors, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferry-airgap/ferry/internal/units"
 	"github.com/ferry-airgap/ferry/push"
 	fsync "github.com/ferry-airgap/ferry/sync"
 )
@@ -197,7 +198,7 @@ func roundLine(r fsync.Round) string {
 	}
 	return fmt.Sprintf("%s %s → %s: %s; %d %s, %d unchanged, %d failed; %s uploaded, %s mounted; %d pulls (manifest GETs), %d blob GETs in %.1fs",
 		r.Start.Format(time.RFC3339), r.Task, target, status, r.Copied, verb, r.Unchanged, r.Failed,
-		humanBytes(r.Bytes), humanBytes(r.Mounted), r.Pulls, r.BlobGETs, r.Seconds)
+		units.Bytes(r.Bytes), units.Bytes(r.Mounted), r.Pulls, r.BlobGETs, r.Seconds)
 }
 
 // serveMetrics listens at once (so a bad address fails the command) and

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/units"
 )
 
 func newVerifyCmd(e *env) *cobra.Command {
@@ -52,7 +53,7 @@ before any blob is read.`,
 					return jerr
 				}
 			} else if rep.OK() {
-				fmt.Fprintf(e.stdout, "OK: %d images, %d tags, %d blobs, %s verified\n", rep.Images, rep.Tags, rep.Blobs, humanBytes(rep.Bytes))
+				fmt.Fprintf(e.stdout, "OK: %d images, %d tags, %d blobs, %s verified\n", rep.Images, rep.Tags, rep.Blobs, units.Bytes(rep.Bytes))
 				switch {
 				case signer.Name != "":
 					fmt.Fprintf(e.stdout, "signed by %s (key id sha256:%s)\n", signer.Name, signer.ID())
