@@ -67,7 +67,16 @@ type Registry struct {
 	readers []*bundle.Reader
 	o       options
 	repos   map[string]*repo
-	names   []string // sorted repository names, for the catalog
+	names   []string            // sorted repository names, for the catalog
+	docs    map[v1.Hash]docInfo // every manifest served, learnt once in New
+}
+
+// docInfo is what serving a manifest needs without reading it: where it
+// is, its media type as settled when New read it, and its size.
+type docInfo struct {
+	rd   *bundle.Reader
+	mt   types.MediaType
+	size int
 }
 
 // repo is one served repository name.
@@ -112,7 +121,7 @@ func New(readers []*bundle.Reader, opts ...Option) (*Registry, error) {
 	if len(readers) == 0 {
 		return nil, fmt.Errorf("%w: no bundle given", ErrNoImages)
 	}
-	s := &Registry{readers: readers, o: o, repos: map[string]*repo{}}
+	s := &Registry{readers: readers, o: o, repos: map[string]*repo{}, docs: map[v1.Hash]docInfo{}}
 	closures := map[v1.Hash]*closure{}
 	for _, rd := range readers {
 		for _, im := range rd.Record().Images {
@@ -234,6 +243,9 @@ func (s *Registry) walk(h v1.Hash, hint types.MediaType, c *closure, seen map[v1
 	if err != nil {
 		return err
 	}
+	if _, known := s.docs[h]; !known {
+		s.docs[h] = docInfo{rd: s.holder(h), mt: mt, size: len(data)}
+	}
 	c.manifests = append(c.manifests, h)
 	refs, err := oci.Refs(mt, data)
 	if err != nil {
@@ -333,7 +345,7 @@ func (s *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "manifests":
 		s.serveManifest(w, r, name, rp, ref)
 	case "blobs":
-		s.serveBlob(w, r, rp, ref)
+		s.serveBlob(w, r, name, rp, ref)
 	case "referrers":
 		s.serveReferrers(w, r, rp, ref)
 	}
@@ -373,41 +385,46 @@ func (s *Registry) serveManifest(w http.ResponseWriter, r *http.Request, name st
 			return
 		}
 	}
-	data, mt, err := s.manifest(h, "")
-	if err != nil {
-		s.o.logger.Error("reading manifest", "name", name, "reference", ref, "error", err)
-		writeError(w, r, http.StatusInternalServerError, CodeUnknown, "the bundle could not be read: "+err.Error(), nil)
-		return
-	}
+	// HEAD and a matching If-None-Match are answered from what New learnt;
+	// only a GET reads the manifest, verified against its digest.
+	doc := s.docs[h]
 	etag := `"` + h.String() + `"`
 	hd := w.Header()
-	hd.Set("Content-Type", string(mt))
+	hd.Set("Content-Type", string(doc.mt))
 	hd.Set(DigestHeader, h.String())
 	hd.Set("ETag", etag)
 	if r.Header.Get("If-None-Match") == etag {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	hd.Set("Content-Length", strconv.Itoa(len(data)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		_, _ = w.Write(data)
+	hd.Set("Content-Length", strconv.Itoa(doc.size))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
 	}
+	data, _, err := doc.rd.Manifest(h)
+	if err != nil {
+		s.o.logger.Error("reading manifest", "name", name, "reference", ref, "bundle", doc.rd.Path(), "error", err)
+		hd.Del("Content-Length")
+		writeError(w, r, http.StatusInternalServerError, CodeUnknown, "the bundle could not be read: "+err.Error()+" (compare the bundle with its .sha256 file, run ferry verify)", nil)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(data)
 }
 
-func (s *Registry) serveBlob(w http.ResponseWriter, r *http.Request, rp *repo, ref string) {
+func (s *Registry) serveBlob(w http.ResponseWriter, r *http.Request, name string, rp *repo, ref string) {
 	h, ok := parseDigest(w, r, ref, CodeBlobUnknown)
 	if !ok {
 		return
 	}
 	rd := s.holder(h)
-	if !rp.blobs[h] || rd == nil {
-		writeError(w, r, http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry", map[string]string{"digest": ref})
-		return
+	var sec *io.SectionReader
+	if rp.blobs[h] && rd != nil {
+		sec, _ = rd.Section(h) // cannot fail: rd holds h
 	}
-	sec, err := rd.Section(h)
-	if err != nil {
-		writeError(w, r, http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry", map[string]string{"digest": ref})
+	if sec == nil {
+		writeError(w, r, http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry", map[string]string{"name": name, "digest": ref})
 		return
 	}
 	etag := `"` + h.String() + `"`
@@ -432,14 +449,8 @@ func (s *Registry) serveBlob(w http.ResponseWriter, r *http.Request, rp *repo, r
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	rc, err := rd.Blob(h)
-	if err != nil {
-		writeError(w, r, http.StatusInternalServerError, CodeUnknown, "the bundle could not be read: "+err.Error(), nil)
-		return
-	}
-	defer rc.Close()
 	w.WriteHeader(http.StatusOK)
-	if err := copyVerified(w, rc); err != nil {
+	if err := copyVerified(w, bundle.NewVerifier(sec, h, sec.Size())); err != nil {
 		s.o.logger.Error("blob response aborted: the bundle's bytes do not match their digest (compare the bundle with its .sha256 file, run ferry verify)",
 			"digest", h.String(), "bundle", rd.Path(), "error", err)
 		// Abort the connection: the client sees a truncated body, never
