@@ -47,6 +47,9 @@ type Options struct {
 	Files []string
 	// Username and Password win over every other credential source.
 	Username, Password string
+	// Auth, when set, is the target's authenticator and wins over all of
+	// the above (ferry sync passes each task's own).
+	Auth authn.Authenticator
 
 	Client   *registry.Client   // required
 	Keychain *registry.Keychain // required
@@ -332,13 +335,15 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 }
 
 // credentials picks the target's authenticator in ferry's order: flags,
-// the mapping files' target auth, --auth-file, docker keychain.
+// the mapping files' target auth, --auth-file, docker keychain. It never
+// writes into the keychain, which other tasks of a sync share.
 func credentials(o *Options, host string) (authn.Authenticator, []string, error) {
 	var warnings []string
+	if o.Auth != nil {
+		return o.Auth, nil, nil
+	}
 	if o.Username != "" {
-		o.Keychain.Set(host, o.Username, o.Password)
-		a, err := o.Keychain.Resolve(host)
-		return a, nil, err
+		return authn.FromConfig(authn.AuthConfig{Username: o.Username, Password: o.Password}), nil, nil
 	}
 	if len(o.Files) > 0 {
 		cfg, err := manifest.Load(o.Files...)
@@ -366,7 +371,7 @@ func credentials(o *Options, host string) (authn.Authenticator, []string, error)
 			if chosen.Anonymous {
 				return authn.Anonymous, warnings, nil
 			}
-			o.Keychain.Set(host, chosen.Username, chosen.Password)
+			return authn.FromConfig(authn.AuthConfig{Username: chosen.Username, Password: chosen.Password}), warnings, nil
 		}
 	}
 	a, err := o.Keychain.Resolve(host)
@@ -562,7 +567,7 @@ func (p *pusher) verifySource(ctx context.Context) error {
 		}
 		_ = im.tree.Walk(func(n *bundle.Node) error {
 			if e, bad := rep.Bad[n.Digest]; bad {
-				im.fail(n.Digest.String(), fmt.Errorf("blob %s failed verification: %w; not pushed", n.Digest, e))
+				im.fail(n.Digest.String(), fmt.Errorf("blob %s in the bundle is damaged (%w); not pushed: compare the bundle with its .sha256 file and copy it again", n.Digest, e))
 			}
 			return nil
 		})
@@ -896,7 +901,7 @@ func (p *pusher) pushImage(ctx context.Context, im *image) error {
 				if n.Missing {
 					_, ok, err := rc.headManifest(ctx, n.Digest.String())
 					if err == nil && !ok {
-						err = fmt.Errorf("not in this delta bundle and not in %s/%s: import the bundle it is based on first", p.tgt.Registry, im.repo)
+						err = fmt.Errorf("manifest %s is not in this delta bundle and not in %s/%s: import bundle %s (its base) first", n.Digest, p.tgt.Registry, im.repo, p.base())
 					}
 					o.err = err
 					return
@@ -921,7 +926,7 @@ func (p *pusher) pushImage(ctx context.Context, im *image) error {
 			continue
 		}
 		if im.tree.Data == nil {
-			return fmt.Errorf("tag %s:%s: manifest %s is not in this delta bundle: import the bundle it is based on first", im.repo, tag, im.digest)
+			return fmt.Errorf("tag %s:%s: manifest %s is not in this delta bundle: import bundle %s (its base) first", im.repo, tag, im.digest, p.base())
 		}
 		if err := rc.putManifest(ctx, tag, im.tree.Data, string(im.tree.MediaType), im.digest); err != nil {
 			if isQuota(err) {
@@ -950,8 +955,12 @@ func (p *pusher) dryRunBlobs(ctx context.Context) error {
 				return nil
 			}
 			t.present, t.err = rc.headBlob(ctx, t.digest)
-			if t.err == nil && !t.present && t.missing {
-				t.err = fmt.Errorf("not in this delta bundle and not in %s/%s: import the bundle it is based on first", p.tgt.Registry, t.repo)
+			switch {
+			case t.err != nil || t.present || !t.missing:
+			case t.baseFrom != "":
+				t.how = "mounted" // the real import mounts it from where checkBase found it
+			default:
+				t.err = fmt.Errorf("not in this delta bundle and not in %s/%s: import bundle %s (its base) first", p.tgt.Registry, t.repo, p.base())
 			}
 			return nil
 		})
@@ -973,7 +982,7 @@ func (p *pusher) dryRunBlobs(ctx context.Context) error {
 			p.skipped.Add(t.size)
 			p.nSkipped.Add(1)
 		case t.err != nil:
-		case somewhere[t.digest] || counted[t.digest]:
+		case t.how == "mounted" || somewhere[t.digest] || counted[t.digest]:
 			p.mounted.Add(t.size)
 			p.nMounted.Add(1)
 		default:

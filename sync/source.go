@@ -151,7 +151,7 @@ func (s *registrySource) OpenBlob(ctx context.Context, h v1.Hash, size int64) (i
 	}
 	o, ok := s.origin[h]
 	if !ok {
-		return nil, fmt.Errorf("blob %s belongs to no resolved image", h)
+		return nil, fmt.Errorf("blob %s: no image of this round needs it (nothing to fetch it from)", h)
 	}
 	s.gets.Add(1)
 	body, err := s.pull.Blob(ctx, o.repo, s.tasks[o.task], h, o.what)

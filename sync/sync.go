@@ -268,13 +268,11 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 		r.Err = err
 		return r
 	}
-	var user, password string
 	tauth := authn.Authenticator(nil)
 	if a := targetCredentials(t, tgt.Registry); a != nil {
 		if a.Anonymous {
 			tauth = authn.Anonymous
 		} else {
-			user, password = a.Username, a.Password
 			tauth = authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password})
 		}
 	}
@@ -349,7 +347,7 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 		}
 		sum, perr := push.Run(pctx, push.Options{
 			Source: src, To: tgt.String(), Jobs: s.o.Jobs, DryRun: s.o.DryRun,
-			Username: user, Password: password,
+			Auth:   tauth,
 			Client: s.o.Client, Keychain: s.o.Keychain,
 			Progress: s.o.Progress, Logger: s.o.Logger,
 		})
