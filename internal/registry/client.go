@@ -123,6 +123,9 @@ func (c *Client) Configure(host string, hc HostConfig) {
 	h := canonicalHost(host)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if old, ok := c.hosts[h]; ok && old == hc {
+		return // unchanged: keep the host's connections (sync calls this every round)
+	}
 	c.hosts[h] = hc
 	if t, ok := c.transports[h]; ok {
 		t.CloseIdleConnections()
