@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	stdsync "sync"
 	"time"
@@ -375,7 +376,7 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 					r.Copied++
 					if h, err := v1.NewHash(im.Digest); err == nil && !s.o.DryRun {
 						if up, ok := src.upstream[h]; ok {
-							s.remember(im.Repository, up, im.Digest)
+							s.remember(im.Repository, up, look.platformsOf(im.Repository, up), im.Digest)
 						}
 					}
 				}
@@ -400,17 +401,29 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 	return r
 }
 
-// remember records the digest a platform-subset image got in repo.
-func (s *Syncer) remember(repo string, upstream v1.Hash, digest string) {
+// remember records the digest a platform-subset image got in repo, for
+// the platforms asked for: another choice of platforms is another image.
+func (s *Syncer) remember(repo string, upstream v1.Hash, platforms, digest string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.subset[repo+"@"+upstream.String()] = digest
+	s.subset[subsetKey(repo, upstream, platforms)] = digest
 }
 
-func (s *Syncer) recalled(repo string, upstream v1.Hash) string {
+func (s *Syncer) recalled(repo string, upstream v1.Hash, platforms string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.subset[repo+"@"+upstream.String()]
+	return s.subset[subsetKey(repo, upstream, platforms)]
+}
+
+func subsetKey(repo string, upstream v1.Hash, platforms string) string {
+	return repo + "@" + upstream.String() + "#" + platforms
+}
+
+// platformKey is a request's platforms in a stable form.
+func platformKey(p []string) string {
+	p = slices.Clone(p)
+	slices.Sort(p)
+	return strings.Join(p, ",")
 }
 
 // targetLook asks the target, by HEAD, where a tag points.
@@ -422,6 +435,15 @@ type targetLook struct {
 	mu         stdsync.Mutex
 	transports map[string]*lazy // by repository
 	digests    map[string]string
+	platforms  map[string]string // repo@upstream digest → platforms asked for
+}
+
+// platformsOf returns the platforms asked for when the image of repo with
+// this upstream digest was looked at.
+func (l *targetLook) platformsOf(repo string, upstream v1.Hash) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.platforms[repo+"@"+upstream.String()]
 }
 
 type lazy struct {
@@ -472,8 +494,17 @@ func (l *targetLook) skip(ctx context.Context, c manifest.Candidate) (bool, erro
 	}
 	got := desc.Digest.String()
 	same := got == c.Digest.String()
-	if !same && len(c.Platforms) > 0 {
-		same = l.s.recalled(host+"/"+path, c.Digest) == got
+	if len(c.Platforms) > 0 {
+		pk := platformKey(c.Platforms)
+		l.mu.Lock()
+		if l.platforms == nil {
+			l.platforms = map[string]string{}
+		}
+		l.platforms[host+"/"+path+"@"+c.Digest.String()] = pk
+		l.mu.Unlock()
+		if !same {
+			same = l.s.recalled(host+"/"+path, c.Digest, pk) == got
+		}
 	}
 	if same {
 		l.mu.Lock()
