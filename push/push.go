@@ -814,6 +814,7 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 
 func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc string) error {
 	counted := t.primary == nil
+	var reported int64 // bytes of this blob already reported, across re-sends
 	err := rc.putBlob(ctx, loc, t.digest, t.size, func() (readCloser, error) {
 		b, err := p.src.OpenBlob(ctx, t.digest, t.size)
 		if err != nil {
@@ -822,7 +823,7 @@ func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc st
 		if !counted {
 			return b, nil
 		}
-		return &countingReader{rc: b, p: p.o.Progress, h: t.digest}, nil
+		return &countingReader{rc: b, p: p.o.Progress, h: t.digest, reported: &reported}, nil
 	})
 	if err != nil && errors.Is(err, bundle.ErrCorrupt) {
 		err = fmt.Errorf("reading from %s: %w", p.src.Name(), err)
@@ -1143,19 +1144,31 @@ type readCloser interface {
 	Close() error
 }
 
-// countingReader reports bytes as they leave the bundle.
+// countingReader reports bytes as they leave the source, in steps of
+// 256 KiB. A re-sent body (the transport reopens it) reports only bytes
+// beyond what an earlier send of the same blob already reported.
 type countingReader struct {
-	rc readCloser
-	p  bundle.Progress
-	h  v1.Hash
+	rc       readCloser
+	p        bundle.Progress
+	h        v1.Hash
+	n        int64  // bytes read by this send
+	reported *int64 // bytes of the blob reported so far, shared by re-sends
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.rc.Read(b)
-	if n > 0 {
-		c.p.Event(bundle.Event{Kind: bundle.EventBytes, Digest: c.h, Bytes: int64(n)})
+	c.n += int64(n)
+	if c.n-*c.reported >= 256<<10 || (err != nil && c.n > *c.reported) {
+		c.p.Event(bundle.Event{Kind: bundle.EventBytes, Digest: c.h, Bytes: c.n - *c.reported})
+		*c.reported = c.n
 	}
 	return n, err
 }
 
-func (c *countingReader) Close() error { return c.rc.Close() }
+func (c *countingReader) Close() error {
+	if c.n > *c.reported {
+		c.p.Event(bundle.Event{Kind: bundle.EventBytes, Digest: c.h, Bytes: c.n - *c.reported})
+		*c.reported = c.n
+	}
+	return c.rc.Close()
+}
