@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -58,6 +59,9 @@ func joinPath(prefix, p string) string {
 }
 
 // cleanPrefix checks and normalises a --prefix value.
+// ErrOptions: an option of New cannot be used (a bad --prefix).
+var ErrOptions = errors.New("bad serve options")
+
 func cleanPrefix(p string) (string, error) {
 	p = strings.Trim(p, "/")
 	if p == "" {
@@ -65,7 +69,7 @@ func cleanPrefix(p string) (string, error) {
 	}
 	for _, seg := range strings.Split(p, "/") {
 		if !validComponent(seg) {
-			return "", fmt.Errorf("prefix %q: %q is not a valid repository path component (lower-case letters, digits, and . _ - between them)", p, seg)
+			return "", fmt.Errorf("--prefix %q: %q is not a valid repository path component (lower-case letters, digits, and . _ - between them)", p, seg)
 		}
 	}
 	return p, nil

@@ -115,7 +115,7 @@ func New(readers []*bundle.Reader, opts ...Option) (*Registry, error) {
 	}
 	prefix, err := cleanPrefix(o.prefix)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", ErrOptions, err)
 	}
 	o.prefix = prefix
 	if len(readers) == 0 {

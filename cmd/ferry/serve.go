@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -94,6 +95,9 @@ func runServe(cmd *cobra.Command, e *env, f *serveFlags, paths []string) error {
 		readers = append(readers, r)
 	}
 	reg, err := serve.New(readers, opts...)
+	if errors.Is(err, serve.ErrOptions) {
+		return usageError{err}
+	}
 	if err != nil {
 		return err
 	}
