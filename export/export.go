@@ -322,7 +322,7 @@ func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundl
 		} else {
 			// A digest pin without a tag still needs a name in index.json
 			// and a tag to push under; use the digest's hex, as crane does.
-			tags = append(tags, "sha256-"+im.Root.Digest.Hex)
+			tags = append(tags, oci.DigestTag(im.Root.Digest))
 		}
 		pi := bundle.PlannedImage{Image: bundle.Image{
 			Source: im.Source, Target: im.Target, Tags: tags, Digest: im.Root.Digest.String(),

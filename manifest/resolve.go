@@ -428,7 +428,7 @@ func (r *resolver) referrerArtifacts(ctx context.Context, repo name.Repository, 
 	}
 	for _, d := range digests {
 		for _, suffix := range cosignSuffixes {
-			tag := "sha256-" + d.Hex + suffix
+			tag := oci.DigestTag(d) + suffix
 			art, _, err := r.image(ctx, repo, ropts, tag, "", nil, nil)
 			switch {
 			case err == nil:
@@ -438,7 +438,7 @@ func (r *resolver) referrerArtifacts(ctx context.Context, repo name.Repository, 
 				failed(tag, err)
 			}
 		}
-		tag := "sha256-" + d.Hex
+		tag := oci.DigestTag(d)
 		art, _, err := r.image(ctx, repo, ropts, tag, "", nil, nil)
 		switch {
 		case err == nil:

@@ -491,7 +491,7 @@ const emptyIndex = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.in
 // referrers tag schema's sha256-<hex> index when the bundle carries one
 // (export --with-referrers writes it), filtered by artifactType.
 func (s *Registry) referrersOf(rp *repo, h v1.Hash, artifactType string) []byte {
-	d, ok := rp.tags["sha256-"+h.Hex]
+	d, ok := rp.tags[oci.DigestTag(h)]
 	if !ok {
 		return []byte(emptyIndex)
 	}

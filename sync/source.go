@@ -57,7 +57,7 @@ func newRegistrySource(label string, images []*manifest.Image, pull *source.Pull
 		k := key{im.Target, im.Root.Digest.String()}
 		tag := im.Tag
 		if tag == "" {
-			tag = "sha256-" + im.Root.Digest.Hex
+			tag = oci.DigestTag(im.Root.Digest)
 		}
 		if i, ok := byKey[k]; ok {
 			if !contains(s.images[i].Tags, tag) {

@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/internal/source"
 	"github.com/ferry-airgap/ferry/manifest"
@@ -310,7 +311,7 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 	for _, im := range res.Skipped {
 		tag := im.Tag
 		if tag == "" {
-			tag = "sha256-" + im.Root.Digest.Hex
+			tag = oci.DigestTag(im.Root.Digest)
 		}
 		k := im.Target + "@" + im.Root.Digest.String()
 		if i, ok := seen[k]; ok {
@@ -472,7 +473,7 @@ func (l *targetLook) transport(ctx context.Context, repo name.Repository) (http.
 func (l *targetLook) skip(ctx context.Context, c manifest.Candidate) (bool, error) {
 	tag := c.Tag
 	if tag == "" {
-		tag = "sha256-" + c.Digest.Hex
+		tag = oci.DigestTag(c.Digest)
 	}
 	path := l.tgt.Repository(c.Target)
 	host := l.tgt.Registry

@@ -122,3 +122,8 @@ func PlatformString(p *v1.Platform) string {
 	}
 	return s
 }
+
+// DigestTag is the tag named after digest h (sha256-<hex>): the OCI
+// referrers tag schema, cosign's prefix, and the tag ferry gives an image
+// pinned by digest alone.
+func DigestTag(h v1.Hash) string { return h.Algorithm + "-" + h.Hex }
