@@ -412,7 +412,7 @@ type QuotaError struct {
 func (e *QuotaError) Error() string {
 	need := ""
 	if e.Needed > 0 {
-		need = fmt.Sprintf("; %d more bytes (%s) are needed for the images of this project", e.Needed, human(e.Needed))
+		need = fmt.Sprintf("; %d more bytes (%s) are needed for the images of this project", e.Needed, units.Bytes(e.Needed))
 	}
 	return fmt.Sprintf("storage quota of project %q on %s exceeded%s: raise the project quota in Harbor or free space, then import again (what is there is kept): %v",
 		e.Project, e.Registry, need, e.Err)
@@ -430,8 +430,6 @@ func isQuota(err error) bool {
 	var he *httpError
 	return errors.As(err, &he) && he.status == http.StatusForbidden && strings.Contains(strings.ToLower(he.body), "quota")
 }
-
-func human(n int64) string { return units.Bytes(n) }
 
 // projects returns the distinct projects of the live images, sorted.
 func (p *pusher) projects() []string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync/atomic"
 
@@ -35,7 +36,6 @@ type registrySource struct {
 	// stop, once closed, refuses new blob downloads (a gentle stop).
 	stop <-chan struct{}
 
-	read atomic.Int64 // blob bytes read from the source
 	gets atomic.Int64 // blob GETs sent
 }
 
@@ -60,7 +60,7 @@ func newRegistrySource(label string, images []*manifest.Image, pull *source.Pull
 			tag = oci.DigestTag(im.Root.Digest)
 		}
 		if i, ok := byKey[k]; ok {
-			if !contains(s.images[i].Tags, tag) {
+			if !slices.Contains(s.images[i].Tags, tag) {
 				s.images[i].Tags = append(s.images[i].Tags, tag)
 			}
 			continue
@@ -158,7 +158,7 @@ func (s *registrySource) OpenBlob(ctx context.Context, h v1.Hash, size int64) (i
 	if err != nil {
 		return nil, err
 	}
-	return &verifiedBody{Verifier: bundle.NewVerifier(&countingReader{r: body, n: &s.read}, h, size), body: body}, nil
+	return &verifiedBody{Verifier: bundle.NewVerifier(body, h, size), body: body}, nil
 }
 
 // errStopped: the sync was asked to stop before the blob started.
@@ -170,23 +170,3 @@ type verifiedBody struct {
 }
 
 func (v *verifiedBody) Close() error { return v.body.Close() }
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
