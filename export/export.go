@@ -24,7 +24,7 @@ import (
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/internal/source"
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // Options configure Run. Zero values take the defaults documented per field.
@@ -141,7 +141,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if o.Client == nil || o.Keychain == nil {
 		return nil, errors.New("export: Client and Keychain are required")
 	}
-	cfg, err := manifest.Load(o.Files...)
+	cfg, err := mapping.Load(o.Files...)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +158,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 			o.Client.Configure(source.Host(t), registry.HostConfig{SkipTLSVerify: true})
 		}
 	}
-	rn := &runner{Options: &o, tasks: map[string]*manifest.Task{}, pull: &source.Puller{Client: o.Client, Keychain: o.Keychain,
+	rn := &runner{Options: &o, tasks: map[string]*mapping.Task{}, pull: &source.Puller{Client: o.Client, Keychain: o.Keychain,
 		Username: o.Username, Password: o.Password, Mirrors: o.Mirrors, Jobs: o.Jobs}}
 	if o.CacheDir != "" {
 		if rn.cache, err = OpenCache(o.CacheDir); err != nil {
@@ -190,8 +190,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return sum, err
 	}
 
-	res, err := manifest.Resolve(ctx, tasks, manifest.Options{
-		Remote: func(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
+	res, err := mapping.Resolve(ctx, tasks, mapping.Options{
+		Remote: func(ctx context.Context, repo name.Repository, t *mapping.Task) ([]remote.Option, error) {
 			return rn.pull.RemoteOptions(ctx, repo, t)
 		},
 		NameOptions:   o.Client.NameOptions,
@@ -288,7 +288,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 // buildPlan merges resolved images into bundle images (one per target and
 // digest, with all its tags), fetches configs (small; they name the
 // platform) and lists every blob once with a way to fetch it.
-func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundle.Plan, error) {
+func buildPlan(ctx context.Context, images []*mapping.Image, o *runner) (*bundle.Plan, error) {
 	plan := &bundle.Plan{}
 	type key struct{ target, digest string }
 	byKey := map[key]int{}
@@ -303,7 +303,7 @@ func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundl
 	var configOf []struct {
 		img  int
 		desc v1.Descriptor
-		from *manifest.Image
+		from *mapping.Image
 	}
 	for _, im := range images {
 		k := key{im.Target, im.Root.Digest.String()}
@@ -332,7 +332,7 @@ func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundl
 			pi.UpstreamDigest = im.UpstreamDigest.String()
 		}
 		origin := im.Repository.RegistryStr()
-		for _, m := range append([]manifest.Manifest{im.Root}, im.Children...) {
+		for _, m := range append([]mapping.Manifest{im.Root}, im.Children...) {
 			addBlob(bundle.PlannedBlob{Digest: m.Digest, Size: int64(len(m.Data)), MediaType: m.MediaType, Kind: bundle.KindManifest, Data: m.Data, Origin: origin})
 			pi.Blobs = append(pi.Blobs, m.Digest)
 			refs, err := oci.Refs(m.MediaType, m.Data)
@@ -344,7 +344,7 @@ func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundl
 				configOf = append(configOf, struct {
 					img  int
 					desc v1.Descriptor
-					from *manifest.Image
+					from *mapping.Image
 				}{len(plan.Images), refs[0], im})
 			}
 		}
@@ -408,7 +408,7 @@ func buildPlan(ctx context.Context, images []*manifest.Image, o *runner) (*bundl
 
 const maxConfigSize = 8 << 20
 
-func fetchSmall(ctx context.Context, o *runner, im *manifest.Image, d v1.Descriptor) ([]byte, error) {
+func fetchSmall(ctx context.Context, o *runner, im *mapping.Image, d v1.Descriptor) ([]byte, error) {
 	if d.Size > maxConfigSize {
 		return nil, fmt.Errorf("config %s is %d bytes, more than %d", d.Digest, d.Size, maxConfigSize)
 	}
@@ -436,7 +436,7 @@ func fetchSmall(ctx context.Context, o *runner, im *manifest.Image, d v1.Descrip
 // opener fetches a blob from the image's repository with one plain GET
 // through the repository's authenticated transport. The bundle writer
 // checks size and digest as the bytes stream, so they are hashed once.
-func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
+func opener(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Opener {
 	return func(ctx context.Context) (io.ReadCloser, error) {
 		if f, ok := o.cache.Open(d.Digest, d.Size); ok {
 			o.fromCache.Add(d.Size)
@@ -453,7 +453,7 @@ func opener(o *runner, im *manifest.Image, d v1.Descriptor) bundle.Opener {
 // runner is one export run: the options and the tasks by name.
 type runner struct {
 	*Options
-	tasks map[string]*manifest.Task
+	tasks map[string]*mapping.Task
 	pull  *source.Puller // source credentials and transports
 
 	cache      *Cache
@@ -578,8 +578,8 @@ func (c *countingBody) Read(p []byte) (int, error) {
 
 func (c *countingBody) Close() error { return c.rc.Close() }
 
-// manifestCache adapts a possibly nil *Cache to manifest.ManifestCache.
-func manifestCache(c *Cache) manifest.ManifestCache {
+// manifestCache adapts a possibly nil *Cache to mapping.ManifestCache.
+func manifestCache(c *Cache) mapping.ManifestCache {
 	if c == nil {
 		return nil
 	}

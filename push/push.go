@@ -19,7 +19,7 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // DefaultJobs is the number of parallel requests when Options.Jobs is 0.
@@ -346,18 +346,18 @@ func credentials(o *Options, host string) (authn.Authenticator, []string, error)
 		return authn.FromConfig(authn.AuthConfig{Username: o.Username, Password: o.Password}), nil, nil
 	}
 	if len(o.Files) > 0 {
-		cfg, err := manifest.Load(o.Files...)
+		cfg, err := mapping.Load(o.Files...)
 		if err != nil {
 			return nil, nil, err
 		}
 		warnings = append(warnings, cfg.Warnings()...)
-		want := manifest.CanonicalRegistry(host)
-		var chosen *manifest.Auth
+		want := mapping.CanonicalRegistry(host)
+		var chosen *mapping.Auth
 		for _, t := range cfg.Tasks {
 			if t.Target.Auth == nil {
 				continue
 			}
-			th, _, _ := strings.Cut(manifest.CanonicalRegistry(t.Target.Registry), "/")
+			th, _, _ := strings.Cut(mapping.CanonicalRegistry(t.Target.Registry), "/")
 			if t.Target.Registry != "" && !t.Target.HasPlaceholder("registry") && th != want {
 				continue
 			}

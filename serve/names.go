@@ -6,7 +6,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // SourceRepo splits an image's source reference (as ferry.json records it,
@@ -28,8 +28,8 @@ func SourceRepo(source string) (host, repo string, err error) {
 	if rest == "" {
 		return "", "", fmt.Errorf("source %q has no repository", source)
 	}
-	host = manifest.CanonicalRegistry(h)
-	if host == manifest.DockerHub && !strings.Contains(rest, "/") {
+	host = mapping.CanonicalRegistry(h)
+	if host == mapping.DockerHub && !strings.Contains(rest, "/") {
 		rest = "library/" + rest
 	}
 	return host, rest, nil

@@ -16,7 +16,7 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/filter"
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -64,7 +64,7 @@ func exitCode(err error) int {
 	var ue usageError
 	switch {
 	case errors.As(err, &ue),
-		errors.Is(err, manifest.ErrInvalid),
+		errors.Is(err, mapping.ErrInvalid),
 		errors.Is(err, filter.ErrSyntax),
 		errors.Is(err, registry.ErrConfig):
 		return exitBadUsge

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // env is what commands may touch of the outside world.
@@ -149,7 +149,7 @@ func parseMirrors(list []string) (map[string]string, error) {
 		if !ok || src == "" || dst == "" {
 			return nil, usagef("--mirror %q: want SOURCE=MIRROR", m)
 		}
-		mirrors[manifest.CanonicalRegistry(src)] = dst
+		mirrors[mapping.CanonicalRegistry(src)] = dst
 	}
 	return mirrors, nil
 }

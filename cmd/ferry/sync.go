@@ -16,7 +16,7 @@ import (
 
 	"github.com/ferry-airgap/ferry/internal/units"
 	"github.com/ferry-airgap/ferry/push"
-	fsync "github.com/ferry-airgap/ferry/sync"
+	"github.com/ferry-airgap/ferry/replicate"
 )
 
 type syncFlags struct {
@@ -92,7 +92,7 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 	if err != nil {
 		return err
 	}
-	metrics := fsync.NewMetrics()
+	metrics := replicate.NewMetrics()
 	if f.metricsAddr != "" {
 		stop, err := serveMetrics(ctx, e, f.metricsAddr, metrics)
 		if err != nil {
@@ -122,18 +122,18 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 			}
 		}
 	}()
-	o := fsync.Options{
+	o := replicate.Options{
 		Files: f.files, Tasks: f.tasks, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
 		Platforms: platforms, Mirrors: mirrors,
 		Username: f.username, Password: pw,
 		Client: client, Keychain: kc, Logger: e.logger(), Abort: abort,
-		OnRound: func(r fsync.Round) {
+		OnRound: func(r replicate.Round) {
 			metrics.Observe(r)
 			printRound(e, r, f.json)
 		},
 	}
 	if !f.watch {
-		_, err := fsync.Run(ctx, o)
+		_, err := replicate.Run(ctx, o)
 		return err
 	}
 	hup := make(chan os.Signal, 1)
@@ -153,7 +153,7 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 			}
 		}
 	}()
-	err = fsync.Watch(ctx, o, fsync.WatchOptions{Reload: reload})
+	err = replicate.Watch(ctx, o, replicate.WatchOptions{Reload: reload})
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		fmt.Fprintln(e.stderr, "ferry sync: stopped")
 		return nil // a signal is how a watch ends
@@ -163,7 +163,7 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 
 // printRound writes one line per round on stdout, and the failures on
 // stderr.
-func printRound(e *env, r fsync.Round, asJSON bool) {
+func printRound(e *env, r replicate.Round, asJSON bool) {
 	if asJSON {
 		b, err := json.Marshal(r)
 		if err == nil {
@@ -183,7 +183,7 @@ func printRound(e *env, r fsync.Round, asJSON bool) {
 	}
 }
 
-func roundLine(r fsync.Round) string {
+func roundLine(r replicate.Round) string {
 	target := r.Target
 	if target == "" {
 		target = "?"

@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // Puller reads source repositories on behalf of tasks. The zero value is
@@ -46,19 +46,19 @@ type cachedTransport struct {
 }
 
 // Host returns the canonical host of t's source registry.
-func Host(t *manifest.Task) string {
-	host, _, _ := strings.Cut(manifest.CanonicalRegistry(t.Source.Registry), "/")
+func Host(t *mapping.Task) string {
+	host, _, _ := strings.Cut(mapping.CanonicalRegistry(t.Source.Registry), "/")
 	return host
 }
 
 // Auth returns the credentials for reading host on behalf of t: the flags
 // or the task's own auth when host is its source registry, else the
 // keychain.
-func (p *Puller) Auth(host string, t *manifest.Task) (authn.Authenticator, error) {
-	if p.Username != "" && t != nil && manifest.CanonicalRegistry(host) == Host(t) {
+func (p *Puller) Auth(host string, t *mapping.Task) (authn.Authenticator, error) {
+	if p.Username != "" && t != nil && mapping.CanonicalRegistry(host) == Host(t) {
 		return authn.FromConfig(authn.AuthConfig{Username: p.Username, Password: p.Password}), nil
 	}
-	if t != nil && t.Source.Auth != nil && manifest.CanonicalRegistry(host) == Host(t) {
+	if t != nil && t.Source.Auth != nil && mapping.CanonicalRegistry(host) == Host(t) {
 		a := t.Source.Auth
 		if a.Anonymous {
 			return authn.Anonymous, nil
@@ -71,7 +71,7 @@ func (p *Puller) Auth(host string, t *manifest.Task) (authn.Authenticator, error
 // Transport returns an authenticated transport for reading repo, made
 // once per repository: the ping and token exchange happen once, not once
 // per request.
-func (p *Puller) Transport(ctx context.Context, repo name.Repository, t *manifest.Task) (http.RoundTripper, error) {
+func (p *Puller) Transport(ctx context.Context, repo name.Repository, t *mapping.Task) (http.RoundTripper, error) {
 	key := repo.Name()
 	p.mu.Lock()
 	if p.transports == nil {
@@ -100,7 +100,7 @@ func (p *Puller) Transport(ctx context.Context, repo name.Repository, t *manifes
 
 // RemoteOptions returns go-containerregistry options that read repo
 // through its authenticated transport.
-func (p *Puller) RemoteOptions(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
+func (p *Puller) RemoteOptions(ctx context.Context, repo name.Repository, t *mapping.Task) ([]remote.Option, error) {
 	rt, err := p.Transport(ctx, repo, t)
 	if err != nil {
 		return nil, err
@@ -118,7 +118,7 @@ func (p *Puller) RemoteOptions(ctx context.Context, repo name.Repository, t *man
 // Blob starts a plain GET of blob d from repo and returns the response
 // body, unchecked: the caller verifies size and digest as bytes stream.
 // what names the image in errors.
-func (p *Puller) Blob(ctx context.Context, repo name.Repository, t *manifest.Task, d v1.Hash, what string) (io.ReadCloser, error) {
+func (p *Puller) Blob(ctx context.Context, repo name.Repository, t *mapping.Task, d v1.Hash, what string) (io.ReadCloser, error) {
 	host := repo.RegistryStr()
 	rt, err := p.Transport(ctx, repo, t)
 	if err != nil {
@@ -142,7 +142,7 @@ func (p *Puller) Blob(ctx context.Context, repo name.Repository, t *manifest.Tas
 
 // CheckCredentials proves every set of source credentials before anything
 // moves, so that a wrong password fails at once, naming the registry.
-func (p *Puller) CheckCredentials(ctx context.Context, tasks []*manifest.Task) error {
+func (p *Puller) CheckCredentials(ctx context.Context, tasks []*mapping.Task) error {
 	type key struct{ host, user string }
 	checked := map[key]bool{}
 	for _, t := range tasks {

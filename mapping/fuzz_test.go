@@ -1,4 +1,4 @@
-package manifest_test
+package mapping_test
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // FuzzLoad checks that no input makes Parse panic or hang, that every error
@@ -22,9 +22,9 @@ func FuzzLoad(f *testing.F) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := manifest.Parse("fuzz.yaml", data)
+		cfg, err := mapping.Parse("fuzz.yaml", data)
 		if err != nil {
-			if !errors.Is(err, manifest.ErrInvalid) {
+			if !errors.Is(err, mapping.ErrInvalid) {
 				t.Fatalf("error does not wrap ErrInvalid: %v", err)
 			}
 			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {

@@ -1,4 +1,4 @@
-package sync
+package replicate
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/source"
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // registrySource is a push.Source over a resolution: manifests come from
@@ -31,7 +31,7 @@ type registrySource struct {
 	// the digest upstream serves.
 	upstream map[v1.Hash]v1.Hash
 	pull     *source.Puller
-	tasks    map[string]*manifest.Task
+	tasks    map[string]*mapping.Task
 
 	// stop, once closed, refuses new blob downloads (a gentle stop).
 	stop <-chan struct{}
@@ -48,7 +48,7 @@ type origin struct {
 // newRegistrySource groups resolved images as export does: one image per
 // target path and root digest, with all its tags (a digest pin without a
 // tag is tagged sha256-HEX), and builds each image's tree.
-func newRegistrySource(label string, images []*manifest.Image, pull *source.Puller, tasks map[string]*manifest.Task) (*registrySource, error) {
+func newRegistrySource(label string, images []*mapping.Image, pull *source.Puller, tasks map[string]*mapping.Task) (*registrySource, error) {
 	s := &registrySource{name: label, trees: map[v1.Hash]*bundle.Node{}, origin: map[v1.Hash]origin{},
 		upstream: map[v1.Hash]v1.Hash{}, pull: pull, tasks: tasks}
 	type key struct{ target, digest string }
@@ -94,8 +94,8 @@ func newRegistrySource(label string, images []*manifest.Image, pull *source.Pull
 
 // tree builds the bundle tree of a resolved image from the manifests the
 // resolution holds.
-func tree(im *manifest.Image) (*bundle.Node, error) {
-	docs := map[v1.Hash]manifest.Manifest{im.Root.Digest: im.Root}
+func tree(im *mapping.Image) (*bundle.Node, error) {
+	docs := map[v1.Hash]mapping.Manifest{im.Root.Digest: im.Root}
 	for _, c := range im.Children {
 		docs[c.Digest] = c
 	}

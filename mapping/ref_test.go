@@ -1,10 +1,10 @@
-package manifest_test
+package mapping_test
 
 import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 func TestDockerHubNormalization(t *testing.T) {
@@ -29,10 +29,10 @@ func TestDockerHubNormalization(t *testing.T) {
 		{"", "", false},
 	}
 	for _, tt := range tests {
-		if got := manifest.CanonicalRegistry(tt.host); got != tt.canonical {
+		if got := mapping.CanonicalRegistry(tt.host); got != tt.canonical {
 			t.Errorf("CanonicalRegistry(%q) = %q, want %q", tt.host, got, tt.canonical)
 		}
-		if got := manifest.IsDockerHub(tt.host); got != tt.hub {
+		if got := mapping.IsDockerHub(tt.host); got != tt.hub {
 			t.Errorf("IsDockerHub(%q) = %v, want %v", tt.host, got, tt.hub)
 		}
 	}
@@ -52,7 +52,7 @@ func TestSourceRepository(t *testing.T) {
 		{"10.0.0.1:5000", "x", "10.0.0.1:5000/x"},
 	}
 	for _, tt := range tests {
-		got, err := manifest.SourceRepository(tt.registry, tt.from)
+		got, err := mapping.SourceRepository(tt.registry, tt.from)
 		if err != nil || got != tt.want {
 			t.Errorf("SourceRepository(%q, %q) = %q, %v; want %q", tt.registry, tt.from, got, err, tt.want)
 		}
@@ -80,7 +80,7 @@ func TestSourceRepositoryRejects(t *testing.T) {
 		{"harbor.local/UPPER", "redis", "not a valid repository path"},
 	}
 	for _, tt := range tests {
-		got, err := manifest.SourceRepository(tt.registry, tt.from)
+		got, err := mapping.SourceRepository(tt.registry, tt.from)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("SourceRepository(%q, %q) = %q, %v; want error containing %q", tt.registry, tt.from, got, err, tt.want)
 		}

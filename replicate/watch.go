@@ -1,4 +1,4 @@
-package sync
+package replicate
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // Clock is the time source of Watch; tests pass a fake one.
@@ -52,7 +52,7 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 		return err
 	}
 	w := &watcher{
-		load: func() ([]*manifest.Task, error) {
+		load: func() ([]*mapping.Task, error) {
 			tasks, warnings, err := s.Load()
 			for _, w := range warnings {
 				s.o.Logger.Warn(w)
@@ -71,8 +71,8 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 }
 
 type watcher struct {
-	load    func() ([]*manifest.Task, error)
-	round   func(context.Context, *manifest.Task) Round
+	load    func() ([]*mapping.Task, error)
+	round   func(context.Context, *mapping.Task) Round
 	onRound func(Round)
 	files   []string
 	reload  <-chan struct{}
@@ -83,7 +83,7 @@ type watcher struct {
 
 // taskState is one task's schedule.
 type taskState struct {
-	task      *manifest.Task
+	task      *mapping.Task
 	next      time.Time // when the next round is due
 	lastStart time.Time
 	running   bool
@@ -135,7 +135,7 @@ func (w *watcher) run(ctx context.Context) error {
 	states := map[string]*taskState{}
 	var order []string
 	now := w.clock.Now()
-	apply := func(tasks []*manifest.Task) {
+	apply := func(tasks []*mapping.Task) {
 		keep := map[string]bool{}
 		order = order[:0]
 		for _, t := range tasks {
@@ -274,7 +274,7 @@ func (w *watcher) run(ctx context.Context) error {
 	}
 }
 
-func (w *watcher) reloadTasks(now *time.Time, apply func([]*manifest.Task)) {
+func (w *watcher) reloadTasks(now *time.Time, apply func([]*mapping.Task)) {
 	tasks, err := w.load()
 	if err != nil {
 		w.logger.Error("reloading the mapping files failed; keeping the tasks as they were", "error", err)
@@ -285,11 +285,11 @@ func (w *watcher) reloadTasks(now *time.Time, apply func([]*manifest.Task)) {
 }
 
 // sameTask compares two loads of a task, ignoring where it sits in its file.
-func sameTask(a, b *manifest.Task) bool {
+func sameTask(a, b *mapping.Task) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	norm := func(t *manifest.Task) manifest.Task {
+	norm := func(t *mapping.Task) mapping.Task {
 		c := *t
 		c.Line, c.Source.Line, c.Target.Line = 0, 0, 0
 		c.Mappings = nil

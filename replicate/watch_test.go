@@ -1,4 +1,4 @@
-package sync
+package replicate
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 // fakeClock moves only when told to.
@@ -87,14 +87,14 @@ func startWatch(t *testing.T, yaml string) *watchRig {
 	ctx, cancel := context.WithCancel(t.Context())
 	r.cancel = cancel
 	w := &watcher{
-		load: func() ([]*manifest.Task, error) {
-			cfg, err := manifest.Load(r.file)
+		load: func() ([]*mapping.Task, error) {
+			cfg, err := mapping.Load(r.file)
 			if err != nil {
 				return nil, err
 			}
 			return cfg.Tasks, nil
 		},
-		round: func(ctx context.Context, task *manifest.Task) Round {
+		round: func(ctx context.Context, task *mapping.Task) Round {
 			c := call{task: task.Name, at: r.clk.Now(), reply: make(chan error)}
 			r.calls <- c
 			var err error

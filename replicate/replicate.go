@@ -1,4 +1,4 @@
-// Package sync copies images from registry to registry, as dregsy does,
+// Package replicate copies images from registry to registry, as dregsy does,
 // with the same mapping files: each task's mappings are resolved exactly
 // as ferry export resolves them, and each selected image goes through the
 // pipeline of ferry import (blobs, then manifests, tags last; mount and
@@ -8,7 +8,7 @@
 //
 // Run does one round of each task; Watch runs each task at its interval,
 // reloading the mapping files when they change.
-package sync
+package replicate
 
 import (
 	"context"
@@ -31,7 +31,7 @@ import (
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/internal/source"
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 	"github.com/ferry-airgap/ferry/push"
 )
 
@@ -160,8 +160,8 @@ func New(o Options) (*Syncer, error) {
 }
 
 // Load reads the mapping files and selects the tasks to run.
-func (s *Syncer) Load() ([]*manifest.Task, []string, error) {
-	cfg, err := manifest.Load(s.o.Files...)
+func (s *Syncer) Load() ([]*mapping.Task, []string, error) {
+	cfg, err := mapping.Load(s.o.Files...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -212,7 +212,7 @@ func Run(ctx context.Context, o Options) ([]Round, error) {
 }
 
 // target returns where t's images go: --to, else the task's target.
-func (s *Syncer) target(t *manifest.Task) (push.Target, error) {
+func (s *Syncer) target(t *mapping.Task) (push.Target, error) {
 	to := s.o.To
 	if to == "" {
 		if t.Target.Registry == "" || t.Target.HasPlaceholder("registry") {
@@ -225,13 +225,13 @@ func (s *Syncer) target(t *manifest.Task) (push.Target, error) {
 
 // targetCredentials returns the task's target auth when it applies to
 // host (the task names no target, or names host), else nil.
-func targetCredentials(t *manifest.Task, host string) *manifest.Auth {
+func targetCredentials(t *mapping.Task, host string) *mapping.Auth {
 	a := t.Target.Auth
 	if a == nil {
 		return nil
 	}
-	th, _, _ := strings.Cut(manifest.CanonicalRegistry(t.Target.Registry), "/")
-	if t.Target.Registry != "" && !t.Target.HasPlaceholder("registry") && th != manifest.CanonicalRegistry(host) {
+	th, _, _ := strings.Cut(mapping.CanonicalRegistry(t.Target.Registry), "/")
+	if t.Target.Registry != "" && !t.Target.HasPlaceholder("registry") && th != mapping.CanonicalRegistry(host) {
 		return nil
 	}
 	return a
@@ -239,7 +239,7 @@ func targetCredentials(t *manifest.Task, host string) *manifest.Auth {
 
 // Round runs one round of task t: resolve with a HEAD at the source and a
 // HEAD at the target per tag, then copy what differs.
-func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
+func (s *Syncer) Round(ctx context.Context, t *mapping.Task) Round {
 	start := time.Now()
 	r := Round{Task: t.Name, Start: start, DryRun: s.o.DryRun, Images: []ImageResult{}}
 	defer func() {
@@ -266,7 +266,7 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 	}
 	pull := &source.Puller{Client: s.o.Client, Keychain: s.o.Keychain, Username: s.o.Username, Password: s.o.Password,
 		Mirrors: s.o.Mirrors, Jobs: s.o.Jobs}
-	if err := pull.CheckCredentials(ctx, []*manifest.Task{t}); err != nil {
+	if err := pull.CheckCredentials(ctx, []*mapping.Task{t}); err != nil {
 		r.Err = err
 		return r
 	}
@@ -286,8 +286,8 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 	}
 	look := &targetLook{s: s, tgt: tgt, auth: tauth, transports: map[string]*lazy{}}
 
-	res, err := manifest.Resolve(ctx, []*manifest.Task{t}, manifest.Options{
-		Remote: func(ctx context.Context, repo name.Repository, t *manifest.Task) ([]remote.Option, error) {
+	res, err := mapping.Resolve(ctx, []*mapping.Task{t}, mapping.Options{
+		Remote: func(ctx context.Context, repo name.Repository, t *mapping.Task) ([]remote.Option, error) {
 			return pull.RemoteOptions(ctx, repo, t)
 		},
 		NameOptions: s.o.Client.NameOptions,
@@ -325,7 +325,7 @@ func (s *Syncer) Round(ctx context.Context, t *manifest.Task) Round {
 	}
 
 	if len(res.Images) > 0 {
-		tasks := map[string]*manifest.Task{t.Name: t}
+		tasks := map[string]*mapping.Task{t.Name: t}
 		src, err := newRegistrySource("registry "+source.Host(t), res.Images, pull, tasks)
 		if err != nil {
 			r.Err = err
@@ -467,10 +467,10 @@ func (l *targetLook) transport(ctx context.Context, repo name.Repository) (http.
 	return c.rt, c.err
 }
 
-// skip is manifest.Options.Skip: true when the target's tag already points
+// skip is mapping.Options.Skip: true when the target's tag already points
 // at what the source serves (or, for a platform subset, at the index this
 // syncer made of it).
-func (l *targetLook) skip(ctx context.Context, c manifest.Candidate) (bool, error) {
+func (l *targetLook) skip(ctx context.Context, c mapping.Candidate) (bool, error) {
 	tag := c.Tag
 	if tag == "" {
 		tag = oci.DigestTag(c.Digest)

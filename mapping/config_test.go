@@ -1,4 +1,4 @@
-package manifest_test
+package mapping_test
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ferry-airgap/ferry/manifest"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 const (
@@ -41,20 +41,20 @@ func writeFile(t *testing.T, name, content string) string {
 func loadErr(t *testing.T, content string) string {
 	t.Helper()
 	path := writeFile(t, "m.yaml", content)
-	_, err := manifest.Load(path)
+	_, err := mapping.Load(path)
 	if err == nil {
 		t.Fatalf("Load succeeded, want error for:\n%s", content)
 	}
-	if !errors.Is(err, manifest.ErrInvalid) {
+	if !errors.Is(err, mapping.ErrInvalid) {
 		t.Fatalf("error %q does not wrap ErrInvalid", err)
 	}
 	return strings.ReplaceAll(err.Error(), filepath.Dir(path)+string(filepath.Separator), "")
 }
 
 // mustLoad parses content as file "m.yaml".
-func mustLoad(t *testing.T, content string) *manifest.Config {
+func mustLoad(t *testing.T, content string) *mapping.Config {
 	t.Helper()
-	cfg, err := manifest.Parse("m.yaml", []byte(content))
+	cfg, err := mapping.Parse("m.yaml", []byte(content))
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
@@ -71,7 +71,7 @@ tasks:
 `
 
 func TestLoadPublishedExamples(t *testing.T) {
-	cfg, err := manifest.Load(coreExample, pluginExample)
+	cfg, err := mapping.Load(coreExample, pluginExample)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -160,7 +160,7 @@ func TestExamplesUnchanged(t *testing.T) {
 func TestLoadMergesFilesInOrder(t *testing.T) {
 	a := writeFile(t, "a.yaml", minimal)
 	b := writeFile(t, "b.yaml", strings.ReplaceAll(minimal, "t1", "t2"))
-	cfg, err := manifest.Load(b, a)
+	cfg, err := mapping.Load(b, a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,8 +172,8 @@ func TestLoadMergesFilesInOrder(t *testing.T) {
 func TestLoadDuplicateTaskAcrossFiles(t *testing.T) {
 	a := writeFile(t, "a.yaml", minimal)
 	b := writeFile(t, "b.yaml", "# other\n"+minimal)
-	_, err := manifest.Load(a, b)
-	if err == nil || !errors.Is(err, manifest.ErrInvalid) {
+	_, err := mapping.Load(a, b)
+	if err == nil || !errors.Is(err, mapping.ErrInvalid) {
 		t.Fatalf("err = %v, want ErrInvalid", err)
 	}
 	want := fmt.Sprintf(`%s:4: task "t1" is already defined at %s:3`, b, a)
@@ -192,7 +192,7 @@ func TestLoadDuplicateTaskInOneFile(t *testing.T) {
 }
 
 func TestSelect(t *testing.T) {
-	cfg, err := manifest.Load(coreExample, pluginExample)
+	cfg, err := mapping.Load(coreExample, pluginExample)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestSelect(t *testing.T) {
 		t.Errorf("Select = %v, want doc and plugin in file order", got)
 	}
 	_, err = cfg.Select([]string{"sync_spaceone_core", "nope"})
-	if !errors.Is(err, manifest.ErrInvalid) {
+	if !errors.Is(err, mapping.ErrInvalid) {
 		t.Fatalf("err = %v, want ErrInvalid", err)
 	}
 	want := `unknown task "nope"; the mapping files define: sync_spaceone_doc, sync_spaceone_core, sync_spaceone_plugin`
@@ -331,14 +331,14 @@ func TestBadYAML(t *testing.T) {
 
 func TestLoadFileErrors(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope.yaml")
-	_, err := manifest.Load(missing)
-	if !errors.Is(err, manifest.ErrInvalid) || !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), missing+": reading mapping file") {
+	_, err := mapping.Load(missing)
+	if !errors.Is(err, mapping.ErrInvalid) || !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), missing+": reading mapping file") {
 		t.Errorf("missing file: err = %v", err)
 	}
 	if got := loadErr(t, "relay: skopeo\n"); !strings.HasSuffix(got, "m.yaml: no tasks defined (expected a tasks: list)") {
 		t.Errorf("no tasks: err = %q", got)
 	}
-	if _, err := manifest.Load(); !errors.Is(err, manifest.ErrInvalid) {
+	if _, err := mapping.Load(); !errors.Is(err, mapping.ErrInvalid) {
 		t.Errorf("no files: err = %v", err)
 	}
 }
@@ -492,12 +492,12 @@ func TestAliasBombStops(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := manifest.Parse("bomb.yaml", []byte(sb.String()))
+		_, err := mapping.Parse("bomb.yaml", []byte(sb.String()))
 		done <- err
 	}()
 	select {
 	case err := <-done:
-		if !errors.Is(err, manifest.ErrInvalid) {
+		if !errors.Is(err, mapping.ErrInvalid) {
 			t.Errorf("err = %v, want ErrInvalid", err)
 		}
 	case <-time.After(20 * time.Second):
@@ -514,15 +514,15 @@ func authFile(auth string) string {
 func TestAuthForms(t *testing.T) {
 	tests := []struct {
 		name, auth string
-		want       manifest.Auth
+		want       mapping.Auth
 	}{
-		{"dregsy JSON, echo's newline", b64(`{"username": "alex", "password": "s3cret"}` + "\n"), manifest.Auth{Username: "alex", Password: "s3cret"}},
-		{"README example", "eyJ1c2VybmFtZSI6ICJhbGV4IiwgInBhc3N3b3JkIjogInNlY3JldCJ9Cg==", manifest.Auth{Username: "alex", Password: "secret"}},
-		{"robot account", b64(`{"username":"robot$proj+ci","password":"tok:en"}`), manifest.Auth{Username: "robot$proj+ci", Password: "tok:en"}},
-		{"user:password", b64("robot$proj+ci:pa:ss"), manifest.Auth{Username: "robot$proj+ci", Password: "pa:ss"}},
-		{"user:password newline", b64("alex:pw\n"), manifest.Auth{Username: "alex", Password: "pw"}},
-		{"unpadded", strings.TrimRight(b64("alex:pw1"), "="), manifest.Auth{Username: "alex", Password: "pw1"}},
-		{"none", "none", manifest.Auth{Anonymous: true}},
+		{"dregsy JSON, echo's newline", b64(`{"username": "alex", "password": "s3cret"}` + "\n"), mapping.Auth{Username: "alex", Password: "s3cret"}},
+		{"README example", "eyJ1c2VybmFtZSI6ICJhbGV4IiwgInBhc3N3b3JkIjogInNlY3JldCJ9Cg==", mapping.Auth{Username: "alex", Password: "secret"}},
+		{"robot account", b64(`{"username":"robot$proj+ci","password":"tok:en"}`), mapping.Auth{Username: "robot$proj+ci", Password: "tok:en"}},
+		{"user:password", b64("robot$proj+ci:pa:ss"), mapping.Auth{Username: "robot$proj+ci", Password: "pa:ss"}},
+		{"user:password newline", b64("alex:pw\n"), mapping.Auth{Username: "alex", Password: "pw"}},
+		{"unpadded", strings.TrimRight(b64("alex:pw1"), "="), mapping.Auth{Username: "alex", Password: "pw1"}},
+		{"none", "none", mapping.Auth{Anonymous: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -569,8 +569,8 @@ func TestAuthErrorsDoNotLeak(t *testing.T) {
 }
 
 func TestAuthNeverPrintsPassword(t *testing.T) {
-	a := manifest.Auth{Username: "robot$proj+ci", Password: secret}
-	ep := manifest.Endpoint{Registry: "harbor.local", Auth: &a}
+	a := mapping.Auth{Username: "robot$proj+ci", Password: secret}
+	ep := mapping.Endpoint{Registry: "harbor.local", Auth: &a}
 	var outputs []string
 	for _, format := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%d", "%10.3v"} {
 		outputs = append(outputs, fmt.Sprintf(format, a), fmt.Sprintf(format, &a))
@@ -595,13 +595,13 @@ func TestAuthNeverPrintsPassword(t *testing.T) {
 	if s := a.String(); s != `user "robot$proj+ci", password REDACTED` {
 		t.Errorf("String() = %q", s)
 	}
-	if s := fmt.Sprintf("%#v", a); s != `manifest.Auth{Username:"robot$proj+ci", Password:"REDACTED", Anonymous:false}` {
+	if s := fmt.Sprintf("%#v", a); s != `mapping.Auth{Username:"robot$proj+ci", Password:"REDACTED", Anonymous:false}` {
 		t.Errorf("%%#v = %q", s)
 	}
 	if !strings.Contains(string(j), `"username":"robot$proj+ci"`) || !strings.Contains(string(j), `"password":"REDACTED"`) {
 		t.Errorf("JSON = %s", j)
 	}
-	if got := fmt.Sprint(manifest.Auth{Anonymous: true}); got != "anonymous" {
+	if got := fmt.Sprint(mapping.Auth{Anonymous: true}); got != "anonymous" {
 		t.Errorf("anonymous prints %q", got)
 	}
 }
@@ -631,10 +631,10 @@ tasks:
 		t.Errorf("HasPlaceholder wrong for %q", src.Placeholders)
 	}
 	err := cfg.Tasks[0].CheckSource()
-	if !errors.Is(err, manifest.ErrInvalid) || !strings.HasSuffix(err.Error(), `m.yaml:4: task "needs-source": source registry is a placeholder; fill in the registry address`) {
+	if !errors.Is(err, mapping.ErrInvalid) || !strings.HasSuffix(err.Error(), `m.yaml:4: task "needs-source": source registry is a placeholder; fill in the registry address`) {
 		t.Errorf("CheckSource = %v", err)
 	}
-	if _, err := cfg.Tasks[0].SourceRepository(cfg.Tasks[0].Mappings[0]); !errors.Is(err, manifest.ErrInvalid) {
+	if _, err := cfg.Tasks[0].SourceRepository(cfg.Tasks[0].Mappings[0]); !errors.Is(err, mapping.ErrInvalid) {
 		t.Errorf("SourceRepository on a placeholder source: err = %v", err)
 	}
 	if err := cfg.Tasks[1].CheckSource(); err != nil {

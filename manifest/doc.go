@@ -1,2 +1,0 @@
-// Package manifest is part of ferry.
-package manifest

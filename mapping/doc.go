@@ -1,0 +1,2 @@
+// Package mapping is part of ferry.
+package mapping
