@@ -150,7 +150,7 @@ func (a Auth) GoString() string {
 	if a.Password != "" {
 		pw = redacted
 	}
-	return fmt.Sprintf("manifest.Auth{Username:%q, Password:%q, Anonymous:%t}", a.Username, pw, a.Anonymous)
+	return fmt.Sprintf("mapping.Auth{Username:%q, Password:%q, Anonymous:%t}", a.Username, pw, a.Anonymous)
 }
 
 // Format makes every fmt verb (%v, %+v, %#v, %s, %q, %x, %d, ...) print the
