@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferry-airgap/ferry/internal/atomicfile"
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // BlobKind orders blobs inside the bundle: manifests, then configs, then layers.
@@ -388,7 +389,7 @@ func validatePlan(plan *Plan) error {
 	have := make(map[v1.Hash]*PlannedBlob, len(plan.Blobs))
 	for i := range plan.Blobs {
 		b := &plan.Blobs[i]
-		if b.Digest.Algorithm != "sha256" || !isLowerHex(b.Digest.Hex, 64) {
+		if b.Digest.Algorithm != "sha256" || !names.IsSHA256Hex(b.Digest.Hex) {
 			return fmt.Errorf("blob %q: only sha256 digests can be stored", b.Digest)
 		}
 		if b.Size < 0 {
