@@ -294,9 +294,17 @@ func buildPlan(ctx context.Context, images []*mapping.Image, o *runner) (*bundle
 	byKey := map[key]int{}
 	blobIdx := map[v1.Hash]int{}
 	addBlob := func(b bundle.PlannedBlob) {
-		if _, ok := blobIdx[b.Digest]; !ok {
+		i, ok := blobIdx[b.Digest]
+		if !ok {
 			blobIdx[b.Digest] = len(plan.Blobs)
 			plan.Blobs = append(plan.Blobs, b)
+			return
+		}
+		// A layer shared by a Docker-typed and an OCI-typed image: record
+		// one media type whatever order the images came in, so that equal
+		// selections give equal bundles.
+		if b.MediaType < plan.Blobs[i].MediaType {
+			plan.Blobs[i].MediaType = b.MediaType
 		}
 	}
 	configs := map[v1.Hash]bool{}
