@@ -11,9 +11,9 @@ package bundle
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/ferry-airgap/ferry/internal/names"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -123,30 +123,14 @@ type Blob struct {
 // lower-case hex digits. Anything else (another algorithm, upper case, a
 // path-like string) is refused, so a digest can safely become an entry name.
 func ParseDigest(s string) (v1.Hash, error) {
-	algo, hexpart, ok := strings.Cut(s, ":")
-	if !ok {
-		return v1.Hash{}, fmt.Errorf("%w: malformed digest %q", ErrCorrupt, clip(s))
+	hex, err := names.ParseSHA256(s)
+	switch {
+	case errors.Is(err, names.ErrAlgorithm):
+		return v1.Hash{}, fmt.Errorf("%w: %w", ErrUnsupported, err)
+	case err != nil:
+		return v1.Hash{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	if algo != "sha256" {
-		return v1.Hash{}, fmt.Errorf("%w: digest algorithm %q in %q", ErrUnsupported, clip(algo), clip(s))
-	}
-	if !isLowerHex(hexpart, 64) {
-		return v1.Hash{}, fmt.Errorf("%w: malformed sha256 digest %q", ErrCorrupt, clip(s))
-	}
-	return v1.Hash{Algorithm: "sha256", Hex: hexpart}, nil
-}
-
-func isLowerHex(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
+	return v1.Hash{Algorithm: "sha256", Hex: hex}, nil
 }
 
 // BlobName is the tar entry name of a blob.

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // FuzzOpen feeds arbitrary bytes to the tar reader: it must never panic,
@@ -73,7 +75,7 @@ func FuzzParseIndex(f *testing.F) {
 			return
 		}
 		for _, d := range idx.Manifests {
-			if d.Digest.Algorithm != "sha256" || !isLowerHex(d.Digest.Hex, 64) || d.Size < 0 {
+			if d.Digest.Algorithm != "sha256" || !names.IsSHA256Hex(d.Digest.Hex) || d.Size < 0 {
 				t.Fatalf("accepted descriptor %+v", d)
 			}
 		}

@@ -11,12 +11,13 @@ import (
 	"hash"
 	"io"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // span is where an entry's content lies in the file.
@@ -433,7 +434,7 @@ func ParseIndex(data []byte) (*v1.IndexManifest, error) {
 		return nil, fmt.Errorf("%w: %s is not valid: %v", ErrCorrupt, IndexFile, err)
 	}
 	for _, d := range idx.Manifests {
-		if d.Digest.Algorithm != "sha256" || !isLowerHex(d.Digest.Hex, 64) {
+		if d.Digest.Algorithm != "sha256" || !names.IsSHA256Hex(d.Digest.Hex) {
 			return nil, fmt.Errorf("%w: %s references digest %q", ErrUnsupported, IndexFile, clip(d.Digest.String()))
 		}
 		if d.Size < 0 {
@@ -492,15 +493,10 @@ func ParseRecord(data []byte) (*Record, error) {
 }
 
 // validTarget checks a repository path against the OCI distribution grammar.
-func validTarget(s string) bool { return s != "" && len(s) <= 255 && repoPathRE.MatchString(s) }
+func validTarget(s string) bool { return names.ValidRepository(s) }
 
 // validTag checks a tag against the OCI distribution grammar.
-func validTag(s string) bool { return tagRE.MatchString(s) }
-
-var (
-	repoPathRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE      = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
+func validTag(s string) bool { return names.ValidTag(s) }
 
 // Path is the bundle's file name.
 func (r *Reader) Path() string { return r.path }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ferry-airgap/ferry/internal/names"
 	"github.com/ferry-airgap/ferry/internal/oci"
 )
 
@@ -48,7 +49,7 @@ func (r *Reader) Tree(h v1.Hash) (*Node, error) {
 
 func (r *Reader) tree(d v1.Descriptor, depth int) (*Node, error) {
 	n := &Node{Digest: d.Digest, MediaType: d.MediaType, Size: d.Size, Platform: d.Platform}
-	if d.Digest.Algorithm != "sha256" || !isLowerHex(d.Digest.Hex, 64) {
+	if d.Digest.Algorithm != "sha256" || !names.IsSHA256Hex(d.Digest.Hex) {
 		return nil, fmt.Errorf("%w: reference to digest %q", ErrUnsupported, clip(d.Digest.String()))
 	}
 	size, ok := r.BlobSize(d.Digest)

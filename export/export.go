@@ -289,92 +289,125 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 // digest, with all its tags), fetches configs (small; they name the
 // platform) and lists every blob once with a way to fetch it.
 func buildPlan(ctx context.Context, images []*mapping.Image, o *runner) (*bundle.Plan, error) {
-	plan := &bundle.Plan{}
-	type key struct{ target, digest string }
-	byKey := map[key]int{}
-	blobIdx := map[v1.Hash]int{}
-	addBlob := func(b bundle.PlannedBlob) {
-		if _, ok := blobIdx[b.Digest]; !ok {
-			blobIdx[b.Digest] = len(plan.Blobs)
-			plan.Blobs = append(plan.Blobs, b)
-		}
-	}
-	configs := map[v1.Hash]bool{}
-	var configOf []struct {
-		img  int
-		desc v1.Descriptor
-		from *mapping.Image
-	}
+	pb := &planBuilder{plan: &bundle.Plan{}, byKey: map[imageKey]int{}, blobIdx: map[v1.Hash]int{}, configs: map[v1.Hash]bool{}}
 	for _, im := range images {
-		k := key{im.Target, im.Root.Digest.String()}
-		if im.Root.FromCache {
-			o.unchanged.Store(im.Root.Digest.String(), true)
+		pb.addImage(im, o)
+	}
+	if o.DryRun {
+		pb.planConfigs()
+	} else if err := pb.fetchConfigs(ctx, o); err != nil {
+		return nil, err
+	}
+	for i := range pb.plan.Images {
+		sort.Strings(pb.plan.Images[i].Tags)
+	}
+	return pb.plan, nil
+}
+
+// planBuilder accumulates a bundle plan: each image once per target and
+// digest, each blob once.
+type planBuilder struct {
+	plan     *bundle.Plan
+	byKey    map[imageKey]int // → index in plan.Images
+	blobIdx  map[v1.Hash]int  // → index in plan.Blobs
+	configs  map[v1.Hash]bool // configs already planned for fetching
+	configOf []pendingConfig
+}
+
+type imageKey struct{ target, digest string }
+
+// pendingConfig is a config to fetch for plan.Images[img].
+type pendingConfig struct {
+	img  int
+	desc v1.Descriptor
+	from *mapping.Image
+}
+
+// addBlob plans b once. A layer shared by a Docker-typed and an OCI-typed
+// image records one media type whatever order the images came in, so that
+// equal selections give equal bundles.
+func (pb *planBuilder) addBlob(b bundle.PlannedBlob) {
+	i, ok := pb.blobIdx[b.Digest]
+	if !ok {
+		pb.blobIdx[b.Digest] = len(pb.plan.Blobs)
+		pb.plan.Blobs = append(pb.plan.Blobs, b)
+		return
+	}
+	if b.MediaType < pb.plan.Blobs[i].MediaType {
+		pb.plan.Blobs[i].MediaType = b.MediaType
+	}
+}
+
+// addImage merges im into the plan: a new tag of an image already planned
+// at the same target, or a new image with its manifests and layers (configs
+// are noted for fetching).
+func (pb *planBuilder) addImage(im *mapping.Image, o *runner) {
+	k := imageKey{im.Target, im.Root.Digest.String()}
+	if im.Root.FromCache {
+		o.unchanged.Store(im.Root.Digest.String(), true)
+	}
+	if i, ok := pb.byKey[k]; ok {
+		if im.Tag != "" && !slices.Contains(pb.plan.Images[i].Tags, im.Tag) {
+			pb.plan.Images[i].Tags = append(pb.plan.Images[i].Tags, im.Tag)
 		}
-		if i, ok := byKey[k]; ok {
-			if im.Tag != "" && !slices.Contains(plan.Images[i].Tags, im.Tag) {
-				plan.Images[i].Tags = append(plan.Images[i].Tags, im.Tag)
-			}
+		return
+	}
+	// A digest pin without a tag still needs a name in index.json and a tag
+	// to push under; use the digest's hex, as crane does.
+	tags := []string{oci.DigestTag(im.Root.Digest)}
+	if im.Tag != "" {
+		tags = []string{im.Tag}
+	}
+	pi := bundle.PlannedImage{Image: bundle.Image{
+		Source: im.Source, Target: im.Target, Tags: tags, Digest: im.Root.Digest.String(),
+		MediaType: string(im.Root.MediaType), Platforms: im.Platforms, Task: im.Task,
+	}}
+	if im.UpstreamDigest.Hex != "" {
+		pi.UpstreamDigest = im.UpstreamDigest.String()
+	}
+	origin := im.Repository.RegistryStr()
+	for _, m := range append([]mapping.Manifest{im.Root}, im.Children...) {
+		pb.addBlob(bundle.PlannedBlob{Digest: m.Digest, Size: int64(len(m.Data)), MediaType: m.MediaType, Kind: bundle.KindManifest, Data: m.Data, Origin: origin})
+		pi.Blobs = append(pi.Blobs, m.Digest)
+		refs, err := oci.Refs(m.MediaType, m.Data)
+		if err != nil || oci.KindOf(m.MediaType) != oci.KindManifest || len(refs) == 0 {
 			continue
 		}
-		tags := []string{}
-		if im.Tag != "" {
-			tags = append(tags, im.Tag)
-		} else {
-			// A digest pin without a tag still needs a name in index.json
-			// and a tag to push under; use the digest's hex, as crane does.
-			tags = append(tags, oci.DigestTag(im.Root.Digest))
+		if !pb.configs[refs[0].Digest] {
+			pb.configs[refs[0].Digest] = true
+			pb.configOf = append(pb.configOf, pendingConfig{len(pb.plan.Images), refs[0], im})
 		}
-		pi := bundle.PlannedImage{Image: bundle.Image{
-			Source: im.Source, Target: im.Target, Tags: tags, Digest: im.Root.Digest.String(),
-			MediaType: string(im.Root.MediaType), Platforms: im.Platforms, Task: im.Task,
-		}}
-		if im.UpstreamDigest.Hex != "" {
-			pi.UpstreamDigest = im.UpstreamDigest.String()
-		}
-		origin := im.Repository.RegistryStr()
-		for _, m := range append([]mapping.Manifest{im.Root}, im.Children...) {
-			addBlob(bundle.PlannedBlob{Digest: m.Digest, Size: int64(len(m.Data)), MediaType: m.MediaType, Kind: bundle.KindManifest, Data: m.Data, Origin: origin})
-			pi.Blobs = append(pi.Blobs, m.Digest)
-			refs, err := oci.Refs(m.MediaType, m.Data)
-			if err != nil || oci.KindOf(m.MediaType) != oci.KindManifest || len(refs) == 0 {
-				continue
-			}
-			if !configs[refs[0].Digest] {
-				configs[refs[0].Digest] = true
-				configOf = append(configOf, struct {
-					img  int
-					desc v1.Descriptor
-					from *mapping.Image
-				}{len(plan.Images), refs[0], im})
-			}
-		}
-		for _, d := range im.Blobs {
-			pi.Blobs = append(pi.Blobs, d.Digest)
-			if configs[d.Digest] {
-				continue
-			}
-			addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Open: opener(o, im, d)})
-		}
-		byKey[k] = len(plan.Images)
-		plan.Images = append(plan.Images, pi)
 	}
+	for _, d := range im.Blobs {
+		pi.Blobs = append(pi.Blobs, d.Digest)
+		if pb.configs[d.Digest] {
+			continue
+		}
+		pb.addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Open: opener(o, im, d)})
+	}
+	pb.byKey[k] = len(pb.plan.Images)
+	pb.plan.Images = append(pb.plan.Images, pi)
+}
 
-	// Configs are small: fetch them now (in parallel, verified) so they are
-	// written with the manifests and tell single-platform images' platform.
-	// A dry run transfers no blob: configs stay planned, not fetched.
-	if o.DryRun {
-		for _, c := range configOf {
-			if _, ok := blobIdx[c.desc.Digest]; !ok {
-				blobIdx[c.desc.Digest] = len(plan.Blobs)
-				plan.Blobs = append(plan.Blobs, bundle.PlannedBlob{Digest: c.desc.Digest, Size: c.desc.Size, MediaType: c.desc.MediaType, Kind: bundle.KindConfig})
-			}
+// planConfigs lists the configs without fetching them (a dry run transfers
+// no blob).
+func (pb *planBuilder) planConfigs() {
+	for _, c := range pb.configOf {
+		if _, ok := pb.blobIdx[c.desc.Digest]; !ok {
+			pb.blobIdx[c.desc.Digest] = len(pb.plan.Blobs)
+			pb.plan.Blobs = append(pb.plan.Blobs, bundle.PlannedBlob{Digest: c.desc.Digest, Size: c.desc.Size, MediaType: c.desc.MediaType, Kind: bundle.KindConfig})
 		}
-		configOf = nil
 	}
+}
+
+// fetchConfigs fetches the configs now (small; in parallel, verified) so
+// they are written with the manifests and tell single-platform images'
+// platform.
+func (pb *planBuilder) fetchConfigs(ctx context.Context, o *runner) error {
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Jobs)
-	for _, c := range configOf {
+	for _, c := range pb.configOf {
 		g.Go(func() error {
 			data, err := fetchSmall(gctx, o, c.from, c.desc)
 			if err != nil {
@@ -383,13 +416,13 @@ func buildPlan(ctx context.Context, images []*mapping.Image, o *runner) (*bundle
 			mu.Lock()
 			defer mu.Unlock()
 			b := bundle.PlannedBlob{Digest: c.desc.Digest, Size: c.desc.Size, MediaType: c.desc.MediaType, Kind: bundle.KindConfig, Data: data, Origin: c.from.Repository.RegistryStr()}
-			if i, ok := blobIdx[b.Digest]; ok {
-				plan.Blobs[i] = b
+			if i, ok := pb.blobIdx[b.Digest]; ok {
+				pb.plan.Blobs[i] = b
 			} else {
-				blobIdx[b.Digest] = len(plan.Blobs)
-				plan.Blobs = append(plan.Blobs, b)
+				pb.blobIdx[b.Digest] = len(pb.plan.Blobs)
+				pb.plan.Blobs = append(pb.plan.Blobs, b)
 			}
-			if pi := &plan.Images[c.img]; len(pi.Platforms) == 0 {
+			if pi := &pb.plan.Images[c.img]; len(pi.Platforms) == 0 {
 				if p := configPlatform(data); p != "" {
 					pi.Platforms = []string{p}
 				}
@@ -397,13 +430,7 @@ func buildPlan(ctx context.Context, images []*mapping.Image, o *runner) (*bundle
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	for i := range plan.Images {
-		sort.Strings(plan.Images[i].Tags)
-	}
-	return plan, nil
+	return g.Wait()
 }
 
 const maxConfigSize = 8 << 20

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
+
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // ErrSyntax is wrapped by every error [Parse] returns. The message names the
@@ -28,13 +30,6 @@ const (
 const acceptedForms = "accepted forms: a tag (latest, 1.2.3), " +
 	"[tag@]sha256:<64 lowercase hex>, 'regex: EXPR', 'regex: !EXPR', " +
 	"'semver: RANGE', 'keep: REGEX', 'keep: latest N'"
-
-// tagPattern is the OCI distribution-spec grammar for a tag.
-var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
-
-// hex64 matches the hex part of a sha256 digest. Lowercase only, as in
-// dregsy's digest check and the OCI image spec.
-var hex64 = regexp.MustCompile(`^[a-f0-9]{64}$`)
 
 // Pin is a digest pin written `sha256:<hex>` or `tag@sha256:<hex>`.
 type Pin struct {
@@ -127,7 +122,7 @@ func (f *Filter) add(raw string) error {
 		return syntaxError(raw, fmt.Sprintf("unknown prefix %q", prefix+":"))
 
 	default:
-		if !tagPattern.MatchString(item) {
+		if !names.ValidTag(item) {
 			return syntaxError(raw, "not a valid tag")
 		}
 		if !slices.Contains(f.literals, item) {
@@ -226,14 +221,14 @@ func parsePin(item string) (Pin, error) {
 	tag, digest, hasTag := strings.Cut(item, "@")
 	if !hasTag {
 		tag, digest = "", item
-	} else if !tagPattern.MatchString(tag) {
+	} else if !names.ValidTag(tag) {
 		return Pin{}, fmt.Errorf("digest pin has invalid tag %q", tag)
 	}
 	hex, ok := strings.CutPrefix(digest, sha256Prefix)
 	if !ok {
 		return Pin{}, errors.New("digest pin must use the sha256 algorithm (sha256:<64 hex>)")
 	}
-	if !hex64.MatchString(hex) {
+	if !names.IsSHA256Hex(hex) {
 		return Pin{}, errors.New("sha256 digest must be 64 lowercase hex characters")
 	}
 	return Pin{Tag: tag, Digest: digest}, nil

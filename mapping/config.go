@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ferry-airgap/ferry/filter"
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // ErrInvalid is wrapped by every error that comes from the content of a
@@ -234,7 +235,6 @@ const (
 var (
 	placeholderRE = regexp.MustCompile(`^(?:\$?\{[^{}]*\}|<[^<>]*>)$`)
 	platformRE    = regexp.MustCompile(`^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?$`)
-	digestRE      = regexp.MustCompile(`^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`)
 	yamlLineRE    = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 )
 
@@ -938,26 +938,13 @@ func (p *parser) digests(n *yaml.Node, label string) []string {
 			continue
 		}
 		s = strings.TrimSpace(s)
-		alg, hex, _ := strings.Cut(s, ":")
-		if !digestRE.MatchString(s) || (alg == "sha256" && !isHex(hex, 64)) || (alg == "sha512" && !isHex(hex, 128)) {
+		if !names.ValidDigest(s) {
 			p.errorf(item.Line, "%s: %q is not a digest (sha256:<64 hex digits>)", label, s)
 			continue
 		}
 		out = append(out, s)
 	}
 	return out
-}
-
-func isHex(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // scalar returns the text of a scalar node; what names the field for the

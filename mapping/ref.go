@@ -3,57 +3,22 @@ package mapping
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // DockerHub is the canonical name ferry uses for Docker Hub, whatever a
-// mapping file calls it.
-const DockerHub = "docker.io"
-
-// dockerHubAliases are the names under which Docker Hub is reached. They all
-// denote one registry: the same repositories, tags and digests.
-var dockerHubAliases = map[string]bool{
-	"docker.io":               true,
-	"index.docker.io":         true,
-	"registry-1.docker.io":    true,
-	"registry.hub.docker.com": true,
-}
-
-// maxNameLength is the longest repository name (host included) that the
-// docker reference grammar accepts.
-const maxNameLength = 255
-
-var (
-	// pathComponent is one path component of a repository name, from the OCI
-	// distribution specification:
-	// [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
-	pathComponent = `[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*`
-	repoNameRE    = regexp.MustCompile(`^` + pathComponent + `(?:/` + pathComponent + `)*$`)
-
-	// hostRE is a registry host: a DNS name or IPv4 address, or a bracketed
-	// IPv6 address, with an optional port.
-	hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?$`)
-)
-
-// IsDockerHub reports whether host names Docker Hub (docker.io,
-// index.docker.io, registry-1.docker.io or registry.hub.docker.com, in any
-// letter case). A host with an explicit port is not Docker Hub.
-func IsDockerHub(host string) bool {
-	return dockerHubAliases[strings.ToLower(strings.TrimSpace(host))]
-}
+// mapping file calls it (names.DockerHub).
+const DockerHub = names.DockerHub
 
 // CanonicalRegistry returns host in the form ferry compares and records
-// registries in: lower case, every Docker Hub alias as "docker.io", any
-// ":port" kept. A path after the host (dregsy lets `registry:` carry one,
+// registries in (names.CanonicalHost): lower case, every Docker Hub alias as
+// "docker.io", the default ":443" dropped and any other ":port" kept. A path after the host (dregsy lets `registry:` carry one,
 // e.g. "harbor.example.com/team") is kept as written after the canonical host.
 func CanonicalRegistry(host string) string {
-	host = strings.TrimSpace(host)
-	h, rest, _ := strings.Cut(host, "/")
-	h = strings.ToLower(h)
-	if dockerHubAliases[h] {
-		h = DockerHub
-	}
+	h, rest, _ := strings.Cut(strings.TrimSpace(host), "/")
+	h = names.CanonicalHost(h)
 	if rest == "" {
 		return h
 	}
@@ -82,12 +47,10 @@ func SourceRepository(registry, from string) (string, error) {
 	if prefix != "" {
 		path = prefix + "/" + path
 	}
-	if host == DockerHub && !strings.Contains(path, "/") {
-		path = "library/" + path
-	}
+	path = names.LibraryPath(host, path)
 	name := host + "/" + path
-	if len(name) > maxNameLength {
-		return "", fmt.Errorf("repository name %q is longer than %d characters", name, maxNameLength)
+	if len(name) > names.MaxNameLength {
+		return "", fmt.Errorf("repository name %q is longer than %d characters", name, names.MaxNameLength)
 	}
 	return name, nil
 }
@@ -103,12 +66,12 @@ func splitRegistry(registry string) (host, prefix string, err error) {
 		return "", "", fmt.Errorf("registry %q is a URL; write the host only, e.g. %q", reg, strings.TrimRight(reg[i+3:], "/"))
 	}
 	host, prefix, _ = strings.Cut(CanonicalRegistry(reg), "/")
-	if !hostRE.MatchString(host) {
+	if !names.ValidHost(host) {
 		return "", "", fmt.Errorf("registry %q is not a host[:port]", reg)
 	}
 	prefix = strings.Trim(prefix, "/")
-	if prefix != "" && !repoNameRE.MatchString(prefix) {
-		return "", "", fmt.Errorf("registry path %q is not a valid repository path (lower-case letters and digits, separated by '.', '_', '__', '-' or '/')", prefix)
+	if prefix != "" && !names.ValidRepository(prefix) {
+		return "", "", fmt.Errorf("registry path %q is not a valid repository path (%s)", prefix, names.RepositoryRules)
 	}
 	return host, prefix, nil
 }
@@ -132,22 +95,15 @@ func cleanRepoPath(p string) (string, error) {
 	if strings.Contains(last, ":") {
 		return "", fmt.Errorf("repository %q contains a tag; list tags under the mapping's tags key", orig)
 	}
-	if !repoNameRE.MatchString(p) {
-		return "", fmt.Errorf("repository %q is not a valid repository name (lower-case letters and digits, separated by '.', '_', '__', '-' or '/')", orig)
+	if len(p) > names.MaxNameLength {
+		return "", fmt.Errorf("repository %q is longer than %d characters", orig, names.MaxNameLength)
 	}
-	if len(p) > maxNameLength {
-		return "", fmt.Errorf("repository %q is longer than %d characters", orig, maxNameLength)
+	if !names.ValidRepository(p) {
+		return "", fmt.Errorf("repository %q is not a valid repository name (%s)", orig, names.RepositoryRules)
 	}
 	return p, nil
 }
 
 // looksLikeHost reports whether the first segment of a path looks like a
-// registry host (has a dot or a port, or is localhost), the way the docker
-// reference grammar decides it.
-func looksLikeHost(path string) bool {
-	first, rest, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
-	if !ok || rest == "" {
-		return false
-	}
-	return strings.ContainsAny(first, ".:") || first == "localhost"
-}
+// registry host (names.LooksLikeHost).
+func looksLikeHost(path string) bool { return names.LooksLikeHost(path) }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-airgap/ferry/internal/names"
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
@@ -20,19 +21,20 @@ func TestDockerHubNormalization(t *testing.T) {
 		{"Registry.Hub.Docker.COM", "docker.io", true},
 		{" docker.io ", "docker.io", true},
 		{"hub.docker.com", "hub.docker.com", false}, // the web site, not a registry
-		{"docker.io:443", "docker.io:443", false},   // an explicit port is kept as written
+		{"docker.io:443", "docker.io", true},        // the default https port names the same registry
+		{"harbor.local:443", "harbor.local", false},
 		{"Harbor.Example.com:8443", "harbor.example.com:8443", false},
 		{"localhost:5000", "localhost:5000", false},
 		{"quay.io", "quay.io", false},
-		{"harbor.local/Team", "harbor.local/Team", false}, // a path after the host is kept
-		{"registry.hub.docker.com/myorg", "docker.io/myorg", false},
+		{"harbor.local/Team", "harbor.local/Team", false},          // a path after the host is kept
+		{"registry.hub.docker.com/myorg", "docker.io/myorg", true}, // a host with a path prefix
 		{"", "", false},
 	}
 	for _, tt := range tests {
 		if got := mapping.CanonicalRegistry(tt.host); got != tt.canonical {
 			t.Errorf("CanonicalRegistry(%q) = %q, want %q", tt.host, got, tt.canonical)
 		}
-		if got := mapping.IsDockerHub(tt.host); got != tt.hub {
+		if got := names.IsDockerHub(tt.host); got != tt.hub {
 			t.Errorf("IsDockerHub(%q) = %v, want %v", tt.host, got, tt.hub)
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/names"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/internal/source"
@@ -230,8 +231,7 @@ func targetCredentials(t *mapping.Task, host string) *mapping.Auth {
 	if a == nil {
 		return nil
 	}
-	th, _, _ := strings.Cut(mapping.CanonicalRegistry(t.Target.Registry), "/")
-	if t.Target.Registry != "" && !t.Target.HasPlaceholder("registry") && th != mapping.CanonicalRegistry(host) {
+	if t.Target.Registry != "" && !t.Target.HasPlaceholder("registry") && names.CanonicalHost(t.Target.Registry) != names.CanonicalHost(host) {
 		return nil
 	}
 	return a

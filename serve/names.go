@@ -3,36 +3,23 @@ package serve
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
-	"github.com/ferry-airgap/ferry/mapping"
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // SourceRepo splits an image's source reference (as ferry.json records it,
 // e.g. "registry.hub.docker.com/redis:7.2" or "quay.io/org/app@sha256:…")
-// into its registry host and repository path. Docker Hub is one registry
-// whatever it is called: the host becomes "docker.io" and a one-segment
-// repository there means "library/NAME". The host is lower-cased.
+// into its registry host and repository path, by the rules of
+// names.ParseReference: Docker Hub is one registry whatever it is called
+// (the host becomes "docker.io") and a one-segment repository there means
+// "library/NAME". The host is lower-cased.
 func SourceRepo(source string) (host, repo string, err error) {
-	h, rest, ok := strings.Cut(source, "/")
-	if !ok || h == "" || rest == "" {
-		return "", "", fmt.Errorf("source %q has no registry host", source)
+	ref, err := names.ParseReference(source)
+	if err != nil {
+		return "", "", fmt.Errorf("source: %w", err)
 	}
-	if i := strings.Index(rest, "@"); i >= 0 {
-		rest = rest[:i]
-	}
-	if i := strings.LastIndex(rest, ":"); i >= 0 && !strings.Contains(rest[i:], "/") {
-		rest = rest[:i]
-	}
-	if rest == "" {
-		return "", "", fmt.Errorf("source %q has no repository", source)
-	}
-	host = mapping.CanonicalRegistry(h)
-	if host == mapping.DockerHub && !strings.Contains(rest, "/") {
-		rest = "library/" + rest
-	}
-	return host, rest, nil
+	return ref.Host, ref.Repository, nil
 }
 
 // HostSegment turns a registry host into a repository path segment: a port
@@ -68,14 +55,9 @@ func cleanPrefix(p string) (string, error) {
 		return "", nil
 	}
 	for _, seg := range strings.Split(p, "/") {
-		if !validComponent(seg) {
+		if !names.ValidComponent(seg) {
 			return "", fmt.Errorf("--prefix %q: %q is not a valid repository path component (lower-case letters, digits, and . _ - between them)", p, seg)
 		}
 	}
 	return p, nil
 }
-
-// componentRE is the distribution spec's path component grammar.
-var componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
-
-func validComponent(s string) bool { return componentRE.MatchString(s) }

@@ -509,12 +509,12 @@ func TestServeNames(t *testing.T) {
 
 func TestServeSourceName(t *testing.T) {
 	for in, want := range map[string]string{
-		"docker.io/library/redis:7.2":            "docker.io/library/redis",
-		"registry.hub.docker.com/redis:7":        "docker.io/library/redis",
-		"index.docker.io/bitnami/nginx@sha256:0": "docker.io/bitnami/nginx",
-		"Quay.IO/org/app:1.0":                    "quay.io/org/app",
-		"127.0.0.1:5000/spaceone/console:1.11.0": "127.0.0.1_5000/spaceone/console",
-		"localhost:5000/a/b":                     "localhost_5000/a/b",
+		"docker.io/library/redis:7.2":                                     "docker.io/library/redis",
+		"registry.hub.docker.com/redis:7":                                 "docker.io/library/redis",
+		"index.docker.io/bitnami/nginx@sha256:" + strings.Repeat("0", 64): "docker.io/bitnami/nginx",
+		"Quay.IO/org/app:1.0":                                             "quay.io/org/app",
+		"127.0.0.1:5000/spaceone/console:1.11.0":                          "127.0.0.1_5000/spaceone/console",
+		"localhost:5000/a/b":                                              "localhost_5000/a/b",
 	} {
 		got, err := SourceName(in)
 		if err != nil || got != want {

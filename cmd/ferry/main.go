@@ -44,6 +44,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return exitOK
 	}
+	if s := exitStatus(0); errors.As(err, &s) { // ferry diff --exit-code: nothing to print
+		return int(s)
+	}
 	code := exitCode(err)
 	fmt.Fprintf(stderr, "error: %v\n", err)
 	if h := hint(err); h != "" && !strings.Contains(err.Error(), "hint:") {
