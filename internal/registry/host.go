@@ -63,12 +63,13 @@ type flight[T any] struct {
 
 // shard is one token and the scopes it was asked for.
 type shard struct {
-	scopes scopeSet // fixed once the shard exists
+	scopes scopeSet // guarded by Host.mu; grows only (see grow)
 
 	mu       sync.Mutex
 	token    string
 	expires  time.Time
 	gen      int // bumped per token obtained
+	version  int // bumped when the scopes grow (Host.mu and mu held)
 	fetching *flight[string]
 }
 
@@ -351,13 +352,21 @@ func coversAll(ss scopeSet, scopes []string) bool {
 	return true
 }
 
-// shardFor returns the shard whose token covers every one of scopes,
-// making one when none does: scopes, plus as many declared ones as fit.
+// shardFor returns the shard whose token covers every one of scopes. When
+// none does, a shard that covers some of them and has room takes the rest
+// (its token is renewed on next use: a mount's source joins the token of
+// the repositories it is mounted into); else a new shard holds scopes plus
+// as many declared scopes as fit.
 func (h *Host) shardFor(scopes []string) *shard {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, sh := range h.shards {
 		if coversAll(sh.scopes, scopes) {
+			return sh
+		}
+	}
+	for _, sh := range h.shards {
+		if grow(sh, scopes) {
 			return sh
 		}
 	}
@@ -380,6 +389,30 @@ func (h *Host) shardFor(scopes []string) *shard {
 	h.want = rest
 	h.shards = append(h.shards, sh)
 	return sh
+}
+
+// grow adds the scopes sh lacks to sh when it covers at least one of them
+// and has room, and makes its token stale. h.mu held.
+func grow(sh *shard, scopes []string) bool {
+	var missing []string
+	extra := 0
+	for _, s := range scopes {
+		if !sh.scopes.covers(s) {
+			missing = append(missing, s)
+			extra += len(s) + 1
+		}
+	}
+	if len(missing) == len(scopes) || sh.scopes.size()+extra > maxShardScopes {
+		return false
+	}
+	for _, s := range missing {
+		sh.scopes.add(s)
+	}
+	sh.mu.Lock()
+	sh.version++
+	sh.expires = time.Time{}
+	sh.mu.Unlock()
+	return true
 }
 
 // token returns the shard's token, exchanging credentials for one when it
@@ -406,11 +439,17 @@ func (h *Host) token(ctx context.Context, sh *shard, stale int) (string, int, er
 		sh.fetching = f
 		sh.mu.Unlock()
 
-		tok, ttl, err := h.exchange(ctx, sh.scopes.list())
+		h.mu.Lock()
+		scopes, version := sh.scopes.list(), sh.version
+		h.mu.Unlock()
+		tok, ttl, err := h.exchange(ctx, scopes)
 		sh.mu.Lock()
 		if err == nil {
 			sh.token, sh.gen = tok, sh.gen+1
 			sh.expires = time.Now().Add(ttl - min(ttl/10, 30*time.Second))
+			if sh.version != version {
+				sh.expires = time.Time{} // grown meanwhile: renew on next use
+			}
 		}
 		gen := sh.gen
 		sh.fetching = nil

@@ -19,8 +19,9 @@ func Scope(path, actions string) string { return "repository:" + path + ":" + ac
 // maxShardScopes bounds the scope text of one token request. A token
 // carries one access entry per scope, and it travels in an Authorization
 // header: proxies and nginx (Harbor's front) refuse header lines over 8 KiB
-// by default, and 2 KiB of scopes keep a token well below that.
-const maxShardScopes = 2 << 10
+// by default. An access entry in a token takes about 2.2 times the bytes
+// of its scope, so 3 KiB of scopes keep a token below that.
+const maxShardScopes = 3 << 10
 
 // scopeSet is a set of scopes: resource ("repository:NAME") → actions.
 type scopeSet map[string][]string
