@@ -166,7 +166,7 @@ func (t *authTransport) RoundTrip(in *http.Request) (*http.Response, error) {
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := h.c.rt.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !bearerChallenge(resp) {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !h.renewable(t.r.sh, resp) {
 		return resp, err
 	}
 	// Expired or revoked: a new token, and the request once more if its
@@ -188,11 +188,22 @@ func (t *authTransport) RoundTrip(in *http.Request) (*http.Response, error) {
 	return h.c.rt.RoundTrip(next)
 }
 
-func bearerChallenge(resp *http.Response) bool {
+// renewable reports whether a 401 may be cured by a new token for sh: it
+// carries a Bearer challenge for a scope sh asks for (or none). A scope
+// beyond the handle's (e.g. "delete" to cancel an upload) is not asked for:
+// the handle's rights are the scopes it was made with.
+func (h *Host) renewable(sh *shard, resp *http.Response) bool {
 	for _, c := range challenges(resp) {
-		if c.scheme == "bearer" {
+		if c.scheme != "bearer" {
+			continue
+		}
+		scope := c.params["scope"]
+		if scope == "" {
 			return true
 		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return coversAll(sh.scopes, strings.Fields(scope))
 	}
 	return false
 }
