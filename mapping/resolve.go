@@ -181,15 +181,13 @@ func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, err
 		m     *Mapping
 		order int
 	}
-	var images []*Image
-	var order []int
-	skipped := map[*Image]bool{}
+	c := &collected{skipped: map[*Image]bool{}}
 	add := func(im *Image, o int, skip bool) {
 		mu.Lock()
-		images = append(images, im)
-		order = append(order, o)
+		c.images = append(c.images, im)
+		c.order = append(c.order, o)
 		if skip {
-			skipped[im] = true
+			c.skipped[im] = true
 		}
 		mu.Unlock()
 	}
@@ -225,21 +223,35 @@ func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	idx := make([]int, len(images))
+	c.into(res)
+	res.ManifestGETs, res.CachedManifests = r.gets.Load(), r.cached.Load()
+	return res, nil
+}
+
+// collected is what the resolution's jobs found, in the order they
+// finished, with each image's place in the mapping files.
+type collected struct {
+	images  []*Image
+	order   []int
+	skipped map[*Image]bool
+}
+
+// into puts the images into res in the mapping files' order, the skipped
+// ones apart, and sorts the failures.
+func (c *collected) into(res *Resolution) {
+	idx := make([]int, len(c.images))
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return order[idx[a]] < order[idx[b]] })
+	sort.SliceStable(idx, func(a, b int) bool { return c.order[idx[a]] < c.order[idx[b]] })
 	for _, i := range idx {
-		if skipped[images[i]] {
-			res.Skipped = append(res.Skipped, images[i])
+		if c.skipped[c.images[i]] {
+			res.Skipped = append(res.Skipped, c.images[i])
 		} else {
-			res.Images = append(res.Images, images[i])
+			res.Images = append(res.Images, c.images[i])
 		}
 	}
 	sort.SliceStable(res.Failures, func(a, b int) bool { return res.Failures[a].Source < res.Failures[b].Source })
-	res.ManifestGETs, res.CachedManifests = r.gets.Load(), r.cached.Load()
-	return res, nil
 }
 
 type resolver struct {

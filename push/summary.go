@@ -27,60 +27,14 @@ func (p *pusher) summarize() {
 		})
 	}
 	for _, im := range p.images {
-		res := ImageResult{Repository: p.tgt.Registry + "/" + im.repo, Source: im.rec.Source, Digest: im.rec.Digest,
-			MediaType: im.rec.MediaType, Upload: im.upload, Tags: []TagResult{}}
-		upToDate, moved, added := 0, 0, 0
-		for i, tag := range im.rec.Tags {
-			tr := TagResult{Tag: tag}
-			cur := ""
-			if i < len(im.current) {
-				cur = im.current[i]
-			}
-			switch {
-			case im.err != nil && cur != im.rec.Digest:
-				tr.Status = TagNotDone
-			case cur == im.rec.Digest:
-				tr.Status = TagUpToDate
-				upToDate++
-			case cur != "":
-				tr.Previous = cur
-				moved++
-				tr.Status = TagMoved
-				if p.o.DryRun {
-					tr.Status = TagMove
-				}
-			default:
-				added++
-				tr.Status = TagPushed
-				if p.o.DryRun {
-					tr.Status = TagNew
-				}
-			}
-			res.Tags = append(res.Tags, tr)
-		}
-		switch {
-		case im.err != nil:
-			res.Status = StatusFailed
-			if p.o.DryRun {
-				res.Status = StatusWouldFail
-			}
-			res.Error = im.err.Error()
+		res := p.imageResult(im)
+		switch res.Status {
+		case StatusFailed, StatusWouldFail:
 			s.Failed++
 			s.Failures = append(s.Failures, Failure{Image: im.ref(), Blob: im.errBlob, Error: im.err.Error()})
-		case upToDate == len(im.rec.Tags):
-			res.Status = StatusUpToDate
+		case StatusUpToDate:
 			s.UpToDate++
-		case p.o.DryRun && moved > 0:
-			res.Status = StatusMoveTag
-			s.Pushed++
-		case p.o.DryRun && upToDate > 0:
-			res.Status = StatusAddTag
-			s.Pushed++
-		case p.o.DryRun:
-			res.Status = StatusNew
-			s.Pushed++
 		default:
-			res.Status = StatusPushed
 			s.Pushed++
 		}
 		s.Images = append(s.Images, res)
@@ -93,6 +47,60 @@ func (p *pusher) summarize() {
 		s.Harbor = true
 		s.ProjectsCreated = p.harbor.created
 	}
+}
+
+// imageResult says what became (or, in a dry run, would become) of im
+// and of each of its tags.
+func (p *pusher) imageResult(im *image) ImageResult {
+	res := ImageResult{Repository: p.tgt.Registry + "/" + im.repo, Source: im.rec.Source, Digest: im.rec.Digest,
+		MediaType: im.rec.MediaType, Upload: im.upload, Tags: []TagResult{}}
+	upToDate, moved := 0, 0
+	for i, tag := range im.rec.Tags {
+		tr := TagResult{Tag: tag}
+		cur := ""
+		if i < len(im.current) {
+			cur = im.current[i]
+		}
+		switch {
+		case im.err != nil && cur != im.rec.Digest:
+			tr.Status = TagNotDone
+		case cur == im.rec.Digest:
+			tr.Status = TagUpToDate
+			upToDate++
+		case cur != "":
+			tr.Previous = cur
+			moved++
+			tr.Status = TagMoved
+			if p.o.DryRun {
+				tr.Status = TagMove
+			}
+		default:
+			tr.Status = TagPushed
+			if p.o.DryRun {
+				tr.Status = TagNew
+			}
+		}
+		res.Tags = append(res.Tags, tr)
+	}
+	switch {
+	case im.err != nil:
+		res.Status = StatusFailed
+		if p.o.DryRun {
+			res.Status = StatusWouldFail
+		}
+		res.Error = im.err.Error()
+	case upToDate == len(im.rec.Tags):
+		res.Status = StatusUpToDate
+	case p.o.DryRun && moved > 0:
+		res.Status = StatusMoveTag
+	case p.o.DryRun && upToDate > 0:
+		res.Status = StatusAddTag
+	case p.o.DryRun:
+		res.Status = StatusNew
+	default:
+		res.Status = StatusPushed
+	}
+	return res
 }
 
 // stillNeeded sums the blobs of project that are not in their repository.
