@@ -250,7 +250,11 @@ func (h *Host) ping(ctx context.Context) (*pinged, error) {
 	}
 	if f := h.pinging; f != nil {
 		h.pingMu.Unlock()
-		return wait(ctx, f)
+		p, err := wait(ctx, f)
+		if err != nil && ctx.Err() == nil && isCancel(err) {
+			return h.ping(ctx) // the caller that pinged gave up; try again
+		}
+		return p, err
 	}
 	f := &flight[*pinged]{done: make(chan struct{})}
 	h.pinging = f
@@ -265,6 +269,10 @@ func (h *Host) ping(ctx context.Context) (*pinged, error) {
 	h.pingMu.Unlock()
 	close(f.done)
 	return f.val, f.err
+}
+
+func isCancel(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func wait[T any](ctx context.Context, f *flight[T]) (T, error) {
@@ -430,6 +438,9 @@ func (h *Host) token(ctx context.Context, sh *shard, stale int) (string, int, er
 		if f := sh.fetching; f != nil {
 			sh.mu.Unlock()
 			if _, err := wait(ctx, f); err != nil {
+				if ctx.Err() == nil && isCancel(err) {
+					continue // the caller that asked gave up; ask again
+				}
 				return "", 0, err
 			}
 			stale = -1 // a fresh token is there now
