@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -27,6 +28,9 @@ type Sources struct {
 	// Mirrors maps a canonical source registry to the host to fetch from
 	// instead (--mirror SOURCE=MIRROR). The recorded source stays SOURCE.
 	Mirrors map[string]string
+
+	mu    sync.Mutex
+	hosts map[string]*registry.Host // by host and task: credentials are resolved once
 }
 
 // SourceHost returns the canonical host of t's source registry.
@@ -112,13 +116,34 @@ func (s *Sources) Auth(host string, t *Task) (authn.Authenticator, error) {
 	return s.Keychain.Resolve(host, logins...)
 }
 
-// Host returns the connection to host with t's credentials for it.
+// Host returns the connection to host with t's credentials for it. The
+// credentials are resolved once per host and task (a docker credential
+// helper runs once, not once per repository).
 func (s *Sources) Host(host string, t *Task) (*registry.Host, error) {
+	k := host + "\x00"
+	if t != nil {
+		k += t.Name
+	}
+	s.mu.Lock()
+	h, ok := s.hosts[k]
+	s.mu.Unlock()
+	if ok {
+		return h, nil
+	}
 	auth, err := s.Auth(host, t)
 	if err != nil {
 		return nil, fmt.Errorf("credentials for %s: %w", host, err)
 	}
-	return s.Client.Host(host, auth)
+	if h, err = s.Client.Host(host, auth); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.hosts == nil {
+		s.hosts = map[string]*registry.Host{}
+	}
+	s.hosts[k] = h
+	s.mu.Unlock()
+	return h, nil
 }
 
 // FetchRepository returns where m's images are read from: the source
