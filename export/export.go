@@ -15,15 +15,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/internal/source"
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
@@ -33,7 +30,7 @@ type Options struct {
 	Tasks  []string // --task; empty = every task
 	Output string   // -o; required unless DryRun
 
-	Jobs      int // parallel transfers; default 4
+	Jobs      int // parallel transfers; default registry.DefaultJobs
 	KeepGoing bool
 	DryRun    bool
 	// Platforms overrides the mappings' platform (--platform); nil keeps them.
@@ -132,39 +129,16 @@ var ErrFailed = errors.New("export failed")
 // Run loads the mapping files, resolves them and writes the bundle.
 func Run(ctx context.Context, o Options) (*Summary, error) {
 	start := time.Now()
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	if err := o.setDefaults(); err != nil {
+		return nil, err
 	}
-	if o.Jobs < 1 {
-		o.Jobs = 4
-	}
-	if o.Client == nil || o.Keychain == nil {
-		return nil, errors.New("export: Client and Keychain are required")
-	}
-	cfg, err := mapping.Load(o.Files...)
+	tasks, sum, err := load(&o)
 	if err != nil {
 		return nil, err
 	}
-	tasks, err := cfg.Select(o.Tasks)
+	rn, err := newRunner(&o, tasks, sum)
 	if err != nil {
-		return nil, err
-	}
-	sum := &Summary{DryRun: o.DryRun, Warnings: cfg.Warnings(), Images: []ImageSummary{}, Failures: []FailureSummary{}}
-	for _, w := range sum.Warnings {
-		o.Logger.Warn(w)
-	}
-	for _, t := range tasks {
-		if t.Source.SkipTLSVerify {
-			o.Client.Configure(source.Host(t), registry.HostConfig{SkipTLSVerify: true})
-		}
-	}
-	rn := &runner{Options: &o, tasks: map[string]*mapping.Task{}, pull: &source.Puller{Client: o.Client, Keychain: o.Keychain,
-		Username: o.Username, Password: o.Password, Mirrors: o.Mirrors, Jobs: o.Jobs}}
-	if o.CacheDir != "" {
-		if rn.cache, err = OpenCache(o.CacheDir); err != nil {
-			return sum, err
-		}
-		rn.cache.Clean()
+		return sum, err
 	}
 	if o.Output != "" && !o.DryRun {
 		unlock, err := lockOutput(o.Output)
@@ -173,70 +147,15 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		}
 		defer unlock()
 	}
-	defer func() {
-		sum.Seconds = time.Since(start).Seconds()
-		rn.countImages(sum)
-		sum.BytesDownloaded, sum.BytesFromCache = rn.downloaded.Load(), rn.fromCache.Load()
-		for _, t := range tasks {
-			if n, ok := o.Client.RateLimitRemaining(source.Host(t)); ok {
-				sum.QuotaRemaining = &n
-			}
-		}
-	}()
-	for _, t := range tasks {
-		rn.tasks[t.Name] = t
-	}
-	if err := rn.pull.CheckCredentials(ctx, tasks); err != nil {
-		return sum, err
-	}
-
-	res, err := mapping.Resolve(ctx, tasks, mapping.Options{
-		Remote: func(ctx context.Context, repo name.Repository, t *mapping.Task) ([]remote.Option, error) {
-			return rn.pull.RemoteOptions(ctx, repo, t)
-		},
-		NameOptions:   o.Client.NameOptions,
-		Platforms:     o.Platforms,
-		WithReferrers: o.WithReferrers,
-		Mirrors:       o.Mirrors,
-		Cache:         manifestCache(rn.cache),
-		BeforeGet:     rn.beforeGet,
-		Jobs:          o.Jobs,
-		Logger:        o.Logger,
-	})
+	defer rn.finish(sum, start)
+	res, err := rn.resolve(ctx, sum)
 	if err != nil {
 		return sum, err
 	}
-	sum.ManifestGETs = res.ManifestGETs
-	for _, f := range res.Failures {
-		sum.Failures = append(sum.Failures, FailureSummary{Task: f.Task, Source: f.Source, Error: f.Err.Error()})
-	}
-	sum.ImagesFailed = len(res.Failures)
-	if rn.quotaHit.Load() {
-		return sum, fmt.Errorf("%w: Docker Hub pull quota reached --min-quota %d; %d images resolved, %d not; nothing was written (rerun later with the same --cache)", ErrQuota, o.MinQuota, len(res.Images), len(res.Failures))
-	}
-	if len(res.Images) == 0 {
-		if len(res.Failures) > 0 {
-			return sum, fmt.Errorf("%w: nothing could be resolved (%d failures)", ErrFailed, len(res.Failures))
-		}
-		return sum, fmt.Errorf("%w: the mappings select no image", ErrFailed)
-	}
-	if len(res.Failures) > 0 && !o.KeepGoing {
-		return sum, fmt.Errorf("%w: %d mapping(s) or tag(s) could not be resolved; nothing was written (use --keep-going to export the rest)", ErrFailed, len(res.Failures))
-	}
-
-	plan, err := buildPlan(ctx, res.Images, rn)
+	plan, err := rn.plan(ctx, sum, res)
 	if err != nil {
 		return sum, err
 	}
-	if o.Since != "" {
-		if err := makeDelta(plan, o.Since); err != nil {
-			summarize(sum, plan)
-			return sum, err
-		}
-		sum.Base = plan.Base
-		sum.BaseBlobs = len(plan.BaseBlobs)
-	}
-	summarize(sum, plan)
 	if o.DryRun {
 		if len(sum.Failures) > 0 {
 			// --dry-run --keep-going lists what resolved; the failures still
@@ -245,7 +164,128 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		}
 		return sum, nil
 	}
+	return sum, rn.write(ctx, sum, plan)
+}
 
+// setDefaults checks o and fills in the defaults.
+func (o *Options) setDefaults() error {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Jobs < 1 {
+		o.Jobs = registry.DefaultJobs
+	}
+	if o.Client == nil || o.Keychain == nil {
+		return errors.New("export: Client and Keychain are required")
+	}
+	return nil
+}
+
+// load reads the mapping files and selects the tasks; the summary starts
+// with the files' warnings.
+func load(o *Options) ([]*mapping.Task, *Summary, error) {
+	cfg, err := mapping.Load(o.Files...)
+	if err != nil {
+		return nil, nil, err
+	}
+	tasks, err := cfg.Select(o.Tasks)
+	if err != nil {
+		return nil, nil, err
+	}
+	sum := &Summary{DryRun: o.DryRun, Warnings: cfg.Warnings(), Images: []ImageSummary{}, Failures: []FailureSummary{}}
+	for _, w := range sum.Warnings {
+		o.Logger.Warn(w)
+	}
+	return tasks, sum, nil
+}
+
+// newRunner sets up the run's source access and cache.
+func newRunner(o *Options, tasks []*mapping.Task, sum *Summary) (*runner, error) {
+	rn := &runner{Options: o, taskList: tasks, tasks: map[string]*mapping.Task{}, src: &mapping.Sources{Client: o.Client, Keychain: o.Keychain,
+		Username: o.Username, Password: o.Password, Mirrors: o.Mirrors}}
+	for _, t := range tasks {
+		rn.tasks[t.Name] = t
+	}
+	if o.CacheDir != "" {
+		c, err := OpenCache(o.CacheDir)
+		if err != nil {
+			return nil, err
+		}
+		rn.cache = c
+		rn.cache.Clean()
+	}
+	return rn, nil
+}
+
+// finish fills in the summary's totals, however the run ended.
+func (o *runner) finish(sum *Summary, start time.Time) {
+	sum.Seconds = time.Since(start).Seconds()
+	o.countImages(sum)
+	sum.BytesDownloaded, sum.BytesFromCache = o.downloaded.Load(), o.fromCache.Load()
+	for _, t := range o.taskList {
+		if n, ok := o.Client.RateLimitRemaining(t.SourceHost()); ok {
+			sum.QuotaRemaining = &n
+		}
+	}
+}
+
+// resolve checks the source credentials, resolves the mappings and decides
+// whether the run can go on: the error says why it cannot.
+func (o *runner) resolve(ctx context.Context, sum *Summary) (*mapping.Resolution, error) {
+	if err := o.src.CheckCredentials(ctx, o.taskList); err != nil {
+		return nil, err
+	}
+	res, err := mapping.Resolve(ctx, o.taskList, mapping.Options{
+		Sources:       o.src,
+		Platforms:     o.Platforms,
+		WithReferrers: o.WithReferrers,
+		Cache:         manifestCache(o.cache),
+		BeforeGet:     o.beforeGet,
+		Jobs:          o.Jobs,
+		Logger:        o.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sum.ManifestGETs = res.ManifestGETs
+	for _, f := range res.Failures {
+		sum.Failures = append(sum.Failures, FailureSummary{Task: f.Task, Source: f.Source, Error: f.Err.Error()})
+	}
+	sum.ImagesFailed = len(res.Failures)
+	switch {
+	case o.quotaHit.Load():
+		return nil, fmt.Errorf("%w: Docker Hub pull quota reached --min-quota %d; %d images resolved, %d not; nothing was written (rerun later with the same --cache)", ErrQuota, o.MinQuota, len(res.Images), len(res.Failures))
+	case len(res.Images) == 0 && len(res.Failures) > 0:
+		return nil, fmt.Errorf("%w: nothing could be resolved (%d failures)", ErrFailed, len(res.Failures))
+	case len(res.Images) == 0:
+		return nil, fmt.Errorf("%w: the mappings select no image", ErrFailed)
+	case len(res.Failures) > 0 && !o.KeepGoing:
+		return nil, fmt.Errorf("%w: %d mapping(s) or tag(s) could not be resolved; nothing was written (use --keep-going to export the rest)", ErrFailed, len(res.Failures))
+	}
+	return res, nil
+}
+
+// plan turns the resolution into the bundle's plan (a delta of --since
+// when asked) and summarizes it.
+func (o *runner) plan(ctx context.Context, sum *Summary, res *mapping.Resolution) (*bundle.Plan, error) {
+	plan, err := buildPlan(ctx, res.Images, o)
+	if err != nil {
+		return nil, err
+	}
+	if o.Since != "" {
+		if err := makeDelta(plan, o.Since); err != nil {
+			summarize(sum, plan)
+			return nil, err
+		}
+		sum.Base = plan.Base
+		sum.BaseBlobs = len(plan.BaseBlobs)
+	}
+	summarize(sum, plan)
+	return plan, nil
+}
+
+// write writes the bundle and summarizes what it holds.
+func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) error {
 	wr, werr := bundle.Write(ctx, o.Output, plan,
 		bundle.WithJobs(o.Jobs), bundle.WithKeepGoing(o.KeepGoing),
 		bundle.WithProgress(o.Progress), bundle.WithLogger(o.Logger),
@@ -256,33 +296,39 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		sum.ImagesFailed++
 	}
 	if wr != nil && wr.Record != nil {
-		sum.Output, sum.SHA256, sum.BundleLen = wr.Path, wr.SHA256, wr.Size
-		if len(wr.Volumes) > 1 {
-			sum.Volumes = wr.Volumes
-		}
-		written := map[string]bool{}
-		for _, ri := range wr.Record.Images {
-			written[ri.Target+"@"+ri.Digest] = true
-		}
-		kept := &bundle.Plan{Blobs: plan.Blobs, BaseBlobs: plan.BaseBlobs}
-		for _, im := range plan.Images {
-			if written[im.Target+"@"+im.Digest] {
-				kept.Images = append(kept.Images, im)
-			}
-		}
-		summarize(sum, kept)
-		sum.Blobs, sum.Bytes = len(wr.Record.Blobs), wr.BlobBytes
+		summarizeWritten(sum, plan, wr)
 	}
 	if werr != nil {
 		if len(bundle.Failures(werr)) > 0 {
-			return sum, fmt.Errorf("%w: %w", ErrFailed, werr)
+			return fmt.Errorf("%w: %w", ErrFailed, werr)
 		}
-		return sum, werr
+		return werr
 	}
 	if len(sum.Failures) > 0 {
-		return sum, fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
+		return fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
 	}
-	return sum, nil
+	return nil
+}
+
+// summarizeWritten summarizes the images the bundle holds (with
+// --keep-going, some of the plan's may be missing).
+func summarizeWritten(sum *Summary, plan *bundle.Plan, wr *bundle.Result) {
+	sum.Output, sum.SHA256, sum.BundleLen = wr.Path, wr.SHA256, wr.Size
+	if len(wr.Volumes) > 1 {
+		sum.Volumes = wr.Volumes
+	}
+	written := map[string]bool{}
+	for _, ri := range wr.Record.Images {
+		written[ri.Target+"@"+ri.Digest] = true
+	}
+	kept := &bundle.Plan{Blobs: plan.Blobs, BaseBlobs: plan.BaseBlobs}
+	for _, im := range plan.Images {
+		if written[im.Target+"@"+im.Digest] {
+			kept.Images = append(kept.Images, im)
+		}
+	}
+	summarize(sum, kept)
+	sum.Blobs, sum.Bytes = len(wr.Record.Blobs), wr.BlobBytes
 }
 
 // buildPlan merges resolved images into bundle images (one per target and
@@ -469,7 +515,7 @@ func opener(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Opener {
 			o.fromCache.Add(d.Size)
 			return f, nil
 		}
-		body, err := o.pull.Blob(ctx, im.Repository, o.tasks[im.Task], d.Digest, im.Source)
+		body, err := o.src.Blob(ctx, im.Repository, o.tasks[im.Task], d.Digest, im.Source)
 		if err != nil {
 			return nil, err
 		}
@@ -480,8 +526,9 @@ func opener(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Opener {
 // runner is one export run: the options and the tasks by name.
 type runner struct {
 	*Options
-	tasks map[string]*mapping.Task
-	pull  *source.Puller // source credentials and transports
+	taskList []*mapping.Task
+	tasks    map[string]*mapping.Task
+	src      *mapping.Sources // source credentials and connections
 
 	cache      *Cache
 	downloaded atomic.Int64

@@ -23,22 +23,17 @@ import (
 
 	"github.com/ferry-airgap/ferry/filter"
 	"github.com/ferry-airgap/ferry/internal/oci"
+	"github.com/ferry-airgap/ferry/internal/registry"
 )
 
 // Options configure Resolve.
 type Options struct {
-	// Remote returns the go-containerregistry options (transport, auth,
-	// context) for reading repo on behalf of task. Required.
-	Remote func(ctx context.Context, repo name.Repository, task *Task) ([]remote.Option, error)
-	// NameOptions returns options for parsing references on host (e.g.
-	// name.Insecure for plain HTTP). Optional.
-	NameOptions func(host string) []name.Option
+	// Sources reads the source registries: credentials, mirrors, one
+	// authenticated handle per repository. Required.
+	Sources *Sources
 	// Platforms overrides every mapping's `platform:`: nil keeps the
 	// mapping's choice; ["all"] keeps every platform.
 	Platforms []string
-	// Mirrors maps a canonical source registry to a host to fetch from
-	// instead (--mirror SOURCE=MIRROR). The recorded source stays SOURCE.
-	Mirrors map[string]string
 	// Cache keeps manifests by digest across runs: a tag whose HEAD shows a
 	// digest already cached costs no GET. Optional.
 	Cache ManifestCache
@@ -55,7 +50,7 @@ type Options struct {
 	// the sha256-<digest>.sig/.att/.sbom tags, as extra tags of the same
 	// repository.
 	WithReferrers bool
-	// Jobs bounds parallel requests (default 4).
+	// Jobs bounds parallel requests (default registry.DefaultJobs).
 	Jobs   int
 	Logger *slog.Logger
 }
@@ -159,12 +154,13 @@ var ErrTagNotFound = errors.New("not found upstream")
 // layers are not fetched. Failures of single mappings or tags are collected
 // in the result; the error is only for cancellation and bad options.
 func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, error) {
-	if opts.Remote == nil {
-		return nil, errors.New("manifest.Resolve: Options.Remote is required")
+	if opts.Sources == nil {
+		return nil, errors.New("mapping.Resolve: Options.Sources is required")
 	}
 	if opts.Jobs < 1 {
-		opts.Jobs = 4
+		opts.Jobs = registry.DefaultJobs
 	}
+	opts.Sources.Prepare(tasks)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -185,15 +181,13 @@ func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, err
 		m     *Mapping
 		order int
 	}
-	var images []*Image
-	var order []int
-	skipped := map[*Image]bool{}
+	c := &collected{skipped: map[*Image]bool{}}
 	add := func(im *Image, o int, skip bool) {
 		mu.Lock()
-		images = append(images, im)
-		order = append(order, o)
+		c.images = append(c.images, im)
+		c.order = append(c.order, o)
 		if skip {
-			skipped[im] = true
+			c.skipped[im] = true
 		}
 		mu.Unlock()
 	}
@@ -229,21 +223,35 @@ func Resolve(ctx context.Context, tasks []*Task, opts Options) (*Resolution, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	idx := make([]int, len(images))
+	c.into(res)
+	res.ManifestGETs, res.CachedManifests = r.gets.Load(), r.cached.Load()
+	return res, nil
+}
+
+// collected is what the resolution's jobs found, in the order they
+// finished, with each image's place in the mapping files.
+type collected struct {
+	images  []*Image
+	order   []int
+	skipped map[*Image]bool
+}
+
+// into puts the images into res in the mapping files' order, the skipped
+// ones apart, and sorts the failures.
+func (c *collected) into(res *Resolution) {
+	idx := make([]int, len(c.images))
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return order[idx[a]] < order[idx[b]] })
+	sort.SliceStable(idx, func(a, b int) bool { return c.order[idx[a]] < c.order[idx[b]] })
 	for _, i := range idx {
-		if skipped[images[i]] {
-			res.Skipped = append(res.Skipped, images[i])
+		if c.skipped[c.images[i]] {
+			res.Skipped = append(res.Skipped, c.images[i])
 		} else {
-			res.Images = append(res.Images, images[i])
+			res.Images = append(res.Images, c.images[i])
 		}
 	}
 	sort.SliceStable(res.Failures, func(a, b int) bool { return res.Failures[a].Source < res.Failures[b].Source })
-	res.ManifestGETs, res.CachedManifests = r.gets.Load(), r.cached.Load()
-	return res, nil
 }
 
 type resolver struct {
@@ -291,107 +299,130 @@ type docResult struct {
 	err  error
 }
 
+// mappingPlan is one mapping, ready to resolve: where its images are read
+// from and go to, its filter and the platforms it keeps.
+type mappingPlan struct {
+	task      *Task
+	source    string          // canonical source repository
+	registry  string          // canonical source registry
+	fetch     name.Repository // where the bytes come from (a mirror if set)
+	target    string
+	filter    *filter.Filter
+	platforms []string
+	ropts     []remote.Option
+}
+
+// selection is a tag or digest pin of a mapping to resolve.
+type selection struct{ tag, digest string }
+
 // mapping resolves one mapping: it lists tags when the filter needs them,
 // then schedules one job per selected tag on g.
 func (r *resolver) mapping(ctx context.Context, g *errgroup.Group, t *Task, m *Mapping, add func(*Image, int, bool), fail func(Failure)) error {
-	srcName, err := t.SourceRepository(m)
+	p, err := r.planMapping(ctx, t, m)
 	if err != nil {
 		return err
 	}
-	registry, repoPath, _ := strings.Cut(srcName, "/")
-	fetchHost := registry
-	if mirror, ok := r.opts.Mirrors[registry]; ok {
-		fetchHost = mirror
-	}
-	var nopts []name.Option
-	if r.opts.NameOptions != nil {
-		nopts = r.opts.NameOptions(fetchHost)
-	}
-	fetchRepo, err := name.NewRepository(fetchHost+"/"+repoPath, nopts...)
+	sels, err := r.selections(p, m)
 	if err != nil {
-		return fmt.Errorf("repository %s: %w", srcName, err)
-	}
-	target := m.To
-	if target == "" {
-		target = m.From
-	}
-	target = strings.Trim(target, "/")
-	f, err := filter.Parse(m.Tags)
-	if err != nil {
-		return fmt.Errorf("%s:%d: %w", t.File, m.Line, err)
-	}
-	platforms := r.opts.Platforms
-	if platforms == nil && m.Platform != "" {
-		platforms = []string{m.Platform}
-	}
-	if len(platforms) == 1 && platforms[0] == "all" {
-		platforms = nil
-	}
-	ropts, err := r.opts.Remote(ctx, fetchRepo, t)
-	if err != nil {
-		return fmt.Errorf("registry %s: %w", fetchHost, err)
-	}
-	ropts = append(ropts, remote.WithContext(ctx))
-
-	var tags []string
-	if f.NeedsList() {
-		listed, err := remote.List(fetchRepo, ropts...)
-		if err != nil {
-			return fmt.Errorf("listing tags of %s on %s: %w", srcName, fetchHost, err)
-		}
-		tags = f.Select(listed)
-		r.opts.Logger.Info("listed tags", "repository", srcName, "tags", len(listed), "selected", len(tags))
-	} else {
-		tags = f.Select(nil)
-	}
-	type sel struct{ tag, digest string }
-	var sels []sel
-	for _, tag := range tags {
-		sels = append(sels, sel{tag: tag})
-	}
-	for _, p := range f.Pins() {
-		sels = append(sels, sel{tag: p.Tag, digest: p.Digest})
-	}
-	for _, d := range m.Digests {
-		sels = append(sels, sel{digest: d})
-	}
-	if len(sels) == 0 {
-		r.opts.Logger.Warn("no tag selected", "task", t.Name, "repository", srcName, "filter", f.String())
+		return err
 	}
 	for k, s := range sels {
-		g.Go(func() error {
-			src := srcName + ":" + s.tag
-			if s.digest != "" {
-				src = srcName + "@" + s.digest
-				if s.tag != "" {
-					src = srcName + ":" + s.tag + "@" + s.digest
-				}
-			}
-			var skip func(v1.Descriptor) (bool, error)
-			if r.opts.Skip != nil {
-				skip = func(d v1.Descriptor) (bool, error) {
-					return r.opts.Skip(ctx, Candidate{Task: t, Source: src, Target: target, Tag: s.tag,
-						Digest: d.Digest, MediaType: d.MediaType, Platforms: platforms})
-				}
-			}
-			im, skipped, err := r.image(ctx, fetchRepo, ropts, s.tag, s.digest, platforms, skip)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				fail(Failure{Task: t.Name, Source: src, Err: err})
-				return nil
-			}
-			im.Task, im.Source, im.Registry, im.Target, im.Tag = t.Name, src, registry, target, s.tag
-			add(im, k, skipped)
-			if r.opts.WithReferrers && !skipped {
-				for _, art := range r.referrerArtifacts(ctx, fetchRepo, ropts, im, fail) {
-					art.Task, art.Source, art.Registry, art.Target = t.Name, srcName+":"+art.Tag, registry, target
-					add(art, k, false)
-				}
-			}
-			return nil
-		})
+		g.Go(func() error { return r.selected(ctx, p, s, func(im *Image, skip bool) { add(im, k, skip) }, fail) })
+	}
+	return nil
+}
+
+// planMapping works out where m reads from and writes to, and opens its
+// source repository.
+func (r *resolver) planMapping(ctx context.Context, t *Task, m *Mapping) (*mappingPlan, error) {
+	fetch, src, err := r.opts.Sources.FetchRepository(t, m)
+	if err != nil {
+		return nil, err
+	}
+	p := &mappingPlan{task: t, source: src, fetch: fetch}
+	p.registry, _, _ = strings.Cut(src, "/")
+	p.target = m.TargetPath()
+	if p.filter, err = filter.Parse(m.Tags); err != nil {
+		return nil, fmt.Errorf("%s:%d: %w", t.File, m.Line, err)
+	}
+	p.platforms = r.opts.Platforms
+	if p.platforms == nil && m.Platform != "" {
+		p.platforms = []string{m.Platform}
+	}
+	if len(p.platforms) == 1 && p.platforms[0] == "all" {
+		p.platforms = nil
+	}
+	repo, err := r.opts.Sources.Repo(ctx, fetch, t)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", fetch.RegistryStr(), err)
+	}
+	p.ropts = append(repo.RemoteOptions(ctx), remote.WithContext(ctx))
+	return p, nil
+}
+
+// selections lists the tags (when the filter needs the list), pins and
+// digests m selects.
+func (r *resolver) selections(p *mappingPlan, m *Mapping) ([]selection, error) {
+	var tags []string
+	if p.filter.NeedsList() {
+		listed, err := remote.List(p.fetch, p.ropts...)
+		if err != nil {
+			return nil, fmt.Errorf("listing tags of %s on %s: %w", p.source, p.fetch.RegistryStr(), err)
+		}
+		tags = p.filter.Select(listed)
+		r.opts.Logger.Info("listed tags", "repository", p.source, "tags", len(listed), "selected", len(tags))
+	} else {
+		tags = p.filter.Select(nil)
+	}
+	var sels []selection
+	for _, tag := range tags {
+		sels = append(sels, selection{tag: tag})
+	}
+	for _, pin := range p.filter.Pins() {
+		sels = append(sels, selection{tag: pin.Tag, digest: pin.Digest})
+	}
+	for _, d := range m.Digests {
+		sels = append(sels, selection{digest: d})
+	}
+	if len(sels) == 0 {
+		r.opts.Logger.Warn("no tag selected", "task", p.task.Name, "repository", p.source, "filter", p.filter.String())
+	}
+	return sels, nil
+}
+
+// selected resolves one selection (and, with WithReferrers, what refers to
+// it), handing each image to add and each failure to fail.
+func (r *resolver) selected(ctx context.Context, p *mappingPlan, s selection, add func(*Image, bool), fail func(Failure)) error {
+	t := p.task
+	src := p.source + ":" + s.tag
+	if s.digest != "" {
+		src = p.source + "@" + s.digest
+		if s.tag != "" {
+			src = p.source + ":" + s.tag + "@" + s.digest
+		}
+	}
+	var skip func(v1.Descriptor) (bool, error)
+	if r.opts.Skip != nil {
+		skip = func(d v1.Descriptor) (bool, error) {
+			return r.opts.Skip(ctx, Candidate{Task: t, Source: src, Target: p.target, Tag: s.tag,
+				Digest: d.Digest, MediaType: d.MediaType, Platforms: p.platforms})
+		}
+	}
+	im, skipped, err := r.image(ctx, p.fetch, p.ropts, s.tag, s.digest, p.platforms, skip)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		fail(Failure{Task: t.Name, Source: src, Err: err})
+		return nil
+	}
+	im.Task, im.Source, im.Registry, im.Target, im.Tag = t.Name, src, p.registry, p.target, s.tag
+	add(im, skipped)
+	if r.opts.WithReferrers && !skipped {
+		for _, art := range r.referrerArtifacts(ctx, p.fetch, p.ropts, im, fail) {
+			art.Task, art.Source, art.Registry, art.Target = t.Name, p.source+":"+art.Tag, p.registry, p.target
+			add(art, false)
+		}
 	}
 	return nil
 }
@@ -517,41 +548,9 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 	if err != nil {
 		return nil, false, err
 	}
-	// HEAD first: it is free on Docker Hub and tells the digest, so tags
-	// that share a digest cost one manifest GET between them.
-	want := v1.Descriptor{}
-	if digest != "" {
-		h, err := v1.NewHash(digest)
-		if err != nil {
-			return nil, false, fmt.Errorf("digest pin %q: %w", digest, err)
-		}
-		want.Digest = h
-	} else {
-		desc, err := remote.Head(ref, ropts...)
-		switch {
-		case err == nil:
-			want = *desc
-		case isNotFound(err):
-			return nil, false, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
-		case !headUnsupported(err):
-			return nil, false, fmt.Errorf("checking %s on %s: %w", ref, repo.RegistryStr(), err)
-		default:
-			// Some registries answer HEAD badly; GET decides.
-			if err := r.beforeGet(repo); err != nil {
-				return nil, false, err
-			}
-			got, gerr := remote.Get(ref, ropts...)
-			r.gets.Add(1)
-			if gerr != nil {
-				if isNotFound(gerr) {
-					return nil, false, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
-				}
-				return nil, false, fmt.Errorf("fetching manifest %s from %s: %w", ref, repo.RegistryStr(), gerr)
-			}
-			want = got.Descriptor
-			r.remember(repo, Manifest{Digest: got.Digest, MediaType: got.MediaType, Data: got.Manifest})
-			r.cachePut(got.Digest, got.Manifest)
-		}
+	want, err := r.digestOf(repo, ropts, ref, tag, digest)
+	if err != nil {
+		return nil, false, err
 	}
 	if skip != nil {
 		ok, err := skip(want)
@@ -572,46 +571,91 @@ func (r *resolver) image(ctx context.Context, repo name.Repository, ropts []remo
 	im := &Image{Repository: repo, Root: root}
 	switch oci.KindOf(root.MediaType) {
 	case oci.KindManifest:
-		if err := r.addManifest(im, root, nil); err != nil {
-			return nil, false, err
-		}
+		err = r.addManifest(im, root, nil)
 	case oci.KindIndex:
-		idx, err := oci.Index(root.Data)
-		if err != nil {
-			return nil, false, fmt.Errorf("%s: %w", ref, err)
-		}
-		keep, err := selectPlatforms(idx.Manifests, platforms)
-		if err != nil {
-			return nil, false, fmt.Errorf("%s: %w", ref, err)
-		}
-		if len(keep) < len(idx.Manifests) {
-			// A registry refuses an index whose children are missing, so a
-			// subset needs a new index: same document, fewer manifests.
-			data, err := rewriteIndex(root.Data, keep)
-			if err != nil {
-				return nil, false, fmt.Errorf("%s: %w", ref, err)
-			}
-			h, _, _ := v1.SHA256(bytes.NewReader(data))
-			im.UpstreamDigest = root.Digest
-			im.Root = Manifest{Digest: h, MediaType: root.MediaType, Data: data, FromCache: root.FromCache}
-		}
-		for _, d := range keep {
-			if oci.KindOf(d.MediaType) != oci.KindManifest {
-				return nil, false, fmt.Errorf("%s: nested index %s is not supported", ref, d.Digest)
-			}
-			child, err := r.fetch(ctx, repo, ropts, d)
-			if err != nil {
-				return nil, false, err
-			}
-			im.Children = append(im.Children, child)
-			if err := r.addManifest(im, child, d.Platform); err != nil {
-				return nil, false, err
-			}
-		}
+		err = r.addIndex(ctx, im, ropts, ref, platforms)
 	default:
-		return nil, false, fmt.Errorf("%s: unsupported manifest media type %q", ref, root.MediaType)
+		err = fmt.Errorf("%s: unsupported manifest media type %q", ref, root.MediaType)
+	}
+	if err != nil {
+		return nil, false, err
 	}
 	return im, false, nil
+}
+
+// digestOf tells what ref points at: the pinned digest, else a HEAD (free
+// on Docker Hub; tags that share a digest then cost one manifest GET
+// between them), else a GET where the registry answers HEAD badly.
+func (r *resolver) digestOf(repo name.Repository, ropts []remote.Option, ref name.Reference, tag, digest string) (v1.Descriptor, error) {
+	if digest != "" {
+		h, err := v1.NewHash(digest)
+		if err != nil {
+			return v1.Descriptor{}, fmt.Errorf("digest pin %q: %w", digest, err)
+		}
+		return v1.Descriptor{Digest: h}, nil
+	}
+	desc, err := remote.Head(ref, ropts...)
+	switch {
+	case err == nil:
+		return *desc, nil
+	case isNotFound(err):
+		return v1.Descriptor{}, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+	case !headUnsupported(err):
+		return v1.Descriptor{}, fmt.Errorf("checking %s on %s: %w", ref, repo.RegistryStr(), err)
+	}
+	if err := r.beforeGet(repo); err != nil {
+		return v1.Descriptor{}, err
+	}
+	got, err := remote.Get(ref, ropts...)
+	r.gets.Add(1)
+	if err != nil {
+		if isNotFound(err) {
+			return v1.Descriptor{}, fmt.Errorf("%s: %w on %s", refString(tag, digest), ErrTagNotFound, repo.RegistryStr())
+		}
+		return v1.Descriptor{}, fmt.Errorf("fetching manifest %s from %s: %w", ref, repo.RegistryStr(), err)
+	}
+	r.remember(repo, Manifest{Digest: got.Digest, MediaType: got.MediaType, Data: got.Manifest})
+	r.cachePut(got.Digest, got.Manifest)
+	return got.Descriptor, nil
+}
+
+// addIndex keeps the platforms asked for of the index im.Root (rewriting
+// the index when that is a subset) and fetches their manifests.
+func (r *resolver) addIndex(ctx context.Context, im *Image, ropts []remote.Option, ref name.Reference, platforms []string) error {
+	root := im.Root
+	idx, err := oci.Index(root.Data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	keep, err := selectPlatforms(idx.Manifests, platforms)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	if len(keep) < len(idx.Manifests) {
+		// A registry refuses an index whose children are missing, so a
+		// subset needs a new index: same document, fewer manifests.
+		data, err := rewriteIndex(root.Data, keep)
+		if err != nil {
+			return fmt.Errorf("%s: %w", ref, err)
+		}
+		h, _, _ := v1.SHA256(bytes.NewReader(data))
+		im.UpstreamDigest = root.Digest
+		im.Root = Manifest{Digest: h, MediaType: root.MediaType, Data: data, FromCache: root.FromCache}
+	}
+	for _, d := range keep {
+		if oci.KindOf(d.MediaType) != oci.KindManifest {
+			return fmt.Errorf("%s: nested index %s is not supported", ref, d.Digest)
+		}
+		child, err := r.fetch(ctx, im.Repository, ropts, d)
+		if err != nil {
+			return err
+		}
+		im.Children = append(im.Children, child)
+		if err := r.addManifest(im, child, d.Platform); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func refString(tag, digest string) string {
@@ -698,62 +742,6 @@ func (r *resolver) fetch(ctx context.Context, repo name.Repository, ropts []remo
 		r.cachePut(desc.Digest, desc.Manifest)
 	})
 	return dr.m, dr.err
-}
-
-// selectPlatforms keeps the index entries matching any of platforms (all
-// when platforms is empty). Entries without a platform (attestations,
-// signatures stored in the index) are kept only when all are kept.
-func selectPlatforms(ds []v1.Descriptor, platforms []string) ([]v1.Descriptor, error) {
-	if len(platforms) == 0 {
-		return ds, nil
-	}
-	var want []v1.Platform
-	for _, s := range platforms {
-		for _, part := range strings.Split(s, ",") {
-			p, err := v1.ParsePlatform(strings.TrimSpace(part))
-			if err != nil {
-				return nil, fmt.Errorf("platform %q: %w", part, err)
-			}
-			want = append(want, *p)
-		}
-	}
-	var keep []v1.Descriptor
-	for _, d := range ds {
-		if d.Platform == nil {
-			continue
-		}
-		for _, w := range want {
-			if d.Platform.Satisfies(w) {
-				keep = append(keep, d)
-				break
-			}
-		}
-	}
-	if len(keep) == 0 {
-		var have []string
-		for _, d := range ds {
-			if d.Platform != nil {
-				have = append(have, oci.PlatformString(d.Platform))
-			}
-		}
-		return nil, fmt.Errorf("no manifest for platform %s (the index has %s)", strings.Join(platforms, ","), strings.Join(have, ", "))
-	}
-	return keep, nil
-}
-
-// rewriteIndex replaces the manifests of an index document, keeping every
-// other field as it was.
-func rewriteIndex(data []byte, keep []v1.Descriptor) ([]byte, error) {
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, err
-	}
-	ms, err := json.Marshal(keep)
-	if err != nil {
-		return nil, err
-	}
-	doc["manifests"] = ms
-	return json.Marshal(doc)
 }
 
 func isNotFound(err error) bool {

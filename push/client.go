@@ -13,12 +13,8 @@ import (
 	"net/url"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -28,55 +24,38 @@ import (
 	"github.com/ferry-airgap/ferry/internal/units"
 )
 
-// maxErrorBody caps how much of an error response is read.
-const maxErrorBody = 64 << 10
-
 // manifestAccept is what a HEAD for a manifest accepts.
 var manifestAccept = strings.Join([]string{
 	string(types.OCIManifestSchema1), string(types.OCIImageIndex),
 	string(types.DockerManifestSchema2), string(types.DockerManifestList),
 }, ", ")
 
-// lazyTransport builds an authenticated client once, on first use.
-type lazyTransport struct {
-	once sync.Once
-	rc   *repoClient
-	err  error
-}
-
-// repoClient speaks the registry API for one repository through an
-// authenticated transport whose token (if any) covers its scopes.
+// repoClient speaks the registry API for one repository through its
+// authenticated handle, whose token (if any) covers its scopes.
 type repoClient struct {
 	host string
 	repo string
 	base string // scheme://host
-	hc   *http.Client
+	hc   *registry.Repo
 }
 
-// connect pings the target, checks the credentials (before anything
-// moves) and detects Harbor.
-func (p *pusher) connect(ctx context.Context, images []*image) error {
-	host := p.tgt.Registry
-	reg, err := name.NewRegistry(host, p.o.Client.NameOptions(host)...)
-	if err != nil {
-		return fmt.Errorf("registry %q: %w", host, err)
-	}
-	pr, err := transport.Ping(ctx, reg, p.o.Client.Transport())
-	if err != nil {
-		return fmt.Errorf("reaching registry %s: %w", host, registry.Explain(err))
-	}
-	p.scheme = "https"
-	if pr.Insecure {
-		p.scheme = "http"
-	}
-	first := images[0].repo
-	for _, im := range images {
-		if im.err == nil {
+// connect pings the target, declares every repository the run writes (so
+// that one token covers them all), checks the credentials before anything
+// moves, and detects Harbor.
+func (p *pusher) connect(ctx context.Context) error {
+	var first string
+	for _, im := range p.live() {
+		if first == "" {
 			first = im.repo
-			break
 		}
+		p.host.Want(registry.Scope(im.repo, p.actions()))
 	}
-	if err := p.o.Client.CheckAuth(ctx, reg, p.auth, "repository:"+first+":"+p.actions()); err != nil {
+	scheme, err := p.host.Scheme(ctx)
+	if err != nil {
+		return fmt.Errorf("reaching registry %s: %w", p.tgt.Registry, err)
+	}
+	p.scheme = scheme
+	if err := p.host.Check(ctx, registry.Scope(first, p.actions())); err != nil {
 		return err
 	}
 	p.harbor = detectHarbor(ctx, p)
@@ -90,9 +69,9 @@ func (p *pusher) connect(ctx context.Context, images []*image) error {
 
 func (p *pusher) actions() string {
 	if p.o.DryRun {
-		return "pull"
+		return registry.Pull
 	}
-	return "push,pull"
+	return registry.PushPull
 }
 
 // checkPush proves push access before any upload: per project (first path
@@ -122,7 +101,7 @@ func (p *pusher) checkPush(ctx context.Context) error {
 			if errors.As(err, &pe) {
 				return err
 			}
-			return fmt.Errorf("checking push access to %s/%s as %s before uploading: %w", p.tgt.Registry, repo, userOf(p.auth), err)
+			return fmt.Errorf("checking push access to %s/%s as %s before uploading: %w", p.tgt.Registry, repo, p.host.Who(), err)
 		}
 		rc.cancelUpload(ctx, loc)
 	}
@@ -137,54 +116,23 @@ func repeat(s string, n int) []string {
 	return out
 }
 
-func userOf(a authn.Authenticator) string {
-	if a == nil || a == authn.Anonymous {
-		return "anonymous"
-	}
-	if c, ok := a.(interface{ Username() string }); ok && c.Username() != "" {
-		return strconv.Quote(c.Username())
-	}
-	if cfg, err := a.Authorization(); err == nil && cfg.Username != "" {
-		return strconv.Quote(cfg.Username)
-	}
-	return "token"
-}
-
 // repo returns the client for repo (scope push,pull; pull in a dry run).
 func (p *pusher) repo(ctx context.Context, repo string) (*repoClient, error) {
-	return p.client(ctx, repo, []string{"repository:" + repo + ":" + p.actions()})
+	return p.client(ctx, repo, []string{registry.Scope(repo, p.actions())})
 }
 
 // mountClient returns a client for repo whose token also allows pulling
 // from, as a cross-repository mount needs.
 func (p *pusher) mountClient(ctx context.Context, repo, from string) (*repoClient, error) {
-	return p.client(ctx, repo, []string{"repository:" + repo + ":push,pull", "repository:" + from + ":pull"})
+	return p.client(ctx, repo, []string{registry.Scope(repo, registry.PushPull), registry.Scope(from, registry.Pull)})
 }
 
 func (p *pusher) client(ctx context.Context, repo string, scopes []string) (*repoClient, error) {
-	k := strings.Join(scopes, " ")
-	p.mu.Lock()
-	lt, ok := p.transports[k]
-	if !ok {
-		lt = &lazyTransport{}
-		p.transports[k] = lt
+	r, err := p.host.Repo(ctx, repo, scopes...)
+	if err != nil {
+		return nil, fmt.Errorf("authenticating to %s for %s: %w", p.tgt.Registry, repo, err)
 	}
-	p.mu.Unlock()
-	lt.once.Do(func() {
-		host := p.tgt.Registry
-		reg, err := name.NewRegistry(host, p.o.Client.NameOptions(host)...)
-		if err != nil {
-			lt.err = err
-			return
-		}
-		rt, err := transport.NewWithContext(ctx, reg, p.auth, p.o.Client.Transport(), scopes)
-		if err != nil {
-			lt.err = fmt.Errorf("authenticating to %s for %s: %w", host, repo, registry.Explain(err))
-			return
-		}
-		lt.rc = &repoClient{host: host, repo: repo, base: p.scheme + "://" + host, hc: &http.Client{Transport: rt}}
-	})
-	return lt.rc, lt.err
+	return &repoClient{host: p.tgt.Registry, repo: repo, base: p.scheme + "://" + p.tgt.Registry, hc: r}, nil
 }
 
 func (c *repoClient) url(path string) string { return c.base + "/v2/" + c.repo + path }
@@ -213,7 +161,7 @@ func (c *repoClient) do(req *http.Request, ok ...int) (*http.Response, error) {
 		}
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, registry.MaxErrorBody))
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	herr := &httpError{status: resp.StatusCode, body: string(body), err: registry.Explain(transport.CheckError(resp))}
 	low := strings.ToLower(herr.body)
@@ -223,10 +171,8 @@ func (c *repoClient) do(req *http.Request, ok ...int) (*http.Response, error) {
 	return nil, herr
 }
 
-func drain(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
-	_ = resp.Body.Close()
-}
+// drain reads what is left of a response (capped) and closes it.
+func drain(resp *http.Response) { registry.Drain(resp) }
 
 // head sends a HEAD; a 401 has no body to explain it (Harbor's "project
 // X not found"), so it is asked again as a GET whose error body is read.

@@ -71,8 +71,8 @@ type harborAPI struct {
 // systeminfo or ping endpoints, else nil.
 func detectHarbor(ctx context.Context, p *pusher) *harborAPI {
 	h := &harborAPI{base: p.scheme + "://" + p.tgt.Registry, host: p.tgt.Registry, hc: &http.Client{Transport: p.o.Client.Transport()}}
-	if p.auth != nil && p.auth != authn.Anonymous {
-		if cfg, err := p.auth.Authorization(); err == nil && cfg.Username != "" && cfg.Password != "" {
+	if a := p.host.Auth(); a != authn.Anonymous {
+		if cfg, err := a.Authorization(); err == nil && cfg.Username != "" && cfg.Password != "" {
 			h.user, h.password, h.basic = cfg.Username, cfg.Password, true
 		}
 	}
@@ -111,7 +111,7 @@ func (h *harborAPI) call(ctx context.Context, method, path string, body []byte, 
 		return 0, nil, registry.Explain(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, registry.MaxErrorBody))
 	return resp.StatusCode, b, nil
 }
 

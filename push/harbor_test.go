@@ -28,6 +28,7 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/mapping"
 	"github.com/ferry-airgap/ferry/push"
 )
 
@@ -333,7 +334,14 @@ tasks:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := run(t, path, fh.host+"/mirror", func(o *push.Options) { o.Files = []string{m} })
+	logins, warnings, err := mapping.LoadTargetLogins(fh.host, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logins) != 1 || logins[0].Username != "robot$proj+ci" {
+		t.Fatalf("logins from the mapping file: %+v", logins)
+	}
+	sum, err := run(t, path, fh.host+"/mirror", func(o *push.Options) { o.Logins, o.Warnings = logins, warnings })
 	if err != nil {
 		t.Fatalf("push with the mapping file's target auth: %v", err)
 	}

@@ -15,29 +15,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	stdsync "sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ferry-airgap/ferry/bundle"
-	"github.com/ferry-airgap/ferry/internal/names"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/internal/source"
 	"github.com/ferry-airgap/ferry/mapping"
 	"github.com/ferry-airgap/ferry/push"
 )
-
-// DefaultJobs is the number of parallel requests when Options.Jobs is 0.
-const DefaultJobs = push.DefaultJobs
 
 // Options configure Run and Watch.
 type Options struct {
@@ -46,7 +38,7 @@ type Options struct {
 	// To (REGISTRY[/PREFIX]) replaces every task's target registry.
 	To string
 
-	Jobs   int  // parallel requests per round; 0 = DefaultJobs
+	Jobs   int  // parallel requests per round; 0 = registry.DefaultJobs
 	DryRun bool // resolve and report; copy nothing
 	// Platforms overrides the mappings' platform (--platform); nil keeps them.
 	Platforms []string
@@ -147,7 +139,7 @@ func New(o Options) (*Syncer, error) {
 		return nil, errors.New("sync: no mapping file")
 	}
 	if o.Jobs < 1 {
-		o.Jobs = DefaultJobs
+		o.Jobs = registry.DefaultJobs
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -224,17 +216,13 @@ func (s *Syncer) target(t *mapping.Task) (push.Target, error) {
 	return push.ParseTarget(to)
 }
 
-// targetCredentials returns the task's target auth when it applies to
-// host (the task names no target, or names host), else nil.
-func targetCredentials(t *mapping.Task, host string) *mapping.Auth {
-	a := t.Target.Auth
-	if a == nil {
-		return nil
-	}
-	if t.Target.Registry != "" && !t.Target.HasPlaceholder("registry") && names.CanonicalHost(t.Target.Registry) != names.CanonicalHost(host) {
-		return nil
-	}
-	return a
+// roundState is what one round of one task works with.
+type roundState struct {
+	task *mapping.Task
+	tgt  push.Target
+	src  *mapping.Sources
+	host *registry.Host // the target, with the task's target credentials
+	look *targetLook
 }
 
 // Round runs one round of task t: resolve with a HEAD at the source and a
@@ -248,158 +236,166 @@ func (s *Syncer) Round(ctx context.Context, t *mapping.Task) Round {
 			r.Error = r.Err.Error()
 		}
 	}()
-	tgt, err := s.target(t)
+	st, err := s.prepare(ctx, t, &r)
 	if err != nil {
 		r.Err = err
 		return r
 	}
-	r.Target = tgt.String()
-	if t.Source.SkipTLSVerify {
-		s.o.Client.Configure(source.Host(t), registry.HostConfig{SkipTLSVerify: true})
-	}
-	if t.Target.SkipTLSVerify {
-		s.o.Client.Configure(tgt.Registry, registry.HostConfig{SkipTLSVerify: true})
-	}
-	if err := t.CheckSource(); err != nil {
-		r.Err = err
-		return r
-	}
-	pull := &source.Puller{Client: s.o.Client, Keychain: s.o.Keychain, Username: s.o.Username, Password: s.o.Password,
-		Mirrors: s.o.Mirrors, Jobs: s.o.Jobs}
-	if err := pull.CheckCredentials(ctx, []*mapping.Task{t}); err != nil {
-		r.Err = err
-		return r
-	}
-	tauth := authn.Authenticator(nil)
-	if a := targetCredentials(t, tgt.Registry); a != nil {
-		if a.Anonymous {
-			tauth = authn.Anonymous
-		} else {
-			tauth = authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password})
-		}
-	}
-	if tauth == nil {
-		if tauth, err = s.o.Keychain.Resolve(tgt.Registry); err != nil {
-			r.Err = fmt.Errorf("credentials for %s: %w", tgt.Registry, err)
-			return r
-		}
-	}
-	look := &targetLook{s: s, tgt: tgt, auth: tauth, transports: map[string]*lazy{}}
-
 	res, err := mapping.Resolve(ctx, []*mapping.Task{t}, mapping.Options{
-		Remote: func(ctx context.Context, repo name.Repository, t *mapping.Task) ([]remote.Option, error) {
-			return pull.RemoteOptions(ctx, repo, t)
-		},
-		NameOptions: s.o.Client.NameOptions,
-		Platforms:   s.o.Platforms,
-		Mirrors:     s.o.Mirrors,
-		Skip:        look.skip,
-		Jobs:        s.o.Jobs,
-		Logger:      s.o.Logger,
+		Sources:   st.src,
+		Platforms: s.o.Platforms,
+		Skip:      st.look.skip,
+		Jobs:      s.o.Jobs,
+		Logger:    s.o.Logger,
 	})
 	if err != nil {
 		r.Err = err
 		return r
 	}
+	r.addResolution(res, st)
+	if len(res.Images) > 0 {
+		if err := s.copy(ctx, st, res.Images, &r); err != nil {
+			r.Err = err
+			return r
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		r.Err = fmt.Errorf("task %q stopped: %w", t.Name, ctx.Err())
+	case r.Failed > 0:
+		r.Err = fmt.Errorf("%w: task %q: %d image(s) or tag(s) failed", ErrFailed, t.Name, r.Failed)
+	}
+	return r
+}
+
+// prepare finds the task's target, applies skip-tls-verify, proves the
+// source credentials and connects to the target with the task's target
+// credentials, declaring every repository the round may write so that
+// one token covers the round.
+func (s *Syncer) prepare(ctx context.Context, t *mapping.Task, r *Round) (*roundState, error) {
+	tgt, err := s.target(t)
+	if err != nil {
+		return nil, err
+	}
+	r.Target = tgt.String()
+	if t.Target.SkipTLSVerify {
+		s.o.Client.Configure(tgt.Registry, registry.HostConfig{SkipTLSVerify: true})
+	}
+	if err := t.CheckSource(); err != nil {
+		return nil, err
+	}
+	src := &mapping.Sources{Client: s.o.Client, Keychain: s.o.Keychain, Username: s.o.Username, Password: s.o.Password, Mirrors: s.o.Mirrors}
+	if err := src.CheckCredentials(ctx, []*mapping.Task{t}); err != nil {
+		return nil, err
+	}
+	logins, _ := mapping.TargetLogins([]*mapping.Task{t}, tgt.Registry)
+	auth, err := s.o.Keychain.Resolve(tgt.Registry, logins...)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", tgt.Registry, err)
+	}
+	host, err := s.o.Client.Host(tgt.Registry, auth)
+	if err != nil {
+		return nil, err
+	}
+	actions := registry.PushPull
+	if s.o.DryRun {
+		actions = registry.Pull
+	}
+	for _, m := range t.Mappings {
+		host.Want(registry.Scope(tgt.Repository(m.TargetPath()), actions))
+	}
+	st := &roundState{task: t, tgt: tgt, src: src, host: host}
+	st.look = &targetLook{s: s, tgt: tgt, host: host}
+	return st, nil
+}
+
+// addResolution counts the resolution's manifest GETs and failures, and
+// the images the target holds already (grouped as export groups them).
+func (r *Round) addResolution(res *mapping.Resolution, st *roundState) {
 	r.Pulls = res.ManifestGETs
 	for _, f := range res.Failures {
 		r.Failures = append(r.Failures, Failure{Image: f.Source, Error: f.Err.Error()})
 		r.Failed++
 	}
-	// Unchanged images, counted as export would group them.
-	seen := map[string]int{}
-	for _, im := range res.Skipped {
-		tag := im.Tag
-		if tag == "" {
-			tag = oci.DigestTag(im.Root.Digest)
-		}
-		k := im.Target + "@" + im.Root.Digest.String()
-		if i, ok := seen[k]; ok {
-			r.Images[i].Tags = append(r.Images[i].Tags, tag)
-			continue
-		}
-		seen[k] = len(r.Images)
-		r.Images = append(r.Images, ImageResult{Repository: tgt.Registry + "/" + tgt.Repository(im.Target), Source: im.Source,
-			Tags: []string{tag}, Digest: look.found(im.Target, tag), Result: ImageUnchanged})
+	for _, g := range mapping.GroupImages(res.Skipped) {
+		r.Images = append(r.Images, ImageResult{Repository: st.tgt.Registry + "/" + st.tgt.Repository(g.Target), Source: g.Source,
+			Tags: g.Tags, Digest: st.look.found(g.Target, g.Tags[0]), Result: ImageUnchanged})
 		r.Unchanged++
 	}
+}
 
-	if len(res.Images) > 0 {
-		tasks := map[string]*mapping.Task{t.Name: t}
-		src, err := newRegistrySource("registry "+source.Host(t), res.Images, pull, tasks)
-		if err != nil {
-			r.Err = err
-			return r
-		}
-		pctx := ctx
-		if s.o.Abort != nil {
-			// Transfers outlive ctx until Abort; the source refuses new
-			// downloads once ctx is done.
-			var cancel context.CancelFunc
-			pctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
-			defer cancel()
-			go func() {
-				select {
-				case <-s.o.Abort:
-					cancel()
-				case <-pctx.Done():
-				}
-			}()
-			src.stop = ctx.Done()
-		}
-		sum, perr := push.Run(pctx, push.Options{
-			Source: src, To: tgt.String(), Jobs: s.o.Jobs, DryRun: s.o.DryRun,
-			Auth:   tauth,
-			Client: s.o.Client, Keychain: s.o.Keychain,
-			Progress: s.o.Progress, Logger: s.o.Logger,
-		})
-		r.BlobGETs = src.gets.Load()
-		if sum != nil {
-			r.Warnings = append(r.Warnings, sum.Warnings...)
-			r.Bytes, r.Mounted = sum.BytesUploaded, sum.BytesMounted
-			for _, im := range sum.Images {
-				ir := ImageResult{Repository: im.Repository, Source: im.Source, Digest: im.Digest, Error: im.Error}
-				for _, tr := range im.Tags {
-					ir.Tags = append(ir.Tags, tr.Tag)
-				}
-				switch im.Status {
-				case push.StatusFailed, push.StatusWouldFail:
-					ir.Result = ImageFailed
-					r.Failed++
-				case push.StatusUpToDate:
-					ir.Result = ImageUnchanged
-					r.Unchanged++
-				default:
-					ir.Result = ImageCopied
-					if s.o.DryRun {
-						ir.Result = ImageWouldCopy
-					}
-					r.Copied++
-					if h, err := v1.NewHash(im.Digest); err == nil && !s.o.DryRun {
-						if up, ok := src.upstream[h]; ok {
-							s.remember(im.Repository, up, look.platformsOf(im.Repository, up), im.Digest)
-						}
-					}
-				}
-				r.Images = append(r.Images, ir)
+// copy pushes the images that differ through ferry import's pipeline.
+// With Abort set, transfers outlive ctx until Abort; the source refuses
+// new downloads once ctx is done.
+func (s *Syncer) copy(ctx context.Context, st *roundState, images []*mapping.Image, r *Round) error {
+	src, err := newRegistrySource("registry "+st.task.SourceHost(), images, st.src, map[string]*mapping.Task{st.task.Name: st.task})
+	if err != nil {
+		return err
+	}
+	pctx := ctx
+	if s.o.Abort != nil {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		go func() {
+			select {
+			case <-s.o.Abort:
+				cancel()
+			case <-pctx.Done():
 			}
-			for _, f := range sum.Failures {
-				r.Failures = append(r.Failures, Failure{Image: f.Image, Error: f.Error})
+		}()
+		src.stop = ctx.Done()
+	}
+	sum, perr := push.Run(pctx, push.Options{
+		Source: src, To: st.tgt.String(), Jobs: s.o.Jobs, DryRun: s.o.DryRun,
+		Auth:   st.host.Auth(),
+		Client: s.o.Client, Keychain: s.o.Keychain,
+		Progress: s.o.Progress, Logger: s.o.Logger,
+	})
+	r.BlobGETs = src.gets.Load()
+	if sum != nil {
+		s.addPushed(r, sum, src, st.look)
+	}
+	if perr != nil && !errors.Is(perr, push.ErrFailed) {
+		return perr
+	}
+	return nil
+}
+
+// addPushed adds what push did to the round, and remembers the digests
+// platform subsets got in the target.
+func (s *Syncer) addPushed(r *Round, sum *push.Summary, src *registrySource, look *targetLook) {
+	r.Warnings = append(r.Warnings, sum.Warnings...)
+	r.Bytes, r.Mounted = sum.BytesUploaded, sum.BytesMounted
+	for _, im := range sum.Images {
+		ir := ImageResult{Repository: im.Repository, Source: im.Source, Digest: im.Digest, Error: im.Error}
+		for _, tr := range im.Tags {
+			ir.Tags = append(ir.Tags, tr.Tag)
+		}
+		switch im.Status {
+		case push.StatusFailed, push.StatusWouldFail:
+			ir.Result = ImageFailed
+			r.Failed++
+		case push.StatusUpToDate:
+			ir.Result = ImageUnchanged
+			r.Unchanged++
+		default:
+			ir.Result = ImageCopied
+			if s.o.DryRun {
+				ir.Result = ImageWouldCopy
+			}
+			r.Copied++
+			if h, err := v1.NewHash(im.Digest); err == nil && !s.o.DryRun {
+				if up, ok := src.upstream[h]; ok {
+					s.remember(im.Repository, up, look.platformsOf(im.Repository, up), im.Digest)
+				}
 			}
 		}
-		if perr != nil && !errors.Is(perr, push.ErrFailed) {
-			r.Err = perr
-			return r
-		}
+		r.Images = append(r.Images, ir)
 	}
-	if ctx.Err() != nil {
-		r.Err = fmt.Errorf("task %q stopped: %w", t.Name, ctx.Err())
-		return r
+	for _, f := range sum.Failures {
+		r.Failures = append(r.Failures, Failure{Image: f.Image, Error: f.Error})
 	}
-	if r.Failed > 0 {
-		r.Err = fmt.Errorf("%w: task %q: %d image(s) or tag(s) failed", ErrFailed, t.Name, r.Failed)
-	}
-	return r
 }
 
 // remember records the digest a platform-subset image got in repo, for
@@ -431,12 +427,11 @@ func platformKey(p []string) string {
 type targetLook struct {
 	s    *Syncer
 	tgt  push.Target
-	auth authn.Authenticator
+	host *registry.Host
 
-	mu         stdsync.Mutex
-	transports map[string]*lazy // by repository
-	digests    map[string]string
-	platforms  map[string]string // repo@upstream digest → platforms asked for
+	mu        stdsync.Mutex
+	digests   map[string]string
+	platforms map[string]string // repo@upstream digest → platforms asked for
 }
 
 // platformsOf returns the platforms asked for when the image of repo with
@@ -445,26 +440,6 @@ func (l *targetLook) platformsOf(repo string, upstream v1.Hash) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.platforms[repo+"@"+upstream.String()]
-}
-
-type lazy struct {
-	once stdsync.Once
-	rt   http.RoundTripper
-	err  error
-}
-
-func (l *targetLook) transport(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
-	l.mu.Lock()
-	c, ok := l.transports[repo.Name()]
-	if !ok {
-		c = &lazy{}
-		l.transports[repo.Name()] = c
-	}
-	l.mu.Unlock()
-	c.once.Do(func() {
-		c.rt, c.err = transport.NewWithContext(ctx, repo.Registry, l.auth, l.s.o.Client.Transport(), []string{repo.Scope(transport.PullScope)})
-	})
-	return c.rt, c.err
 }
 
 // skip is mapping.Options.Skip: true when the target's tag already points
@@ -481,12 +456,12 @@ func (l *targetLook) skip(ctx context.Context, c mapping.Candidate) (bool, error
 	if err != nil {
 		return false, nil // push reports a bad target name
 	}
-	rt, err := l.transport(ctx, ref.Context())
+	repo, err := l.host.Repo(ctx, path, registry.Scope(path, registry.Pull))
 	if err != nil {
 		l.s.o.Logger.Info("cannot ask the target; copying", "tag", ref.String(), "error", err)
 		return false, nil
 	}
-	desc, err := remote.Head(ref, append(l.s.o.Client.RemoteOptions(ctx, host, authn.Anonymous), remote.WithTransport(rt), remote.WithContext(ctx))...)
+	desc, err := remote.Head(ref, append(repo.RemoteOptions(ctx), remote.WithContext(ctx))...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, ctx.Err()

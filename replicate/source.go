@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"sort"
 	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
-	"github.com/ferry-airgap/ferry/internal/source"
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
@@ -30,7 +27,7 @@ type registrySource struct {
 	// upstream: for rewritten indexes (platform subsets), root digest →
 	// the digest upstream serves.
 	upstream map[v1.Hash]v1.Hash
-	pull     *source.Puller
+	src      *mapping.Sources
 	tasks    map[string]*mapping.Task
 
 	// stop, once closed, refuses new blob downloads (a gentle stop).
@@ -48,23 +45,11 @@ type origin struct {
 // newRegistrySource groups resolved images as export does: one image per
 // target path and root digest, with all its tags (a digest pin without a
 // tag is tagged sha256-HEX), and builds each image's tree.
-func newRegistrySource(label string, images []*mapping.Image, pull *source.Puller, tasks map[string]*mapping.Task) (*registrySource, error) {
+func newRegistrySource(label string, images []*mapping.Image, src *mapping.Sources, tasks map[string]*mapping.Task) (*registrySource, error) {
 	s := &registrySource{name: label, trees: map[v1.Hash]*bundle.Node{}, origin: map[v1.Hash]origin{},
-		upstream: map[v1.Hash]v1.Hash{}, pull: pull, tasks: tasks}
-	type key struct{ target, digest string }
-	byKey := map[key]int{}
-	for _, im := range images {
-		k := key{im.Target, im.Root.Digest.String()}
-		tag := im.Tag
-		if tag == "" {
-			tag = oci.DigestTag(im.Root.Digest)
-		}
-		if i, ok := byKey[k]; ok {
-			if !slices.Contains(s.images[i].Tags, tag) {
-				s.images[i].Tags = append(s.images[i].Tags, tag)
-			}
-			continue
-		}
+		upstream: map[v1.Hash]v1.Hash{}, src: src, tasks: tasks}
+	for _, g := range mapping.GroupImages(images) {
+		im := g.Image
 		if _, ok := s.trees[im.Root.Digest]; !ok {
 			t, err := tree(im)
 			if err != nil {
@@ -72,22 +57,21 @@ func newRegistrySource(label string, images []*mapping.Image, pull *source.Pulle
 			}
 			s.trees[im.Root.Digest] = t
 		}
-		rec := bundle.Image{Source: im.Source, Target: im.Target, Tags: []string{tag}, Digest: im.Root.Digest.String(),
+		rec := bundle.Image{Source: im.Source, Target: im.Target, Tags: g.Tags, Digest: im.Root.Digest.String(),
 			MediaType: string(im.Root.MediaType), Platforms: im.Platforms, Size: im.Size(), Task: im.Task}
 		if im.UpstreamDigest.Hex != "" {
 			rec.UpstreamDigest = im.UpstreamDigest.String()
 			s.upstream[im.Root.Digest] = im.UpstreamDigest
 		}
+		s.images = append(s.images, rec)
+	}
+	// Blobs are fetched from the first image (of any group) that needs them.
+	for _, im := range images {
 		for _, d := range im.Blobs {
 			if _, ok := s.origin[d.Digest]; !ok {
 				s.origin[d.Digest] = origin{repo: im.Repository, task: im.Task, what: im.Source}
 			}
 		}
-		byKey[k] = len(s.images)
-		s.images = append(s.images, rec)
-	}
-	for i := range s.images {
-		sort.Strings(s.images[i].Tags)
 	}
 	return s, nil
 }
@@ -154,7 +138,7 @@ func (s *registrySource) OpenBlob(ctx context.Context, h v1.Hash, size int64) (i
 		return nil, fmt.Errorf("blob %s: no image of this round needs it (nothing to fetch it from)", h)
 	}
 	s.gets.Add(1)
-	body, err := s.pull.Blob(ctx, o.repo, s.tasks[o.task], h, o.what)
+	body, err := s.src.Blob(ctx, o.repo, s.tasks[o.task], h, o.what)
 	if err != nil {
 		return nil, err
 	}

@@ -117,6 +117,18 @@ func (w *watcher) stamps() []fileStamp {
 	return out
 }
 
+// schedule is the state of one run of a watcher.
+type schedule struct {
+	w       *watcher
+	states  map[string]*taskState
+	order   []string
+	stamp   []fileStamp
+	now     time.Time
+	results chan finished
+	running int
+	pollC   <-chan time.Time
+}
+
 func (w *watcher) run(ctx context.Context) error {
 	if w.clock == nil {
 		w.clock = realClock{}
@@ -131,157 +143,177 @@ func (w *watcher) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stamp := w.stamps()
-	states := map[string]*taskState{}
-	var order []string
-	now := w.clock.Now()
-	apply := func(tasks []*mapping.Task) {
-		keep := map[string]bool{}
-		order = order[:0]
-		for _, t := range tasks {
-			keep[t.Name] = true
-			order = append(order, t.Name)
-			st, ok := states[t.Name]
-			switch {
-			case !ok:
-				states[t.Name] = &taskState{task: t, next: now}
-			case !sameTask(st.task, t):
-				w.logger.Info("task changed; running it now", "task", t.Name)
-				st.task = t
-				st.done = false
-				if st.running {
-					st.rerun = true
-				} else {
-					st.next = now
-				}
-			default:
-				st.task = t // same content; keep the schedule
-			}
+	s := &schedule{w: w, states: map[string]*taskState{}, stamp: w.stamps(), now: w.clock.Now(), results: make(chan finished)}
+	s.apply(tasks)
+	for {
+		s.now = w.clock.Now()
+		s.startDue(ctx)
+		if done, err := s.over(ctx); done {
+			return err
 		}
-		for name, st := range states {
-			if !keep[name] {
-				w.logger.Info("task removed from the mapping files", "task", name)
-				st.gen++
-				if !st.running {
-					delete(states, name)
-				} else {
-					st.done, st.task = true, nil
-				}
+		s.wait(ctx)
+	}
+}
+
+// apply makes tasks the schedule's tasks: new or changed ones run at once,
+// removed ones stop (after the round in progress, if any).
+func (s *schedule) apply(tasks []*mapping.Task) {
+	keep := map[string]bool{}
+	s.order = s.order[:0]
+	for _, t := range tasks {
+		keep[t.Name] = true
+		s.order = append(s.order, t.Name)
+		st, ok := s.states[t.Name]
+		switch {
+		case !ok:
+			s.states[t.Name] = &taskState{task: t, next: s.now}
+		case !sameTask(st.task, t):
+			s.w.logger.Info("task changed; running it now", "task", t.Name)
+			st.task = t
+			st.done = false
+			if st.running {
+				st.rerun = true
+			} else {
+				st.next = s.now
 			}
+		default:
+			st.task = t // same content; keep the schedule
 		}
 	}
-	apply(tasks)
-
-	results := make(chan finished)
-	running := 0
-	var pollC <-chan time.Time
-	for {
-		now = w.clock.Now()
-		// Start what is due.
-		for _, name := range order {
-			st := states[name]
-			if st == nil || st.running || st.done || st.task == nil || st.next.After(now) {
-				continue
+	for name, st := range s.states {
+		if !keep[name] {
+			s.w.logger.Info("task removed from the mapping files", "task", name)
+			st.gen++
+			if !st.running {
+				delete(s.states, name)
+			} else {
+				st.done, st.task = true, nil
 			}
-			if ctx.Err() != nil {
-				break
-			}
-			st.running, st.lastStart, st.rerun = true, now, false
-			running++
-			t, gen := st.task, st.gen
-			go func() {
-				r := w.round(ctx, t)
-				results <- finished{name: t.Name, gen: gen, r: r}
-			}()
-		}
-		if ctx.Err() != nil && running == 0 {
-			return ctx.Err()
-		}
-		// Nothing left to wait for: every task ran once and none repeats.
-		if running == 0 && ctx.Err() == nil {
-			repeats := false
-			for _, st := range states {
-				if !st.done {
-					repeats = true
-				}
-			}
-			if !repeats {
-				return nil
-			}
-		}
-		var due <-chan time.Time
-		if ctx.Err() == nil {
-			var earliest time.Time
-			for _, st := range states {
-				if st.running || st.done || st.task == nil {
-					continue
-				}
-				if earliest.IsZero() || st.next.Before(earliest) {
-					earliest = st.next
-				}
-			}
-			if !earliest.IsZero() {
-				due = w.clock.After(earliest.Sub(now))
-			}
-			if pollC == nil {
-				pollC = w.clock.After(w.poll)
-			}
-		}
-		done := ctx.Done()
-		if ctx.Err() != nil {
-			done, pollC = nil, nil // stopping: wait for the rounds in progress only
-		}
-		select {
-		case <-done:
-		case f := <-results:
-			running--
-			st := states[f.name]
-			if st == nil {
-				continue
-			}
-			st.running = false
-			if f.gen == st.gen && w.onRound != nil {
-				w.onRound(f.r)
-			}
-			if f.r.Err != nil && !errors.Is(f.r.Err, context.Canceled) {
-				w.logger.Error("round failed; retrying at the next interval", "task", f.name, "error", f.r.Err)
-			}
-			if st.task == nil { // removed while running
-				delete(states, f.name)
-				continue
-			}
-			switch {
-			case st.rerun:
-				st.next, st.rerun = w.clock.Now(), false
-			case st.task.Interval <= 0:
-				st.done = true
-			default:
-				st.next = st.lastStart.Add(st.task.Interval)
-			}
-		case <-due:
-		case <-pollC:
-			pollC = nil
-			if s := w.stamps(); !reflect.DeepEqual(s, stamp) {
-				stamp = s
-				w.logger.Info("mapping files changed; reloading")
-				w.reloadTasks(&now, apply)
-			}
-		case <-w.reload:
-			stamp = w.stamps()
-			w.logger.Info("reloading the mapping files")
-			w.reloadTasks(&now, apply)
 		}
 	}
 }
 
-func (w *watcher) reloadTasks(now *time.Time, apply func([]*mapping.Task)) {
-	tasks, err := w.load()
-	if err != nil {
-		w.logger.Error("reloading the mapping files failed; keeping the tasks as they were", "error", err)
+// startDue starts the rounds that are due, unless ctx is done.
+func (s *schedule) startDue(ctx context.Context) {
+	for _, name := range s.order {
+		st := s.states[name]
+		if st == nil || st.running || st.done || st.task == nil || st.next.After(s.now) {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		st.running, st.lastStart, st.rerun = true, s.now, false
+		s.running++
+		t, gen := st.task, st.gen
+		go func() {
+			r := s.w.round(ctx, t)
+			s.results <- finished{name: t.Name, gen: gen, r: r}
+		}()
+	}
+}
+
+// over reports whether the watch ends: ctx is done and no round runs, or
+// every task ran once and none repeats.
+func (s *schedule) over(ctx context.Context) (bool, error) {
+	if s.running > 0 {
+		return false, nil
+	}
+	if ctx.Err() != nil {
+		return true, ctx.Err()
+	}
+	for _, st := range s.states {
+		if !st.done {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// wait waits for the next event: a round ending, a round falling due, the
+// files' poll, a reload, or ctx ending (then only for the rounds running).
+func (s *schedule) wait(ctx context.Context) {
+	var due <-chan time.Time
+	done := ctx.Done()
+	if ctx.Err() == nil {
+		if earliest := s.earliest(); !earliest.IsZero() {
+			due = s.w.clock.After(earliest.Sub(s.now))
+		}
+		if s.pollC == nil {
+			s.pollC = s.w.clock.After(s.w.poll)
+		}
+	} else {
+		done, s.pollC = nil, nil // stopping: wait for the rounds in progress only
+	}
+	select {
+	case <-done:
+	case f := <-s.results:
+		s.ended(f)
+	case <-due:
+	case <-s.pollC:
+		s.pollC = nil
+		if st := s.w.stamps(); !reflect.DeepEqual(st, s.stamp) {
+			s.stamp = st
+			s.w.logger.Info("mapping files changed; reloading")
+			s.reload()
+		}
+	case <-s.w.reload:
+		s.stamp = s.w.stamps()
+		s.w.logger.Info("reloading the mapping files")
+		s.reload()
+	}
+}
+
+// earliest is when the next round not running falls due (zero: none).
+func (s *schedule) earliest() time.Time {
+	var earliest time.Time
+	for _, st := range s.states {
+		if st.running || st.done || st.task == nil {
+			continue
+		}
+		if earliest.IsZero() || st.next.Before(earliest) {
+			earliest = st.next
+		}
+	}
+	return earliest
+}
+
+// ended records a round's end and schedules the task's next one.
+func (s *schedule) ended(f finished) {
+	s.running--
+	st := s.states[f.name]
+	if st == nil {
 		return
 	}
-	*now = w.clock.Now()
-	apply(tasks)
+	st.running = false
+	if f.gen == st.gen && s.w.onRound != nil {
+		s.w.onRound(f.r)
+	}
+	if f.r.Err != nil && !errors.Is(f.r.Err, context.Canceled) {
+		s.w.logger.Error("round failed; retrying at the next interval", "task", f.name, "error", f.r.Err)
+	}
+	switch {
+	case st.task == nil: // removed while running
+		delete(s.states, f.name)
+	case st.rerun:
+		st.next, st.rerun = s.w.clock.Now(), false
+	case st.task.Interval <= 0:
+		st.done = true
+	default:
+		st.next = st.lastStart.Add(st.task.Interval)
+	}
+}
+
+// reload reads the files again; a file that no longer loads keeps the
+// tasks as they were.
+func (s *schedule) reload() {
+	tasks, err := s.w.load()
+	if err != nil {
+		s.w.logger.Error("reloading the mapping files failed; keeping the tasks as they were", "error", err)
+		return
+	}
+	s.now = s.w.clock.Now()
+	s.apply(tasks)
 }
 
 // sameTask compares two loads of a task, ignoring where it sits in its file.

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/internal/units"
+	"github.com/ferry-airgap/ferry/mapping"
 	"github.com/ferry-airgap/ferry/push"
 )
 
@@ -67,13 +68,18 @@ func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string) er
 	if f.to == "" {
 		return usagef("import needs a target: --to REGISTRY[/PREFIX]")
 	}
-	if _, err := push.ParseTarget(f.to); err != nil {
+	tgt, err := push.ParseTarget(f.to)
+	if err != nil {
 		return usageError{err}
 	}
 	if f.public && !f.createProjects {
 		return usagef("--public applies to projects created with --create-projects")
 	}
 	keys, err := loadTrustKeys(f.trustKeys)
+	if err != nil {
+		return err
+	}
+	logins, warnings, err := mapping.LoadTargetLogins(tgt.Registry, f.files...)
 	if err != nil {
 		return err
 	}
@@ -86,7 +92,7 @@ func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string) er
 	sum, err := push.Run(cmd.Context(), push.Options{
 		Bundle: bundlePath, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
 		CreateProjects: f.createProjects, Public: f.public,
-		Files: f.files, Username: f.username, Password: pw,
+		Username: f.username, Password: pw, Logins: logins, Warnings: warnings,
 		Client: client, Keychain: kc,
 		VerifyProgress: vprog, Progress: prog, Logger: e.logger(),
 		TrustKeys: keys,

@@ -74,7 +74,7 @@ func (f *regFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.certsDir, "certs-dir", "", "docker certs.d layout: DIR/<host[:port]>/ca.crt, client.cert, client.key")
 	fl.BoolVar(&f.insecure, "insecure-skip-tls-verify", false, "do not verify registry certificates (tests only)")
 	fl.BoolVar(&f.plainHTTP, "plain-http", false, "talk plain HTTP to every registry")
-	fl.IntVar(&f.jobs, "jobs", 4, "parallel transfers")
+	fl.IntVar(&f.jobs, "jobs", registry.DefaultJobs, "parallel transfers")
 }
 
 // password reads the password from stdin or $FERRY_PASSWORD, never from

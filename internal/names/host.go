@@ -1,7 +1,9 @@
 package names
 
 import (
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -20,6 +22,12 @@ var dockerHubAliases = map[string]bool{
 	"index.docker.io":         true,
 	"registry-1.docker.io":    true,
 	"registry.hub.docker.com": true,
+}
+
+// DockerHubAliases returns, sorted, every name under which Docker Hub is
+// reached (docker's certs.d, for one, may hold a folder under any of them).
+func DockerHubAliases() []string {
+	return slices.Sorted(maps.Keys(dockerHubAliases))
 }
 
 // hostRE is a registry host: a DNS name or IPv4 address, or a bracketed

@@ -5,11 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // Options configure the one transport all ferry commands share.
@@ -39,6 +39,10 @@ type RetryPolicy struct {
 	Base     time.Duration // first backoff; doubled per attempt, with jitter
 	MaxWait  time.Duration // longest single wait; a longer Retry-After fails at once
 }
+
+// DefaultJobs is how many transfers run in parallel when a command's
+// --jobs (or a library's Jobs option) is not set.
+const DefaultJobs = 4
 
 // Defaults for RetryPolicy.
 const (
@@ -65,6 +69,7 @@ type Client struct {
 	hosts      map[string]HostConfig
 	registries map[string]bool // hosts ferry talks to as registries (not token realms)
 	transports map[string]*http.Transport
+	conns      map[string]*Host // by canonical host and credential
 
 	rlMu          sync.Mutex
 	rateRemaining map[string]int // last ratelimit-remaining per host
@@ -108,6 +113,7 @@ func New(opts Options) (*Client, error) {
 		hosts:         map[string]HostConfig{},
 		registries:    map[string]bool{},
 		transports:    map[string]*http.Transport{},
+		conns:         map[string]*Host{},
 		rateRemaining: map[string]int{},
 		sleep:         sleepCtx,
 		now:           time.Now,
@@ -168,48 +174,16 @@ func (c *Client) NameOptions(host string) []name.Option {
 	return nil
 }
 
-// CheckAuth verifies auth against reg before any blob moves: it pings /v2/,
-// performs the Basic or Bearer exchange for scope (e.g.
-// "repository:foo/bar:pull"; "" = none), then GETs /v2/ with the result.
-// Rejected credentials give an *AuthError (errors.Is ErrUnauthorized); TLS
-// failures are errors.Is ErrTLS. Note: a token service that hands out
-// anonymous tokens for bad credentials (Harbor) is caught only if /v2/
-// refuses that token.
+// CheckAuth verifies auth against reg before any blob moves, through the
+// registry's one Host for that credential: see Host.Check. Rejected
+// credentials give an *AuthError (errors.Is ErrUnauthorized); TLS failures
+// are errors.Is ErrTLS.
 func (c *Client) CheckAuth(ctx context.Context, reg name.Registry, auth authn.Authenticator, scope string) error {
-	host := reg.RegistryStr()
-	c.register(host)
-	if auth == nil {
-		auth = authn.Anonymous
-	}
-	user := usernameOf(ctx, auth)
-	var scopes []string
-	if scope != "" {
-		scopes = []string{scope}
-	}
-	tr, err := transport.NewWithContext(ctx, reg, auth, c.rt, scopes)
-	if err != nil {
-		return authFailure(host, user, err)
-	}
-	// schemeTransport inside tr switches to http if the ping fell back to it.
-	u := url.URL{Scheme: "https", Host: host, Path: "/v2/"}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	h, err := c.Host(reg.RegistryStr(), auth)
 	if err != nil {
 		return err
 	}
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		return authFailure(host, user, &url.Error{Op: "Get", URL: u.String(), Err: err})
-	}
-	defer func() { _ = resp.Body.Close() }()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
-		return nil
-	case http.StatusUnauthorized:
-		return &AuthError{Registry: host, User: user, Status: resp.StatusCode, Detail: errorDetail(resp)}
-	default:
-		return Explain(transport.CheckError(resp, http.StatusOK))
-	}
+	return h.Check(ctx, scope)
 }
 
 func authFailure(host, user string, err error) error {
@@ -238,26 +212,6 @@ func errorDetail(resp *http.Response) string {
 	return strings.Join(codes, ", ")
 }
 
-func usernameOf(ctx context.Context, auth authn.Authenticator) string {
-	if auth == authn.Anonymous {
-		return ""
-	}
-	if cr, ok := auth.(*Credential); ok {
-		return cr.Username()
-	}
-	cfg, err := authn.Authorization(ctx, auth)
-	if err != nil || cfg == nil {
-		return ""
-	}
-	if cfg.Username != "" {
-		return cfg.Username
-	}
-	if cfg.IdentityToken != "" || cfg.RegistryToken != "" {
-		return "<token>"
-	}
-	return ""
-}
-
 func (c *Client) register(host string) {
 	h := canonicalHost(host)
 	c.mu.Lock()
@@ -271,36 +225,13 @@ func (c *Client) isRegistry(h string) bool {
 	return c.registries[h]
 }
 
-// dockerHubHosts are the names users write for Docker Hub.
-var dockerHubHosts = map[string]bool{
-	"docker.io":               true,
-	"index.docker.io":         true,
-	"registry-1.docker.io":    true,
-	"registry.hub.docker.com": true,
-}
+// DockerHub is the canonical name ferry uses for Docker Hub (internal/names).
+const DockerHub = names.DockerHub
 
-// DockerHub is the canonical name ferry uses for Docker Hub (go-containerregistry's).
-const DockerHub = name.DefaultRegistry // "index.docker.io"
-
-// canonicalHost lower-cases host, strips a scheme, a path and a default
-// https port, and maps Docker Hub's aliases to DockerHub.
-func canonicalHost(host string) string {
-	h := strings.ToLower(strings.TrimSpace(host))
-	for _, p := range []string{"https://", "http://"} {
-		h = strings.TrimPrefix(h, p)
-	}
-	if i := strings.IndexByte(h, '/'); i >= 0 {
-		h = h[:i]
-	}
-	h = strings.TrimSuffix(h, ":443")
-	if dockerHubHosts[h] {
-		return DockerHub
-	}
-	return h
-}
-
-// IsDockerHub reports whether host is one of Docker Hub's names.
-func IsDockerHub(host string) bool { return canonicalHost(host) == DockerHub }
+// canonicalHost is the key under which host settings, connections and
+// credentials are kept: names.CanonicalHost, so that every Docker Hub alias
+// and a default https port name one host.
+func canonicalHost(host string) string { return names.CanonicalHost(host) }
 
 // isLoopback: localhost, 127.0.0.0/8, ::1 (docker's implicit insecure set).
 func isLoopback(h string) bool {

@@ -38,8 +38,24 @@
 //
 // # Credentials
 //
-// Keychain resolves explicit credentials, then --auth-file (docker
-// config.json or a Kubernetes pull secret), then the docker keychain. Docker
-// Hub's names are one host. Credentials print as host, user and source only.
-// CheckAuth verifies credentials before any blob moves.
+// Keychain.Resolve takes the explicit logins (flags first, then a mapping
+// file's auth), then --auth-file (docker config.json or a Kubernetes pull
+// secret), then the docker keychain: the one place that order lives.
+// Docker Hub's names are one host. Credentials print as host, user and
+// source only. Host.Check (and CheckAuth) verifies credentials before any
+// blob moves.
+//
+// # Connections
+//
+// Client.Host gives one *Host per registry and credential: it pings /v2/
+// once and, against a Bearer registry, exchanges the credential for one
+// token per set of scopes. Callers declare the repositories of a run up
+// front (Host.Want), so one token (a few for very long lists: each token
+// request carries at most 3 KiB of scopes, because the token travels in a
+// request header) serves them all. Host.Repo hands out one authenticated
+// *Repo per repository and scope set: Do for requests ferry writes itself,
+// RemoteOptions for go-containerregistry's remote package (no ping or token
+// of its own), Blob for a plain blob GET. A token is renewed shortly before
+// it expires, and once on a 401 whose challenge names a scope it was asked
+// for; the request is then sent again if its body can be re-read.
 package registry

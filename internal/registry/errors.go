@@ -37,8 +37,10 @@ var (
 	ErrConfig = errors.New("bad registry configuration")
 )
 
-// maxErrorBody caps how much of an error response body is ever read.
-const maxErrorBody = 64 << 10
+// MaxErrorBody caps how much of an error response body is ever read.
+const MaxErrorBody = 64 << 10
+
+const maxErrorBody = MaxErrorBody
 
 // Error is a registry failure reduced to what an operator needs: which
 // registry, which request (credentials removed), which status, and what to do.

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -16,10 +17,11 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Keychain resolves credentials in ferry's order: explicit per-registry
-// credentials (flags, mapping file), then --auth-file, then the docker
-// default keychain (~/.docker/config.json, credential helpers,
-// $REGISTRY_AUTH_FILE, Podman's auth.json). Docker Hub's aliases are one host.
+// Keychain resolves credentials in ferry's one documented order: logins
+// given explicitly (flags, then a mapping file's auth; see Resolve), then
+// --auth-file, then the docker default keychain (~/.docker/config.json,
+// credential helpers, $REGISTRY_AUTH_FILE, Podman's auth.json). Docker
+// Hub's aliases are one host.
 type Keychain struct {
 	mu       sync.RWMutex
 	explicit map[string]authn.AuthConfig
@@ -63,8 +65,36 @@ func (k *Keychain) Set(host, username, password string) {
 	k.explicit[canonicalHost(host)] = authn.AuthConfig{Username: username, Password: password}
 }
 
-// Resolve returns the authenticator for host, or authn.Anonymous.
-func (k *Keychain) Resolve(host string) (authn.Authenticator, error) {
+// Login is a credential given explicitly for one registry: by the flags
+// (--username with --password-stdin) or by a mapping file's auth field.
+type Login struct {
+	Host      string // the registry it is for ("" = any); Docker Hub's aliases are one host
+	Username  string
+	Password  string
+	Anonymous bool   // `auth: none`: no credentials at all, not even the keychain's
+	From      string // where it was given, for messages: "--username", "task \"x\" of m.yaml"
+}
+
+// For reports whether l applies to host.
+func (l Login) For(host string) bool {
+	return l.Host == "" || canonicalHost(l.Host) == canonicalHost(host)
+}
+
+// Resolve returns the authenticator for host, or authn.Anonymous, in
+// ferry's order: the first of logins that applies to host (callers pass
+// the flags' login before the mapping file's), then explicit credentials
+// set with Set, then --auth-file, then the docker keychain.
+func (k *Keychain) Resolve(host string, logins ...Login) (authn.Authenticator, error) {
+	for _, l := range logins {
+		if !l.For(host) || (!l.Anonymous && l.Username == "" && l.Password == "") {
+			continue
+		}
+		if l.Anonymous {
+			return authn.Anonymous, nil
+		}
+		src := cmp.Or(l.From, "explicit credentials")
+		return &Credential{host: canonicalHost(host), source: src, cfg: authn.AuthConfig{Username: l.Username, Password: l.Password}, user: l.Username}, nil
+	}
 	h := canonicalHost(host)
 	k.mu.RLock()
 	cfg, ok := k.explicit[h]

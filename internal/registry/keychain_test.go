@@ -101,8 +101,8 @@ func TestKeychainDockerHubAliases(t *testing.T) {
 	if u, _ := userPass(t, a); u != "flaguser" {
 		t.Errorf("docker.io after Set(registry.hub.docker.com): user %q, want flaguser", u)
 	}
-	if !IsDockerHub("registry-1.docker.io") || IsDockerHub("quay.io") {
-		t.Error("IsDockerHub")
+	if canonicalHost("registry-1.docker.io") != DockerHub || canonicalHost("quay.io") == DockerHub {
+		t.Error("canonicalHost: Docker Hub aliases")
 	}
 }
 

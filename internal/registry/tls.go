@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // loadRoots returns the system roots plus the PEM certificates in files.
@@ -139,7 +141,7 @@ func certsDirs(root, h string) []string {
 		dirs = append(dirs, filepath.Join(root, h+":443"))
 	}
 	if h == DockerHub {
-		for alias := range dockerHubHosts {
+		for _, alias := range names.DockerHubAliases() {
 			if alias != h {
 				dirs = append(dirs, filepath.Join(root, alias))
 			}

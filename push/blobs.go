@@ -1,0 +1,259 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// pushBlobs runs every blob task under the one jobs limit.
+func (p *pusher) pushBlobs(ctx context.Context) error {
+	p.plan()
+	var total int64
+	for _, t := range p.order {
+		if t.primary == nil {
+			total += t.size
+		}
+	}
+	p.o.Progress.Event(bundle.Event{Kind: bundle.EventPlanned, Total: total})
+	g := errgroup.Group{}
+	g.SetLimit(p.o.Jobs)
+	for _, t := range p.order {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			defer close(t.done)
+			t.err = p.ensureBlob(ctx, t)
+			if t.err != nil && t.primary == nil {
+				p.o.Progress.Event(bundle.Event{Kind: bundle.EventBlobFailed, Digest: t.digest, Err: t.err})
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Every blob task is done: say how much each over-quota project lacks
+	// before the errors are wrapped into the images' failures.
+	for proj, q := range p.quota {
+		q.Needed = p.stillNeeded(proj)
+	}
+	for _, im := range p.live() {
+		for _, t := range p.blobsOf(im) {
+			if t.how == "uploaded" || t.how == "mounted" {
+				im.upload += t.size
+			}
+			if t.err != nil {
+				im.fail(t.digest.String(), fmt.Errorf("blob %s: %w", t.digest, t.err))
+			}
+		}
+	}
+	return nil
+}
+
+// ensureBlob makes t's blob present in t's repository: HEAD (skip), else
+// mount from the repository that got it first, else upload from the bundle.
+func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
+	rc, err := p.repo(ctx, t.repo)
+	if err != nil {
+		return err
+	}
+	ok, err := rc.headBlob(ctx, t.digest)
+	if err != nil {
+		return err
+	}
+	if ok {
+		t.present, t.how = true, "skipped"
+		p.skipped.Add(t.size)
+		p.nSkipped.Add(1)
+		p.progressDone(t)
+		return nil
+	}
+	var from string
+	if t.missing {
+		if t.baseFrom == "" {
+			return fmt.Errorf("not in this delta bundle and not in %s/%s: import bundle %s (its base) first", p.tgt.Registry, t.repo, p.base())
+		}
+		from = t.baseFrom
+	}
+	if t.primary != nil {
+		select {
+		case <-t.primary.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if t.primary.present {
+			from = t.primary.repo
+		}
+	}
+	if from != "" {
+		mrc, err := p.mountClient(ctx, t.repo, from)
+		if err == nil {
+			mounted, loc, err := mrc.mount(ctx, t.digest, from)
+			switch {
+			case err == nil && mounted:
+				t.present, t.how = true, "mounted"
+				p.mounted.Add(t.size)
+				p.nMounted.Add(1)
+				return nil
+			case err == nil && loc != "":
+				// 202: the registry would not mount but opened an upload.
+				return p.upload(ctx, rc, t, loc)
+			case err != nil && isQuota(err):
+				return p.quotaErr(t.project, err)
+			}
+			p.o.Logger.Info("mount refused; uploading", "blob", t.digest.String(), "from", from, "to", t.repo, "error", errString(err))
+		}
+	}
+	loc, err := rc.startUpload(ctx)
+	if err != nil {
+		if isQuota(err) {
+			return p.quotaErr(t.project, err)
+		}
+		return err
+	}
+	return p.upload(ctx, rc, t, loc)
+}
+
+func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc string) error {
+	counted := t.primary == nil
+	var reported int64 // bytes of this blob already reported, across re-sends
+	err := rc.putBlob(ctx, loc, t.digest, t.size, func() (readCloser, error) {
+		b, err := p.src.OpenBlob(ctx, t.digest, t.size)
+		if err != nil {
+			return nil, err
+		}
+		if !counted {
+			return b, nil
+		}
+		return &countingReader{rc: b, p: p.o.Progress, h: t.digest, reported: &reported}, nil
+	})
+	if err != nil && errors.Is(err, bundle.ErrCorrupt) {
+		err = fmt.Errorf("reading from %s: %w", p.src.Name(), err)
+	}
+	if err != nil {
+		if isQuota(err) {
+			return p.quotaErr(t.project, err)
+		}
+		return err
+	}
+	t.present, t.how = true, "uploaded"
+	p.uploaded.Add(t.size)
+	p.nUploaded.Add(1)
+	if counted {
+		p.o.Progress.Event(bundle.Event{Kind: bundle.EventBlobDone, Digest: t.digest})
+	}
+	return nil
+}
+
+func (p *pusher) progressDone(t *blobTask) {
+	if t.primary == nil {
+		p.o.Progress.Event(bundle.Event{Kind: bundle.EventBytes, Digest: t.digest, Bytes: t.size})
+		p.o.Progress.Event(bundle.Event{Kind: bundle.EventBlobDone, Digest: t.digest})
+	}
+}
+
+// dryRunBlobs asks the target which blobs it lacks, transferring nothing.
+func (p *pusher) dryRunBlobs(ctx context.Context) error {
+	p.plan()
+	g := errgroup.Group{}
+	g.SetLimit(p.o.Jobs)
+	for _, t := range p.order {
+		g.Go(func() error {
+			defer close(t.done)
+			if p.newProjects[t.project] {
+				return nil
+			}
+			rc, err := p.repo(ctx, t.repo)
+			if err != nil {
+				t.err = err
+				return nil
+			}
+			t.present, t.err = rc.headBlob(ctx, t.digest)
+			switch {
+			case t.err != nil || t.present || !t.missing:
+			case t.baseFrom != "":
+				t.how = "mounted" // the real import mounts it from where checkBase found it
+			default:
+				t.err = fmt.Errorf("not in this delta bundle and not in %s/%s: import bundle %s (its base) first", p.tgt.Registry, t.repo, p.base())
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	somewhere := map[v1.Hash]bool{}
+	for _, t := range p.order {
+		if t.present {
+			somewhere[t.digest] = true
+		}
+	}
+	counted := map[v1.Hash]bool{}
+	for _, t := range p.order {
+		switch {
+		case t.present:
+			p.skipped.Add(t.size)
+			p.nSkipped.Add(1)
+		case t.err != nil:
+		case t.how == "mounted" || somewhere[t.digest] || counted[t.digest]:
+			p.mounted.Add(t.size)
+			p.nMounted.Add(1)
+		default:
+			counted[t.digest] = true
+			p.bytesToUpload += t.size
+		}
+	}
+	for _, im := range p.live() {
+		for _, t := range p.blobsOf(im) {
+			if !t.present {
+				im.upload += t.size
+			}
+			if t.err != nil {
+				im.fail(t.digest.String(), fmt.Errorf("blob %s: %w", t.digest, t.err))
+			}
+		}
+	}
+	return nil
+}
+
+type readCloser interface {
+	Read([]byte) (int, error)
+	Close() error
+}
+
+// countingReader reports bytes as they leave the source, in steps of
+// 256 KiB. A re-sent body (the transport reopens it) reports only bytes
+// beyond what an earlier send of the same blob already reported.
+type countingReader struct {
+	rc       readCloser
+	p        bundle.Progress
+	h        v1.Hash
+	n        int64  // bytes read by this send
+	reported *int64 // bytes of the blob reported so far, shared by re-sends
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.rc.Read(b)
+	c.n += int64(n)
+	if c.n-*c.reported >= 256<<10 || (err != nil && c.n > *c.reported) {
+		c.p.Event(bundle.Event{Kind: bundle.EventBytes, Digest: c.h, Bytes: c.n - *c.reported})
+		*c.reported = c.n
+	}
+	return n, err
+}
+
+func (c *countingReader) Close() error {
+	if c.n > *c.reported {
+		c.p.Event(bundle.Event{Kind: bundle.EventBytes, Digest: c.h, Bytes: c.n - *c.reported})
+		*c.reported = c.n
+	}
+	return c.rc.Close()
+}

@@ -1,0 +1,100 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/oci"
+	"golang.org/x/sync/errgroup"
+)
+
+// pushManifests pushes, per image, child manifests by digest, then the
+// image's own manifest or index by digest, then its tags.
+func (p *pusher) pushManifests(ctx context.Context) error {
+	g := errgroup.Group{}
+	g.SetLimit(p.o.Jobs)
+	for _, im := range p.live() {
+		g.Go(func() error {
+			if err := p.pushImage(ctx, im); err != nil {
+				var me *manifestError
+				if errors.As(err, &me) {
+					im.fail(me.digest, err)
+				} else {
+					im.fail("", err)
+				}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return ctx.Err()
+}
+
+type manifestError struct {
+	digest string
+	err    error
+}
+
+func (e *manifestError) Error() string { return e.err.Error() }
+func (e *manifestError) Unwrap() error { return e.err }
+
+func (p *pusher) pushImage(ctx context.Context, im *image) error {
+	rc, err := p.repo(ctx, im.repo)
+	if err != nil {
+		return err
+	}
+	if !im.complete {
+		err := im.tree.Walk(func(n *bundle.Node) error {
+			if n.Data == nil && !(n.Missing && oci.KindOf(n.MediaType) != oci.KindUnknown) {
+				return nil
+			}
+			k := key{im.repo, n.Digest}
+			p.mu.Lock()
+			o, ok := p.manifests[k]
+			if !ok {
+				o = &onceErr{}
+				p.manifests[k] = o
+			}
+			p.mu.Unlock()
+			o.once.Do(func() {
+				if n.Missing {
+					_, ok, err := rc.headManifest(ctx, n.Digest.String())
+					if err == nil && !ok {
+						err = fmt.Errorf("manifest %s is not in this delta bundle and not in %s/%s: import bundle %s (its base) first", n.Digest, p.tgt.Registry, im.repo, p.base())
+					}
+					o.err = err
+					return
+				}
+				o.err = rc.putManifest(ctx, n.Digest.String(), n.Data, string(n.MediaType), n.Digest)
+			})
+			if o.err != nil {
+				if isQuota(o.err) {
+					return &manifestError{n.Digest.String(), p.quotaErr(project(im.repo), o.err, n.Size)}
+				}
+				return &manifestError{n.Digest.String(), fmt.Errorf("manifest %s: %w", n.Digest, o.err)}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// Tags last: the image is complete in the repository now.
+	for i, tag := range im.rec.Tags {
+		if im.current[i] == im.digest.String() {
+			continue
+		}
+		if im.tree.Data == nil {
+			return fmt.Errorf("tag %s:%s: manifest %s is not in this delta bundle: import bundle %s (its base) first", im.repo, tag, im.digest, p.base())
+		}
+		if err := rc.putManifest(ctx, tag, im.tree.Data, string(im.tree.MediaType), im.digest); err != nil {
+			if isQuota(err) {
+				err = p.quotaErr(project(im.repo), err, int64(len(im.tree.Data)))
+			}
+			return fmt.Errorf("tag %s:%s: %w", im.repo, tag, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,228 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/oci"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// survey asks the target, per image, whether the manifest is there already
+// (then its blobs are too: registries check that on manifest PUT) and where
+// each tag points.
+func (p *pusher) survey(ctx context.Context) error {
+	g := errgroup.Group{}
+	g.SetLimit(p.o.Jobs)
+	for _, im := range p.live() {
+		im.current = make([]string, len(im.rec.Tags))
+		if p.newProjects[project(im.repo)] {
+			continue
+		}
+		g.Go(func() error {
+			rc, err := p.repo(ctx, im.repo)
+			if err != nil {
+				im.fail("", err)
+				return nil
+			}
+			for i, tag := range im.rec.Tags {
+				d, ok, err := rc.headManifest(ctx, tag)
+				if err != nil {
+					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking tag %s:%s: %w", im.repo, tag, err)))
+					return nil
+				}
+				if ok {
+					im.current[i] = d
+				}
+			}
+			for _, d := range im.current {
+				if d == im.digest.String() {
+					im.complete = true
+				}
+			}
+			if !im.complete {
+				_, ok, err := rc.headManifest(ctx, im.digest.String())
+				if err != nil {
+					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking %s@%s: %w", im.repo, im.digest, err)))
+					return nil
+				}
+				im.complete = ok
+			}
+			return ctx.Err()
+		})
+	}
+	return g.Wait()
+}
+
+// verifySource hashes the source's blobs that the incomplete images need,
+// and fails the images that need a bad one.
+func (p *pusher) verifySource(ctx context.Context) error {
+	v, ok := p.src.(Verifier)
+	if !ok {
+		return nil
+	}
+	only := map[v1.Hash]bool{}
+	for _, im := range p.live() {
+		if im.complete || im.tree == nil {
+			continue
+		}
+		_ = im.tree.Walk(func(n *bundle.Node) error {
+			if !n.Missing {
+				only[n.Digest] = true
+			}
+			return nil
+		})
+	}
+	rep, err := v.Verify(ctx, only, p.o.Jobs, p.o.VerifyProgress)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil && !errors.Is(err, bundle.ErrVerify) {
+		return err
+	}
+	if rep == nil {
+		return nil
+	}
+	for _, im := range p.live() {
+		if im.tree == nil {
+			continue
+		}
+		_ = im.tree.Walk(func(n *bundle.Node) error {
+			if e, bad := rep.Bad[n.Digest]; bad {
+				im.fail(n.Digest.String(), fmt.Errorf("blob %s in the bundle is damaged (%w); not pushed: compare the bundle with its .sha256 file and copy it again", n.Digest, e))
+			}
+			return nil
+		})
+	}
+	return nil
+}
+
+// ErrBaseMissing: a delta bundle's base has not been imported into the target.
+var ErrBaseMissing = errors.New("the base bundle is not in the target")
+
+// checkBase makes sure, before anything is pushed, that the target holds
+// every blob a delta bundle leaves to its base: in the image's own
+// repository, or in another repository of this import (mounted from
+// there). If not, the import stops, naming the bundle to import first.
+func (p *pusher) checkBase(ctx context.Context) error {
+	base := p.base()
+	if base == "" {
+		return nil
+	}
+	var repos []string
+	seen := map[string]bool{}
+	need := map[key]bool{}
+	for _, im := range p.live() {
+		if !seen[im.repo] {
+			seen[im.repo] = true
+			repos = append(repos, im.repo)
+		}
+		if im.complete || im.tree == nil {
+			continue
+		}
+		_ = im.tree.Walk(func(n *bundle.Node) error {
+			if n.Missing {
+				need[key{im.repo, n.Digest}] = true
+			}
+			return nil
+		})
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	var mu sync.Mutex
+	var missing []key
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.o.Jobs)
+	for k := range need {
+		g.Go(func() error {
+			for i, repo := range append([]string{k.repo}, repos...) {
+				if i > 0 && repo == k.repo {
+					continue // its own repository was asked first
+				}
+				rc, err := p.repo(gctx, repo)
+				if err != nil {
+					return err
+				}
+				ok, err := rc.headBlob(gctx, k.digest)
+				if err != nil {
+					return fmt.Errorf("checking %s in %s: %w", k.digest, repo, err)
+				}
+				if ok {
+					if repo != k.repo {
+						mu.Lock()
+						p.baseFrom[k] = repo
+						mu.Unlock()
+					}
+					return nil
+				}
+			}
+			mu.Lock()
+			missing = append(missing, k)
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		k := missing[0]
+		return fmt.Errorf("%w: %s is a delta of bundle %s, and %s lacks %d blob(s) it leaves to that bundle (e.g. %s for %s): import bundle %s first; nothing was pushed",
+			ErrBaseMissing, p.o.Bundle, base, p.tgt.Registry, len(missing), k.digest, k.repo, base)
+	}
+	return nil
+}
+
+// plan lists the blob tasks of the live, incomplete images: the first
+// repository that wants a digest owns its upload (primary); the others wait
+// for it and mount from there. Primaries come first in the order, so a
+// secondary never waits for a task that has not started.
+func (p *pusher) plan() {
+	var secondaries []*blobTask
+	byDigest := map[v1.Hash]*blobTask{}
+	for _, im := range p.live() {
+		if im.complete {
+			continue
+		}
+		_ = im.tree.Walk(func(n *bundle.Node) error {
+			if n.Data != nil || oci.KindOf(n.MediaType) != oci.KindUnknown {
+				return nil // manifests go in the second pass
+			}
+			k := key{im.repo, n.Digest}
+			if _, ok := p.blobs[k]; ok {
+				return nil
+			}
+			t := &blobTask{key: k, size: n.Size, missing: n.Missing, done: make(chan struct{}), project: project(im.repo), baseFrom: p.baseFrom[k]}
+			p.blobs[k] = t
+			if first, ok := byDigest[n.Digest]; ok && !n.Missing {
+				t.primary = first
+				secondaries = append(secondaries, t)
+			} else {
+				byDigest[n.Digest] = t
+				p.order = append(p.order, t)
+			}
+			return nil
+		})
+	}
+	p.order = append(p.order, secondaries...)
+}
+
+// blobsOf returns the blob tasks an image needs.
+func (p *pusher) blobsOf(im *image) []*blobTask {
+	var out []*blobTask
+	if im.tree == nil {
+		return nil
+	}
+	_ = im.tree.Walk(func(n *bundle.Node) error {
+		if t, ok := p.blobs[key{im.repo, n.Digest}]; ok {
+			out = append(out, t)
+		}
+		return nil
+	})
+	return out
+}
