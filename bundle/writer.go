@@ -47,6 +47,18 @@ type Opener func(ctx context.Context) (io.ReadCloser, error)
 // Committer is told that the bytes read were complete and verified.
 type Committer interface{ Commit() error }
 
+// Fetcher writes a blob's bytes into w, which places them in the bundle.
+// It may call w.Reset to start again from the first byte (the source sent
+// bytes of another digest): what was written is then forgotten, also by
+// the bundle's checksum. The writer checks size and digest at the end.
+type Fetcher func(ctx context.Context, w Sink) error
+
+// Sink receives a blob's bytes; Reset starts the blob again.
+type Sink interface {
+	io.Writer
+	Reset() error
+}
+
 // PlannedBlob is a blob the writer must store.
 type PlannedBlob struct {
 	Digest    v1.Hash
@@ -57,6 +69,9 @@ type PlannedBlob struct {
 	Data []byte
 	// Open streams the bytes when Data is nil.
 	Open Opener
+	// Fetch, when set, is used instead of Open: a source that may have to
+	// start a blob again writes into a restartable Sink.
+	Fetch Fetcher
 	// Origin names where the bytes come from (a registry, a file), for errors.
 	Origin string
 }
@@ -397,7 +412,7 @@ func validatePlan(plan *Plan) error {
 		if _, dup := have[b.Digest]; dup {
 			return fmt.Errorf("blob %s planned twice", b.Digest)
 		}
-		if b.Data == nil && b.Open == nil {
+		if b.Data == nil && b.Open == nil && b.Fetch == nil {
 			return fmt.Errorf("blob %s has no content", b.Digest)
 		}
 		have[b.Digest] = b
@@ -667,6 +682,31 @@ type frontierHasher struct {
 	notify   chan struct{}
 	abort    chan struct{}
 	sums     []string
+
+	mu       sync.Mutex
+	rewindAt int64 // valid when rewound: the earliest offset restarted
+	rewound  bool
+}
+
+// rewind makes the hasher forget what it hashed from off on: a streamed
+// entry starting there is being written again. The volume that holds off
+// is hashed again from its start (rare: only a source that sent wrong bytes
+// restarts a blob).
+func (fh *frontierHasher) rewind(off int64) {
+	fh.mu.Lock()
+	if !fh.rewound || off < fh.rewindAt {
+		fh.rewindAt, fh.rewound = off, true
+	}
+	fh.mu.Unlock()
+	fh.poke()
+}
+
+func (fh *frontierHasher) takeRewind() (int64, bool) {
+	fh.mu.Lock()
+	defer fh.mu.Unlock()
+	at, ok := fh.rewindAt, fh.rewound
+	fh.rewound = false
+	return at, ok
 }
 
 func (fh *frontierHasher) poke() {
@@ -682,6 +722,11 @@ func (fh *frontierHasher) run(ctx context.Context) error {
 	var pos int64
 	next := 0
 	for pos < fh.total {
+		if at, ok := fh.takeRewind(); ok && at < pos {
+			vol := at / fh.part
+			pos, fh.sums, next = vol*fh.part, fh.sums[:vol], 0
+			h = sha256.New()
+		}
 		for next < len(fh.streamed) && fh.streamed[next].done.Load() {
 			next++
 		}
@@ -788,6 +833,9 @@ func (pw *progressWriter) flush() {
 // the bytes pass.
 func streamBlob(ctx context.Context, f io.WriterAt, e *entry, buf []byte, fh *frontierHasher, p Progress) (err error) {
 	b := e.blob
+	if b.Fetch != nil {
+		return fetchBlob(ctx, f, e, fh, p)
+	}
 	rc, err := b.Open(ctx)
 	if err != nil {
 		return err
@@ -926,6 +974,7 @@ func reducePlan(plan *Plan, failed map[v1.Hash]error, tb *tempBundle) (*Plan, er
 			}
 			size := b.Size
 			nb.Origin = "the first attempt"
+			nb.Fetch = nil
 			src := tb.vs
 			nb.Open = func(context.Context) (io.ReadCloser, error) {
 				return io.NopCloser(io.NewSectionReader(src, off, size)), nil
