@@ -232,10 +232,14 @@ func (c *Client) Retry(ctx context.Context, what string, op func() error) error 
 
 // Transient reports whether err is a failure that another try may not
 // meet: a connection-level fault or a retryable status. Rate limits that
-// the transport refused to wait for are not transient.
+// the transport refused to wait for are not transient, nor is a blob fetch
+// that failed (*BlobError): it has spent its own attempts already.
 func Transient(err error) bool {
-	var rl *RateLimitError
-	if err == nil || errors.As(err, &rl) {
+	var (
+		rl *RateLimitError
+		be *BlobError
+	)
+	if err == nil || errors.As(err, &rl) || errors.As(err, &be) {
 		return false
 	}
 	if retryableNetErr(err) {
