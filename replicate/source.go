@@ -169,4 +169,3 @@ func (s *registrySource) OpenBlob(ctx context.Context, h v1.Hash, size int64) (i
 
 // errStopped: the sync was asked to stop before the blob started.
 var errStopped = errors.New("stopping")
-
