@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +32,7 @@ type fault struct {
 	short   int64 // > 0: a complete response of only this many bytes
 	corrupt bool  // flip one byte
 	badCR   bool  // answer a Range with a Content-Range that starts elsewhere
+	abort   bool  // with cut: abort the handler (HTTP/2: the stream is reset)
 }
 
 // blobServer serves one blob at /v2/x/blobs/DIGEST (and /v2/x/manifests/tag
@@ -94,6 +99,9 @@ func (s *blobServer) serve(w http.ResponseWriter, r *http.Request) {
 	if f.cut > 0 && f.cut < int64(len(body)) {
 		_, _ = w.Write(body[:f.cut])
 		w.(http.Flusher).Flush()
+		if f.abort {
+			panic(http.ErrAbortHandler)
+		}
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			panic(err)
@@ -190,6 +198,50 @@ func rangesMatch(got, want []string) bool {
 	}
 	return true
 }
+
+// Over HTTP/2 a cut is a reset stream, reported with an error of
+// net/http's own: it resumes too.
+func TestFetchBlobResumesResetHTTP2Stream(t *testing.T) {
+	s := &blobServer{ranges: true, faults: []fault{{cut: 100 << 10, abort: true}}}
+	s.blob = make([]byte, 512<<10)
+	for i := range s.blob {
+		s.blob[i] = byte(i % 253)
+	}
+	sum := sha256.Sum256(s.blob)
+	s.digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.EnableHTTP2 = true
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	ca := writeFile(t, filepath.Join(t.TempDir(), "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}))
+	c, _ := newTestClient(t, Options{CACertFiles: []string{ca}})
+	repo, err := name.NewRepository(strings.TrimPrefix(s.URL, "https://") + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &bufSink{}
+	// name says http for 127.0.0.1; go-containerregistry's transport
+	// switches to https after its ping, as this does.
+	https := rtFunc(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		r.URL.Scheme = "https"
+		return c.Transport().RoundTrip(r)
+	})
+	if err := c.FetchBlob(context.Background(), https, repo, s.digest, int64(len(s.blob)), sink); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sink.Bytes(), s.blob) {
+		t.Fatal("the sink does not hold the blob")
+	}
+	if gets, seen := s.stats(); gets != 2 || !rangesMatch(seen, []string{"", "bytes=*"}) {
+		t.Errorf("GETs with Range %q, want one resume", seen)
+	}
+}
+
+type rtFunc func(*http.Request) (*http.Response, error)
+
+func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestFetchBlobCutsOutlastTheBudget(t *testing.T) {
 	s := newBlobServer(t, 64<<10, true, fault{cut: 100}, fault{cut: 100}, fault{cut: 100})

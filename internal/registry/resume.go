@@ -104,7 +104,7 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 func (b *resumeBody) resume(cause error) error {
 	policy := b.c.opts.Retry
 	host := b.req.URL.Host
-	if !retryableNetErr(cause) || b.ctx.Err() != nil || !(b.fixed || b.digest != "" || b.etag != "") {
+	if !resumable(cause) || b.ctx.Err() != nil || !(b.fixed || b.digest != "" || b.etag != "") {
 		return cause
 	}
 	_ = b.swap(nil)
@@ -145,6 +145,16 @@ func (b *resumeBody) swap(body io.ReadCloser) bool {
 	}
 	b.cur = body
 	return !b.closed
+}
+
+// resumable reports whether a body read error is worth resuming after.
+// Broader than retryableNetErr: HTTP/2 reports a lost connection or a
+// reset stream with errors of its own ("http2: client connection lost",
+// a StreamError), and re-reading content-checked bytes is always safe.
+// Cancellation and TLS failures are not resumed.
+func resumable(err error) bool {
+	return err != nil && err != io.EOF && !errors.Is(err, context.Canceled) &&
+		!errors.Is(err, context.DeadlineExceeded) && !isTLSError(err)
 }
 
 // resumeError is a resumed response that cannot continue the content.
