@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -242,7 +243,7 @@ func Transient(err error) bool {
 	if err == nil || errors.As(err, &rl) || errors.As(err, &be) {
 		return false
 	}
-	if retryableNetErr(err) {
+	if retryableNetErr(err) || http2Lost(err) {
 		return true
 	}
 	var fe *Error
@@ -251,4 +252,19 @@ func Transient(err error) bool {
 	}
 	var te *transport.Error
 	return errors.As(err, &te) && retryStatus[te.StatusCode]
+}
+
+// http2Lost recognises HTTP/2's own errors for a lost connection or a reset
+// stream; net/http's bundled HTTP/2 does not export their types.
+func http2Lost(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	msg := err.Error()
+	for _, s := range []string{"http2: client connection lost", "http2: server sent GOAWAY", "stream error: stream ID"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }

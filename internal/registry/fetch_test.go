@@ -372,8 +372,11 @@ func TestRetryRestartsTransientSteps(t *testing.T) {
 	calls = 0
 	err = c.Retry(context.Background(), "upload", func() error {
 		calls++
-		if calls < 3 {
+		switch calls {
+		case 1:
 			return fmt.Errorf("PUT: write: %w", syscall.ECONNRESET)
+		case 2:
+			return errors.New("PUT: stream error: stream ID 3; INTERNAL_ERROR; received from peer")
 		}
 		return nil
 	})
