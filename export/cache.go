@@ -55,6 +55,13 @@ func (c *Cache) Open(h v1.Hash, size int64) (*os.File, bool) {
 	return f, true
 }
 
+// forget removes the entry of h (its content was found damaged).
+func (c *Cache) forget(h v1.Hash) {
+	if c != nil && h.Algorithm == "sha256" {
+		_ = os.Remove(c.path(h))
+	}
+}
+
 // Get returns a small cached document (a manifest), verified.
 func (c *Cache) Get(h v1.Hash) ([]byte, bool) {
 	f, ok := c.Open(h, -1)

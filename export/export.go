@@ -5,10 +5,13 @@ package export
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -426,6 +429,17 @@ func fetchSmall(ctx context.Context, o *runner, im *mapping.Image, d v1.Descript
 	return data, nil
 }
 
+// copyCached copies a cache entry into w, hashing it, and reports whether
+// its content is h. It closes f.
+func copyCached(w io.Writer, f *os.File, h v1.Hash) (bool, error) {
+	defer f.Close()
+	sum := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(w, sum), f); err != nil {
+		return false, fmt.Errorf("blob %s from the cache: %w", h, err)
+	}
+	return hex.EncodeToString(sum.Sum(nil)) == h.Hex, nil
+}
+
 // memSink is a restartable in-memory bundle.Sink for small blobs.
 type memSink struct{ bytes.Buffer }
 
@@ -438,10 +452,18 @@ func (m *memSink) Reset() error { m.Buffer.Reset(); return nil }
 func fetcher(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Fetcher {
 	return func(ctx context.Context, w bundle.Sink) error {
 		if f, ok := o.cache.Open(d.Digest, d.Size); ok {
-			defer f.Close()
-			o.fromCache.Add(d.Size)
-			_, err := io.Copy(w, f)
-			return err
+			good, err := copyCached(w, f, d.Digest)
+			if err != nil || good {
+				if good {
+					o.fromCache.Add(d.Size)
+				}
+				return err
+			}
+			// Damaged on disk: forget it and fetch it again.
+			o.cache.forget(d.Digest)
+			if err := w.Reset(); err != nil {
+				return err
+			}
 		}
 		rt, err := o.pull.Transport(ctx, im.Repository, o.tasks[im.Task])
 		if err != nil {

@@ -151,6 +151,27 @@ func TestExportSurvivesCutBodies(t *testing.T) {
 	if largeGETs != 2 {
 		t.Errorf("%d GETs of the large layer, want 2 (the cut one and its resume)", largeGETs)
 	}
+
+	// A cache entry damaged on disk (same size, one byte flipped) is not
+	// copied into the next bundle: it is fetched again, and repaired.
+	entry := filepath.Join(cache, "blobs", "sha256", strings.TrimPrefix(large.Layers[0], "sha256:"))
+	data, err := os.ReadFile(entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(entry, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again := filepath.Join(dir, "again.tar")
+	if stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: impEnv(t, "FERRY_PASSWORD="+impAPW)}, bin,
+		"export", "-f", m, "-o", again, "--ca-cert", src.CAFile, "--username", impAlice, "--cache", cache, "-q"); code != 0 {
+		t.Fatalf("export over a damaged cache entry: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	checkBundleExact(t, bin, again, large, console)
+	if data, err := os.ReadFile(entry); err != nil || sha256Hex(data) != strings.TrimPrefix(large.Layers[0], "sha256:") {
+		t.Errorf("the damaged cache entry was not repaired (%v)", err)
+	}
 }
 
 func TestExportPersistentMismatchFails(t *testing.T) {
