@@ -52,8 +52,9 @@ type Sink interface {
 // FetchBlob copies blob d (size bytes) of repo into sink and verifies size
 // and digest as the bytes pass; rt is an authenticated transport for repo
 // built on Client.Transport (whose GETs resume a cut body by themselves).
-// Content that does not match is fetched once more from scratch (sink.Reset)
-// before FetchBlob fails; the error is a *BlobError that errors.Is
+// Content that does not match, or a cut body whose resume the server
+// refused (401/403: a token expired), is fetched once more from scratch
+// (sink.Reset) before FetchBlob fails; the error is a *BlobError that errors.Is
 // ErrBlobMismatch. The sink never holds more than size bytes, and on success
 // it holds exactly the blob.
 func (c *Client) FetchBlob(ctx context.Context, rt http.RoundTripper, repo name.Repository, d v1.Hash, size int64, sink Sink) error {
@@ -76,12 +77,14 @@ func (c *Client) FetchBlob(ctx context.Context, rt http.RoundTripper, repo name.
 		if !errors.As(err, &be) {
 			return &BlobError{Registry: repo.RegistryStr(), Digest: d, Received: vr.n, Err: err}
 		}
-		if !errors.Is(err, ErrBlobMismatch) || try >= 2 || ctx.Err() != nil {
+		// Wrong bytes, or a resume refused (a token expired mid-body): once
+		// more from scratch, through the token exchange.
+		if !(errors.Is(err, ErrBlobMismatch) || errors.Is(err, errResumeRefused)) || try >= 2 || ctx.Err() != nil {
 			return err
 		}
 		wait := c.backoff(try)
-		c.log.Warn("blob content does not match its digest; fetching it again", "registry", repo.RegistryStr(),
-			"blob", d.String(), "received", vr.n, "wait", wait)
+		c.log.Warn("blob fetch failed; fetching it again from scratch", "registry", repo.RegistryStr(),
+			"blob", d.String(), "received", vr.n, "error", err.Error(), "wait", wait)
 		if rerr := sink.Reset(); rerr != nil {
 			return fmt.Errorf("%w (restarting the copy: %v)", err, rerr)
 		}

@@ -33,6 +33,7 @@ type fault struct {
 	corrupt bool  // flip one byte
 	badCR   bool  // answer a Range with a Content-Range that starts elsewhere
 	abort   bool  // with cut: abort the handler (HTTP/2: the stream is reset)
+	status  int   // answer with this status and no body
 }
 
 // blobServer serves one blob at /v2/x/blobs/DIGEST (and /v2/x/manifests/tag
@@ -72,6 +73,10 @@ func (s *blobServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.seen = append(s.seen, r.Header.Get("Range"))
 	s.mu.Unlock()
 
+	if f.status != 0 {
+		w.WriteHeader(f.status)
+		return
+	}
 	body := append([]byte(nil), s.blob...)
 	if f.corrupt {
 		body[len(body)/2] ^= 0xff
@@ -271,6 +276,23 @@ func TestFetchBlobRefusesAMisplacedRange(t *testing.T) {
 	_, err := fetchInto(t, c, s)
 	if err == nil || !strings.Contains(err.Error(), `asked for bytes from 100, got Content-Range "bytes 101-`) {
 		t.Fatalf("err = %v, want the Content-Range refused", err)
+	}
+}
+
+// A resume refused with 401 (the token expired while the body streamed)
+// starts the blob over through the token exchange, once.
+func TestFetchBlobRefusedResumeStartsOver(t *testing.T) {
+	s := newBlobServer(t, 64<<10, true, fault{cut: 100}, fault{status: http.StatusUnauthorized})
+	c, _ := newTestClient(t, Options{})
+	sink, err := fetchInto(t, c, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sink.Bytes(), s.blob) || sink.resets != 1 {
+		t.Errorf("equal=%v resets=%d, want the blob after one reset", bytes.Equal(sink.Bytes(), s.blob), sink.resets)
+	}
+	if gets, seen := s.stats(); gets != 3 || !rangesMatch(seen, []string{"", "bytes=100-", ""}) {
+		t.Errorf("GETs with Range %q, want a cut, a refused resume, a fresh GET", seen)
 	}
 }
 

@@ -157,6 +157,10 @@ func resumable(err error) bool {
 		!errors.Is(err, context.DeadlineExceeded) && !isTLSError(err)
 }
 
+// errResumeRefused: the server refused a resume (401, 403). A request
+// made again from the top (FetchBlob's retry) gets new credentials.
+var errResumeRefused = errors.New("resume refused")
+
 // resumeError is a resumed response that cannot continue the content.
 type resumeError struct{ err error }
 
@@ -207,7 +211,13 @@ func (b *resumeBody) reopen() (io.ReadCloser, error) {
 		return resp.Body, nil
 	}
 	discard(resp)
-	return nil, &resumeError{fmt.Errorf("resuming got %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}
+	err = fmt.Errorf("resuming got %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		// A token or a presigned URL expired while the body streamed: the
+		// resume goes below the token exchange, a new request does not.
+		err = fmt.Errorf("%w: %w", errResumeRefused, err)
+	}
+	return nil, &resumeError{err}
 }
 
 // sameContent checks that a resumed response is of the same content.
