@@ -208,7 +208,8 @@ func (v *verifier) Read(p []byte) (int, error) {
 // RetryPolicy: transient failures (connection resets, unexpected EOF,
 // timeouts, 408/429/5xx that outlasted the transport's own retries)
 // are tried again after the policy's backoff, up to Attempts tries; content
-// that did not match its digest (ErrBlobMismatch) is tried once more. Use it
+// that did not match its digest (ErrBlobMismatch), or a source body whose
+// resume was refused (an expired token), is tried once more. Use it
 // for a step that must restart as a whole, such as a blob upload, whose
 // requests go out under SingleAttempt.
 func (c *Client) Retry(ctx context.Context, what string, op func() error) error {
@@ -219,7 +220,7 @@ func (c *Client) Retry(ctx context.Context, what string, op func() error) error 
 			return nil
 		}
 		retry := Transient(err)
-		if errors.Is(err, ErrBlobMismatch) {
+		if errors.Is(err, ErrBlobMismatch) || errors.Is(err, errResumeRefused) {
 			mismatches++
 			retry = mismatches == 1
 		}
