@@ -72,6 +72,10 @@ type PlannedBlob struct {
 	// Fetch, when set, is used instead of Open: a source that may have to
 	// start a blob again writes into a restartable Sink.
 	Fetch Fetcher
+	// Verified says Fetch checks the digest of what it writes itself (and
+	// fails otherwise), so the writer checks only the size and does not
+	// hash the bytes a second time.
+	Verified bool
 	// Origin names where the bytes come from (a registry, a file), for errors.
 	Origin string
 }

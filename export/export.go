@@ -356,7 +356,7 @@ func buildPlan(ctx context.Context, images []*mapping.Image, o *runner) (*bundle
 			if configs[d.Digest] {
 				continue
 			}
-			addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Fetch: fetcher(o, im, d)})
+			addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Fetch: fetcher(o, im, d), Verified: true})
 		}
 		byKey[k] = len(plan.Images)
 		plan.Images = append(plan.Images, pi)
@@ -448,7 +448,8 @@ func (m *memSink) Reset() error { m.Buffer.Reset(); return nil }
 // fetcher writes a blob into w from the cache, or else from the image's
 // repository through the registry client, which resumes a cut body and
 // fetches the blob once more from scratch (w.Reset) when its bytes do not
-// match. The cache keeps the bytes only once they were verified.
+// match. Either way it verifies size and digest and fails on a mismatch
+// (the bundle's Verified). The cache keeps the bytes only once verified.
 func fetcher(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Fetcher {
 	return func(ctx context.Context, w bundle.Sink) error {
 		if f, ok := o.cache.Open(d.Digest, d.Size); ok {

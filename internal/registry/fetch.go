@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -36,6 +37,10 @@ func (e *BlobError) Error() string {
 }
 
 func (e *BlobError) Unwrap() error { return e.Err }
+
+// copyBufs are FetchBlob's copy buffers: large, so that a fast body makes
+// few writes into the sink.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // mismatch describes content that is not what its descriptor says.
 func mismatch(format string, a ...any) error {
@@ -68,7 +73,9 @@ func (c *Client) FetchBlob(ctx context.Context, rt http.RoundTripper, repo name.
 			_ = body.Close()
 			return err
 		}
-		_, err = io.Copy(sink, vr)
+		bp := copyBufs.Get().(*[]byte)
+		_, err = io.CopyBuffer(sink, vr, *bp)
+		copyBufs.Put(bp)
 		_ = body.Close()
 		if err == nil {
 			return nil
