@@ -66,7 +66,7 @@ func validatePlan(plan *Plan) error {
 		if _, dup := have[b.Digest]; dup {
 			return fmt.Errorf("blob %s planned twice", b.Digest)
 		}
-		if b.Data == nil && b.Open == nil {
+		if b.Data == nil && b.Open == nil && b.Fetch == nil {
 			return fmt.Errorf("blob %s has no content", b.Digest)
 		}
 		have[b.Digest] = b
@@ -169,6 +169,7 @@ func reducePlan(plan *Plan, failed map[v1.Hash]error, tb *tempBundle) (*Plan, er
 			}
 			size := b.Size
 			nb.Origin = "the first attempt"
+			nb.Fetch = nil
 			src := tb.vs
 			nb.Open = func(context.Context) (io.ReadCloser, error) {
 				return io.NopCloser(io.NewSectionReader(src, off, size)), nil

@@ -104,6 +104,31 @@ type frontierHasher struct {
 	notify   chan struct{}
 	abort    chan struct{}
 	sums     []string
+
+	mu       sync.Mutex
+	rewindAt int64 // valid when rewound: the earliest offset restarted
+	rewound  bool
+}
+
+// rewind makes the hasher forget what it hashed from off on: a streamed
+// entry starting there is being written again. The volume that holds off
+// is hashed again from its start (rare: only a source that sent wrong bytes
+// restarts a blob).
+func (fh *frontierHasher) rewind(off int64) {
+	fh.mu.Lock()
+	if !fh.rewound || off < fh.rewindAt {
+		fh.rewindAt, fh.rewound = off, true
+	}
+	fh.mu.Unlock()
+	fh.poke()
+}
+
+func (fh *frontierHasher) takeRewind() (int64, bool) {
+	fh.mu.Lock()
+	defer fh.mu.Unlock()
+	at, ok := fh.rewindAt, fh.rewound
+	fh.rewound = false
+	return at, ok
 }
 
 func (fh *frontierHasher) poke() {
@@ -119,6 +144,11 @@ func (fh *frontierHasher) run(ctx context.Context) error {
 	var pos int64
 	next := 0
 	for pos < fh.total {
+		if at, ok := fh.takeRewind(); ok && at < pos {
+			vol := at / fh.part
+			pos, fh.sums, next = vol*fh.part, fh.sums[:vol], 0
+			h = sha256.New()
+		}
 		for next < len(fh.streamed) && fh.streamed[next].done.Load() {
 			next++
 		}
@@ -225,6 +255,9 @@ func (pw *progressWriter) flush() {
 // the bytes pass.
 func streamBlob(ctx context.Context, f io.WriterAt, e *entry, buf []byte, fh *frontierHasher, p Progress) (err error) {
 	b := e.blob
+	if b.Fetch != nil {
+		return fetchBlob(ctx, f, e, fh, p)
+	}
 	rc, err := b.Open(ctx)
 	if err != nil {
 		return err

@@ -36,6 +36,18 @@ type Opener func(ctx context.Context) (io.ReadCloser, error)
 // Committer is told that the bytes read were complete and verified.
 type Committer interface{ Commit() error }
 
+// Fetcher writes a blob's bytes into w, which places them in the bundle.
+// It may call w.Reset to start again from the first byte (the source sent
+// bytes of another digest): what was written is then forgotten, also by
+// the bundle's checksum. The writer checks size and digest at the end.
+type Fetcher func(ctx context.Context, w Sink) error
+
+// Sink receives a blob's bytes; Reset starts the blob again.
+type Sink interface {
+	io.Writer
+	Reset() error
+}
+
 // PlannedBlob is a blob the writer must store.
 type PlannedBlob struct {
 	Digest    v1.Hash
@@ -46,6 +58,13 @@ type PlannedBlob struct {
 	Data []byte
 	// Open streams the bytes when Data is nil.
 	Open Opener
+	// Fetch, when set, is used instead of Open: a source that may have to
+	// start a blob again writes into a restartable Sink.
+	Fetch Fetcher
+	// Verified says Fetch checks the digest of what it writes itself (and
+	// fails otherwise), so the writer checks only the size and does not
+	// hash the bytes a second time.
+	Verified bool
 	// Origin names where the bytes come from (a registry, a file), for errors.
 	Origin string
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ferry-airgap/ferry/bundle"
 )
 
 // Cache keeps fetched manifests and blobs on disk, content-addressed, so a
@@ -51,6 +53,13 @@ func (c *Cache) Open(h v1.Hash, size int64) (*os.File, bool) {
 		return nil, false
 	}
 	return f, true
+}
+
+// forget removes the entry of h (its content was found damaged).
+func (c *Cache) forget(h v1.Hash) {
+	if c != nil && h.Algorithm == "sha256" {
+		_ = os.Remove(c.path(h))
+	}
 }
 
 // Get returns a small cached document (a manifest), verified.
@@ -108,55 +117,68 @@ func (c *Cache) commit(f *os.File) error {
 	return nil
 }
 
-// tee returns a reader that copies what rc yields into a new cache entry
-// for h; the entry is kept only when the bundle writer commits (it has
-// verified size and digest), and discarded on Close otherwise.
-func (c *Cache) tee(h v1.Hash, rc io.ReadCloser) io.ReadCloser {
+// sink returns a writer that copies what it passes to w into a new cache
+// entry for h. Reset starts both again; the entry is kept only on commit
+// (the bytes were verified), and removed by discard otherwise.
+func (c *Cache) sink(h v1.Hash, w bundle.Sink) *cacheSink {
+	s := &cacheSink{w: w, c: c}
 	if c == nil {
-		return rc
+		return s
 	}
 	f, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), h.Hex+".*")
 	if err != nil {
-		return rc // caching is best effort; the export goes on
+		return s // caching is best effort; the export goes on
 	}
-	return &teeReader{rc: rc, f: f, c: c}
+	s.f = f
+	return s
 }
 
-type teeReader struct {
-	rc        io.ReadCloser
-	f         *os.File
-	c         *Cache
-	werr      error
-	committed bool
+type cacheSink struct {
+	w    bundle.Sink
+	c    *Cache
+	f    *os.File // nil: not caching
+	werr error
 }
 
-func (t *teeReader) Read(p []byte) (int, error) {
-	n, err := t.rc.Read(p)
-	if n > 0 && t.werr == nil {
-		_, t.werr = t.f.Write(p[:n])
+func (s *cacheSink) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if n > 0 && s.f != nil && s.werr == nil {
+		_, s.werr = s.f.Write(p[:n])
 	}
 	return n, err
 }
 
-// Commit keeps the entry: the bundle writer verified every byte.
-func (t *teeReader) Commit() error {
-	if t.werr != nil || t.committed {
-		return nil
+// Reset starts the entry again with the blob.
+func (s *cacheSink) Reset() error {
+	if s.f != nil && s.werr == nil {
+		if err := s.f.Truncate(0); err != nil {
+			s.werr = err
+		} else if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+			s.werr = err
+		}
 	}
-	t.committed = true
-	if err := t.c.commit(t.f); err != nil {
-		return nil // best effort: a full disk must not fail the export
-	}
-	return nil
+	return s.w.Reset()
 }
 
-func (t *teeReader) Close() error {
-	if !t.committed {
-		name := t.f.Name()
-		_ = t.f.Close()
-		_ = os.Remove(name)
+// commit keeps the entry: its bytes were verified. Best effort: a full disk
+// must not fail the export.
+func (s *cacheSink) commit() {
+	if s.f == nil || s.werr != nil {
+		return
 	}
-	return t.rc.Close()
+	_ = s.c.commit(s.f)
+	s.f = nil
+}
+
+// discard removes an entry that was not committed.
+func (s *cacheSink) discard() {
+	if s.f == nil {
+		return
+	}
+	name := s.f.Name()
+	_ = s.f.Close()
+	_ = os.Remove(name)
+	s.f = nil
 }
 
 // Clean removes temporary files an interrupted run left behind (older

@@ -49,7 +49,7 @@ func TestCachePutGet(t *testing.T) {
 	}
 }
 
-func TestCacheTeeKeepsOnlyCommitted(t *testing.T) {
+func TestCacheSinkKeepsOnlyCommitted(t *testing.T) {
 	dir := t.TempDir()
 	c, err := OpenCache(dir)
 	if err != nil {
@@ -58,24 +58,34 @@ func TestCacheTeeKeepsOnlyCommitted(t *testing.T) {
 	data := bytes.Repeat([]byte("layer"), 1000)
 	h := digestOf(data)
 
-	// Read fully but never committed (the writer found a mismatch): dropped.
-	rc := c.tee(h, io.NopCloser(bytes.NewReader(data)))
-	if _, err := io.ReadAll(rc); err != nil {
+	// Written but never committed (the bytes did not match): dropped.
+	var out memSink
+	s := c.sink(h, &out)
+	if _, err := s.Write(data); err != nil {
 		t.Fatal(err)
 	}
-	rc.Close()
+	s.discard()
 	if _, ok := c.Open(h, int64(len(data))); ok {
 		t.Fatal("uncommitted blob kept")
 	}
-	// Committed after a full read: kept, and no temporary file is left.
-	rc = c.tee(h, io.NopCloser(bytes.NewReader(data)))
-	if _, err := io.ReadAll(rc); err != nil {
+	// Wrong bytes, a reset, the right bytes, committed: the entry holds
+	// only the right bytes, and no temporary file is left.
+	out.Reset()
+	s = c.sink(h, &out)
+	if _, err := s.Write(bytes.Repeat([]byte("x"), 7000)); err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.(interface{ Commit() error }).Commit(); err != nil {
+	if err := s.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	rc.Close()
+	if _, err := s.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	s.commit()
+	s.discard()
+	if !bytes.Equal(out.Bytes(), data) {
+		t.Fatal("the sink passed on other bytes")
+	}
 	f, ok := c.Open(h, int64(len(data)))
 	if !ok {
 		t.Fatal("committed blob missing")

@@ -5,10 +5,13 @@ package export
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -429,7 +432,7 @@ func (pb *planBuilder) addImage(im *mapping.Image, o *runner) {
 		if pb.configs[d.Digest] {
 			continue
 		}
-		pb.addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Open: opener(o, im, d)})
+		pb.addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Fetch: fetcher(o, im, d), Verified: true})
 	}
 	pb.byKey[k] = len(pb.plan.Images)
 	pb.plan.Images = append(pb.plan.Images, pi)
@@ -485,41 +488,68 @@ func fetchSmall(ctx context.Context, o *runner, im *mapping.Image, d v1.Descript
 	if d.Size > maxConfigSize {
 		return nil, fmt.Errorf("config %s is %d bytes, more than %d", d.Digest, d.Size, maxConfigSize)
 	}
-	rc, err := opener(o, im, d)(ctx)
-	if err != nil {
+	var buf memSink
+	if err := fetcher(o, im, d)(ctx, &buf); err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, d.Size+1))
-	if err != nil {
-		return nil, fmt.Errorf("blob %s from %s: %w", d.Digest, im.Repository.RegistryStr(), err)
-	}
+	data := buf.Bytes()
 	if int64(len(data)) != d.Size {
 		return nil, fmt.Errorf("blob %s from %s: %d bytes, descriptor says %d", d.Digest, im.Repository.RegistryStr(), len(data), d.Size)
 	}
 	if h, _, _ := v1.SHA256(bytes.NewReader(data)); h != d.Digest {
 		return nil, fmt.Errorf("blob %s from %s: %w: content is %s", d.Digest, im.Repository.RegistryStr(), bundle.ErrDigestMismatch, h)
 	}
-	if c, ok := rc.(bundle.Committer); ok {
-		_ = c.Commit()
-	}
 	return data, nil
 }
 
-// opener fetches a blob from the image's repository with one plain GET
-// through the repository's authenticated transport. The bundle writer
-// checks size and digest as the bytes stream, so they are hashed once.
-func opener(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Opener {
-	return func(ctx context.Context) (io.ReadCloser, error) {
+// copyCached copies a cache entry into w, hashing it, and reports whether
+// its content is h. It closes f.
+func copyCached(w io.Writer, f *os.File, h v1.Hash) (bool, error) {
+	defer f.Close()
+	sum := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(w, sum), f); err != nil {
+		return false, fmt.Errorf("blob %s from the cache: %w", h, err)
+	}
+	return hex.EncodeToString(sum.Sum(nil)) == h.Hex, nil
+}
+
+// memSink is a restartable in-memory bundle.Sink for small blobs.
+type memSink struct{ bytes.Buffer }
+
+func (m *memSink) Reset() error { m.Buffer.Reset(); return nil }
+
+// fetcher writes a blob into w from the cache, or else from the image's
+// repository through the registry client, which resumes a cut body and
+// fetches the blob once more from scratch (w.Reset) when its bytes do not
+// match. Either way it verifies size and digest and fails on a mismatch
+// (the bundle's Verified). The cache keeps the bytes only once verified.
+func fetcher(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Fetcher {
+	return func(ctx context.Context, w bundle.Sink) error {
 		if f, ok := o.cache.Open(d.Digest, d.Size); ok {
-			o.fromCache.Add(d.Size)
-			return f, nil
+			good, err := copyCached(w, f, d.Digest)
+			if err != nil || good {
+				if good {
+					o.fromCache.Add(d.Size)
+				}
+				return err
+			}
+			// Damaged on disk: forget it and fetch it again.
+			o.cache.forget(d.Digest)
+			if err := w.Reset(); err != nil {
+				return err
+			}
 		}
-		body, err := o.src.Blob(ctx, im.Repository, o.tasks[im.Task], d.Digest, im.Source)
+		r, err := o.src.Repo(ctx, im.Repository, o.tasks[im.Task])
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return o.cache.tee(d.Digest, &countingBody{rc: body, n: &o.downloaded}), nil
+		cs := o.cache.sink(d.Digest, w)
+		defer cs.discard()
+		if err := r.FetchBlob(ctx, d.Digest, d.Size, &countingSink{Sink: cs, n: &o.downloaded}); err != nil {
+			return err
+		}
+		cs.commit()
+		return nil
 	}
 }
 
@@ -638,19 +668,17 @@ func makeDelta(plan *bundle.Plan, since string) error {
 // ErrNothingNew: a delta would hold nothing; no bundle is written.
 var ErrNothingNew = errors.New("nothing new")
 
-// countingBody counts bytes received from a registry.
-type countingBody struct {
-	rc io.ReadCloser
-	n  *atomic.Int64
+// countingSink counts bytes received from a registry.
+type countingSink struct {
+	bundle.Sink
+	n *atomic.Int64
 }
 
-func (c *countingBody) Read(p []byte) (int, error) {
-	n, err := c.rc.Read(p)
+func (c *countingSink) Write(p []byte) (int, error) {
+	n, err := c.Sink.Write(p)
 	c.n.Add(int64(n))
 	return n, err
 }
-
-func (c *countingBody) Close() error { return c.rc.Close() }
 
 // manifestCache adapts a possibly nil *Cache to mapping.ManifestCache.
 func manifestCache(c *Cache) mapping.ManifestCache {

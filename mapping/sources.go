@@ -3,13 +3,11 @@ package mapping
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/ferry-airgap/ferry/internal/registry"
 )
@@ -200,21 +198,6 @@ func (s *Sources) Repo(ctx context.Context, repo name.Repository, t *Task) (*reg
 		return nil, fmt.Errorf("connecting to %s for %s: %w", repo.RegistryStr(), repo.RepositoryStr(), err)
 	}
 	return r, nil
-}
-
-// Blob starts a GET of blob d from repo and returns the body, unchecked:
-// the caller verifies size and digest as bytes stream. what names the
-// image in errors.
-func (s *Sources) Blob(ctx context.Context, repo name.Repository, t *Task, d v1.Hash, what string) (io.ReadCloser, error) {
-	r, err := s.Repo(ctx, repo, t)
-	if err != nil {
-		return nil, err
-	}
-	body, err := r.Blob(ctx, d)
-	if err != nil {
-		return nil, fmt.Errorf("fetching blob %s of %s from %s: %w", d, what, repo.RegistryStr(), err)
-	}
-	return body, nil
 }
 
 // CheckCredentials proves every set of source credentials before anything

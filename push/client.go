@@ -33,10 +33,11 @@ var manifestAccept = strings.Join([]string{
 // repoClient speaks the registry API for one repository through its
 // authenticated handle, whose token (if any) covers its scopes.
 type repoClient struct {
-	host string
-	repo string
-	base string // scheme://host
-	hc   *registry.Repo
+	host  string
+	repo  string
+	base  string // scheme://host
+	hc    *registry.Repo
+	retry *registry.Client // restarts blob uploads within its retry policy
 }
 
 // connect pings the target, declares every repository the run writes (so
@@ -132,7 +133,7 @@ func (p *pusher) client(ctx context.Context, repo string, scopes []string) (*rep
 	if err != nil {
 		return nil, fmt.Errorf("authenticating to %s for %s: %w", p.tgt.Registry, repo, err)
 	}
-	return &repoClient{host: p.tgt.Registry, repo: repo, base: p.scheme + "://" + p.tgt.Registry, hc: r}, nil
+	return &repoClient{host: p.tgt.Registry, repo: repo, base: p.scheme + "://" + p.tgt.Registry, hc: r, retry: p.o.Client}, nil
 }
 
 func (c *repoClient) url(path string) string { return c.base + "/v2/" + c.repo + path }
@@ -299,8 +300,26 @@ func (c *repoClient) cancelUpload(ctx context.Context, loc string) {
 }
 
 // putBlob finishes the upload at loc with the whole blob in one PUT,
-// streamed from the source (open is called again if the request is retried).
+// streamed from the source (open is called for every send). A PUT cut by a
+// connection fault or a retryable status, or whose source bytes did not
+// match their digest, starts over in a new upload session: the registry
+// may have kept part of the body in the old one, so sending the PUT there
+// again would fail. Restarts follow the client's retry budget and backoff.
 func (c *repoClient) putBlob(ctx context.Context, loc string, d v1.Hash, size int64, open func() (readCloser, error)) error {
+	tries := 0
+	return c.retry.Retry(ctx, "upload of blob "+d.String()+" to "+c.host+"/"+c.repo, func() error {
+		if tries++; tries > 1 {
+			c.cancelUpload(ctx, loc) // best effort: the registry expires it anyway
+			var err error
+			if loc, err = c.startUpload(ctx); err != nil {
+				return err
+			}
+		}
+		return c.putBlobOnce(ctx, loc, d, size, open)
+	})
+}
+
+func (c *repoClient) putBlobOnce(ctx context.Context, loc string, d v1.Hash, size int64, open func() (readCloser, error)) error {
 	u, err := url.Parse(loc)
 	if err != nil {
 		return err
@@ -312,12 +331,15 @@ func (c *repoClient) putBlob(ctx context.Context, loc string, d v1.Hash, size in
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), body)
+	// Sent once by the transport: a retry must open a new session (above).
+	req, err := http.NewRequestWithContext(registry.SingleAttempt(ctx), http.MethodPut, u.String(), body)
 	if err != nil {
 		_ = body.Close()
 		return err
 	}
 	req.ContentLength = size
+	// The Bearer transport sends the same request again after refreshing
+	// an expired token; that re-send needs the body from its start.
 	req.GetBody = func() (io.ReadCloser, error) { return open() }
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.do(req, http.StatusCreated, http.StatusNoContent)

@@ -137,20 +137,19 @@ func (s *registrySource) OpenBlob(ctx context.Context, h v1.Hash, size int64) (i
 	if !ok {
 		return nil, fmt.Errorf("blob %s: no image of this round needs it (nothing to fetch it from)", h)
 	}
-	s.gets.Add(1)
-	body, err := s.src.Blob(ctx, o.repo, s.tasks[o.task], h, o.what)
+	r, err := s.src.Repo(ctx, o.repo, s.tasks[o.task])
 	if err != nil {
 		return nil, err
 	}
-	return &verifiedBody{Verifier: bundle.NewVerifier(body, h, size), body: body}, nil
+	s.gets.Add(1)
+	// Checked as it streams: wrong bytes end the upload with an error
+	// before the target commits them, and push's retry fetches once more.
+	body, err := r.OpenBlob(ctx, h, size)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", o.what, err)
+	}
+	return body, nil
 }
 
 // errStopped: the sync was asked to stop before the blob started.
 var errStopped = errors.New("stopping")
-
-type verifiedBody struct {
-	*bundle.Verifier
-	body io.Closer
-}
-
-func (v *verifiedBody) Close() error { return v.body.Close() }

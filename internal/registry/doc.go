@@ -12,7 +12,8 @@
 //
 //   - Retried: GET, HEAD and any request whose body is empty or can be
 //     re-obtained (GetBody), on connection resets/EOF/timeouts and on 408,
-//     429, 500, 502, 503, 504. A streamed blob PATCH is not retried.
+//     429, 500, 502, 503, 504. A streamed blob PATCH is not retried, nor is
+//     a request under SingleAttempt (a blob PUT: see Client.Retry).
 //   - Backoff: Base·2^(n-1) with jitter in [½, 1]×, each wait capped at MaxWait.
 //   - Retry-After (seconds or HTTP date) on 429/503 replaces the backoff. If it
 //     exceeds MaxWait, ferry does not sleep through it: a 429 fails at once
@@ -24,6 +25,22 @@
 //     --mirror. The window is six hours; retrying after seconds or a minute
 //     only spends more of the quota and delays the answer.
 //   - Waiting ends as soon as the request's context is done.
+//   - A GET answered 200 whose body fails mid-way (reset, unexpected EOF,
+//     an HTTP/2 stream reset) resumes inside the same Read: "Range:
+//     bytes=N-" from the N bytes already handed over; a 206 must start at N
+//     (Content-Range), a 200 has its first N bytes skipped, anything else
+//     fails. Only content that cannot change is resumed (a digest in the
+//     URL, or a repeated Docker-Content-Digest or strong ETag). Each resume
+//     is one more attempt against the same budget, after the same backoff.
+//   - Client.FetchBlob verifies size and digest as bytes pass into a
+//     restartable Sink and fetches a blob that does not match once more
+//     from scratch (Sink.Reset); Client.OpenBlob is the same check for a
+//     consumer that cannot restart (its Read ends with the error instead
+//     of io.EOF). Both fail with a *BlobError naming blob, registry and
+//     bytes received; the caller adds the image.
+//   - Client.Retry restarts a whole step (a blob upload in a new session,
+//     sent under SingleAttempt) on transient errors and once on a digest
+//     mismatch, with the same budget and backoff.
 //
 // # TLS and plain http
 //

@@ -3,14 +3,12 @@ package registry
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -112,25 +110,6 @@ func (r *Repo) Do(req *http.Request) (*http.Response, error) { return r.hc.Do(re
 // request of remote.Get, Head, List, Referrers... through the handle.
 func (r *Repo) RemoteOptions(ctx context.Context) []remote.Option {
 	return append(r.h.c.RemoteOptions(ctx, r.h.name, authn.Anonymous), remote.WithTransport(r.rt))
-}
-
-// Blob starts a GET of blob d and returns its body, unchecked: the caller
-// verifies size and digest as the bytes stream. Errors name the registry,
-// the request and the status.
-func (r *Repo) Blob(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL("/blobs/"+d.String()), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := r.Do(req)
-	if err != nil {
-		return nil, Explain(err)
-	}
-	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		_ = resp.Body.Close()
-		return nil, Explain(err)
-	}
-	return resp.Body, nil
 }
 
 func (h *Host) pingedOrNil() *pinged {

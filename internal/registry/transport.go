@@ -46,7 +46,10 @@ var retryStatus = map[int]bool{
 //   - Docker Hub 429 (TOOMANYREQUESTS) without Retry-After fails at once with
 //     a *RateLimitError that shows ratelimit-limit/-remaining: its window is
 //     6 hours, so waiting seconds or a minute only burns more of the quota.
+//   - The body of a 200 answer to a GET resumes when the connection fails
+//     mid-way (see resumeBody), within the same attempts and backoff.
 //   - Waiting stops when the request's context is done.
+//   - A request whose context went through SingleAttempt is sent once.
 func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := t.c
 	ctx := req.Context()
@@ -76,7 +79,7 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	policy := c.opts.Retry
-	canRetry := replayable(req)
+	canRetry := replayable(req) && !singleAttempt(ctx)
 	for attempt := 1; ; attempt++ {
 		resp, err := base.RoundTrip(r)
 		if err == nil {
@@ -97,6 +100,9 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 				"error", err.Error(), "attempt", attempt, "wait", wait)
 		} else {
 			if !retryStatus[resp.StatusCode] {
+				if canRetry && req.Method == http.MethodGet && resp.StatusCode == http.StatusOK && resp.Body != nil && resp.Body != http.NoBody {
+					resp.Body = newResumeBody(c, base, r, resp, attempt)
+				}
 				return resp, nil
 			}
 			var body []byte
@@ -221,6 +227,21 @@ func retryAfter(hdr http.Header, now time.Time) (time.Duration, bool) {
 		return max(t.Sub(now), 0), true
 	}
 	return 0, false
+}
+
+type singleAttemptKey struct{}
+
+// SingleAttempt returns a context under which the transport sends a
+// request once: no retry, no resume. A blob upload uses it, because a cut
+// upload must restart in a new session (the registry may have kept part of
+// the body in the old one), which the caller does through Client.Retry.
+func SingleAttempt(ctx context.Context) context.Context {
+	return context.WithValue(ctx, singleAttemptKey{}, true)
+}
+
+func singleAttempt(ctx context.Context) bool {
+	v, _ := ctx.Value(singleAttemptKey{}).(bool)
+	return v
 }
 
 // replayable reports whether req can be sent again.
