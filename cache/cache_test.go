@@ -1,0 +1,164 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestPullThroughThenFromStore(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	md, blobs := tc.up.image("team/app", "v1", 1000, 2000)
+	tc.pull(t, "team/app", "v1", blobs)
+	if got := tc.up.count("GET blob"); got != len(blobs) {
+		t.Fatalf("first pull: %d upstream blob GETs, want %d", got, len(blobs))
+	}
+	status, h, body := tc.get(t, "GET", "/v2/src.test/team/app/manifests/v1")
+	if status != 200 || hashOf(body) != md || h.Get("Docker-Content-Digest") != md.String() || h.Get(CacheHeader) != "hit" {
+		t.Fatalf("second manifest GET: %d %s %v, want 200 hit %s", status, h.Get(CacheHeader), hashOf(body), md)
+	}
+	tc.pull(t, "team/app", "v1", blobs)
+	if got := tc.up.count("GET blob"); got != len(blobs) {
+		t.Errorf("second pull made %d more upstream blob GETs, want 0", got-len(blobs))
+	}
+	if got := tc.up.count("GET manifest") + tc.up.count("HEAD manifest"); got != 1 {
+		t.Errorf("within the TTL: %d upstream manifest requests, want 1", got)
+	}
+	// By digest, under another upstream path: the blob store is shared.
+	status, h, _ = tc.get(t, "HEAD", "/v2/src.test/other/blobs/"+blobs[1].String())
+	if status != 200 || h.Get("Content-Length") != "1000" || h.Get(CacheHeader) != "hit" {
+		t.Errorf("HEAD stored blob: %d, length %s, %s", status, h.Get("Content-Length"), h.Get(CacheHeader))
+	}
+	m := tc.Metrics().Snapshot()
+	if m.BytesUpstream < 3000 || m.Hits == 0 || m.Misses == 0 {
+		t.Errorf("metrics %+v: want upstream bytes ≥ 3000, hits and misses", m)
+	}
+}
+
+func TestContainerdNamespaceQuery(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	md, _ := tc.up.image("library/redis", "7", 10)
+	status, h, body := tc.get(t, "GET", "/v2/library/redis/manifests/7?ns=src.test")
+	if status != 200 || hashOf(body) != md || h.Get(UpstreamHeader) != "src.test" {
+		t.Fatalf("?ns=: %d %s, upstream %q", status, body, h.Get(UpstreamHeader))
+	}
+	status, _, body = tc.get(t, "GET", "/v2/library/redis/manifests/7?ns=elsewhere.io")
+	if status != 404 || !strings.Contains(string(body), "NAME_UNKNOWN") {
+		t.Errorf("unknown ns: %d %s, want 404 NAME_UNKNOWN", status, body)
+	}
+	status, _, _ = tc.get(t, "GET", "/v2/src.test/Bad..Name/manifests/7")
+	if status != 400 {
+		t.Errorf("bad repository name: status %d, want 400", status)
+	}
+	status, _, _ = tc.get(t, "DELETE", "/v2/src.test/library/redis/manifests/7")
+	if status != 405 {
+		t.Errorf("DELETE: status %d, want 405", status)
+	}
+}
+
+func TestConcurrentRequestsShareOneDownload(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	_, blobs := tc.up.image("big/one", "v1", 4<<20)
+	gate := make(chan struct{})
+	tc.up.gate = gate
+	d := blobs[1]
+
+	// One client leaves mid-download: the others must still get the blob.
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", tc.srv.URL+"/v2/src.test/big/one/blobs/"+d.String(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			resp, err := http.Get(tc.srv.URL + "/v2/src.test/big/one/blobs/" + d.String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || hashOf(b) != d {
+				errs <- errors.New("wrong or partial blob")
+			}
+		})
+	}
+	waitFor(t, func() bool { return inUse(tc.Cache, d) >= 9 }) // 8 clients + the download
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := tc.up.count("GET blob"); got != 1 {
+		t.Errorf("%d upstream GETs for one blob, want 1", got)
+	}
+	if _, _, ok := tc.store.openBlob(d); !ok {
+		t.Error("blob not kept after the download")
+	}
+}
+
+func inUse(c *Cache, d interface{ String() string }) int {
+	c.store.mu.Lock()
+	defer c.store.mu.Unlock()
+	for k, n := range c.store.inUse {
+		if k.String() == d.String() {
+			return n
+		}
+	}
+	return 0
+}
+
+// waitFor polls cond: the goroutines it waits for block on a channel the
+// test holds, so this is synchronisation, not timing.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestCorruptBlobNeitherKeptNorServedWhole(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	_, blobs := tc.up.image("bad/one", "v1", 300<<10)
+	tc.up.corrupt[blobs[1]] = true
+	// The client sees a 502, or a response cut short: never a whole blob.
+	if resp, err := http.Get(tc.srv.URL + "/v2/src.test/bad/one/blobs/" + blobs[1].String()); err == nil {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && err == nil {
+			t.Errorf("a blob that failed its digest check was served whole (%d bytes)", len(b))
+		}
+	}
+	tc.wg.Wait()
+	if _, _, ok := tc.store.openBlob(blobs[1]); ok {
+		t.Error("corrupt blob kept in the store")
+	}
+	des, _ := os.ReadDir(tc.o.Dir + "/tmp")
+	if len(des) != 0 {
+		t.Errorf("temporary files left: %d", len(des))
+	}
+	status, _, _ := tc.get(t, "GET", "/v2/src.test/bad/one/blobs/sha256:"+strings.Repeat("0", 64))
+	if status != 404 {
+		t.Errorf("unknown blob: status %d, want 404", status)
+	}
+}

@@ -1,0 +1,210 @@
+package cache
+
+// This file is the only one in the package that knows how ferry talks to
+// registries: it implements Upstream on top of internal/registry. The rest
+// of the cache sees only the Upstream interface.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/ferry-airgap/ferry/internal/registry"
+)
+
+// manifestAccept is what the cache asks an upstream for: every manifest
+// and index type, so that one stored copy serves every client.
+var manifestAccept = strings.Join([]string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}, ", ")
+
+// RegistryUpstream reads one upstream registry through ferry's registry
+// client: its TLS settings, retries and credential chain. It keeps one
+// authenticated transport per repository, so the token exchange happens
+// once per repository, not once per request. Safe for concurrent use.
+type RegistryUpstream struct {
+	client *registry.Client
+	kc     *registry.Keychain
+	reg    name.Registry
+	scheme string
+	host   string
+	hub    bool // Docker Hub: a one-segment repository is library/NAME
+
+	mu         sync.Mutex
+	transports map[string]http.RoundTripper // by repository; failures are not kept
+}
+
+// NewRegistryUpstream returns the upstream at rawURL ("https://quay.io",
+// "http://127.0.0.1:5000", or a bare host, which means https).
+// Credentials come from kc for the URL's host.
+func NewRegistryUpstream(client *registry.Client, kc *registry.Keychain, rawURL string) (*RegistryUpstream, error) {
+	scheme, host := "https", rawURL
+	if s, rest, ok := strings.Cut(rawURL, "://"); ok {
+		scheme, host = strings.ToLower(s), rest
+	}
+	host = strings.TrimSuffix(host, "/")
+	if scheme != "https" && scheme != "http" {
+		return nil, fmt.Errorf("%w: upstream %q: scheme must be http or https", ErrConfig, rawURL)
+	}
+	if host == "" || strings.ContainsAny(host, "/?#@ ") {
+		return nil, fmt.Errorf("%w: upstream %q: want a host[:port], optionally with http:// or https://", ErrConfig, rawURL)
+	}
+	hub := registry.IsDockerHub(host)
+	if hub {
+		host = "registry-1.docker.io" // the API host; credentials are looked up as docker.io
+	}
+	opts := client.NameOptions(host)
+	if scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(host, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: upstream %q: %v", ErrConfig, rawURL, err)
+	}
+	return &RegistryUpstream{client: client, kc: kc, reg: reg, scheme: scheme, host: host, hub: hub,
+		transports: map[string]http.RoundTripper{}}, nil
+}
+
+// String names the upstream (its host), for logs and errors.
+func (u *RegistryUpstream) String() string { return u.host }
+
+func (u *RegistryUpstream) transport(ctx context.Context, repo string) (http.RoundTripper, error) {
+	u.mu.Lock()
+	rt, ok := u.transports[repo]
+	u.mu.Unlock()
+	if ok {
+		return rt, nil
+	}
+	auth, err := u.kc.Resolve(u.host)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", u.host, err)
+	}
+	scope := u.reg.Repo(repo).Scope(transport.PullScope)
+	rt, err = transport.NewWithContext(ctx, u.reg, auth, u.client.Transport(), []string{scope})
+	if err != nil {
+		return nil, classify(fmt.Errorf("connecting to %s for %s: %w", u.host, repo, registry.Explain(err)))
+	}
+	u.mu.Lock()
+	u.transports[repo] = rt
+	u.mu.Unlock()
+	return rt, nil
+}
+
+func (u *RegistryUpstream) do(ctx context.Context, method, repo, path string, hdr http.Header) (*http.Response, error) {
+	if u.hub && !strings.Contains(repo, "/") {
+		repo = "library/" + repo
+	}
+	rt, err := u.transport(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	target := url.URL{Scheme: u.scheme, Host: u.host, Path: "/v2/" + repo + path}
+	req, err := http.NewRequestWithContext(ctx, method, target.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	what := fmt.Sprintf("%s %s%s from %s", method, repo, path, u.host)
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return nil, classify(fmt.Errorf("%s: %w", what, registry.Explain(err)))
+	}
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized {
+			u.forget(repo) // a token may have expired: renegotiate next time
+		}
+		return nil, classify(fmt.Errorf("%s: %w", what, registry.Explain(err)))
+	}
+	return resp, nil
+}
+
+func (u *RegistryUpstream) forget(repo string) {
+	u.mu.Lock()
+	delete(u.transports, repo)
+	u.mu.Unlock()
+}
+
+// Manifest implements Upstream.
+func (u *RegistryUpstream) Manifest(ctx context.Context, repo, ref string, head bool) (*Manifest, error) {
+	method := http.MethodGet
+	if head {
+		method = http.MethodHead
+	}
+	resp, err := u.do(ctx, method, repo, "/manifests/"+ref, http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	m := &Manifest{MediaType: resp.Header.Get("Content-Type")}
+	if d, err := v1.NewHash(resp.Header.Get("Docker-Content-Digest")); err == nil {
+		m.Digest = d
+	}
+	if head {
+		if m.Digest == (v1.Hash{}) {
+			return nil, fmt.Errorf("HEAD %s/manifests/%s from %s: no Docker-Content-Digest header", repo, ref, u.host)
+		}
+		return m, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading manifest %s:%s from %s: %v", ErrUnreachable, repo, ref, u.host, err)
+	}
+	if len(b) > MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s:%s from %s is larger than %d bytes", repo, ref, u.host, MaxManifestSize)
+	}
+	m.Body = b
+	return m, nil
+}
+
+// Blob implements Upstream.
+func (u *RegistryUpstream) Blob(ctx context.Context, repo string, d v1.Hash, head bool) (io.ReadCloser, int64, error) {
+	method := http.MethodGet
+	if head {
+		method = http.MethodHead
+	}
+	resp, err := u.do(ctx, method, repo, "/blobs/"+d.String(), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	size := int64(-1)
+	if n, err := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64); err == nil {
+		size = n
+	}
+	if head {
+		_ = resp.Body.Close()
+		return nil, size, nil
+	}
+	return resp.Body, size, nil
+}
+
+// classify adds the cache's sentinels to an explained registry error.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return &upstreamError{kind: ErrNotFound, err: err}
+	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, registry.ErrRateLimited), errors.Is(err, registry.ErrTLS):
+		return &upstreamError{kind: ErrUnreachable, err: err}
+	}
+	return err
+}
+
+type upstreamError struct{ kind, err error }
+
+func (e *upstreamError) Error() string   { return e.err.Error() }
+func (e *upstreamError) Unwrap() []error { return []error{e.kind, e.err} }
