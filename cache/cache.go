@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +28,8 @@ var (
 	// ErrDigestMismatch: upstream bytes do not match the digest asked for.
 	ErrDigestMismatch = errors.New("digest mismatch")
 )
+
+var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.:_-]*$`)
 
 // MaxManifestSize is the largest manifest the cache reads (4 MiB, as
 // distribution).
@@ -62,7 +64,8 @@ type Options struct {
 	Dir     string
 	MaxSize int64 // bytes; the cleaner brings the store down to it
 	// Threshold is how far, in percent of MaxSize, the store may grow
-	// past MaxSize before the cleaner runs (default 20).
+	// past MaxSize before the cleaner evicts: 0 means the default (20),
+	// -1 none (evict as soon as the store passes MaxSize).
 	Threshold   int
 	CleanEvery  time.Duration // default 30m
 	ManifestTTL time.Duration // default 5m; negative: always revalidate
@@ -101,8 +104,11 @@ func New(o Options) (*Cache, error) {
 	if o.MaxSize <= 0 {
 		return nil, fmt.Errorf("%w: max size must be positive", ErrConfig)
 	}
-	if o.Threshold == 0 {
+	switch o.Threshold {
+	case 0:
 		o.Threshold = DefaultThreshold
+	case -1:
+		o.Threshold = 0
 	}
 	if o.Threshold < 0 || o.Threshold > 1000 {
 		return nil, fmt.Errorf("%w: threshold %d%% out of range 0-1000", ErrConfig, o.Threshold)
@@ -127,8 +133,8 @@ func New(o Options) (*Cache, error) {
 	}
 	c := &Cache{o: o, log: o.Logger, metrics: &Metrics{}, flights: map[v1.Hash]*download{}}
 	for n := range o.Upstreams {
-		if n == "" || strings.HasPrefix(n, "/") || strings.HasSuffix(n, "/") {
-			return nil, fmt.Errorf("%w: upstream name %q", ErrConfig, n)
+		if !upstreamNameRE.MatchString(n) {
+			return nil, fmt.Errorf("%w: upstream name %q: want a host-like name (letters, digits, . : _ -)", ErrConfig, n)
 		}
 		c.names = append(c.names, n)
 	}
