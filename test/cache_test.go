@@ -37,11 +37,12 @@ type cached struct {
 
 // startCache runs `ferry cache --addr 127.0.0.1:0 ARGS` with an empty
 // docker config and waits for its "serving on" line.
-func startCache(t *testing.T, bin string, args ...string) *cached {
+func startCache(t testing.TB, bin string, args ...string) *cached {
 	t.Helper()
 	c := &cached{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(bin, append([]string{"cache", "--addr", "127.0.0.1:0"}, args...)...)
-	c.cmd.Env = append(os.Environ(), ferryEnv(t)...)
+	home := t.TempDir()
+	c.cmd.Env = append(os.Environ(), "HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, ".docker"), "REGISTRY_AUTH_FILE="+filepath.Join(home, "auth.json"))
 	pr, pw := io.Pipe()
 	c.cmd.Stderr = pw
 	c.cmd.Stdout = c.stdout
@@ -87,7 +88,7 @@ func startCache(t *testing.T, bin string, args ...string) *cached {
 	return c
 }
 
-func (c *cached) stop(t *testing.T) int {
+func (c *cached) stop(t testing.TB) int {
 	t.Helper()
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
