@@ -50,6 +50,9 @@ type Upstream interface {
 	Manifest(ctx context.Context, repo, ref string, head bool) (*Manifest, error)
 	// Blob GETs (or HEADs: nil body) blob d; size is -1 when unknown.
 	Blob(ctx context.Context, repo string, d v1.Hash, head bool) (body io.ReadCloser, size int64, err error)
+	// Tags GETs one page of repo's tag list; query is the client's (n,
+	// last), next the query of the following page ("" = last page).
+	Tags(ctx context.Context, repo, query string) (body []byte, next string, err error)
 }
 
 // Defaults for Options.

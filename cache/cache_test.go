@@ -162,3 +162,47 @@ func TestCorruptBlobNeitherKeptNorServedWhole(t *testing.T) {
 		t.Errorf("unknown blob: status %d, want 404", status)
 	}
 }
+
+func TestTagListPassesThroughWithPages(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	for _, tag := range []string{"a", "b", "c"} {
+		tc.up.image("team/app", tag, 10)
+	}
+	status, h, body := tc.get(t, "GET", "/v2/src.test/team/app/tags/list")
+	if status != 200 || !strings.Contains(string(body), `"tags":["a","b"]`) {
+		t.Fatalf("first page: %d %s", status, body)
+	}
+	link := h.Get("Link")
+	if link != `</v2/src.test/team/app/tags/list?last=b&n=2>; rel="next"` {
+		t.Fatalf("Link %q: want the next page under the cache's path", link)
+	}
+	_, h, body = tc.get(t, "GET", strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`))
+	if !strings.Contains(string(body), `"tags":["c"]`) || h.Get("Link") != "" {
+		t.Errorf("second page: %s, Link %q", body, h.Get("Link"))
+	}
+	if status, _, _ := tc.get(t, "GET", "/v2/src.test/team/none/tags/list"); status != 404 {
+		t.Errorf("unknown repository: status %d, want 404", status)
+	}
+}
+
+func TestHostilePathsHarmNothing(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	tc.up.image("team/app", "v1", 10)
+	for _, p := range []string{
+		"/v2/src.test/../../etc/manifests/v1",
+		"/v2/src.test/team/app/manifests/..",
+		"/v2/src.test/team/app/manifests/a%2F..%2F..%2Fx",
+		"/v2/src.test/team/app/blobs/sha256:../../x",
+		"/v2/src.test/team/app/blobs/md5:abcd",
+		"/v2/../manifests/v1?ns=src.test",
+		"/v2/src.test/manifests/v1",
+	} {
+		status, _, body := tc.get(t, "GET", p)
+		if status < 400 || status >= 500 {
+			t.Errorf("GET %s: status %d %s, want a 4xx", p, status, body)
+		}
+	}
+	if n := tc.up.count("GET manifest") + tc.up.count("GET blob"); n != 0 {
+		t.Errorf("hostile paths reached the upstream %d times", n)
+	}
+}

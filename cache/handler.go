@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -73,8 +75,10 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 		name, ref, what = p[:i], p[i+len("/manifests/"):], "manifest"
 	} else if i := strings.LastIndex(p, "/blobs/"); i > 0 {
 		name, ref, what = p[:i], p[i+len("/blobs/"):], "blob"
+	} else if n, ok := strings.CutSuffix(p, "/tags/list"); ok && n != "" {
+		name, what = n, "tags"
 	} else {
-		writeError(w, r, http.StatusNotFound, "UNSUPPORTED", "the cache serves manifests and blobs only")
+		writeError(w, r, http.StatusNotFound, "UNSUPPORTED", "the cache serves manifests, blobs and tag lists only")
 		return
 	}
 	upName, repo, ok := c.route(name, r.URL.Query().Get("ns"))
@@ -88,6 +92,10 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 	}
 	w.Header().Set(UpstreamHeader, upName)
 	up := c.o.Upstreams[upName]
+	if what == "tags" {
+		c.serveTags(w, r, up, upName, repo)
+		return
+	}
 	if what == "blob" {
 		d, err := v1.NewHash(ref)
 		if err != nil || d.Algorithm != "sha256" {
@@ -172,6 +180,42 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, r
 	if err != nil && r.Context().Err() == nil {
 		c.log.Warn("aborting a blob response", "digest", d, "repo", repo, "err", err)
 		panic(http.ErrAbortHandler) // the client must not take a partial blob as whole
+	}
+}
+
+// serveTags passes a tag list through from the upstream (not stored: a
+// list is only as good as it is fresh), rewriting the next-page link.
+func (c *Cache) serveTags(w http.ResponseWriter, r *http.Request, up Upstream, upName, repo string) {
+	q := url.Values{}
+	for _, k := range []string{"n", "last"} {
+		if v := r.URL.Query().Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	body, next, err := up.Tags(r.Context(), repo, q.Encode())
+	if err != nil {
+		c.metrics.add(&c.metrics.upstreamErrors, 1)
+		c.upstreamError(w, r, "NAME_UNKNOWN", err)
+		return
+	}
+	h := w.Header()
+	if next != "" {
+		nq, _ := url.ParseQuery(next)
+		keep := url.Values{}
+		for _, k := range []string{"n", "last"} {
+			if v := nq.Get(k); v != "" {
+				keep.Set(k, v)
+			}
+		}
+		if ns := r.URL.Query().Get("ns"); ns != "" {
+			keep.Set("ns", ns)
+		}
+		h.Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, keep.Encode()))
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
 	}
 }
 

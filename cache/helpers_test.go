@@ -10,6 +10,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,4 +230,36 @@ func (tc *testCache) pull(t *testing.T, repo, tag string, blobs []v1.Hash) {
 	// The handlers' and downloads' bookkeeping ends just after the last byte.
 	tc.wg.Wait()
 	waitFor(t, func() bool { tc.store.mu.Lock(); defer tc.store.mu.Unlock(); return len(tc.store.inUse) == 0 })
+}
+
+// Tags lists repo's tags, two per page, with a next-page query.
+func (f *fakeUpstream) Tags(ctx context.Context, repo, query string) ([]byte, string, error) {
+	f.mu.Lock()
+	f.counts["GET tags"]++
+	var tags []string
+	for k := range f.manifests {
+		if r, tag, ok := strings.Cut(k, ":"); ok && r == repo {
+			tags = append(tags, tag)
+		}
+	}
+	down := f.down
+	f.mu.Unlock()
+	if down {
+		return nil, "", fmt.Errorf("%w: connection refused", ErrUnreachable)
+	}
+	if len(tags) == 0 {
+		return nil, "", fmt.Errorf("repository %s: %w", repo, ErrNotFound)
+	}
+	sort.Strings(tags)
+	q, _ := url.ParseQuery(query)
+	start := sort.SearchStrings(tags, q.Get("last"))
+	if q.Get("last") != "" {
+		start++
+	}
+	end, next := min(start+2, len(tags)), ""
+	if end < len(tags) {
+		next = "n=2&last=" + url.QueryEscape(tags[end-1])
+	}
+	b, _ := json.Marshal(map[string]any{"name": repo, "tags": tags[start:end]})
+	return b, next, nil
 }

@@ -111,8 +111,7 @@ func (u *RegistryUpstream) do(ctx context.Context, method, repo, path string, hd
 	if err != nil {
 		return nil, err
 	}
-	target := url.URL{Scheme: u.scheme, Host: u.host, Path: "/v2/" + repo + path}
-	req, err := http.NewRequestWithContext(ctx, method, target.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u.scheme+"://"+u.host+"/v2/"+repo+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +190,38 @@ func (u *RegistryUpstream) Blob(ctx context.Context, repo string, d v1.Hash, hea
 		return nil, size, nil
 	}
 	return resp.Body, size, nil
+}
+
+// maxTagList bounds a tag list page read from an upstream.
+const maxTagList = 16 << 20
+
+// Tags implements Upstream.
+func (u *RegistryUpstream) Tags(ctx context.Context, repo, query string) ([]byte, string, error) {
+	path := "/tags/list"
+	if query != "" {
+		path += "?" + query
+	}
+	resp, err := u.do(ctx, http.MethodGet, repo, path, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxTagList+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: reading the tags of %s from %s: %v", ErrUnreachable, repo, u.host, err)
+	}
+	if len(b) > maxTagList {
+		return nil, "", fmt.Errorf("tag list of %s from %s is larger than %d bytes", repo, u.host, maxTagList)
+	}
+	next := ""
+	if l := resp.Header.Get("Link"); strings.Contains(l, `rel="next"`) {
+		if s, e := strings.Index(l, "<"), strings.Index(l, ">"); s >= 0 && e > s {
+			if nu, err := url.Parse(l[s+1 : e]); err == nil {
+				next = nu.RawQuery
+			}
+		}
+	}
+	return b, next, nil
 }
 
 // classify adds the cache's sentinels to an explained registry error.

@@ -470,3 +470,43 @@ func TestCacheBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheFeedsExport: `ferry export --mirror SOURCE=CACHE/NAME` reads
+// through the cache (tag lists included); a second export of the same set
+// makes no upstream blob GET.
+func TestCacheFeedsExport(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	up, counter, fixtures := cacheUpstream(t, harness.SmallSet())
+	c := startCache(t, bin, "--dir", t.TempDir(), "--max-size", "1GiB", "--ca-cert", up.CAFile,
+		"--pull-secret", pullSecret(t, up.Host, "puller", "s3cret-pw"), "--upstream", "src.test=https://"+up.Host)
+	dir := t.TempDir()
+	mapping := filepath.Join(dir, "m.yaml")
+	y := "tasks:\n  - name: through-cache\n    source:\n      registry: " + up.Host + "\n    mappings:\n" +
+		"      - from: spaceone/console\n        tags: ['semver: >=1.11.0']\n      - from: library/redis\n        tags: [7.2.4]\n"
+	if err := os.WriteFile(mapping, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	export := func(out string) {
+		stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: ferryEnv(t)}, bin, "export", "-q", "-f", mapping,
+			"-o", out, "--mirror", up.Host+"="+c.addr+"/src.test")
+		if code != 0 {
+			t.Fatalf("export through the cache: exit %d\n%s\n%s\ncache:\n%s", code, stdout, stderr, c.stderr.String())
+		}
+	}
+	counter.Reset()
+	export(filepath.Join(dir, "one.tar"))
+	if counter.Count("GET", harness.KindBlob) == 0 || counter.Count("GET", harness.KindTags) == 0 {
+		t.Fatalf("first export: upstream saw %s, want blob GETs and a tag list", counter)
+	}
+	stdout, _, _ := harness.Run(t, bin, "inspect", "--json", filepath.Join(dir, "one.tar"))
+	for _, ref := range []string{"spaceone/console:1.12.0", "spaceone/console:1.11.5", "library/redis:7.2.4"} {
+		if f := findFixture(t, fixtures, ref); !strings.Contains(stdout, f.Digest) {
+			t.Errorf("bundle lacks %s (%s)", ref, f.Digest)
+		}
+	}
+	counter.Reset()
+	export(filepath.Join(dir, "two.tar"))
+	if n := counter.Count("GET", harness.KindBlob); n != 0 {
+		t.Errorf("second export through the cache: %d upstream blob GETs, want 0 (%s)", n, counter)
+	}
+}
