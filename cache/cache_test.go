@@ -206,3 +206,17 @@ func TestHostilePathsHarmNothing(t *testing.T) {
 		t.Errorf("hostile paths reached the upstream %d times", n)
 	}
 }
+
+func TestDockerMirrorPathsGoToDockerHub(t *testing.T) {
+	hub := newFake()
+	md, _ := hub.image("library/redis", "7", 10)
+	tc := newTestCache(t, 1<<30, func(o *Options) { o.Upstreams[DockerHubName] = hub })
+	status, h, body := tc.get(t, "GET", "/v2/library/redis/manifests/7")
+	if status != 200 || hashOf(body) != md || h.Get(UpstreamHeader) != DockerHubName {
+		t.Fatalf("docker registry-mirrors path: %d %s, upstream %q", status, body, h.Get(UpstreamHeader))
+	}
+	// An ns the cache does not know is an error, never a silent Docker Hub pull.
+	if status, _, _ := tc.get(t, "GET", "/v2/library/redis/manifests/7?ns=quay.io"); status != 404 {
+		t.Errorf("unknown ns: status %d, want 404", status)
+	}
+}

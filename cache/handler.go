@@ -117,7 +117,8 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 }
 
 // route splits NAME/REPO into the upstream and the repository: the first
-// segments name the upstream; failing that, containerd's ns query does.
+// segments name the upstream; failing that, containerd's ns query does;
+// failing that, docker.io, for Docker's registry-mirrors.
 func (c *Cache) route(name, ns string) (upstream, repo string, ok bool) {
 	for _, n := range c.names {
 		if rest, found := strings.CutPrefix(name, n+"/"); found && rest != "" {
@@ -127,8 +128,18 @@ func (c *Cache) route(name, ns string) (upstream, repo string, ok bool) {
 	if _, found := c.o.Upstreams[ns]; found {
 		return ns, name, true
 	}
+	// Docker's registry-mirrors sends Docker Hub paths as they are, with no
+	// ns: /v2/library/redis/... (a Hub namespace never contains a dot, so
+	// it cannot be mistaken for an upstream name).
+	if _, found := c.o.Upstreams[DockerHubName]; found && ns == "" {
+		return DockerHubName, name, true
+	}
 	return "", "", false
 }
+
+// DockerHubName is the upstream that paths without an upstream name (and
+// without containerd's ns) go to, when there is one by that name.
+const DockerHubName = "docker.io"
 
 func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, repo string, d v1.Hash) {
 	release := c.store.acquire(d)

@@ -201,7 +201,7 @@ func (f *cacheFlags) upstreamSet(e *env) (map[string]cache.Upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	urls := map[string]string{"docker.io": "https://registry-1.docker.io"}
+	urls := map[string]string{cache.DockerHubName: "https://registry-1.docker.io"}
 	hosts, err := pullSecretHosts(f.pullSecret)
 	if err != nil {
 		return nil, err
@@ -213,7 +213,7 @@ func (f *cacheFlags) upstreamSet(e *env) (map[string]cache.Upstream, error) {
 	}
 	for _, ig := range f.ignore {
 		if registry.IsDockerHub(ig) {
-			ig = "docker.io"
+			ig = cache.DockerHubName
 		}
 		delete(urls, ig)
 	}
