@@ -37,7 +37,9 @@ const MaxManifestSize = 4 << 20
 
 // Manifest is a manifest as an upstream returned it. Body is nil for a HEAD.
 type Manifest struct {
-	Digest    v1.Hash // from Docker-Content-Digest; zero if the upstream sent none
+	// Digest is the upstream's Docker-Content-Digest; zero if it sent none
+	// (after a HEAD, the cache then GETs the manifest to learn it).
+	Digest    v1.Hash
 	MediaType string
 	Body      []byte
 }

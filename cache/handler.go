@@ -106,7 +106,7 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 		return
 	}
 	if d, err := v1.NewHash(ref); err == nil && d.Algorithm == "sha256" {
-		c.serveManifestDigest(w, r, up, repo, d)
+		c.serveManifestDigest(w, r, up, upName, repo, d)
 		return
 	}
 	if !tagRE.MatchString(ref) {

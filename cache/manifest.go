@@ -80,14 +80,14 @@ func mediaTypeOf(contentType string, body []byte) string {
 	return "application/vnd.oci.image.manifest.v1+json"
 }
 
-func (c *Cache) serveManifestDigest(w http.ResponseWriter, r *http.Request, up Upstream, repo string, d v1.Hash) {
+func (c *Cache) serveManifestDigest(w http.ResponseWriter, r *http.Request, up Upstream, upName, repo string, d v1.Hash) {
 	if body, mt, ok := c.store.manifest(d); ok {
 		c.metrics.add(&c.metrics.hits, 1)
 		writeManifest(w, r, "hit", d, mt, body)
 		return
 	}
 	c.metrics.add(&c.metrics.misses, 1)
-	f, err := c.fetchManifest(r.Context(), up, w.Header().Get(UpstreamHeader), repo, d.String())
+	f, err := c.fetchManifest(r.Context(), up, upName, repo, d.String())
 	if err != nil {
 		c.upstreamError(w, r, "MANIFEST_UNKNOWN", err)
 		return
