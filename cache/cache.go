@@ -84,7 +84,7 @@ type Options struct {
 }
 
 // Cache is the pull-through cache. It is an http.Handler; Run drives its
-// cleaner and ends its downloads.
+// cleaner; Close ends its downloads.
 type Cache struct {
 	o       Options
 	log     *slog.Logger
@@ -97,6 +97,7 @@ type Cache struct {
 
 	fmu     sync.Mutex
 	flights map[v1.Hash]*download
+	closed  bool
 	mflight singleflight.Group
 	wg      sync.WaitGroup // downloads in flight
 }
@@ -160,24 +161,27 @@ func (c *Cache) Metrics() *Metrics { return c.metrics }
 func (c *Cache) Size() int64 { return c.store.size() }
 
 // Run cleans the store every CleanEvery (and once at start) until ctx is
-// done, then cancels the downloads still running and waits for them.
-func (c *Cache) Run(ctx context.Context) error {
+// done. Downloads go on: call Close once the server has stopped.
+func (c *Cache) Run(ctx context.Context) {
 	t := time.NewTicker(c.o.CleanEvery)
 	defer t.Stop()
 	c.Clean()
 	for {
 		select {
 		case <-ctx.Done():
-			c.Close()
-			return nil
+			return
 		case <-t.C:
 			c.Clean()
 		}
 	}
 }
 
-// Close cancels the downloads in flight and waits for them to end.
+// Close cancels the downloads in flight and waits for them to end; later
+// requests for missing blobs fail with ErrUnreachable.
 func (c *Cache) Close() {
+	c.fmu.Lock()
+	c.closed = true
+	c.fmu.Unlock()
 	c.cancel()
 	c.wg.Wait()
 }

@@ -40,6 +40,10 @@ func (c *Cache) flight(up Upstream, repo string, d v1.Hash) *download {
 		return dl
 	}
 	dl := &download{d: d, started: make(chan struct{}), size: -1, progress: make(chan struct{})}
+	if c.closed {
+		dl.start(-1, "", fmt.Errorf("fetching blob %s: %w: the cache is shutting down", d, ErrUnreachable))
+		return dl
+	}
 	c.flights[d] = dl
 	c.wg.Add(1)
 	release := c.store.acquire(d)

@@ -116,12 +116,12 @@ func runCache(cmd *cobra.Command, e *env, f *cacheFlags) error {
 			"scheme": scheme, "upstreams": names, "dir": opts.Dir, "max_size": opts.MaxSize, "store_size": c.Size()})
 	}
 	done := make(chan struct{})
-	go func() { _ = c.Run(cmd.Context()); close(done) }()
+	go func() { c.Run(cmd.Context()); close(done) }()
 	err = serve.Serve(cmd.Context(), ln, serve.AccessLog(c, opts.Logger), serve.ServerConfig{
 		TLSCertFile: f.tlsCert, TLSKeyFile: f.tlsKey, Logger: opts.Logger,
 	})
+	c.Close() // requests are done (or out of grace): end the downloads
 	if err != nil {
-		c.Close()
 		return err
 	}
 	<-done
