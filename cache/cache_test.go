@@ -10,6 +10,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ferry-airgap/ferry/serve"
 )
 
 func TestPullThroughThenFromStore(t *testing.T) {
@@ -218,5 +222,52 @@ func TestDockerMirrorPathsGoToDockerHub(t *testing.T) {
 	// An ns the cache does not know is an error, never a silent Docker Hub pull.
 	if status, _, _ := tc.get(t, "GET", "/v2/library/redis/manifests/7?ns=quay.io"); status != 404 {
 		t.Errorf("unknown ns: status %d, want 404", status)
+	}
+}
+
+func TestBasicAuthAndMetrics(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ht, err := serve.ParseHtpasswd(strings.NewReader("ops:" + string(hash) + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := newTestCache(t, 1<<30, func(o *Options) { o.Auth = ht })
+	tc.up.image("team/app", "v1", 10)
+	for _, p := range []string{"/v2/", "/v2/src.test/team/app/manifests/v1", "/metrics"} {
+		status, h, _ := tc.get(t, "GET", p)
+		if status != 401 || !strings.Contains(h.Get("WWW-Authenticate"), "Basic") {
+			t.Errorf("GET %s without credentials: %d, challenge %q", p, status, h.Get("WWW-Authenticate"))
+		}
+	}
+	if n := tc.up.count("GET manifest"); n != 0 {
+		t.Errorf("an unauthenticated request reached the upstream")
+	}
+	get := func(p string) (int, string) {
+		req, _ := http.NewRequest("GET", tc.srv.URL+p, nil)
+		req.SetBasicAuth("ops", "pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, _ := get("/v2/src.test/team/app/manifests/v1"); status != 200 {
+		t.Fatalf("with credentials: %d", status)
+	}
+	get("/v2/src.test/team/app/manifests/v1")
+	status, body := get("/metrics")
+	for _, want := range []string{
+		`ferry_cache_requests_total{result="hit"} 1`, `ferry_cache_requests_total{result="miss"} 1`,
+		"# TYPE ferry_cache_store_bytes gauge", "ferry_cache_store_max_bytes 1073741824",
+		`ferry_cache_evictions_total{kind="blob"} 0`, "ferry_cache_upstream_bytes_total 0",
+	} {
+		if status != 200 || !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
 	}
 }
