@@ -174,6 +174,9 @@ type testCache struct {
 	up    *fakeUpstream
 	clock *fakeClock
 	srv   *httptest.Server
+	// requests in the handler: a client has its body a moment before the
+	// handler returns and releases the blob.
+	requests sync.WaitGroup
 }
 
 func newTestCache(t *testing.T, maxSize int64, mod ...func(*Options)) *testCache {
@@ -188,9 +191,15 @@ func newTestCache(t *testing.T, maxSize int64, mod ...func(*Options)) *testCache
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(c)
+	tc := &testCache{Cache: c, up: up, clock: clock}
+	tc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tc.requests.Add(1)
+		defer tc.requests.Done()
+		c.ServeHTTP(w, r)
+	}))
+	srv := tc.srv
 	t.Cleanup(func() { srv.Close(); c.Close() })
-	return &testCache{Cache: c, up: up, clock: clock, srv: srv}
+	return tc
 }
 
 // get fetches path from the cache and returns status, headers and body.
@@ -228,8 +237,8 @@ func (tc *testCache) pull(t *testing.T, repo, tag string, blobs []v1.Hash) {
 	}
 	tc.clock.Advance(time.Millisecond)
 	// The handlers' and downloads' bookkeeping ends just after the last byte.
+	tc.requests.Wait()
 	tc.wg.Wait()
-	waitFor(t, func() bool { tc.store.mu.Lock(); defer tc.store.mu.Unlock(); return len(tc.store.inUse) == 0 })
 }
 
 // Tags lists repo's tags, two per page, with a next-page query.
