@@ -59,9 +59,10 @@ type Upstream interface {
 
 // Defaults for Options.
 const (
-	DefaultThreshold   = 20
-	DefaultCleanEvery  = 30 * time.Minute
-	DefaultManifestTTL = 5 * time.Minute
+	DefaultThreshold    = 20
+	DefaultCleanEvery   = 30 * time.Minute
+	DefaultManifestTTL  = 5 * time.Minute
+	DefaultStallTimeout = time.Minute
 )
 
 // Options configure a Cache.
@@ -74,6 +75,9 @@ type Options struct {
 	Threshold   int
 	CleanEvery  time.Duration // default 30m
 	ManifestTTL time.Duration // default 5m; negative: always revalidate
+	// StallTimeout ends a blob download that receives nothing for this
+	// long (default 1m), so waiting clients get an error, not a hang.
+	StallTimeout time.Duration
 	// Upstreams by the name that leads the path: /v2/NAME/repo/...
 	Upstreams map[string]Upstream
 	// Auth, when set, requires HTTP basic auth on every request.
@@ -127,6 +131,9 @@ func New(o Options) (*Cache, error) {
 	}
 	if o.ManifestTTL == 0 {
 		o.ManifestTTL = DefaultManifestTTL
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = DefaultStallTimeout
 	}
 	if len(o.Upstreams) == 0 {
 		return nil, fmt.Errorf("%w: no upstream", ErrConfig)

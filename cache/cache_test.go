@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -250,5 +251,26 @@ func TestBasicAuthAndMetrics(t *testing.T) {
 		if status != 200 || !strings.Contains(body, want+"\n") {
 			t.Errorf("/metrics lacks %q:\n%s", want, body)
 		}
+	}
+}
+
+func TestStalledUpstreamEndsTheDownload(t *testing.T) {
+	tc := newTestCache(t, 1<<30, func(o *Options) { o.StallTimeout = 100 * time.Millisecond })
+	_, blobs := tc.up.image("slow/one", "v1", 1<<20)
+	tc.up.gate = make(chan struct{}) // never opened: the upstream stops halfway
+	resp, err := http.Get(tc.srv.URL + "/v2/src.test/slow/one/blobs/" + blobs[1].String())
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("a stalled download was served as a whole blob")
+	}
+	tc.requests.Wait()
+	tc.wg.Wait()
+	tc.up.gate = nil
+	tc.pull(t, "slow/one", "v1", blobs[1:])
+	if n := tc.up.count("GET blob"); n != 2 {
+		t.Errorf("%d upstream GETs, want 2 (the stalled one, then a new one)", n)
 	}
 }

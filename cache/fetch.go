@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -66,12 +67,23 @@ func (c *Cache) flight(up Upstream, repo string, d v1.Hash) *download {
 // fetch runs the download under the cache's context, so that no client
 // that leaves can stop it; Close stops it.
 func (c *Cache) fetch(up Upstream, repo string, dl *download) error {
-	body, size, err := up.Blob(c.ctx, repo, dl.d, false)
+	// An upstream that stops sending must not hold every waiting client
+	// forever: no byte for StallTimeout ends the download.
+	ctx, cancel := context.WithCancelCause(c.ctx)
+	defer cancel(nil)
+	stall := fmt.Errorf("%w: no data for %s", ErrUnreachable, c.o.StallTimeout)
+	watchdog := time.AfterFunc(c.o.StallTimeout, func() { cancel(stall) })
+	defer watchdog.Stop()
+	body, size, err := up.Blob(ctx, repo, dl.d, false)
 	if err != nil {
+		if context.Cause(ctx) == stall {
+			err = stall
+		}
 		dl.start(-1, "", err)
 		return err
 	}
 	defer func() { _ = body.Close() }()
+	body = &stallReader{r: body, reset: func() { watchdog.Reset(c.o.StallTimeout) }, ctx: ctx}
 	f, err := c.store.tempFile()
 	if err != nil {
 		dl.start(-1, "", err)
@@ -100,6 +112,27 @@ func (c *Cache) fetch(up Upstream, repo string, dl *download) error {
 	dl.done = true // readers opening from now on use the store's path
 	return nil
 }
+
+// stallReader restarts the watchdog on every read that returns bytes,
+// and reports the stall (not a bare "context canceled") when it fires.
+type stallReader struct {
+	r     io.ReadCloser
+	reset func()
+	ctx   context.Context
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.reset()
+	}
+	if err != nil && err != io.EOF && context.Cause(s.ctx) != nil {
+		err = context.Cause(s.ctx)
+	}
+	return n, err
+}
+
+func (s *stallReader) Close() error { return s.r.Close() }
 
 func verify(d v1.Hash, h hash.Hash, n, size int64) error {
 	if size >= 0 && n != size {

@@ -126,13 +126,14 @@ func (f *fakeUpstream) Blob(ctx context.Context, repo string, d v1.Hash, head bo
 		b = bytes.Repeat([]byte{'x'}, len(b))
 	}
 	if gate != nil {
-		return &gatedReader{gate: gate, r: bytes.NewReader(b)}, int64(len(b)), nil
+		return &gatedReader{ctx: ctx, gate: gate, r: bytes.NewReader(b)}, int64(len(b)), nil
 	}
 	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 }
 
 // gatedReader sends the first half of its bytes, then waits for gate.
 type gatedReader struct {
+	ctx    context.Context
 	gate   chan struct{}
 	r      *bytes.Reader
 	passed bool
@@ -140,7 +141,11 @@ type gatedReader struct {
 
 func (g *gatedReader) Read(p []byte) (int, error) {
 	if !g.passed && g.r.Len() <= int(g.r.Size())/2 {
-		<-g.gate
+		select {
+		case <-g.gate:
+		case <-g.ctx.Done():
+			return 0, g.ctx.Err() // as an HTTP body does
+		}
 		g.passed = true
 	}
 	if !g.passed && len(p) > g.r.Len()-int(g.r.Size())/2 {
