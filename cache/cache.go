@@ -102,6 +102,7 @@ type Cache struct {
 	fmu     sync.Mutex
 	flights map[v1.Hash]*download
 	closed  bool
+	down    map[string]time.Time // upstream → until when it is not asked to revalidate
 	mflight singleflight.Group
 	wg      sync.WaitGroup // downloads in flight
 }
@@ -144,7 +145,7 @@ func New(o Options) (*Cache, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cache{o: o, log: o.Logger, metrics: &Metrics{}, flights: map[v1.Hash]*download{}}
+	c := &Cache{o: o, log: o.Logger, metrics: &Metrics{}, flights: map[v1.Hash]*download{}, down: map[string]time.Time{}}
 	for n := range o.Upstreams {
 		if !upstreamNameRE.MatchString(n) {
 			return nil, fmt.Errorf("%w: upstream name %q: want a host-like name (letters, digits, . : _ -)", ErrConfig, n)

@@ -108,9 +108,9 @@ func (c *Cache) serveManifestTag(w http.ResponseWriter, r *http.Request, up Upst
 				return
 			}
 		}
-		hm, err := up.Manifest(r.Context(), k.repo, k.tag, true)
+		d, err := c.revalidate(r.Context(), up, k)
 		switch {
-		case err == nil && hm.Digest == rec.Digest:
+		case err == nil && d == rec.Digest:
 			if body, mt, ok := c.store.manifest(rec.Digest); ok {
 				rec.Checked = c.o.Now()
 				if err := c.store.setTag(k, rec); err != nil {
@@ -120,30 +120,90 @@ func (c *Cache) serveManifestTag(w http.ResponseWriter, r *http.Request, up Upst
 				writeManifest(w, r, "hit", rec.Digest, mt, body)
 				return
 			}
-		case err != nil && !errors.Is(err, ErrNotFound) && r.Context().Err() == nil:
-			if body, mt, ok := c.store.manifest(rec.Digest); ok {
-				c.metrics.add(&c.metrics.upstreamErrors, 1)
-				c.metrics.add(&c.metrics.stale, 1)
-				c.log.Warn("upstream unreachable; serving the stored manifest", "upstream", k.upstream,
-					"repo", k.repo, "tag", k.tag, "digest", rec.Digest, "checked", rec.Checked, "err", err)
-				writeManifest(w, r, "stale", rec.Digest, mt, body)
-				return
-			}
 		case err != nil:
-			c.upstreamError(w, r, "MANIFEST_UNKNOWN", err)
+			if !c.serveStale(w, r, k, rec, err) {
+				c.upstreamError(w, r, "MANIFEST_UNKNOWN", err)
+			}
 			return
 		}
 	}
 	c.metrics.add(&c.metrics.misses, 1)
 	f, err := c.fetchManifest(r.Context(), up, k.upstream, k.repo, k.tag)
 	if err != nil {
-		c.upstreamError(w, r, "MANIFEST_UNKNOWN", err)
+		if !known || !c.serveStale(w, r, k, rec, err) {
+			c.upstreamError(w, r, "MANIFEST_UNKNOWN", err)
+		}
 		return
 	}
 	if err := c.store.setTag(k, tagRec{Digest: f.d, MediaType: f.mediaType, Checked: c.o.Now()}); err != nil {
 		c.log.Warn("recording a tag", "err", err)
 	}
 	writeManifest(w, r, "miss", f.d, f.mediaType, f.body)
+}
+
+// serveStale serves the stored manifest of k after err, unless err says
+// the tag is gone upstream or the client left. It reports whether it did.
+func (c *Cache) serveStale(w http.ResponseWriter, r *http.Request, k tagKey, rec tagRec, err error) bool {
+	if errors.Is(err, ErrNotFound) || r.Context().Err() != nil {
+		return false
+	}
+	body, mt, ok := c.store.manifest(rec.Digest)
+	if !ok {
+		return false
+	}
+	c.metrics.add(&c.metrics.stale, 1)
+	c.log.Warn("upstream unreachable; serving the stored manifest", "upstream", k.upstream,
+		"repo", k.repo, "tag", k.tag, "digest", rec.Digest, "checked", rec.Checked, "err", err)
+	writeManifest(w, r, "stale", rec.Digest, mt, body)
+	return true
+}
+
+// revalidateTimeout bounds a tag's revalidation: a client waits at most
+// this long for an upstream that does not answer before it gets the
+// stored manifest.
+const revalidateTimeout = 10 * time.Second
+
+// downFor is how long an upstream that could not be reached is not asked
+// again to revalidate tags: its stored tags are served at once meanwhile.
+const downFor = 30 * time.Second
+
+// revalidate returns the digest tag k has upstream now, with one HEAD
+// shared by concurrent callers. Digest zero: the upstream did not say.
+func (c *Cache) revalidate(ctx context.Context, up Upstream, k tagKey) (v1.Hash, error) {
+	c.fmu.Lock()
+	until, down := c.down[k.upstream]
+	c.fmu.Unlock()
+	if down && c.o.Now().Before(until) {
+		return v1.Hash{}, fmt.Errorf("%w: %s did not answer at %s; asking again from %s", ErrUnreachable,
+			k.upstream, until.Add(-downFor).Format(time.RFC3339), until.Format(time.RFC3339))
+	}
+	ch := c.mflight.DoChan("HEAD "+k.upstream+"/"+k.repo+":"+k.tag, func() (any, error) {
+		hctx, cancel := context.WithTimeout(c.ctx, revalidateTimeout)
+		defer cancel()
+		m, err := up.Manifest(hctx, k.repo, k.tag, true)
+		if err != nil {
+			c.metrics.add(&c.metrics.upstreamErrors, 1)
+			if !errors.Is(err, ErrNotFound) {
+				c.fmu.Lock()
+				c.down[k.upstream] = c.o.Now().Add(downFor)
+				c.fmu.Unlock()
+			}
+			return v1.Hash{}, err
+		}
+		c.fmu.Lock()
+		delete(c.down, k.upstream)
+		c.fmu.Unlock()
+		return m.Digest, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return v1.Hash{}, res.Err
+		}
+		return res.Val.(v1.Hash), nil
+	case <-ctx.Done():
+		return v1.Hash{}, ctx.Err()
+	}
 }
 
 func writeManifest(w http.ResponseWriter, r *http.Request, how string, d v1.Hash, mediaType string, body []byte) {

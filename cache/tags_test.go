@@ -34,7 +34,9 @@ func TestTagRevalidatedAfterTTL(t *testing.T) {
 	}
 
 	// The upstream goes down: the tag is served from the store, stale.
+	tc.up.mu.Lock()
 	tc.up.down = true
+	tc.up.mu.Unlock()
 	tc.clock.Advance(2 * time.Minute)
 	status, h, body := tc.get(t, "GET", "/v2/src.test/team/app/manifests/v1")
 	if status != 200 || hashOf(body) != md2 || h.Get(CacheHeader) != "stale" {
@@ -53,6 +55,21 @@ func TestTagRevalidatedAfterTTL(t *testing.T) {
 	}
 	if tc.Metrics().Snapshot().Stale != 1 {
 		t.Errorf("stale count %d, want 1", tc.Metrics().Snapshot().Stale)
+	}
+
+	// While the upstream is known to be down, stored tags are served at
+	// once, without asking it again; after a while it is asked again.
+	heads = tc.up.count("HEAD manifest")
+	tc.clock.Advance(10 * time.Second)
+	if _, h, _ := tc.get(t, "GET", "/v2/src.test/team/app/manifests/v1"); h.Get(CacheHeader) != "stale" || tc.up.count("HEAD manifest") != heads {
+		t.Errorf("upstream known down: %s, %d more HEADs; want stale, none", h.Get(CacheHeader), tc.up.count("HEAD manifest")-heads)
+	}
+	tc.up.mu.Lock()
+	tc.up.down = false
+	tc.up.mu.Unlock()
+	tc.clock.Advance(downFor)
+	if _, h, body := tc.get(t, "GET", "/v2/src.test/team/app/manifests/v1"); h.Get(CacheHeader) != "hit" || hashOf(body) != md2 {
+		t.Errorf("upstream back: %s %s, want a revalidated hit of %s", h.Get(CacheHeader), hashOf(body), md2)
 	}
 }
 
