@@ -41,8 +41,9 @@ func newCacheCmd(e *env) *cobra.Command {
 		Short: "Run a pull-through registry cache for many upstreams, bounded in size",
 		Long: `Answer registry pulls from a local store, fetching what it lacks from
 upstream registries: /v2/NAME/REPO/... pulls through from the upstream called
-NAME (cache.local/docker.io/library/redis:7 comes from Docker Hub), and
-containerd's /v2/REPO/...?ns=NAME does the same.
+NAME (cache.local/docker.io/library/redis:7 comes from Docker Hub);
+containerd's /v2/REPO/...?ns=NAME does the same, and Docker's
+registry-mirrors paths (no NAME, no ns) go to docker.io.
 
 Upstreams: docker.io, every registry in --pull-secret, and each --upstream
 NAME=URL (to add one or give one another name; URL is https:// unless it
