@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/ferry-airgap/ferry/test/harness"
 )
 
@@ -508,5 +510,40 @@ func TestCacheFeedsExport(t *testing.T) {
 	export(filepath.Join(dir, "two.tar"))
 	if n := counter.Count("GET", harness.KindBlob); n != 0 {
 		t.Errorf("second export through the cache: %d upstream blob GETs, want 0 (%s)", n, counter)
+	}
+}
+
+// TestCacheServesTLSWithBasicAuth: --tls-cert/--tls-key and --htpasswd,
+// as ferry serve has them; skopeo pulls with credentials over HTTPS.
+func TestCacheServesTLSWithBasicAuth(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	up, _, fixtures := cacheUpstream(t, harness.SmallSet())
+	cert, key := up.CA.Issue(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("cache-pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("ops:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := startCache(t, bin, "--dir", t.TempDir(), "--max-size", "1GiB", "--ca-cert", up.CAFile,
+		"--pull-secret", pullSecret(t, up.Host, "puller", "s3cret-pw"), "--upstream", "src.test=https://"+up.Host,
+		"--tls-cert", cert, "--tls-key", key, "--htpasswd", htpasswd, "--json-log")
+	busybox := findFixture(t, fixtures, "library/busybox:1.36")
+	ref := "docker://" + c.addr + "/src.test/" + busybox.Ref()
+	certDir := t.TempDir()
+	if err := os.Symlink(up.CAFile, filepath.Join(certDir, "ca.crt")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("skopeo", "inspect", "--raw", "--cert-dir", certDir, ref).CombinedOutput(); err == nil {
+		t.Fatalf("skopeo without credentials got the manifest:\n%s", out)
+	}
+	raw := cacheRun(t, "skopeo", "inspect", "--raw", "--cert-dir", certDir, "--creds", "ops:cache-pw", ref)
+	if digestOf([]byte(raw)) != busybox.Digest {
+		t.Errorf("over HTTPS with basic auth: digest %s, want %s", digestOf([]byte(raw)), busybox.Digest)
+	}
+	if !strings.Contains(c.stderr.String(), `"msg":"request"`) || !strings.Contains(c.stderr.String(), `"user":"ops"`) {
+		t.Errorf("no JSON access-log line with the user:\n%s", c.stderr.String())
 	}
 }
