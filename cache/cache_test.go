@@ -169,6 +169,18 @@ func TestTagListPassesThroughWithPages(t *testing.T) {
 	if status, _, _ := tc.get(t, "GET", "/v2/src.test/team/none/tags/list"); status != 404 {
 		t.Errorf("unknown repository: status %d, want 404", status)
 	}
+
+	// Upstream down: the pages seen before are served, stale.
+	tc.up.mu.Lock()
+	tc.up.down = true
+	tc.up.mu.Unlock()
+	status, h, body = tc.get(t, "GET", "/v2/src.test/team/app/tags/list")
+	if status != 200 || h.Get(CacheHeader) != "stale" || !strings.Contains(string(body), `"tags":["a","b"]`) || h.Get("Link") != link {
+		t.Errorf("upstream down: %d %s %s, Link %q", status, h.Get(CacheHeader), body, h.Get("Link"))
+	}
+	if status, _, _ := tc.get(t, "GET", "/v2/src.test/team/app/tags/list?n=1"); status != 502 {
+		t.Errorf("a page never fetched, upstream down: status %d, want 502", status)
+	}
 }
 
 func TestHostilePathsHarmNothing(t *testing.T) {

@@ -194,8 +194,9 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, r
 	}
 }
 
-// serveTags passes a tag list through from the upstream (not stored: a
-// list is only as good as it is fresh), rewriting the next-page link.
+// serveTags passes a tag list through from the upstream, rewriting the
+// next-page link, and keeps a copy of each page: when the upstream cannot
+// be reached the copy is served (stale), so that tag filters still work.
 func (c *Cache) serveTags(w http.ResponseWriter, r *http.Request, up Upstream, upName, repo string) {
 	q := url.Values{}
 	for _, k := range []string{"n", "last"} {
@@ -203,13 +204,26 @@ func (c *Cache) serveTags(w http.ResponseWriter, r *http.Request, up Upstream, u
 			q.Set(k, v)
 		}
 	}
+	how := "miss"
 	body, next, err := up.Tags(r.Context(), repo, q.Encode())
-	if err != nil {
+	if err == nil {
+		if perr := c.store.putList(upName, repo, q.Encode(), tagList{Body: body, Next: next, Fetched: c.o.Now()}); perr != nil {
+			c.log.Warn("storing a tag list", "err", perr)
+		}
+	} else {
 		c.metrics.add(&c.metrics.upstreamErrors, 1)
-		c.upstreamError(w, r, "NAME_UNKNOWN", err)
-		return
+		l, ok := c.store.list(upName, repo, q.Encode())
+		if !ok || errors.Is(err, ErrNotFound) || r.Context().Err() != nil {
+			c.upstreamError(w, r, "NAME_UNKNOWN", err)
+			return
+		}
+		c.metrics.add(&c.metrics.stale, 1)
+		c.log.Warn("upstream unreachable; serving the stored tag list", "upstream", upName, "repo", repo,
+			"fetched", l.Fetched, "err", err)
+		body, next, how = l.Body, l.Next, "stale"
 	}
 	h := w.Header()
+	h.Set(CacheHeader, how)
 	if next != "" {
 		nq, _ := url.ParseQuery(next)
 		keep := url.Values{}

@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +26,7 @@ import (
 //	manifests/sha256/HEX          manifest bytes, verified
 //	manifests/sha256/HEX.json     its media type and the digests it references
 //	tags/UPSTREAM/REPO/_tags/TAG  {"digest", "mediaType", "checked"}
+//	tags/UPSTREAM/REPO/_lists/Q   the last tag list page fetched for query Q
 //	tmp/                          downloads in progress (emptied at start)
 //
 // A file's modification time is its last access, written at most once a
@@ -371,6 +374,40 @@ func (s *store) setTagLocked(k tagKey, rec tagRec) {
 		s.tagsOf[rec.Digest] = map[tagKey]bool{}
 	}
 	s.tagsOf[rec.Digest][k] = true
+}
+
+// tagList is a stored page of an upstream's tag list (not counted in the
+// store's size: pages are small and one per repository and query).
+type tagList struct {
+	Body    []byte    `json:"body"`
+	Next    string    `json:"next"`
+	Fetched time.Time `json:"fetched"`
+}
+
+func (s *store) listPath(upstream, repo, query string) string {
+	sum := sha256.Sum256([]byte(query))
+	return filepath.Join(s.dir, "tags", upstream, filepath.FromSlash(repo), "_lists", hex.EncodeToString(sum[:12]))
+}
+
+func (s *store) putList(upstream, repo, query string, l tagList) error {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	p := s.listPath(upstream, repo, query)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(p, b, 0o644)
+}
+
+func (s *store) list(upstream, repo, query string) (tagList, bool) {
+	var l tagList
+	b, err := os.ReadFile(s.listPath(upstream, repo, query))
+	if err != nil || json.Unmarshal(b, &l) != nil {
+		return tagList{}, false
+	}
+	return l, true
 }
 
 // CleanResult says what a cleaner pass evicted.
