@@ -359,6 +359,7 @@ func TestCacheServesStoredTagsWhenUpstreamDown(t *testing.T) {
 	busybox := findFixture(t, fixtures, "library/busybox:1.36")
 	ref := c.addr + "/src.test/" + busybox.Ref()
 	cacheRun(t, crane, "pull", "--insecure", "--format", "oci", ref, t.TempDir())
+	exportThroughCache(t, bin, c, host, filepath.Join(t.TempDir(), "before.tar"))
 
 	down.Store(true)
 	time.Sleep(1100 * time.Millisecond) // past --manifest-ttl: the tag must be checked upstream
@@ -372,8 +373,12 @@ func TestCacheServesStoredTagsWhenUpstreamDown(t *testing.T) {
 	if n := c.metric(t, `ferry_cache_requests_total{result="stale"}`); n == 0 {
 		t.Error("stale requests not counted")
 	}
+	// An export with a tag filter still works through the cache.
+	during := filepath.Join(t.TempDir(), "during.tar")
+	exportThroughCache(t, bin, c, host, during)
+	bundleHas(t, bin, during, fixtures, "spaceone/console:1.12.0", "spaceone/console:1.11.5", "library/redis:7.2.4")
 	// A tag never pulled is an error that names the upstream problem.
-	out, err := exec.Command(crane, "digest", "--insecure", c.addr+"/src.test/library/redis:7.2.4").CombinedOutput()
+	out, err := exec.Command(crane, "digest", "--insecure", c.addr+"/src.test/library/alpine:3.19").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "502") {
 		t.Errorf("never-pulled tag, upstream down: %v %s, want a 502", err, out)
 	}
@@ -476,36 +481,48 @@ func TestCacheBadFlags(t *testing.T) {
 // TestCacheFeedsExport: `ferry export --mirror SOURCE=CACHE/NAME` reads
 // through the cache (tag lists included); a second export of the same set
 // makes no upstream blob GET.
+// exportThroughCache exports spaceone/console (a semver filter: a tag
+// list) and library/redis:7.2.4 from srcHost, read through the cache's
+// src.test upstream.
+func exportThroughCache(t *testing.T, bin string, c *cached, srcHost, out string) {
+	t.Helper()
+	mapping := filepath.Join(t.TempDir(), "m.yaml")
+	y := "tasks:\n  - name: through-cache\n    source:\n      registry: " + srcHost + "\n    mappings:\n" +
+		"      - from: spaceone/console\n        tags: ['semver: >=1.11.0']\n      - from: library/redis\n        tags: [7.2.4]\n"
+	if err := os.WriteFile(mapping, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: ferryEnv(t)}, bin, "export", "-q", "-f", mapping,
+		"-o", out, "--mirror", srcHost+"="+c.addr+"/src.test")
+	if code != 0 {
+		t.Fatalf("export through the cache: exit %d\n%s\n%s\ncache:\n%s", code, stdout, stderr, c.stderr.String())
+	}
+}
+
+// bundleHas fails t unless the bundle holds each fixture's digest.
+func bundleHas(t *testing.T, bin, bundle string, fixtures []harness.Fixture, refs ...string) {
+	t.Helper()
+	stdout, _, _ := harness.Run(t, bin, "inspect", "--json", bundle)
+	for _, ref := range refs {
+		if f := findFixture(t, fixtures, ref); !strings.Contains(stdout, f.Digest) {
+			t.Errorf("bundle %s lacks %s (%s)", filepath.Base(bundle), ref, f.Digest)
+		}
+	}
+}
+
 func TestCacheFeedsExport(t *testing.T) {
 	bin := harness.BuildFerry(t)
 	up, counter, fixtures := cacheUpstream(t, harness.SmallSet())
 	c := startCache(t, bin, "--dir", t.TempDir(), "--max-size", "1GiB", "--ca-cert", up.CAFile,
 		"--pull-secret", pullSecret(t, up.Host, "puller", "s3cret-pw"), "--upstream", "src.test=https://"+up.Host)
 	dir := t.TempDir()
-	mapping := filepath.Join(dir, "m.yaml")
-	y := "tasks:\n  - name: through-cache\n    source:\n      registry: " + up.Host + "\n    mappings:\n" +
-		"      - from: spaceone/console\n        tags: ['semver: >=1.11.0']\n      - from: library/redis\n        tags: [7.2.4]\n"
-	if err := os.WriteFile(mapping, []byte(y), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	export := func(out string) {
-		stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: ferryEnv(t)}, bin, "export", "-q", "-f", mapping,
-			"-o", out, "--mirror", up.Host+"="+c.addr+"/src.test")
-		if code != 0 {
-			t.Fatalf("export through the cache: exit %d\n%s\n%s\ncache:\n%s", code, stdout, stderr, c.stderr.String())
-		}
-	}
+	export := func(out string) { exportThroughCache(t, bin, c, up.Host, out) }
 	counter.Reset()
 	export(filepath.Join(dir, "one.tar"))
 	if counter.Count("GET", harness.KindBlob) == 0 || counter.Count("GET", harness.KindTags) == 0 {
 		t.Fatalf("first export: upstream saw %s, want blob GETs and a tag list", counter)
 	}
-	stdout, _, _ := harness.Run(t, bin, "inspect", "--json", filepath.Join(dir, "one.tar"))
-	for _, ref := range []string{"spaceone/console:1.12.0", "spaceone/console:1.11.5", "library/redis:7.2.4"} {
-		if f := findFixture(t, fixtures, ref); !strings.Contains(stdout, f.Digest) {
-			t.Errorf("bundle lacks %s (%s)", ref, f.Digest)
-		}
-	}
+	bundleHas(t, bin, filepath.Join(dir, "one.tar"), fixtures, "spaceone/console:1.12.0", "spaceone/console:1.11.5", "library/redis:7.2.4")
 	counter.Reset()
 	export(filepath.Join(dir, "two.tar"))
 	if n := counter.Count("GET", harness.KindBlob); n != 0 {
