@@ -213,9 +213,15 @@ func TestDockerMirrorPathsGoToDockerHub(t *testing.T) {
 	if status != 200 || hashOf(body) != md || h.Get(UpstreamHeader) != DockerHubName {
 		t.Fatalf("docker registry-mirrors path: %d %s, upstream %q", status, body, h.Get(UpstreamHeader))
 	}
-	// An ns the cache does not know is an error, never a silent Docker Hub pull.
-	if status, _, _ := tc.get(t, "GET", "/v2/library/redis/manifests/7?ns=quay.io"); status != 404 {
-		t.Errorf("unknown ns: status %d, want 404", status)
+	// An ns or a host-like first segment the cache does not know is an
+	// error, never a silent Docker Hub pull.
+	for _, p := range []string{"/v2/library/redis/manifests/7?ns=quay.io", "/v2/ghcr.io/org/app/manifests/7"} {
+		if status, _, body := tc.get(t, "GET", p); status != 404 || !strings.Contains(string(body), "NAME_UNKNOWN") {
+			t.Errorf("GET %s: status %d %s, want 404 NAME_UNKNOWN", p, status, body)
+		}
+	}
+	if n := hub.count("GET manifest"); n != 1 {
+		t.Errorf("Docker Hub asked %d times, want once", n)
 	}
 }
 

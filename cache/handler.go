@@ -129,9 +129,10 @@ func (c *Cache) route(name, ns string) (upstream, repo string, ok bool) {
 		return ns, name, true
 	}
 	// Docker's registry-mirrors sends Docker Hub paths as they are, with no
-	// ns: /v2/library/redis/... (a Hub namespace never contains a dot, so
-	// it cannot be mistaken for an upstream name).
-	if _, found := c.o.Upstreams[DockerHubName]; found && ns == "" {
+	// ns: /v2/library/redis/... A Hub namespace never contains a dot or a
+	// colon: a first segment that does names an upstream the cache lacks.
+	first, _, _ := strings.Cut(name, "/")
+	if _, found := c.o.Upstreams[DockerHubName]; found && ns == "" && !strings.ContainsAny(first, ".:") {
 		return DockerHubName, name, true
 	}
 	return "", "", false
