@@ -125,34 +125,18 @@ func (c *cached) metric(t *testing.T, series string) int64 {
 	return 0
 }
 
-var (
-	craneOnce sync.Once
-	cranePath string
-	craneErr  error
-)
-
 // buildCrane builds crane from the module cache (go-containerregistry is a
-// dependency) once per test run.
+// dependency) into the test's temporary directory; the build cache makes
+// every build after the first take about a second.
 func buildCrane(t *testing.T) string {
 	t.Helper()
-	craneOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ferry-crane-")
-		if err != nil {
-			craneErr = err
-			return
-		}
-		cranePath = filepath.Join(dir, "crane")
-		cmd := exec.Command("go", "build", "-o", cranePath, "github.com/google/go-containerregistry/cmd/crane")
-		cmd.Dir = harness.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			craneErr = fmt.Errorf("building crane: %v\n%s", err, out)
-		}
-	})
-	if craneErr != nil {
-		t.Fatal(craneErr)
+	p := filepath.Join(t.TempDir(), "crane")
+	cmd := exec.Command("go", "build", "-o", p, "github.com/google/go-containerregistry/cmd/crane")
+	cmd.Dir = harness.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building crane: %v\n%s", err, out)
 	}
-	t.Cleanup(func() {}) // the binary lives in a temp dir for the whole run
-	return cranePath
+	return p
 }
 
 // pullSecret writes {"auths": {host: {"auth": base64(user:password)}}}.
