@@ -36,6 +36,8 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/names/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseChallenges$$' -fuzztime=$(FUZZTIME) ./internal/registry/
 	$(GO) test -run='^$$' -fuzz='^FuzzRangeStart$$' -fuzztime=$(FUZZTIME) ./internal/registry/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseBytes$$' -fuzztime=$(FUZZTIME) ./internal/units/
+	$(GO) test -run='^$$' -fuzz='^FuzzRequestPath$$' -fuzztime=$(FUZZTIME) ./cache/
 
 fuzz: ## longer fuzz runs (FUZZTIME=5m make fuzz)
 	$(MAKE) fuzz-short FUZZTIME=$(if $(filter 10s,$(FUZZTIME)),2m,$(FUZZTIME))

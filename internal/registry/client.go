@@ -54,6 +54,7 @@ const (
 // HostConfig holds settings for one host that come from a mapping file.
 type HostConfig struct {
 	SkipTLSVerify bool // dregsy's skip-tls-verify
+	PlainHTTP     bool // speak http to this host (an upstream given as http://)
 }
 
 // Client owns the HTTP transport (TLS, retries, User-Agent) and hands out
@@ -137,6 +138,13 @@ func (c *Client) Configure(host string, hc HostConfig) {
 		t.CloseIdleConnections()
 		delete(c.transports, h)
 	}
+}
+
+// hostConfig returns the settings Configure gave host.
+func (c *Client) hostConfig(host string) HostConfig {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hosts[canonicalHost(host)]
 }
 
 // Transport returns the client's RoundTripper (TLS, retries, User-Agent) for

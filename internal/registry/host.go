@@ -288,7 +288,7 @@ func wait[T any](ctx context.Context, f *flight[T]) (T, error) {
 func (h *Host) pingOnce(ctx context.Context) (*pinged, error) {
 	schemes := []string{"https"}
 	switch {
-	case h.c.opts.PlainHTTP:
+	case h.c.opts.PlainHTTP || h.c.hostConfig(h.name).PlainHTTP:
 		schemes = []string{"http"}
 	case isLoopback(canonicalHost(h.name)):
 		schemes = append(schemes, "http")

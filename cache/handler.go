@@ -1,0 +1,286 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ferry-airgap/ferry/serve"
+)
+
+// Headers the cache adds.
+const (
+	// CacheHeader says how a blob or manifest was served: hit, miss, or
+	// stale (a tag served from the store because the upstream could not be
+	// asked).
+	CacheHeader = "X-Ferry-Cache"
+	// UpstreamHeader names the upstream a request went to.
+	UpstreamHeader = "X-Ferry-Upstream"
+)
+
+var (
+	repoRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
+	tagRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+)
+
+// ServeHTTP answers the pull side of the distribution API for every
+// upstream (/v2/NAME/REPO/manifests/REF, /v2/NAME/REPO/blobs/DIGEST, also
+// containerd's /v2/REPO/...?ns=NAME), and /metrics.
+func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(serve.APIVersionHeader, serve.APIVersion)
+	if c.o.Auth != nil {
+		user, pass, ok := r.BasicAuth()
+		if !ok || !c.o.Auth.Check(user, pass) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="ferry-cache"`)
+			writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+			return
+		}
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeError(w, r, http.StatusMethodNotAllowed, "UNSUPPORTED", "the cache is read-only")
+		return
+	}
+	p := r.URL.Path
+	switch {
+	case p == "/metrics":
+		s := c.metrics.Snapshot()
+		s.Store = c.store.size()
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_ = writeMetrics(w, s, c.o.MaxSize)
+		return
+	case p == "/v2/" || p == "/v2":
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+		return
+	case !strings.HasPrefix(p, "/v2/"):
+		writeError(w, r, http.StatusNotFound, "NOT_FOUND", "not a registry path")
+		return
+	}
+	c.serveV2(w, r, strings.TrimPrefix(p, "/v2/"))
+}
+
+func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
+	var name, ref, what string
+	if i := strings.LastIndex(p, "/manifests/"); i > 0 {
+		name, ref, what = p[:i], p[i+len("/manifests/"):], "manifest"
+	} else if i := strings.LastIndex(p, "/blobs/"); i > 0 {
+		name, ref, what = p[:i], p[i+len("/blobs/"):], "blob"
+	} else if n, ok := strings.CutSuffix(p, "/tags/list"); ok && n != "" {
+		name, what = n, "tags"
+	} else {
+		writeError(w, r, http.StatusNotFound, "UNSUPPORTED", "the cache serves manifests, blobs and tag lists only")
+		return
+	}
+	upName, repo, ok := c.route(name, r.URL.Query().Get("ns"))
+	if !ok {
+		writeError(w, r, http.StatusNotFound, "NAME_UNKNOWN", "no upstream for "+strconv.Quote(name)+": the path starts with the upstream's name, e.g. /v2/docker.io/library/redis/")
+		return
+	}
+	if !repoRE.MatchString(repo) {
+		writeError(w, r, http.StatusBadRequest, "NAME_INVALID", "invalid repository name "+strconv.Quote(repo))
+		return
+	}
+	w.Header().Set(UpstreamHeader, upName)
+	up := c.o.Upstreams[upName]
+	if what == "tags" {
+		c.serveTags(w, r, up, upName, repo)
+		return
+	}
+	if what == "blob" {
+		d, err := v1.NewHash(ref)
+		if err != nil || d.Algorithm != "sha256" {
+			writeError(w, r, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest "+strconv.Quote(ref))
+			return
+		}
+		c.serveBlob(w, r, up, repo, d)
+		return
+	}
+	if d, err := v1.NewHash(ref); err == nil && d.Algorithm == "sha256" {
+		c.serveManifestDigest(w, r, up, upName, repo, d)
+		return
+	}
+	if !tagRE.MatchString(ref) {
+		writeError(w, r, http.StatusBadRequest, "MANIFEST_INVALID", "invalid tag or digest "+strconv.Quote(ref))
+		return
+	}
+	c.serveManifestTag(w, r, up, tagKey{upstream: upName, repo: repo, tag: ref})
+}
+
+// route splits NAME/REPO into the upstream and the repository: the first
+// segments name the upstream; failing that, containerd's ns query does;
+// failing that, docker.io, for Docker's registry-mirrors.
+func (c *Cache) route(name, ns string) (upstream, repo string, ok bool) {
+	for _, n := range c.names {
+		if rest, found := strings.CutPrefix(name, n+"/"); found && rest != "" {
+			return n, rest, true
+		}
+	}
+	if _, found := c.o.Upstreams[ns]; found {
+		return ns, name, true
+	}
+	// Docker's registry-mirrors sends Docker Hub paths as they are, with no
+	// ns: /v2/library/redis/... A Hub namespace never contains a dot or a
+	// colon: a first segment that does names an upstream the cache lacks.
+	first, _, _ := strings.Cut(name, "/")
+	if _, found := c.o.Upstreams[DockerHubName]; found && ns == "" && !strings.ContainsAny(first, ".:") {
+		return DockerHubName, name, true
+	}
+	return "", "", false
+}
+
+// DockerHubName is the upstream that paths without an upstream name (and
+// without containerd's ns) go to, when there is one by that name.
+const DockerHubName = "docker.io"
+
+func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, repo string, d v1.Hash) {
+	release := c.store.acquire(d)
+	defer release()
+	h := w.Header()
+	h.Set(serve.DigestHeader, d.String())
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Etag", `"`+d.String()+`"`)
+	if f, _, ok := c.store.openBlob(d); ok {
+		defer func() { _ = f.Close() }()
+		c.metrics.add(&c.metrics.hits, 1)
+		h.Set(CacheHeader, "hit")
+		cw := &countWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "", time.Time{}, f)
+		c.metrics.add(&c.metrics.bytesServed, cw.n)
+		return
+	}
+	c.metrics.add(&c.metrics.misses, 1)
+	h.Set(CacheHeader, "miss")
+	if r.Method == http.MethodHead {
+		_, size, err := up.Blob(r.Context(), repo, d, true)
+		if err != nil {
+			c.upstreamError(w, r, "BLOB_UNKNOWN", err)
+			return
+		}
+		if size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+		}
+		return
+	}
+	dl := c.flight(up, repo, d)
+	size, err := dl.wait(r.Context())
+	if err != nil {
+		c.upstreamError(w, r, "BLOB_UNKNOWN", err)
+		return
+	}
+	rc, err := dl.open(r.Context(), c.store.blobPath(d))
+	if err != nil {
+		c.upstreamError(w, r, "BLOB_UNKNOWN", err)
+		return
+	}
+	defer func() { _ = rc.Close() }()
+	if size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	n, err := io.Copy(w, rc)
+	c.metrics.add(&c.metrics.bytesServed, n)
+	if err != nil && r.Context().Err() == nil {
+		c.log.Warn("aborting a blob response", "digest", d, "repo", repo, "err", err)
+		panic(http.ErrAbortHandler) // the client must not take a partial blob as whole
+	}
+}
+
+// serveTags passes a tag list through from the upstream, rewriting the
+// next-page link, and keeps a copy of each page: when the upstream cannot
+// be reached the copy is served (stale), so that tag filters still work.
+func (c *Cache) serveTags(w http.ResponseWriter, r *http.Request, up Upstream, upName, repo string) {
+	q := url.Values{}
+	for _, k := range []string{"n", "last"} {
+		if v := r.URL.Query().Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	how := "miss"
+	body, next, err := up.Tags(r.Context(), repo, q.Encode())
+	if err == nil {
+		if perr := c.store.putList(upName, repo, q.Encode(), tagList{Body: body, Next: next, Fetched: c.o.Now()}); perr != nil {
+			c.log.Warn("storing a tag list", "err", perr)
+		}
+	} else {
+		c.metrics.add(&c.metrics.upstreamErrors, 1)
+		l, ok := c.store.list(upName, repo, q.Encode())
+		if !ok || errors.Is(err, ErrNotFound) || r.Context().Err() != nil {
+			c.upstreamError(w, r, "NAME_UNKNOWN", err)
+			return
+		}
+		c.metrics.add(&c.metrics.stale, 1)
+		c.log.Warn("upstream unreachable; serving the stored tag list", "upstream", upName, "repo", repo,
+			"fetched", l.Fetched, "err", err)
+		body, next, how = l.Body, l.Next, "stale"
+	}
+	h := w.Header()
+	h.Set(CacheHeader, how)
+	if next != "" {
+		nq, _ := url.ParseQuery(next)
+		keep := url.Values{}
+		for _, k := range []string{"n", "last"} {
+			if v := nq.Get(k); v != "" {
+				keep.Set(k, v)
+			}
+		}
+		if ns := r.URL.Query().Get("ns"); ns != "" {
+			keep.Set("ns", ns)
+		}
+		h.Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, keep.Encode()))
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+func (c *Cache) upstreamError(w http.ResponseWriter, r *http.Request, code string, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, r, http.StatusNotFound, code, err.Error())
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// the client left
+	default:
+		c.log.Warn("upstream request failed", "path", r.URL.Path, "err", err)
+		writeError(w, r, http.StatusBadGateway, "UNAVAILABLE", err.Error())
+	}
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	type ociError struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	body, _ := json.Marshal(struct {
+		Errors []ociError `json:"errors"`
+	}{[]ociError{{Code: code, Message: message}}})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+type countWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (w *countWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}

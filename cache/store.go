@@ -1,0 +1,488 @@
+package cache
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ferry-airgap/ferry/internal/atomicfile"
+)
+
+// The store on disk:
+//
+//	blobs/sha256/HEX              blob bytes, verified
+//	manifests/sha256/HEX          manifest bytes, verified
+//	manifests/sha256/HEX.json     its media type and the digests it references
+//	tags/UPSTREAM/REPO/_tags/TAG  {"digest", "mediaType", "checked"}
+//	tags/UPSTREAM/REPO/_lists/Q   the last tag list page fetched for query Q
+//	tmp/                          downloads in progress (emptied at start)
+//
+// A file's modification time is its last access, written at most once a
+// minute; the in-memory index holds the exact one.
+
+type kind uint8
+
+const (
+	kindBlob kind = iota
+	kindManifest
+)
+
+type key struct {
+	k kind
+	d v1.Hash
+}
+
+type entry struct {
+	size      int64
+	atime     time.Time
+	saved     time.Time // the access time last written to disk
+	mediaType string    // manifests
+	children  []v1.Hash // manifests: the blobs and manifests they reference
+}
+
+type tagKey struct{ upstream, repo, tag string }
+
+type tagRec struct {
+	Digest    v1.Hash   `json:"digest"`
+	MediaType string    `json:"mediaType"`
+	Checked   time.Time `json:"checked"` // last time the upstream confirmed it
+}
+
+type manifestMeta struct {
+	MediaType string    `json:"mediaType"`
+	Children  []v1.Hash `json:"children"`
+}
+
+// saveAtimeEvery bounds how often an access time reaches the disk.
+const saveAtimeEvery = time.Minute
+
+type store struct {
+	dir string
+	now func() time.Time
+	log *slog.Logger
+
+	mu      sync.Mutex
+	items   map[key]*entry
+	parents map[v1.Hash]map[v1.Hash]bool // digest → manifests that reference it
+	tags    map[tagKey]tagRec
+	tagsOf  map[v1.Hash]map[tagKey]bool // manifest digest → tags on it
+	inUse   map[v1.Hash]int             // blobs being served or downloaded
+	total   int64
+}
+
+func openStore(dir string, now func() time.Time, log *slog.Logger) (*store, error) {
+	s := &store{dir: dir, now: now, log: log, items: map[key]*entry{}, parents: map[v1.Hash]map[v1.Hash]bool{},
+		tags: map[tagKey]tagRec{}, tagsOf: map[v1.Hash]map[tagKey]bool{}, inUse: map[v1.Hash]int{}}
+	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+		return nil, fmt.Errorf("emptying %s: %w", filepath.Join(dir, "tmp"), err)
+	}
+	for _, d := range []string{"blobs/sha256", "manifests/sha256", "tags", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("creating the cache store: %w", err)
+		}
+	}
+	if err := s.loadBlobs(); err != nil {
+		return nil, err
+	}
+	if err := s.loadManifests(); err != nil {
+		return nil, err
+	}
+	if err := s.loadTags(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *store) blobPath(d v1.Hash) string {
+	return filepath.Join(s.dir, "blobs", d.Algorithm, d.Hex)
+}
+
+func (s *store) manifestPath(d v1.Hash) string {
+	return filepath.Join(s.dir, "manifests", d.Algorithm, d.Hex)
+}
+
+func (s *store) tagPath(k tagKey) string {
+	return filepath.Join(s.dir, "tags", k.upstream, filepath.FromSlash(k.repo), "_tags", k.tag)
+}
+
+func (s *store) loadBlobs() error {
+	des, err := os.ReadDir(filepath.Join(s.dir, "blobs", "sha256"))
+	if err != nil {
+		return fmt.Errorf("reading the cache store: %w", err)
+	}
+	for _, de := range des {
+		d, err := v1.NewHash("sha256:" + de.Name())
+		info, ierr := de.Info()
+		if err != nil || ierr != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		s.add(key{kindBlob, d}, &entry{size: info.Size(), atime: info.ModTime(), saved: info.ModTime()})
+	}
+	return nil
+}
+
+func (s *store) loadManifests() error {
+	dir := filepath.Join(s.dir, "manifests", "sha256")
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("reading the cache store: %w", err)
+	}
+	for _, de := range des {
+		d, err := v1.NewHash("sha256:" + de.Name())
+		if err != nil {
+			continue
+		}
+		info, ierr := de.Info()
+		b, merr := os.ReadFile(filepath.Join(dir, de.Name()+".json"))
+		var meta manifestMeta
+		if ierr != nil || merr != nil || json.Unmarshal(b, &meta) != nil {
+			s.log.Warn("dropping a manifest without its record", "digest", d)
+			_ = os.Remove(filepath.Join(dir, de.Name()))
+			continue
+		}
+		s.add(key{kindManifest, d}, &entry{size: info.Size(), atime: info.ModTime(), saved: info.ModTime(),
+			mediaType: meta.MediaType, children: meta.Children})
+	}
+	return nil
+}
+
+func (s *store) loadTags() error {
+	root := filepath.Join(s.dir, "tags")
+	return filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		parts := strings.Split(filepath.ToSlash(rel), "/")
+		if len(parts) < 4 || parts[len(parts)-2] != "_tags" {
+			return nil
+		}
+		k := tagKey{upstream: parts[0], repo: strings.Join(parts[1:len(parts)-2], "/"), tag: parts[len(parts)-1]}
+		b, err := os.ReadFile(p)
+		var rec tagRec
+		if err != nil || json.Unmarshal(b, &rec) != nil || s.items[key{kindManifest, rec.Digest}] == nil {
+			_ = os.Remove(p)
+			return nil
+		}
+		s.setTagLocked(k, rec)
+		return nil
+	})
+}
+
+// add records e under k; s.mu held or not yet shared.
+func (s *store) add(k key, e *entry) {
+	if old := s.items[k]; old != nil {
+		s.total -= old.size
+	}
+	s.items[k] = e
+	s.total += e.size
+	for _, c := range e.children {
+		if s.parents[c] == nil {
+			s.parents[c] = map[v1.Hash]bool{}
+		}
+		s.parents[c][k.d] = true
+	}
+}
+
+func (s *store) size() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// touch records an access to k; s.mu held.
+func (s *store) touch(k key, e *entry) {
+	now := s.now()
+	e.atime = now
+	if now.Sub(e.saved) < saveAtimeEvery {
+		return
+	}
+	e.saved = now
+	p := s.blobPath(k.d)
+	if k.k == kindManifest {
+		p = s.manifestPath(k.d)
+	}
+	if err := os.Chtimes(p, now, now); err != nil {
+		s.log.Warn("recording an access time", "digest", k.d, "err", err)
+	}
+}
+
+// acquire marks blob d as in use (served or downloaded): the cleaner
+// leaves it. Call the returned function when done.
+func (s *store) acquire(d v1.Hash) (release func()) {
+	s.mu.Lock()
+	s.inUse[d]++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.inUse[d]--; s.inUse[d] <= 0 {
+				delete(s.inUse, d)
+			}
+			s.mu.Unlock()
+		})
+	}
+}
+
+// openBlob opens stored blob d and records the access. The caller must
+// hold an acquire on d while it reads.
+func (s *store) openBlob(d v1.Hash) (*os.File, int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key{kindBlob, d}
+	e := s.items[k]
+	if e == nil {
+		return nil, 0, false
+	}
+	f, err := os.Open(s.blobPath(d))
+	if err != nil {
+		s.log.Warn("stored blob unreadable; fetching it again", "digest", d, "err", err)
+		s.removeLocked(k, &CleanResult{})
+		return nil, 0, false
+	}
+	s.touch(k, e)
+	return f, e.size, true
+}
+
+// putBlob moves a verified download into the store.
+func (s *store) putBlob(tmp string, d v1.Hash, size int64) error {
+	if err := os.Rename(tmp, s.blobPath(d)); err != nil {
+		return fmt.Errorf("storing blob %s: %w", d, err)
+	}
+	now := s.now()
+	s.mu.Lock()
+	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now})
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *store) tempFile() (*os.File, error) {
+	return os.CreateTemp(filepath.Join(s.dir, "tmp"), "blob-")
+}
+
+// manifest returns stored manifest d and records the access.
+func (s *store) manifest(d v1.Hash) ([]byte, string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key{kindManifest, d}
+	e := s.items[k]
+	if e == nil {
+		return nil, "", false
+	}
+	b, err := os.ReadFile(s.manifestPath(d))
+	if err != nil || int64(len(b)) != e.size {
+		s.log.Warn("stored manifest unreadable; fetching it again", "digest", d, "err", err)
+		s.removeLocked(k, &CleanResult{})
+		return nil, "", false
+	}
+	s.touch(k, e)
+	return b, e.mediaType, true
+}
+
+// putManifest stores manifest bytes whose digest the caller has checked.
+func (s *store) putManifest(d v1.Hash, mediaType string, body []byte) error {
+	meta, err := json.Marshal(manifestMeta{MediaType: mediaType, Children: children(body)})
+	if err != nil {
+		return err
+	}
+	p := s.manifestPath(d)
+	if err := atomicfile.WriteFile(p+".json", meta, 0o644); err != nil {
+		return fmt.Errorf("storing manifest %s: %w", d, err)
+	}
+	if err := atomicfile.WriteFile(p, body, 0o644); err != nil {
+		return fmt.Errorf("storing manifest %s: %w", d, err)
+	}
+	now := s.now()
+	s.mu.Lock()
+	s.add(key{kindManifest, d}, &entry{size: int64(len(body)), atime: now, saved: now, mediaType: mediaType, children: children(body)})
+	s.mu.Unlock()
+	return nil
+}
+
+// children lists the digests a manifest or index references.
+func children(body []byte) []v1.Hash {
+	var m struct {
+		Config    *v1.Descriptor  `json:"config"`
+		Layers    []v1.Descriptor `json:"layers"`
+		Manifests []v1.Descriptor `json:"manifests"`
+	}
+	if json.Unmarshal(body, &m) != nil {
+		return nil
+	}
+	var out []v1.Hash
+	if m.Config != nil {
+		out = append(out, m.Config.Digest)
+	}
+	for _, l := range m.Layers {
+		out = append(out, l.Digest)
+	}
+	for _, l := range m.Manifests {
+		out = append(out, l.Digest)
+	}
+	return out
+}
+
+func (s *store) tag(k tagKey) (tagRec, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.tags[k]
+	return rec, ok
+}
+
+// setTag records that tag k points at rec.Digest (a stored manifest).
+func (s *store) setTag(k tagKey, rec tagRec) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	p := s.tagPath(k)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("storing tag %s/%s:%s: %w", k.upstream, k.repo, k.tag, err)
+	}
+	if err := atomicfile.WriteFile(p, b, 0o644); err != nil {
+		return fmt.Errorf("storing tag %s/%s:%s: %w", k.upstream, k.repo, k.tag, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.items[key{kindManifest, rec.Digest}] == nil {
+		_ = os.Remove(p) // evicted meanwhile
+		return nil
+	}
+	s.setTagLocked(k, rec)
+	return nil
+}
+
+func (s *store) setTagLocked(k tagKey, rec tagRec) {
+	if old, ok := s.tags[k]; ok {
+		delete(s.tagsOf[old.Digest], k)
+	}
+	s.tags[k] = rec
+	if s.tagsOf[rec.Digest] == nil {
+		s.tagsOf[rec.Digest] = map[tagKey]bool{}
+	}
+	s.tagsOf[rec.Digest][k] = true
+}
+
+// tagList is a stored page of an upstream's tag list (not counted in the
+// store's size: pages are small and one per repository and query).
+type tagList struct {
+	Body    []byte    `json:"body"`
+	Next    string    `json:"next"`
+	Fetched time.Time `json:"fetched"`
+}
+
+func (s *store) listPath(upstream, repo, query string) string {
+	sum := sha256.Sum256([]byte(query))
+	return filepath.Join(s.dir, "tags", upstream, filepath.FromSlash(repo), "_lists", hex.EncodeToString(sum[:12]))
+}
+
+func (s *store) putList(upstream, repo, query string, l tagList) error {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	p := s.listPath(upstream, repo, query)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(p, b, 0o644)
+}
+
+func (s *store) list(upstream, repo, query string) (tagList, bool) {
+	var l tagList
+	b, err := os.ReadFile(s.listPath(upstream, repo, query))
+	if err != nil || json.Unmarshal(b, &l) != nil {
+		return tagList{}, false
+	}
+	return l, true
+}
+
+// CleanResult says what a cleaner pass evicted.
+type CleanResult struct {
+	Blobs, Manifests, Tags int
+	Bytes                  int64
+}
+
+// evict removes least recently used entries until the store holds at most
+// target bytes, skipping blobs in use (manifests are served from memory,
+// so they never are); removing a blob removes the
+// manifests that reference it, and their tags.
+func (s *store) evict(target int64) CleanResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var r CleanResult
+	keys := make([]key, 0, len(s.items))
+	for k := range s.items {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := s.items[keys[i]], s.items[keys[j]]
+		if !a.atime.Equal(b.atime) {
+			return a.atime.Before(b.atime)
+		}
+		return keys[i].d.Hex < keys[j].d.Hex
+	})
+	for _, k := range keys {
+		if s.total <= target {
+			break
+		}
+		if s.items[k] == nil || (k.k == kindBlob && s.inUse[k.d] > 0) {
+			continue
+		}
+		s.removeLocked(k, &r)
+	}
+	return r
+}
+
+// removeLocked deletes k and every manifest that references it.
+func (s *store) removeLocked(k key, r *CleanResult) {
+	e := s.items[k]
+	if e == nil {
+		return
+	}
+	delete(s.items, k)
+	s.total -= e.size
+	r.Bytes += e.size
+	if k.k == kindBlob {
+		r.Blobs++
+		s.removeFile(s.blobPath(k.d))
+	} else {
+		r.Manifests++
+		s.removeFile(s.manifestPath(k.d))
+		s.removeFile(s.manifestPath(k.d) + ".json")
+		for tk := range s.tagsOf[k.d] {
+			delete(s.tags, tk)
+			s.removeFile(s.tagPath(tk))
+			r.Tags++
+		}
+		delete(s.tagsOf, k.d)
+		for _, c := range e.children {
+			delete(s.parents[c], k.d)
+			if len(s.parents[c]) == 0 {
+				delete(s.parents, c)
+			}
+		}
+	}
+	for p := range s.parents[k.d] {
+		s.removeLocked(key{kindManifest, p}, r)
+	}
+}
+
+func (s *store) removeFile(p string) {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("removing from the cache store", "path", p, "err", err)
+	}
+}

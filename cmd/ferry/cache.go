@@ -1,0 +1,274 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferry-airgap/ferry/cache"
+	"github.com/ferry-airgap/ferry/internal/names"
+	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/internal/units"
+	"github.com/ferry-airgap/ferry/serve"
+)
+
+type cacheFlags struct {
+	addr, dir, maxSize   string
+	threshold            int
+	cleanEvery, ttl      time.Duration
+	pullSecret           string
+	upstreams, ignore    []string
+	tlsCert, tlsKey      string
+	htpasswd             string
+	caCerts              []string
+	certsDir             string
+	insecure, json, jlog bool
+}
+
+func newCacheCmd(e *env) *cobra.Command {
+	var f cacheFlags
+	cmd := &cobra.Command{
+		Use:   "cache --dir DIR --max-size SIZE [--addr 127.0.0.1:5000] [--upstream NAME=URL]...",
+		Short: "Run a pull-through registry cache for many upstreams, bounded in size",
+		Long: `Answer registry pulls from a local store, fetching what it lacks from
+upstream registries: /v2/NAME/REPO/... pulls through from the upstream called
+NAME (cache.local/docker.io/library/redis:7 comes from Docker Hub);
+containerd's /v2/REPO/...?ns=NAME does the same, and Docker's
+registry-mirrors paths (no NAME, no ns) go to docker.io.
+
+Upstreams: docker.io, every registry in --pull-secret, and each --upstream
+NAME=URL (to add one or give one another name; URL is https:// unless it
+says http://). --ignore-registry drops a default one.
+
+Blobs are stored once by digest and verified before they are kept;
+concurrent pulls of one blob share one download. Tags are checked upstream
+with one HEAD once --manifest-ttl has passed, and served from the store
+when the upstream cannot be reached (header X-Ferry-Cache: stale).
+Every --clean-every, when the store is larger than --max-size plus
+--threshold percent, the least recently used blobs and manifests are
+evicted down to --max-size.
+
+Prints "serving on ADDRESS" on stderr once listening, then one access-log
+line per request; /metrics serves Prometheus counters. SIGTERM or Ctrl-C
+shuts down gracefully.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runCache(cmd, e, &f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.addr, "addr", "127.0.0.1:5000", "listen address (port 0: any free port)")
+	fl.StringVar(&f.dir, "dir", "", "store directory (required)")
+	fl.StringVar(&f.maxSize, "max-size", "", "size the cleaner keeps the store to, e.g. 10GiB or 500G (required)")
+	fl.IntVar(&f.threshold, "threshold", cache.DefaultThreshold, "percent over --max-size the store may grow before the cleaner evicts")
+	fl.DurationVar(&f.cleanEvery, "clean-every", cache.DefaultCleanEvery, "how often the cleaner checks the store's size")
+	fl.DurationVar(&f.ttl, "manifest-ttl", cache.DefaultManifestTTL, "how long a tag is served before one upstream HEAD checks it")
+	fl.StringVar(&f.pullSecret, "pull-secret", "", `upstream credentials: {"auths": {"quay.io": {"auth": "..."}}} (docker config.json or a Kubernetes pull secret); its registries become upstreams`)
+	fl.StringArrayVar(&f.upstreams, "upstream", nil, "NAME=URL: pull /v2/NAME/... from URL (repeatable), e.g. src.test=http://127.0.0.1:5000")
+	fl.StringArrayVar(&f.ignore, "ignore-registry", nil, "do not serve this default upstream (docker.io or a --pull-secret registry; repeatable)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fl.StringVar(&f.htpasswd, "htpasswd", "", "require basic auth against this htpasswd file (bcrypt: htpasswd -B)")
+	fl.StringArrayVar(&f.caCerts, "ca-cert", nil, "trust this PEM CA certificate for upstreams (repeatable)")
+	fl.StringVar(&f.certsDir, "certs-dir", "", "docker certs.d layout for upstreams: DIR/<host[:port]>/ca.crt, client.cert, client.key")
+	fl.BoolVar(&f.insecure, "insecure-skip-tls-verify", false, "do not verify upstream certificates (tests only)")
+	fl.BoolVar(&f.json, "json", false, "print a JSON line on stdout when listening and a JSON summary on exit")
+	fl.BoolVar(&f.jlog, "json-log", false, "access log as JSON lines")
+	return cmd
+}
+
+func runCache(cmd *cobra.Command, e *env, f *cacheFlags) error {
+	opts, err := f.options(e)
+	if err != nil {
+		return err
+	}
+	c, err := cache.New(opts)
+	if errors.Is(err, cache.ErrConfig) {
+		return usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("listening on %s: %w", f.addr, err)
+	}
+	names := make([]string, 0, len(opts.Upstreams))
+	for n := range opts.Upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	scheme := "http"
+	if f.tlsCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(e.stderr, "serving on %s (%s, upstreams %s, store %s of %s)\n", ln.Addr(), scheme,
+		strings.Join(names, ", "), units.Bytes(c.Size()), units.Bytes(opts.MaxSize))
+	if f.json {
+		_ = json.NewEncoder(e.stdout).Encode(map[string]any{"event": "listening", "addr": ln.Addr().String(),
+			"scheme": scheme, "upstreams": names, "dir": opts.Dir, "max_size": opts.MaxSize, "store_size": c.Size()})
+	}
+	done := make(chan struct{})
+	go func() { c.Run(cmd.Context()); close(done) }()
+	err = serve.Serve(cmd.Context(), ln, serve.AccessLog(c, opts.Logger), serve.ServerConfig{
+		TLSCertFile: f.tlsCert, TLSKeyFile: f.tlsKey, Logger: opts.Logger,
+	})
+	c.Close() // requests are done (or out of grace): end the downloads
+	if err != nil {
+		return err
+	}
+	<-done
+	s := c.Metrics().Snapshot()
+	if f.json {
+		_ = json.NewEncoder(e.stdout).Encode(map[string]any{"event": "stopped", "hits": s.Hits, "misses": s.Misses,
+			"stale": s.Stale, "upstream_bytes": s.BytesUpstream, "served_bytes": s.BytesServed,
+			"evicted_blobs": s.EvictedBlobs, "evicted_manifests": s.EvictedManifests, "store_size": c.Size()})
+	}
+	fmt.Fprintf(e.stderr, "shut down: %d hits, %d misses, %s from upstreams\n", s.Hits, s.Misses, units.Bytes(s.BytesUpstream))
+	return nil
+}
+
+// options checks the flags and builds the cache's options.
+func (f *cacheFlags) options(e *env) (cache.Options, error) {
+	var o cache.Options
+	if f.dir == "" {
+		return o, usagef("--dir is required: where the cache keeps its store")
+	}
+	if f.maxSize == "" {
+		return o, usagef("--max-size is required, e.g. --max-size 10GiB")
+	}
+	max, err := units.ParseBytes(f.maxSize)
+	if err != nil {
+		return o, usagef("--max-size: %v", err)
+	}
+	if f.threshold < 0 || f.threshold > 1000 {
+		return o, usagef("--threshold %d: want a percentage from 0 to 1000", f.threshold)
+	}
+	if f.cleanEvery <= 0 || f.ttl <= 0 {
+		return o, usagef("--clean-every and --manifest-ttl must be positive")
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return o, usagef("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert != "" {
+		if _, err := serve.LoadTLS(f.tlsCert, f.tlsKey); err != nil {
+			return o, usageError{err}
+		}
+	}
+	var handler slog.Handler = slog.NewTextHandler(e.stderr, nil)
+	if f.jlog {
+		handler = slog.NewJSONHandler(e.stderr, nil)
+	}
+	o = cache.Options{Dir: f.dir, MaxSize: max, Threshold: f.threshold, CleanEvery: f.cleanEvery,
+		ManifestTTL: f.ttl, Logger: slog.New(handler)}
+	if f.threshold == 0 {
+		o.Threshold = -1 // explicit 0: evict as soon as the store passes --max-size
+	}
+	if f.htpasswd != "" {
+		h, err := serve.LoadHtpasswd(f.htpasswd)
+		if err != nil {
+			return o, usageError{err}
+		}
+		o.Auth = h
+	}
+	o.Upstreams, err = f.upstreamSet(e)
+	return o, err
+}
+
+var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.:_-]*$`)
+
+// upstreamSet: docker.io, the pull secret's registries, then --upstream,
+// minus --ignore-registry.
+func (f *cacheFlags) upstreamSet(e *env) (map[string]cache.Upstream, error) {
+	client, err := registry.New(registry.Options{
+		UserAgent: "ferry/" + version, CACertFiles: f.caCerts, CertsDir: f.certsDir,
+		InsecureSkipVerify: f.insecure, Logger: e.logger(),
+		// A cache answers clients: a down upstream must fail fast so that
+		// stored tags are served (stale) at once.
+		Retry: registry.RetryPolicy{Attempts: 2, Base: 200 * time.Millisecond, MaxWait: 5 * time.Second},
+	})
+	if err != nil {
+		return nil, err
+	}
+	kc, err := registry.NewKeychain(f.pullSecret)
+	if err != nil {
+		return nil, err
+	}
+	urls := map[string]string{cache.DockerHubName: "https://registry-1.docker.io"}
+	hosts, err := pullSecretHosts(f.pullSecret)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hosts {
+		if !names.IsDockerHub(h) {
+			urls[h] = "https://" + h
+		}
+	}
+	for _, ig := range f.ignore {
+		if names.IsDockerHub(ig) {
+			ig = cache.DockerHubName
+		}
+		delete(urls, ig)
+	}
+	for _, u := range f.upstreams {
+		n, target, ok := strings.Cut(u, "=")
+		if !ok || !upstreamNameRE.MatchString(n) || target == "" {
+			return nil, usagef("--upstream %q: want NAME=URL, NAME a host-like name (letters, digits, . : _ -)", u)
+		}
+		urls[n] = target
+	}
+	if len(urls) == 0 {
+		return nil, usagef("no upstream left: give --upstream NAME=URL")
+	}
+	ups := map[string]cache.Upstream{}
+	for n, target := range urls {
+		up, err := cache.NewRegistryUpstream(client, kc, target)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		ups[n] = up
+	}
+	return ups, nil
+}
+
+// pullSecretHosts lists the registries a docker config.json or
+// Kubernetes pull secret holds credentials for (never the credentials).
+func pullSecretHosts(path string) ([]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("--pull-secret: %v", err)
+	}
+	var doc struct {
+		Auths map[string]json.RawMessage `json:"auths"`
+		Data  map[string]string          `json:"data"` // a Kubernetes Secret
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, nil // a YAML secret: the keychain reads it; upstreams come from --upstream
+	}
+	if enc, ok := doc.Data[".dockerconfigjson"]; ok && doc.Auths == nil {
+		if dec, err := base64.StdEncoding.DecodeString(enc); err == nil {
+			_ = json.Unmarshal(dec, &doc)
+		}
+	}
+	var hosts []string
+	for h := range doc.Auths {
+		h = strings.TrimPrefix(strings.TrimPrefix(h, "https://"), "http://")
+		h, _, _ = strings.Cut(h, "/")
+		if upstreamNameRE.MatchString(h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts, nil
+}
