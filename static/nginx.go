@@ -119,7 +119,7 @@ server {
         error_page 404 /_ferry/manifest-unknown;
         try_files /v2/$ferry_name/manifests/$ferry_manifest_digest =404;
     }
-    location ~ ^/v2/(?<ferry_name>.+)/blobs/(?<ferry_blob>sha256:[0-9a-f]{64})$ {
+    location ~ "^/v2/(?<ferry_name>.+)/blobs/(?<ferry_blob>sha256:[0-9a-f]{64})$" {
         if (!-f $document_root/v2/$ferry_name/tags/list) {
             rewrite ^ /_ferry/name-unknown last;
         }
@@ -142,7 +142,7 @@ server {
         ` + apiHeader + `
         error_page 404 /_ferry/name-unknown;
     }
-    location ~ ^/v2/(?<ferry_name>.+)/referrers/(?<ferry_subject>sha256:[0-9a-f]{64})$ {
+    location ~ "^/v2/(?<ferry_name>.+)/referrers/(?<ferry_subject>sha256:[0-9a-f]{64})$" {
         if (!-f $document_root/v2/$ferry_name/tags/list) {
             rewrite ^ /_ferry/name-unknown last;
         }

@@ -1,0 +1,387 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferry-airgap/ferry/test/harness"
+)
+
+// nginxServer is a real nginx serving a static tree: started by the test
+// as a foreground process with its own prefix, pid, logs and temp paths
+// under a temporary directory; never the system service.
+type nginxServer struct {
+	addr   string
+	prefix string
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+func nginxPath(t testing.TB) string {
+	t.Helper()
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+		return "/usr/sbin/nginx"
+	}
+	t.Fatal("nginx not found: install it with `apt-get install -y nginx` (.ci/run does)")
+	return ""
+}
+
+// startNginx runs nginx with treeConf (a tree's nginx.conf) included in its
+// http block, and waits until addr answers /v2/.
+func startNginx(t testing.TB, treeConf, addr string) *nginxServer {
+	t.Helper()
+	bin := nginxPath(t)
+	prefix := t.TempDir()
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "pid %s/nginx.pid;\nerror_log %s/error.log warn;\n", prefix, prefix)
+	conf.WriteString("events { worker_connections 256; }\nhttp {\n")
+	fmt.Fprintf(&conf, "    access_log %s/access.log;\n", prefix)
+	for _, d := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		fmt.Fprintf(&conf, "    %s_temp_path %s/%s;\n", d, prefix, d)
+	}
+	fmt.Fprintf(&conf, "    include %s;\n}\n", treeConf)
+	main := filepath.Join(prefix, "main.conf")
+	if err := os.WriteFile(main, []byte(conf.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := &nginxServer{addr: addr, prefix: prefix, done: make(chan struct{})}
+	// master_process off: one process, the test's user, no workers that
+	// would switch to a user who cannot read the test's directories.
+	n.cmd = exec.Command(bin, "-p", prefix, "-c", main, "-e", filepath.Join(prefix, "error.log"), "-g", "daemon off; master_process off;")
+	var out bytes.Buffer
+	n.cmd.Stdout, n.cmd.Stderr = &out, &out
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = n.cmd.Wait(); close(n.done) }()
+	t.Cleanup(func() { n.stop(t) })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return n
+			}
+		}
+		select {
+		case <-n.done:
+			log, _ := os.ReadFile(filepath.Join(prefix, "error.log"))
+			t.Fatalf("nginx exited: %s\n%s", out.String(), log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx does not answer on %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (n *nginxServer) stop(t testing.TB) {
+	select {
+	case <-n.done:
+		return
+	default:
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+	}
+}
+
+// loopbackAddr picks a free loopback port.
+func loopbackAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+var (
+	craneOnce sync.Once
+	craneBin  string
+	craneErr  error
+)
+
+// cranePath builds crane from the module cache (go-containerregistry is a
+// dependency of ferry: same version), once per test binary.
+func cranePath(t testing.TB) string {
+	t.Helper()
+	craneOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ferry-crane-")
+		if err != nil {
+			craneErr = err
+			return
+		}
+		craneBin = filepath.Join(dir, "crane")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", craneBin, "github.com/google/go-containerregistry/cmd/crane")
+		cmd.Dir = harness.RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			craneErr = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if craneErr != nil {
+		t.Fatalf("building crane: %v", craneErr)
+	}
+	return craneBin
+}
+
+// unpackStatic runs ferry unpack --json and returns its summary.
+func unpackStatic(t *testing.T, bin, dir, listen string, bundles ...string) map[string]any {
+	t.Helper()
+	args := append([]string{"unpack", "-q", "--json", "--static", dir, "--listen", listen}, bundles...)
+	stdout, stderr, code := harness.Run(t, bin, args...)
+	if code != 0 {
+		t.Fatalf("ferry unpack: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	var sum map[string]any
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("ferry unpack --json: %v\n%s", err, stdout)
+	}
+	return sum
+}
+
+// ociLayoutDigest reads the digest of the one image an OCI layout holds.
+func ociLayoutDigest(t *testing.T, dir string) string {
+	t.Helper()
+	var idx struct {
+		Manifests []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &idx); err != nil || len(idx.Manifests) != 1 {
+		t.Fatalf("%s/index.json: %s", dir, data)
+	}
+	return idx.Manifests[0].Digest
+}
+
+// checkLayoutBlobs hashes every blob of an OCI layout against its name.
+func checkLayoutBlobs(t *testing.T, dir string) int {
+	t.Helper()
+	es, err := os.ReadDir(filepath.Join(dir, "blobs/sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		data, err := os.ReadFile(filepath.Join(dir, "blobs/sha256", e.Name()))
+		if err != nil || sha256Hex(data) != e.Name() {
+			t.Errorf("%s: blob %s does not hash to its name", dir, e.Name())
+		}
+	}
+	return len(es)
+}
+
+type httpAnswer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func doHTTP(t *testing.T, method, url string) httpAnswer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return httpAnswer{resp.StatusCode, resp.Header, string(body)}
+}
+
+// TestStaticE2E: a bundle unpacked with ferry unpack --static and served
+// by the real nginx with the generated configuration is a registry that
+// crane, skopeo and regctl pull every image from with its source digest.
+func TestStaticE2E(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	reg := harness.StartRegistry(t, harness.RegistryOptions{})
+	fixtures := harness.Seed(t, reg, "", harness.SmallSet())
+	dir := t.TempDir()
+	bundlePath := exportAll(t, bin, reg, fixtures, dir)
+	tree := filepath.Join(dir, "tree")
+	addr := loopbackAddr(t)
+	sum := unpackStatic(t, bin, tree, addr, bundlePath)
+	if sum["treeTags"] != float64(len(fixtures)) || sum["blobsWritten"].(float64) == 0 || sum["tagsChanged"] != float64(len(fixtures)) {
+		t.Errorf("first unpack: %v, want %d tags", sum, len(fixtures))
+	}
+	startNginx(t, filepath.Join(tree, "nginx.conf"), addr)
+
+	crane, skopeo, regctl := cranePath(t), skopeoPath(t), regctlPath(t)
+	home := t.TempDir()
+	runTool(t, home, regctl, "registry", "set", addr, "--tls", "disabled")
+	pulled := map[string]bool{}
+	for i, fx := range fixtures {
+		ref := addr + "/proj/" + fx.Repo + ":" + fx.Tag
+		if got := strings.TrimSpace(runTool(t, home, crane, "digest", "--insecure", ref)); got != fx.Digest {
+			t.Errorf("crane digest %s: %s, want %s", ref, got, fx.Digest)
+		}
+		if got := strings.TrimSpace(runTool(t, home, regctl, "image", "digest", ref)); got != fx.Digest {
+			t.Errorf("regctl image digest %s: %s, want %s", ref, got, fx.Digest)
+		}
+		raw := runTool(t, home, skopeo, "inspect", "--tls-verify=false", "--raw", "docker://"+ref)
+		if "sha256:"+sha256Hex([]byte(raw)) != fx.Digest {
+			t.Errorf("skopeo inspect --raw %s: sha256:%s, want %s", ref, sha256Hex([]byte(raw)), fx.Digest)
+		}
+		if pulled[fx.Digest] {
+			continue // one full pull per image is enough
+		}
+		pulled[fx.Digest] = true
+		// Whole images (every platform of an index), every blob checked.
+		cdir := filepath.Join(dir, "crane", strconv.Itoa(i))
+		runTool(t, home, crane, "pull", "--insecure", "--format", "oci", ref, cdir)
+		if got := ociLayoutDigest(t, cdir); got != fx.Digest {
+			t.Errorf("crane pull %s: %s, want %s", ref, got, fx.Digest)
+		}
+		checkLayoutBlobs(t, cdir)
+		rdir := filepath.Join(dir, "regctl", strconv.Itoa(i))
+		runTool(t, home, regctl, "image", "copy", ref, "ocidir://"+rdir+":"+fx.Tag)
+		if got := ociLayoutDigest(t, rdir); got != fx.Digest {
+			t.Errorf("regctl image copy %s: %s, want %s", ref, got, fx.Digest)
+		}
+		if n := checkLayoutBlobs(t, rdir); n < len(fx.Layers)+2 {
+			t.Errorf("regctl image copy %s: %d blobs, want at least %d", ref, n, len(fx.Layers)+2)
+		}
+		skopeoCopy(t, home, skopeo, filepath.Join(dir, "skopeo", strconv.Itoa(i)), addr+"/proj/"+fx.Repo, fx.Digest, fx.MediaType, raw)
+	}
+	checkStaticAnswers(t, addr, fixtures)
+
+	// A rerun writes nothing and changes no file.
+	sum = unpackStatic(t, bin, tree, addr, bundlePath)
+	if sum["blobsWritten"] != float64(0) || sum["filesWritten"] != float64(0) || sum["tagsChanged"] != float64(0) {
+		t.Errorf("rerun: %v", sum)
+	}
+}
+
+// skopeoCopy copies repo@digest with skopeo, digests preserved, and
+// checks what it wrote. skopeo 1.9 keeps OCI-typed images as they are only
+// in an OCI layout, Docker-typed ones only in its dir: format, and refuses
+// to write any index with --preserve-digests ("cannot modify it"): an index
+// is copied one platform image at a time, each by its digest.
+func skopeoCopy(t *testing.T, home, skopeo, dest, repo, digest, mediaType, raw string) {
+	t.Helper()
+	if strings.Contains(mediaType, "index") || strings.Contains(mediaType, "list") {
+		var idx struct {
+			Manifests []struct {
+				Digest    string `json:"digest"`
+				MediaType string `json:"mediaType"`
+			} `json:"manifests"`
+		}
+		if err := json.Unmarshal([]byte(raw), &idx); err != nil || len(idx.Manifests) == 0 {
+			t.Fatalf("index %s@%s: %v", repo, digest, err)
+		}
+		for i, m := range idx.Manifests {
+			skopeoCopy(t, home, skopeo, dest+"-"+strconv.Itoa(i), repo, m.Digest, m.MediaType, "")
+		}
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := "docker://" + repo + "@" + digest
+	if strings.HasPrefix(mediaType, "application/vnd.oci.") {
+		runTool(t, home, skopeo, "copy", "--preserve-digests", "--src-tls-verify=false", src, "oci:"+dest+":x")
+		if got := ociLayoutDigest(t, dest); got != digest {
+			t.Errorf("skopeo copy %s: %s", src, got)
+		}
+		checkLayoutBlobs(t, dest)
+		return
+	}
+	runTool(t, home, skopeo, "copy", "--preserve-digests", "--src-tls-verify=false", src, "dir:"+dest)
+	if m, err := os.ReadFile(filepath.Join(dest, "manifest.json")); err != nil || "sha256:"+sha256Hex(m) != digest {
+		t.Errorf("skopeo copy %s: manifest %v", src, err)
+	}
+}
+
+// checkStaticAnswers checks the headers and error bodies nginx gives.
+func checkStaticAnswers(t *testing.T, addr string, fixtures []harness.Fixture) {
+	t.Helper()
+	base := "http://" + addr + "/v2/"
+	fx := fixtureByRef(t, fixtures, "library/redis:7.2.4")
+	for _, ref := range []string{fx.Tag, fx.Digest} {
+		for _, method := range []string{"GET", "HEAD"} {
+			a := doHTTP(t, method, base+"proj/"+fx.Repo+"/manifests/"+ref)
+			if a.status != 200 || a.header.Get("Content-Type") != fx.MediaType || a.header.Get("Docker-Content-Digest") != fx.Digest ||
+				a.header.Get("Docker-Distribution-API-Version") != "registry/2.0" {
+				t.Errorf("%s manifest %s: %d, Content-Type %q, digest %q", method, ref, a.status, a.header.Get("Content-Type"), a.header.Get("Docker-Content-Digest"))
+			}
+			if method == "GET" && "sha256:"+sha256Hex([]byte(a.body)) != fx.Digest || method == "HEAD" && a.body != "" {
+				t.Errorf("%s manifest %s: body of %d bytes", method, ref, len(a.body))
+			}
+		}
+	}
+	layer := fx.Layers[0]
+	a := doHTTP(t, "HEAD", base+"proj/"+fx.Repo+"/blobs/"+layer)
+	if a.status != 200 || a.header.Get("Docker-Content-Digest") != layer || a.header.Get("Content-Length") == "" {
+		t.Errorf("HEAD blob: %d %v", a.status, a.header)
+	}
+	full := httpGet(t, base+"proj/"+fx.Repo+"/blobs/"+layer, "", 200)
+	if part := httpGet(t, base+"proj/"+fx.Repo+"/blobs/"+layer, "bytes=10-19", 206); !bytes.Equal(part, full[10:20]) {
+		t.Errorf("Range bytes=10-19: %q", part)
+	}
+	unknownDigest := "sha256:" + strings.Repeat("0", 64)
+	for _, c := range []struct{ path, code string }{
+		{"proj/" + fx.Repo + "/manifests/9.9.9", "MANIFEST_UNKNOWN"},
+		{"proj/" + fx.Repo + "/manifests/" + unknownDigest, "MANIFEST_UNKNOWN"},
+		{"proj/" + fx.Repo + "/blobs/" + unknownDigest, "BLOB_UNKNOWN"},
+		{"proj/nothing/here/manifests/latest", "NAME_UNKNOWN"},
+		{"proj/nothing/here/blobs/" + layer, "NAME_UNKNOWN"},
+		{"proj/nothing/tags/list", "NAME_UNKNOWN"},
+		{"proj/" + fx.Repo + "/manifests/../../../../nginx.conf", ""},
+	} {
+		a := doHTTP(t, "GET", base+c.path)
+		if a.status != 404 || c.code != "" && (!strings.Contains(a.body, `"code":"`+c.code+`"`) || a.header.Get("Content-Type") != "application/json") {
+			t.Errorf("GET %s: %d %q %s, want 404 %s", c.path, a.status, a.header.Get("Content-Type"), a.body, c.code)
+		}
+		if h := doHTTP(t, "HEAD", base+c.path); h.status != 404 || h.body != "" {
+			t.Errorf("HEAD %s: %d with %d bytes", c.path, h.status, len(h.body))
+		}
+	}
+	for _, p := range []string{"/nginx.conf", "/.ferry/journal.json", "/blobs/sha256/" + layer[7:]} {
+		if a := doHTTP(t, "GET", "http://"+addr+p); a.status != 404 {
+			t.Errorf("GET %s: %d, want 404 (only /v2/ is served)", p, a.status)
+		}
+	}
+	if a := doHTTP(t, "POST", base+"proj/x/blobs/uploads/"); a.status != 405 || !strings.Contains(a.body, "UNSUPPORTED") {
+		t.Errorf("POST upload: %d %s", a.status, a.body)
+	}
+	var list struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	body := httpGet(t, base+"proj/spaceone/plugin-a/tags/list", "", 200)
+	if err := json.Unmarshal(body, &list); err != nil || list.Name != "proj/spaceone/plugin-a" || len(list.Tags) != 7 {
+		t.Errorf("tags/list: %s", body)
+	}
+}
