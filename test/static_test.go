@@ -50,7 +50,12 @@ func startNginx(t testing.TB, treeConf, addr string) *nginxServer {
 	bin := nginxPath(t)
 	prefix := t.TempDir()
 	var conf strings.Builder
-	fmt.Fprintf(&conf, "pid %s/nginx.pid;\nerror_log %s/error.log warn;\n", prefix, prefix)
+	fmt.Fprintf(&conf, "pid %s/nginx.pid;\nerror_log %s/error.log warn;\nworker_processes 1;\n", prefix, prefix)
+	if os.Geteuid() == 0 {
+		// The worker must read the test's private directories: as root,
+		// it would otherwise switch to nobody.
+		conf.WriteString("user root;\n")
+	}
 	conf.WriteString("events { worker_connections 256; }\nhttp {\n")
 	fmt.Fprintf(&conf, "    access_log %s/access.log;\n", prefix)
 	for _, d := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
@@ -62,9 +67,8 @@ func startNginx(t testing.TB, treeConf, addr string) *nginxServer {
 		t.Fatal(err)
 	}
 	n := &nginxServer{addr: addr, prefix: prefix, done: make(chan struct{})}
-	// master_process off: one process, the test's user, no workers that
-	// would switch to a user who cannot read the test's directories.
-	n.cmd = exec.Command(bin, "-p", prefix, "-c", main, "-e", filepath.Join(prefix, "error.log"), "-g", "daemon off; master_process off;")
+	n.cmd = exec.Command(bin, "-p", prefix, "-c", main, "-e", filepath.Join(prefix, "error.log"), "-g", "daemon off;")
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // master and worker, stopped together
 	var out bytes.Buffer
 	n.cmd.Stdout, n.cmd.Stderr = &out, &out
 	if err := n.cmd.Start(); err != nil {
@@ -104,7 +108,7 @@ func (n *nginxServer) stop(t testing.TB) {
 	select {
 	case <-n.done:
 	case <-time.After(10 * time.Second):
-		_ = n.cmd.Process.Kill()
+		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 		<-n.done
 	}
 }
@@ -506,4 +510,99 @@ func TestStaticConformance(t *testing.T) {
 		t.Fatalf("conformance suite: %d tests passed\n%s\n%s", passed, stdout, stderr)
 	}
 	t.Logf("conformance suite: %d tests passed; failed by nature: %v", passed, failed)
+}
+
+// reload makes nginx read its configuration again (SIGHUP, as nginx -s
+// reload sends).
+func (n *nginxServer) reload(t testing.TB) {
+	t.Helper()
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// headDigest returns the status and Docker-Content-Digest of a manifest HEAD.
+func headDigest(t *testing.T, url string) (int, string) {
+	t.Helper()
+	a := doHTTP(t, "HEAD", url)
+	return a.status, a.header.Get("Docker-Content-Digest")
+}
+
+// TestStaticDelta: a delta bundle (volumes) unpacks on top of its base
+// into the same tree; after a reload nginx serves the new tag, the moved
+// tag's new digest and the old tags still. Alone into an empty directory,
+// the delta is refused and nothing is written.
+func TestStaticDelta(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	src := harness.StartRegistry(t, harness.RegistryOptions{})
+	harness.Seed(t, src, "", harness.FixtureSet{Specs: []harness.FixtureSpec{
+		{Repo: "app/web", Tag: "1.0.0", Kind: harness.OCIImage, Bases: []string{"os", "node-runtime"}},
+		{Repo: "app/web", Tag: "latest", Kind: harness.OCIImage, AliasOf: "1.0.0"},
+		{Repo: "app/api", Tag: "1.0.0", Kind: harness.DockerImage, Bases: []string{"os"}},
+	}})
+	dir := t.TempDir()
+	mapping := writeFile(t, filepath.Join(dir, "m.yaml"), "tasks:\n  - name: t\n    source:\n      registry: "+src.Host+"\n    mappings:\n      - from: app/web\n      - from: app/api\n")
+	baseOut, deltaOut := filepath.Join(dir, "base.tar"), filepath.Join(dir, "delta.tar")
+	if stdout, stderr, code := harness.Run(t, bin, "export", "-q", "-f", mapping, "-o", baseOut); code != 0 {
+		t.Fatalf("base export: %s %s", stdout, stderr)
+	}
+	tree := filepath.Join(dir, "tree")
+	addr := loopbackAddr(t)
+	unpackStatic(t, bin, tree, addr, baseOut)
+	ngx := startNginx(t, filepath.Join(tree, "nginx.conf"), addr)
+	base := "http://" + addr + "/v2/app/web/manifests/"
+	_, oldLatest := headDigest(t, base+"latest")
+
+	added := harness.Seed(t, src, "", harness.FixtureSet{Specs: []harness.FixtureSpec{
+		{Repo: "app/web", Tag: "1.1.0", Kind: harness.OCIImage, Bases: []string{"os", "node-runtime"}},
+		{Repo: "app/web", Tag: "latest", Kind: harness.OCIImage, AliasOf: "1.1.0"},
+	}})
+	if stdout, stderr, code := harness.Run(t, bin, "export", "-q", "-f", mapping, "-o", deltaOut, "--since", baseOut, "--split", "1MiB"); code != 0 {
+		t.Fatalf("delta export: %s %s", stdout, stderr)
+	}
+	// The delta alone: refused, naming what to do, and nothing written.
+	empty := filepath.Join(dir, "empty")
+	stdout, stderr, code := harness.Run(t, bin, "unpack", "-q", "--static", empty, deltaOut)
+	if code != 1 || !strings.Contains(stderr, "unpack the base bundle into the same directory first") {
+		t.Errorf("delta alone: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(empty, "v2/app/web")); err == nil {
+		t.Error("the refused delta left files in the tree")
+	}
+
+	sum := unpackStatic(t, bin, tree, addr, deltaOut)
+	if sum["tagsChanged"] != float64(2) || sum["treeTags"] != float64(4) {
+		t.Errorf("delta unpack: %v, want 2 tags changed and 4 in the tree", sum)
+	}
+	// Until nginx reloads, it serves what it served: latest is still the
+	// old image, consistently (body and digest header).
+	if st, d := headDigest(t, base+"latest"); st != 200 || d != oldLatest {
+		t.Errorf("before reload: latest %d %s, want %s", st, d, oldLatest)
+	}
+	ngx.reload(t)
+	want := added[0].Digest
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, d := headDigest(t, base+"latest"); st == 200 && d == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			st, d := headDigest(t, base+"latest")
+			log, _ := os.ReadFile(filepath.Join(ngx.prefix, "error.log"))
+			t.Fatalf("after reload: latest %d %s, want %s\nnginx error.log:\n%s", st, d, want, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for tag, d := range map[string]string{"1.1.0": want, "1.0.0": oldLatest} {
+		if st, got := headDigest(t, base+tag); st != 200 || got != d {
+			t.Errorf("%s: %d %s, want %s", tag, st, got, d)
+		}
+	}
+	home := t.TempDir()
+	cdir := filepath.Join(dir, "pulled")
+	runTool(t, home, cranePath(t), "pull", "--insecure", "--format", "oci", addr+"/app/web:1.1.0", cdir)
+	if got := ociLayoutDigest(t, cdir); got != want {
+		t.Errorf("crane pull of the delta's image: %s, want %s", got, want)
+	}
+	checkLayoutBlobs(t, cdir)
 }
