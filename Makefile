@@ -33,6 +33,7 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) ./bundle/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRecord$$' -fuzztime=$(FUZZTIME) ./bundle/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseIndex$$' -fuzztime=$(FUZZTIME) ./bundle/
+	$(GO) test -run='^$$' -fuzz='^FuzzPaths$$' -fuzztime=$(FUZZTIME) ./static/
 
 fuzz: ## longer fuzz runs (FUZZTIME=5m make fuzz)
 	$(MAKE) fuzz-short FUZZTIME=$(if $(filter 10s,$(FUZZTIME)),2m,$(FUZZTIME))
