@@ -26,6 +26,7 @@ type options struct {
 	logger      *slog.Logger
 	progress    bundle.Progress
 	nginx       Nginx
+	noLinks     bool // tests: copy as on a filesystem without hard links
 }
 
 // Option configures Unpack.
@@ -113,6 +114,7 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 	if err != nil {
 		return nil, err
 	}
+	t.copying = o.noLinks
 	sum := &Summary{Dir: t.root, Repositories: len(contents)}
 	err = unpack(ctx, t, reg, contents, &o, sum)
 	if cerr := t.close(); err == nil && cerr != nil {
@@ -132,7 +134,7 @@ func unpack(ctx context.Context, t *tree, reg *serve.Registry, contents []serve.
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := placeRepo(t, c, sum); err != nil {
+		if err := placeRepo(ctx, t, c, sum); err != nil {
 			return err
 		}
 	}
@@ -232,17 +234,16 @@ func storeBlobs(ctx context.Context, t *tree, reg *serve.Registry, contents []se
 	if err := checkMissing(ctx, t, missing); err != nil {
 		return err
 	}
-	// First see what is there (cheap for files the journal knows), so that
-	// the progress total is what will really be written.
+	// First what the journal proves present without reading it, so that
+	// the progress total is about what remains: blobs to check by hashing
+	// (a file is there but the journal cannot vouch for it) or to write.
 	var todo []v1.Hash
 	var total int64
 	for _, h := range order {
 		size, _ := reg.Holder(h).BlobSize(h)
-		ok, err := t.current(storeRel(h), h, size)
-		if err != nil {
+		if ok, err := t.stamped(storeRel(h), h, size); err != nil {
 			return err
-		}
-		if ok {
+		} else if ok {
 			sum.BlobsPresent++
 			continue
 		}
@@ -250,17 +251,31 @@ func storeBlobs(ctx context.Context, t *tree, reg *serve.Registry, contents []se
 		total += size
 	}
 	o.progress.Event(bundle.Event{Kind: bundle.EventPlanned, Total: total})
+	return writeBlobs(ctx, t, reg, todo, o, sum)
+}
+
+// writeBlobs checks or writes each blob of todo, o.jobs at a time.
+func writeBlobs(ctx context.Context, t *tree, reg *serve.Registry, todo []v1.Hash, o *options, sum *Summary) error {
 	var written atomic.Int64
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.jobs)
 	for _, h := range todo {
 		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
+			rd := reg.Holder(h)
+			size, _ := rd.BlobSize(h)
+			ok, err := t.hashed(gctx, storeRel(h), h, size)
+			if err != nil {
 				return err
 			}
-			rd := reg.Holder(h)
-			n, err := writeBlob(t, rd, h, o.progress)
+			if ok {
+				mu.Lock()
+				sum.BlobsPresent++
+				mu.Unlock()
+				o.progress.Event(bundle.Event{Kind: bundle.EventBytes, Digest: h, Bytes: size})
+				return nil
+			}
+			n, err := writeBlob(gctx, t, rd, h, o.progress)
 			if err != nil {
 				o.progress.Event(bundle.Event{Kind: bundle.EventBlobFailed, Digest: h, Err: err})
 				return fmt.Errorf("bundle %s: blob %s: %w", rd.Path(), h, err)
@@ -296,7 +311,7 @@ func checkMissing(ctx context.Context, t *tree, missing map[v1.Hash]string) erro
 			p, _ := t.abs(storeRel(h))
 			if st, err := os.Lstat(p); err == nil {
 				var cerr error
-				if ok, cerr = t.current(storeRel(h), h, st.Size()); cerr != nil {
+				if ok, cerr = t.current(ctx, storeRel(h), h, st.Size()); cerr != nil {
 					return cerr
 				}
 			}
@@ -319,12 +334,13 @@ func checkMissing(ctx context.Context, t *tree, missing map[v1.Hash]string) erro
 
 // writeBlob copies blob h out of rd into the store, digest checked, under
 // a temporary name renamed once complete. It returns the bytes written.
-func writeBlob(t *tree, rd *bundle.Reader, h v1.Hash, p bundle.Progress) (int64, error) {
-	r, err := rd.Blob(h)
+func writeBlob(ctx context.Context, t *tree, rd *bundle.Reader, h v1.Hash, p bundle.Progress) (int64, error) {
+	blob, err := rd.Blob(h)
 	if err != nil {
 		return 0, err
 	}
-	defer r.Close()
+	defer blob.Close()
+	r := ctxReader{ctx, blob}
 	dst, _ := t.abs(storeRel(h))
 	tmp := tempName(dst)
 	var n int64
@@ -359,7 +375,7 @@ func manifestList(c serve.Content) []v1.Hash {
 // manifest under blobs/, every manifest under manifests/ by digest, then
 // the tags (each replaced atomically when it moves), then the referrers
 // indexes of the tag schema.
-func placeRepo(t *tree, c serve.Content, sum *Summary) error {
+func placeRepo(ctx context.Context, t *tree, c serve.Content, sum *Summary) error {
 	base := "v2/" + c.Name + "/"
 	size := func(h v1.Hash) int64 {
 		st, err := os.Stat(t.root + "/" + storeRel(h))
@@ -369,7 +385,7 @@ func placeRepo(t *tree, c serve.Content, sum *Summary) error {
 		return st.Size()
 	}
 	put := func(rel string, h v1.Hash) (bool, error) {
-		wrote, err := t.place(rel, h, size(h))
+		wrote, err := t.place(ctx, rel, h, size(h))
 		if wrote {
 			sum.FilesWritten++
 		}

@@ -392,3 +392,104 @@ func TestUnpackReferrers(t *testing.T) {
 		t.Fatalf("test index media type %s", mt)
 	}
 }
+
+func withoutLinks() Option { return func(o *options) { o.noLinks = true } }
+
+// Where hard links fail, files are copied, each checked; a rerun trusts a
+// copy only while its stamp is unchanged, and rewrites a damaged one.
+func TestUnpackCopies(t *testing.T) {
+	dir := t.TempDir()
+	img := testImage(t, "copied layer")
+	rd := writeBundle(t, dir, "b.tar", nil, entry{target: "proj/app", tags: []string{"1"}, img: img})
+	out := filepath.Join(dir, "tree")
+	sum, err := Unpack(context.Background(), []*bundle.Reader{rd}, out, withoutLinks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Copied {
+		t.Error("summary does not say files were copied")
+	}
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	repo := filepath.Join(out, "v2/proj/app/blobs", ld.String())
+	store := filepath.Join(out, "blobs/sha256", ld.Hex)
+	if sameFile(t, repo, store) || fileDigest(t, repo) != ld.String() {
+		t.Fatal("not a separate, correct copy")
+	}
+	sum, err = Unpack(context.Background(), []*bundle.Reader{rd}, out, withoutLinks())
+	if err != nil || sum.FilesWritten != 0 || sum.BlobsWritten != 0 {
+		t.Fatalf("rerun: %+v %v", sum, err)
+	}
+	data, _ := os.ReadFile(repo)
+	data[len(data)-1] ^= 1
+	if err := os.WriteFile(repo, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(repo, time.Now().Add(time.Minute), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	sum, err = Unpack(context.Background(), []*bundle.Reader{rd}, out, withoutLinks())
+	if err != nil || sum.FilesWritten != 1 || fileDigest(t, repo) != ld.String() {
+		t.Errorf("after damage: %+v %v, file %s", sum, err, fileDigest(t, repo))
+	}
+}
+
+// A cancelled unpack stops, and leaves no partial or temporary file.
+func TestUnpackCancelled(t *testing.T) {
+	dir := t.TempDir()
+	rd := writeBundle(t, dir, "b.tar", nil, entry{target: "proj/app", tags: []string{"1"}, img: testImage(t, strings.Repeat("x", 1<<20))})
+	out := filepath.Join(dir, "tree")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Unpack(ctx, []*bundle.Reader{rd}, out); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	_ = filepath.WalkDir(out, func(p string, d os.DirEntry, _ error) error {
+		if d.Type().IsRegular() && !strings.HasPrefix(filepath.Base(filepath.Dir(p)), ".ferry") {
+			t.Errorf("a cancelled unpack left %s", p)
+		}
+		return nil
+	})
+}
+
+// A blob whose bytes in the bundle do not match its digest is never
+// renamed into the tree; the error names it.
+func TestUnpackCorruptBlob(t *testing.T) {
+	dir := t.TempDir()
+	img := testImage(t, "intact base", "THIS LAYER GETS DAMAGED")
+	rd := writeBundle(t, dir, "b.tar", nil, entry{target: "proj/app", tags: []string{"1"}, img: img})
+	path := rd.Path()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(data), "THIS LAYER GETS DAMAGED")
+	data[i] = 't'
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := bundle.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	out := filepath.Join(dir, "tree")
+	_, err = Unpack(context.Background(), []*bundle.Reader{bad}, out)
+	layers, _ := img.Layers()
+	ld, _ := layers[1].Digest()
+	if !errors.Is(err, bundle.ErrDigestMismatch) || !strings.Contains(err.Error(), ld.String()) {
+		t.Fatalf("err = %v, want a digest mismatch naming %s", err, ld)
+	}
+	if _, err := os.Stat(filepath.Join(out, "blobs/sha256", ld.Hex)); err == nil {
+		t.Error("the damaged blob is in the store")
+	}
+	if _, err := os.Stat(filepath.Join(out, "v2/proj/app/manifests/1")); err == nil {
+		t.Error("the tag was written although its image is incomplete")
+	}
+	es, _ := os.ReadDir(filepath.Join(out, "blobs/sha256"))
+	for _, e := range es {
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
+	}
+}

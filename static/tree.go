@@ -1,6 +1,7 @@
 package static
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -172,7 +173,16 @@ func storeRel(h v1.Hash) string { return storeDir + "/" + h.Hex }
 // current reports whether the file at rel holds exactly blob h of size
 // bytes: its stamp matches the journal's, or else its content hashes to h
 // (then the stamp is recorded). A missing file is not current.
-func (t *tree) current(rel string, h v1.Hash, size int64) (bool, error) {
+func (t *tree) current(ctx context.Context, rel string, h v1.Hash, size int64) (bool, error) {
+	if ok, err := t.stamped(rel, h, size); err != nil || ok {
+		return ok, err
+	}
+	return t.hashed(ctx, rel, h, size)
+}
+
+// stamped reports whether the journal vouches for the file at rel: the
+// stamp it recorded when ferry last verified the file is unchanged.
+func (t *tree) stamped(rel string, h v1.Hash, size int64) (bool, error) {
 	p, err := t.abs(rel)
 	if err != nil {
 		return false, err
@@ -191,19 +201,50 @@ func (t *tree) current(rel string, h v1.Hash, size int64) (bool, error) {
 	t.mu.Lock()
 	was, ok := t.j.Files[rel]
 	t.mu.Unlock()
-	if ok && was == now && now.Inode != 0 {
-		return true, nil
+	return ok && was == now && now.Inode != 0, nil
+}
+
+// hashed reports whether the file at rel hashes to h, recording its stamp
+// when it does. A missing or damaged file is not current (it is written
+// again); only an error of the tree itself is returned.
+func (t *tree) hashed(ctx context.Context, rel string, h v1.Hash, size int64) (bool, error) {
+	p, err := t.abs(rel)
+	if err != nil {
+		return false, err
 	}
 	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", ErrTree, err)
 	}
 	defer f.Close()
-	if _, err := io.Copy(io.Discard, bundle.NewVerifier(f, h, size)); err != nil {
-		return false, nil // damaged or changed: written again
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() != size {
+		return false, nil
 	}
-	t.record(rel, now)
+	if _, err := io.Copy(io.Discard, ctxReader{ctx, bundle.NewVerifier(f, h, size)}); err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, nil
+	}
+	t.record(rel, stampOf(st, h))
 	return true, nil
+}
+
+// ctxReader stops a long copy once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 func (t *tree) record(rel string, s stamp) {
@@ -228,7 +269,7 @@ func tempName(p string) string {
 
 // place makes rel hold blob h, linked to its copy in the store (copied
 // where the filesystem has no hard links). It reports whether it wrote.
-func (t *tree) place(rel string, h v1.Hash, size int64) (bool, error) {
+func (t *tree) place(ctx context.Context, rel string, h v1.Hash, size int64) (bool, error) {
 	src, _ := t.abs(storeRel(h))
 	dst, err := t.abs(rel)
 	if err != nil {
@@ -242,7 +283,7 @@ func (t *tree) place(rel string, h v1.Hash, size int64) (bool, error) {
 			return false, nil
 		}
 		if st.Mode().IsRegular() {
-			if ok, err := t.current(rel, h, size); err != nil || ok {
+			if ok, err := t.current(ctx, rel, h, size); err != nil || ok {
 				return false, err
 			}
 		}
@@ -266,7 +307,7 @@ func (t *tree) place(rel string, h v1.Hash, size int64) (bool, error) {
 		t.copying = true
 		t.mu.Unlock()
 	}
-	if err := copyFile(src, tmp, h, size); err != nil {
+	if err := copyFile(ctx, src, tmp, h, size); err != nil {
 		return false, fmt.Errorf("copying %s to %s: %w", h, rel, err)
 	}
 	if err := t.rename(tmp, dst, rel); err != nil {
@@ -300,13 +341,13 @@ func linkUnsupported(err error) bool {
 
 // copyFile copies src (blob h) to a new file dst, checking the digest on
 // the way; dst is removed after a failure.
-func copyFile(src, dst string, h v1.Hash, size int64) error {
+func copyFile(ctx context.Context, src, dst string, h v1.Hash, size int64) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	return writeNew(dst, bundle.NewVerifier(in, h, size), nil)
+	return writeNew(dst, ctxReader{ctx, bundle.NewVerifier(in, h, size)}, nil)
 }
 
 // writeNew writes r to a new file at p (mode 0644), synced; it removes
