@@ -606,3 +606,28 @@ func TestStaticDelta(t *testing.T) {
 	}
 	checkLayoutBlobs(t, cdir)
 }
+
+// TestUnpackUsage: bad invocations exit 2 and say what is wrong, before
+// anything is written.
+func TestUnpackUsage(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "tree")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"unpack", "--static", out}, "at least one bundle"},
+		{[]string{"unpack", filepath.Join(dir, "missing.tar")}, "--static DIR"},
+		{[]string{"unpack", filepath.Join(dir, "missing.tar"), "--static", out, "--jobs", "0"}, "--jobs"},
+		{[]string{"unpack", filepath.Join(dir, "missing.tar"), "--static", out}, "missing.tar"},
+	} {
+		stdout, stderr, code := harness.Run(t, bin, c.args...)
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("ferry %s: exit %d, stderr %q (want 2, %q)\n%s", strings.Join(c.args, " "), code, stderr, c.want, stdout)
+		}
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("a refused invocation created the tree")
+	}
+}

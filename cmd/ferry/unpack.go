@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/spf13/cobra"
 
@@ -78,6 +79,9 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	}()
 	for _, p := range paths {
 		r, err := bundle.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return usageError{err} // a missing input file is bad usage (exit 2)
+		}
 		if err != nil {
 			return err
 		}
