@@ -44,8 +44,14 @@ func nginxPath(t testing.TB) string {
 }
 
 // startNginx runs nginx with treeConf (a tree's nginx.conf) included in its
-// http block, and waits until addr answers /v2/.
+// http block, and waits until addr answers /v2/ over plain HTTP.
 func startNginx(t testing.TB, treeConf, addr string) *nginxServer {
+	t.Helper()
+	return startNginxWith(t, treeConf, addr, "http://"+addr+"/v2/", http.DefaultClient)
+}
+
+// startNginxWith is startNginx waiting for probe to answer 200 through client.
+func startNginxWith(t testing.TB, treeConf, addr, probe string, client *http.Client) *nginxServer {
 	t.Helper()
 	bin := nginxPath(t)
 	prefix := t.TempDir()
@@ -78,7 +84,7 @@ func startNginx(t testing.TB, treeConf, addr string) *nginxServer {
 	t.Cleanup(func() { n.stop(t) })
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
+		resp, err := client.Get(probe)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -629,5 +635,54 @@ func TestUnpackUsage(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Error("a refused invocation created the tree")
+	}
+}
+
+// TestStaticTLS: with --tls-cert and --tls-key the server block listens
+// with TLS; clients that trust the CA pull with the source digest, and
+// plain HTTP gets no registry answer.
+func TestStaticTLS(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	reg := harness.StartRegistry(t, harness.RegistryOptions{})
+	fixtures := harness.Seed(t, reg, "", harness.FixtureSet{Specs: []harness.FixtureSpec{
+		{Repo: "app/web", Tag: "1.0.0", Kind: harness.OCIIndex, Bases: []string{"os"}},
+	}})
+	dir := t.TempDir()
+	bundlePath := exportAll(t, bin, reg, fixtures, dir)
+	ca := harness.NewCA(t)
+	cert, key := ca.Issue(t, "127.0.0.1", "localhost")
+	tree := filepath.Join(dir, "tree")
+	addr := loopbackAddr(t)
+	stdout, stderr, code := harness.Run(t, bin, "unpack", "-q", "--static", tree, "--listen", addr, "--tls-cert", cert, "--tls-key", key, bundlePath)
+	if code != 0 || !strings.Contains(stdout, "1 repositories, 1 tags (1 new or moved)") || !strings.Contains(stdout, "nginx -s reload") {
+		t.Fatalf("unpack: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = ca.TLSConfig()
+	client := &http.Client{Transport: tr}
+	startNginxWith(t, filepath.Join(tree, "nginx.conf"), addr, "https://"+addr+"/v2/", client)
+
+	fx := fixtures[0]
+	home := t.TempDir()
+	ref := addr + "/proj/" + fx.Repo + ":" + fx.Tag
+	out, errOut, code := harness.RunWith(t, harness.RunOptions{Env: []string{"HOME=" + home, "SSL_CERT_FILE=" + ca.CertFile}}, cranePath(t), "digest", ref)
+	if code != 0 || strings.TrimSpace(out) != fx.Digest {
+		t.Errorf("crane digest over TLS: exit %d, %q, want %s\n%s", code, out, fx.Digest, errOut)
+	}
+	certDir := filepath.Join(dir, "certs")
+	if err := os.MkdirAll(certDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(ca.CertFile)
+	writeFile(t, filepath.Join(certDir, "ca.crt"), string(data))
+	raw := runTool(t, home, skopeoPath(t), "inspect", "--raw", "--cert-dir", certDir, "docker://"+ref)
+	if "sha256:"+sha256Hex([]byte(raw)) != fx.Digest {
+		t.Errorf("skopeo inspect over TLS: sha256:%s, want %s", sha256Hex([]byte(raw)), fx.Digest)
+	}
+	if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Error("plain HTTP answered 200 on the TLS port")
+		}
 	}
 }
