@@ -113,6 +113,11 @@ server {
         }
         types { }
         default_type "";
+        # A tag is answered from whichever manifest file it names now: the
+        # file's date and size say nothing about the tag, so no validator.
+        etag off;
+        if_modified_since off;
+        add_header Last-Modified "";
         add_header Content-Type $ferry_manifest_type;
         add_header Docker-Content-Digest $ferry_manifest_digest;
         ` + apiHeader + `

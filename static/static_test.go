@@ -493,3 +493,4 @@ func TestUnpackCorruptBlob(t *testing.T) {
 		}
 	}
 }
+

@@ -351,6 +351,14 @@ func checkStaticAnswers(t *testing.T, addr string, fixtures []harness.Fixture) {
 			}
 		}
 	}
+	// No conditional answer for a tag: it may name an older file tomorrow.
+	req, _ := http.NewRequest("GET", base+"proj/"+fx.Repo+"/manifests/"+fx.Tag, nil)
+	req.Header.Set("If-Modified-Since", time.Now().Add(24*time.Hour).UTC().Format(http.TimeFormat))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 || resp.Header.Get("Last-Modified") != "" || resp.Header.Get("ETag") != "" {
+		t.Errorf("conditional GET of a tag: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	layer := fx.Layers[0]
 	a := doHTTP(t, "HEAD", base+"proj/"+fx.Repo+"/blobs/"+layer)
 	if a.status != 200 || a.header.Get("Docker-Content-Digest") != layer || a.header.Get("Content-Length") == "" {
