@@ -493,4 +493,3 @@ func TestUnpackCorruptBlob(t *testing.T) {
 		}
 	}
 }
-
