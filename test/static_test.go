@@ -482,25 +482,7 @@ func TestStaticConformance(t *testing.T) {
 	// read-only mode (a nil test-data entry): its exit status says nothing,
 	// the report says everything.
 	stdout, stderr, _ := harness.RunWith(t, harness.RunOptions{Dir: dir, Env: env, Timeout: 5 * time.Minute}, suite)
-	passed, failed := 0, map[string]string{}
-	lines := strings.Split(stdout, "\n")
-	for i, line := range lines {
-		l := strings.TrimSpace(line)
-		name, result, ok := strings.Cut(l, ": ")
-		if !ok || !strings.HasPrefix(name, "OCI Conformance Test/") {
-			continue
-		}
-		switch result {
-		case "Pass":
-			passed++
-		case "FAIL":
-			why := ""
-			if i+1 < len(lines) && strings.HasPrefix(strings.TrimSpace(lines[i+1]), "- ") {
-				why = strings.TrimSpace(lines[i+1])
-			}
-			failed[name] = why
-		}
-	}
+	passed, failed := conformanceReport(stdout)
 	// Pull, head, blobs, missing manifests, ping and the empty referrers
 	// list all pass. Only paging through the tag list with ?last= cannot:
 	// a static file is the same whatever the query string.
@@ -693,4 +675,28 @@ func TestStaticTLS(t *testing.T) {
 			t.Error("plain HTTP answered 200 on the TLS port")
 		}
 	}
+}
+
+// conformanceReport reads the suite's report: how many tests passed, and
+// each failed test with the first line of its reason.
+func conformanceReport(stdout string) (int, map[string]string) {
+	passed, failed := 0, map[string]string{}
+	lines := strings.Split(stdout, "\n")
+	for i, line := range lines {
+		name, result, ok := strings.Cut(strings.TrimSpace(line), ": ")
+		if !ok || !strings.HasPrefix(name, "OCI Conformance Test/") {
+			continue
+		}
+		switch result {
+		case "Pass":
+			passed++
+		case "FAIL":
+			why := ""
+			if i+1 < len(lines) && strings.HasPrefix(strings.TrimSpace(lines[i+1]), "- ") {
+				why = strings.TrimSpace(lines[i+1])
+			}
+			failed[name] = why
+		}
+	}
+	return passed, failed
 }
