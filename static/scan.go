@@ -44,6 +44,10 @@ func scanTree(t *tree, log *slog.Logger) (*treeState, error) {
 		if err != nil {
 			return err
 		}
+		if !d.IsDir() && isTemp(d.Name()) {
+			_ = os.Remove(p) // left by a crash; the lock says no unpack is running
+			return nil
+		}
 		if !d.IsDir() || d.Name() != "manifests" || p == v2 {
 			return nil
 		}
@@ -84,9 +88,8 @@ func scanManifests(t *tree, name, dir string, log *slog.Logger) (*treeRepo, erro
 		switch {
 		case e.IsDir():
 			continue
-		case strings.HasPrefix(e.Name(), tmpPrefix):
-			_ = os.Remove(p)
-			continue
+		case isTemp(e.Name()):
+			continue // removed by scanTree
 		case !e.Type().IsRegular():
 			log.Warn("left out: not a regular file", "path", p)
 			continue
@@ -129,6 +132,22 @@ func scanManifests(t *tree, name, dir string, log *slog.Logger) (*treeRepo, erro
 		r.tags[tag] = h
 	}
 	return r, nil
+}
+
+// isTemp tells the temporary files of this package and of atomicfile
+// (".NAME.tmp-…"); no tag or digest starts with a dot.
+func isTemp(name string) bool {
+	return strings.HasPrefix(name, tmpPrefix) || strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-")
+}
+
+// removeTemps removes what a crash left in dir (not recursive).
+func removeTemps(dir string) {
+	es, _ := os.ReadDir(dir)
+	for _, e := range es {
+		if e.Type().IsRegular() && isTemp(e.Name()) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // mediaType returns the media type manifest h is served with: as recorded

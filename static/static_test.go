@@ -493,3 +493,28 @@ func TestUnpackCorruptBlob(t *testing.T) {
 		}
 	}
 }
+
+// Temporary files a crash left behind are removed by the next run.
+func TestUnpackRemovesTemps(t *testing.T) {
+	dir := t.TempDir()
+	rd := writeBundle(t, dir, "b.tar", nil, entry{target: "proj/app", tags: []string{"1"}, img: testImage(t, "x")})
+	out := filepath.Join(dir, "tree")
+	if _, err := Unpack(context.Background(), []*bundle.Reader{rd}, out); err != nil {
+		t.Fatal(err)
+	}
+	left := []string{"blobs/sha256/" + tmpPrefix + "0123", "v2/proj/app/manifests/" + tmpPrefix + "ab", "v2/proj/app/blobs/" + tmpPrefix + "cd",
+		"v2/proj/app/tags/.list.tmp-99", ".nginx.conf.tmp-1", ".ferry/.journal.json.tmp-2"}
+	for _, l := range left {
+		if err := os.WriteFile(filepath.Join(out, l), []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Unpack(context.Background(), []*bundle.Reader{rd}, out); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range left {
+		if _, err := os.Stat(filepath.Join(out, l)); err == nil {
+			t.Errorf("%s is still there", l)
+		}
+	}
+}

@@ -92,6 +92,9 @@ func openTree(dir string) (*tree, error) {
 		return nil, fmt.Errorf("%w: %s is being written by another ferry unpack (%v)", ErrTree, root, err)
 	}
 	t.lock = lf
+	for _, d := range []string{"", stateDir, storeDir} {
+		removeTemps(filepath.Join(root, d))
+	}
 	t.j = journal{Version: 1, Files: map[string]stamp{}, MediaTypes: map[string]string{}}
 	if data, err := os.ReadFile(filepath.Join(root, journalFile)); err == nil {
 		var j journal
