@@ -17,3 +17,6 @@ func stampOf(st fs.FileInfo, h v1.Hash) stamp {
 
 // lockFileNB: no advisory lock on this platform.
 func lockFileNB(*os.File) error { return nil }
+
+// openNoFollow: callers check with Lstat first on this platform.
+const openNoFollow = 0

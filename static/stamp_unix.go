@@ -23,3 +23,6 @@ func stampOf(st fs.FileInfo, h v1.Hash) stamp {
 func lockFileNB(f *os.File) error {
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 }
+
+// openNoFollow makes open fail on a symbolic link.
+const openNoFollow = syscall.O_NOFOLLOW

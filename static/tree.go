@@ -74,11 +74,11 @@ func openTree(dir string) (*tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(root, stateDir), 0o755); err != nil {
+	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: creating %s: %v", ErrTree, root, err)
 	}
 	t := &tree{root: root, dirs: map[string]bool{"": true}}
-	for _, d := range []string{"v2", "blobs", storeDir} {
+	for _, d := range []string{stateDir, "v2", "blobs", storeDir} {
 		if err := t.mkdirs(d); err != nil {
 			return nil, err
 		}
@@ -215,12 +215,12 @@ func (t *tree) hashed(ctx context.Context, rel string, h v1.Hash, size int64) (b
 	if err != nil {
 		return false, err
 	}
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+	if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() {
+		return false, nil // missing, or a link or folder: written again
 	}
+	f, err := os.OpenFile(p, os.O_RDONLY|openNoFollow, 0)
 	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrTree, err)
+		return false, nil
 	}
 	defer f.Close()
 	st, err := f.Stat()
