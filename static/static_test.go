@@ -518,3 +518,40 @@ func TestUnpackRemovesTemps(t *testing.T) {
 		}
 	}
 }
+
+// A symbolic link planted in the store, even to the right bytes, is
+// replaced by a real file, never read through.
+func TestUnpackReplacesStoreLink(t *testing.T) {
+	dir := t.TempDir()
+	img := testImage(t, "linked")
+	rd := writeBundle(t, dir, "b.tar", nil, entry{target: "proj/app", tags: []string{"1"}, img: img})
+	out := filepath.Join(dir, "tree")
+	if _, err := Unpack(context.Background(), []*bundle.Reader{rd}, out); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	store := filepath.Join(out, "blobs/sha256", ld.Hex)
+	elsewhere := filepath.Join(dir, "elsewhere")
+	data, _ := os.ReadFile(store)
+	if err := os.WriteFile(elsewhere, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(store); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, store); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Unpack(context.Background(), []*bundle.Reader{rd}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Lstat(store)
+	if err != nil || !st.Mode().IsRegular() || sum.BlobsWritten != 1 {
+		t.Errorf("store entry after rerun: %v %v, %d blobs written", st.Mode(), err, sum.BlobsWritten)
+	}
+	if !sameFile(t, store, filepath.Join(out, "v2/proj/app/blobs", ld.String())) {
+		t.Error("the repository's file does not link to the new store entry")
+	}
+}

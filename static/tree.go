@@ -282,10 +282,15 @@ func (t *tree) place(ctx context.Context, rel string, h v1.Hash, size int64) (bo
 		if st.IsDir() {
 			return false, fmt.Errorf("%w: %s is a directory where a file is needed (a tag and a repository path collide?)", ErrTree, dst)
 		}
-		if sst, err := os.Stat(src); err == nil && os.SameFile(st, sst) {
+		if sst, err := os.Lstat(src); err == nil && os.SameFile(st, sst) {
 			return false, nil
 		}
-		if st.Mode().IsRegular() {
+		// Where links work, anything else is linked again (cheaper than
+		// hashing it); a copy is kept if it is current.
+		t.mu.Lock()
+		copying := t.copying
+		t.mu.Unlock()
+		if copying && st.Mode().IsRegular() {
 			if ok, err := t.current(ctx, rel, h, size); err != nil || ok {
 				return false, err
 			}
