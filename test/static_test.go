@@ -137,13 +137,13 @@ var (
 )
 
 // cranePath builds crane from the module cache (go-containerregistry is a
-// dependency of ferry: same version), once per test binary.
+// dependency of ferry: same version), once per test binary, into one
+// fixed folder under the temporary directory that later runs reuse.
 func cranePath(t testing.TB) string {
 	t.Helper()
 	craneOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ferry-crane-")
-		if err != nil {
-			craneErr = err
+		dir := filepath.Join(os.TempDir(), "ferry-test-crane")
+		if craneErr = os.MkdirAll(dir, 0o755); craneErr != nil {
 			return
 		}
 		craneBin = filepath.Join(dir, "crane")
