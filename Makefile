@@ -38,6 +38,7 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 	$(GO) test -run='^$$' -fuzz='^FuzzRangeStart$$' -fuzztime=$(FUZZTIME) ./internal/registry/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseBytes$$' -fuzztime=$(FUZZTIME) ./internal/units/
 	$(GO) test -run='^$$' -fuzz='^FuzzRequestPath$$' -fuzztime=$(FUZZTIME) ./cache/
+	$(GO) test -run='^$$' -fuzz='^FuzzPaths$$' -fuzztime=$(FUZZTIME) ./static/
 
 fuzz: ## longer fuzz runs (FUZZTIME=5m make fuzz)
 	$(MAKE) fuzz-short FUZZTIME=$(if $(filter 10s,$(FUZZTIME)),2m,$(FUZZTIME))

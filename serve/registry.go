@@ -85,6 +85,7 @@ type repo struct {
 	tagList   []string         // sorted
 	manifests map[v1.Hash]bool // servable under /manifests/ and /referrers/
 	blobs     map[v1.Hash]bool // servable under /blobs/ (manifests included)
+	missing   map[v1.Hash]bool // referenced, but in none of the bundles
 }
 
 // closure is everything one image reaches.
@@ -176,7 +177,7 @@ func New(readers []*bundle.Reader, opts ...Option) (*Registry, error) {
 func (s *Registry) add(name string, tags []string, h v1.Hash, c *closure) {
 	rp := s.repos[name]
 	if rp == nil {
-		rp = &repo{tags: map[string]v1.Hash{}, manifests: map[v1.Hash]bool{}, blobs: map[v1.Hash]bool{}}
+		rp = &repo{tags: map[string]v1.Hash{}, manifests: map[v1.Hash]bool{}, blobs: map[v1.Hash]bool{}, missing: map[v1.Hash]bool{}}
 		s.repos[name] = rp
 	}
 	for _, t := range tags {
@@ -191,6 +192,9 @@ func (s *Registry) add(name string, tags []string, h v1.Hash, c *closure) {
 	}
 	for _, b := range c.blobs {
 		rp.blobs[b] = true
+	}
+	for _, b := range c.missing {
+		rp.missing[b] = true
 	}
 }
 

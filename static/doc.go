@@ -1,0 +1,31 @@
+// Package static unpacks bundles into a tree of files that a static web
+// server serves as a read-only OCI registry (ferry unpack --static):
+//
+//	DIR/v2/<name>/manifests/<tag>           the manifest a tag names
+//	DIR/v2/<name>/manifests/sha256:<hex>    every manifest and index, by digest
+//	DIR/v2/<name>/blobs/sha256:<hex>        configs, layers (and manifests)
+//	DIR/v2/<name>/tags/list                 {"name": …, "tags": […]}
+//	DIR/v2/<name>/referrers/sha256:<hex>    referrers tag schema indexes
+//	DIR/v2/_catalog                         {"repositories": […]}
+//	DIR/blobs/sha256/<hex>                  the one copy of each blob
+//	DIR/nginx.conf                          maps + server block (core nginx)
+//	DIR/.ferry/                             journal of verified files, lock
+//
+// Every file under v2/ is a hard link to the copy under blobs/ where the
+// filesystem allows (a copy otherwise). Each blob's digest is checked as it
+// is written; files are written to a temporary name and renamed, so a
+// reader (or a crash) never sees a part. A rerun keeps what is there: a file
+// counts as present when its size, modification time and inode match what
+// the journal recorded when ferry last verified it, or when its content
+// hashes to its digest; anything else is written again. Tags are replaced
+// atomically when they move. Unpacking adds: it never removes a tag or a
+// blob, so a delta bundle unpacks on top of its base into the same tree.
+//
+// Names and tags are checked against the distribution grammar and every
+// path is built from checked components under DIR; a symbolic link inside
+// the tree is refused rather than followed.
+//
+// The package knows nothing about command lines or terminals; it reports
+// progress through bundle.Progress and logs through a *slog.Logger that
+// discards by default.
+package static

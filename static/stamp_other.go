@@ -1,0 +1,22 @@
+//go:build !unix
+
+package static
+
+import (
+	"io/fs"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// stampOf is st's size and modification time; without an inode number a
+// stamp never proves a file current, so files are hashed on every run.
+func stampOf(st fs.FileInfo, h v1.Hash) stamp {
+	return stamp{Digest: h.String(), Size: st.Size(), MTime: st.ModTime().UnixNano()}
+}
+
+// lockFileNB: no advisory lock on this platform.
+func lockFileNB(*os.File) error { return nil }
+
+// openNoFollow: callers check with Lstat first on this platform.
+const openNoFollow = 0

@@ -1,0 +1,28 @@
+//go:build unix
+
+package static
+
+import (
+	"io/fs"
+	"os"
+	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// stampOf is st's identity: size, modification time, inode and device.
+func stampOf(st fs.FileInfo, h v1.Hash) stamp {
+	s := stamp{Digest: h.String(), Size: st.Size(), MTime: st.ModTime().UnixNano()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		s.Inode, s.Device = uint64(sys.Ino), uint64(sys.Dev) //nolint:unconvert // types differ by platform
+	}
+	return s
+}
+
+// lockFileNB takes an exclusive lock on f without waiting.
+func lockFileNB(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+}
+
+// openNoFollow makes open fail on a symbolic link.
+const openNoFollow = syscall.O_NOFOLLOW

@@ -1,0 +1,444 @@
+package static
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/atomicfile"
+)
+
+// Where things live inside DIR.
+const (
+	storeDir    = "blobs/sha256"
+	stateDir    = ".ferry"
+	journalFile = ".ferry/journal.json"
+	lockFile    = ".ferry/lock"
+	tmpPrefix   = ".ferry-tmp-"
+	// NginxConf is the name of the generated nginx configuration in DIR.
+	NginxConf = "nginx.conf"
+)
+
+// ErrTree: DIR cannot take the bundles as they are (a symbolic link in the
+// way, names that collide, a base blob a delta needs that DIR lacks).
+var ErrTree = errors.New("static tree")
+
+// stamp identifies a file's state cheaply: when all of it is unchanged the
+// content is the one ferry verified (the same test git uses for its index).
+type stamp struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	MTime  int64  `json:"mtime"` // nanoseconds
+	Inode  uint64 `json:"inode,omitempty"`
+	Device uint64 `json:"device,omitempty"`
+}
+
+// journal is DIR/.ferry/journal.json: files verified, and the media type
+// of each manifest (which its bytes may not declare).
+type journal struct {
+	Version    int               `json:"version"`
+	Files      map[string]stamp  `json:"files"`
+	MediaTypes map[string]string `json:"mediaTypes"`
+}
+
+// tree is an open DIR: locked, with its journal in memory.
+type tree struct {
+	root string
+	lock *os.File
+
+	mu      sync.Mutex
+	j       journal
+	dirs    map[string]bool // relative directories known to be real
+	copying bool            // hard links failed once: copy from then on
+}
+
+// openTree creates DIR if needed, takes its lock and reads its journal. A
+// journal that cannot be read is started afresh: files are then checked by
+// hashing, which is slower but as sound.
+func openTree(dir string) (*tree, error) {
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("%w: creating %s: %v", ErrTree, root, err)
+	}
+	t := &tree{root: root, dirs: map[string]bool{"": true}}
+	for _, d := range []string{stateDir, "v2", "blobs", storeDir} {
+		if err := t.mkdirs(d); err != nil {
+			return nil, err
+		}
+	}
+	lf, err := os.OpenFile(filepath.Join(root, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrTree, err)
+	}
+	if err := lockFileNB(lf); err != nil {
+		_ = lf.Close()
+		return nil, fmt.Errorf("%w: %s is being written by another ferry unpack (%v)", ErrTree, root, err)
+	}
+	t.lock = lf
+	for _, d := range []string{"", stateDir, storeDir} {
+		removeTemps(filepath.Join(root, d))
+	}
+	t.j = journal{Version: 1, Files: map[string]stamp{}, MediaTypes: map[string]string{}}
+	if data, err := os.ReadFile(filepath.Join(root, journalFile)); err == nil {
+		var j journal
+		if json.Unmarshal(data, &j) == nil && j.Version == 1 && j.Files != nil {
+			if j.MediaTypes == nil {
+				j.MediaTypes = map[string]string{}
+			}
+			t.j = j
+		}
+	}
+	return t, nil
+}
+
+// close saves the journal (what was verified stays verified, even after a
+// failure) and releases the lock.
+func (t *tree) close() error {
+	t.mu.Lock()
+	data, err := json.Marshal(t.j)
+	t.mu.Unlock()
+	if err == nil {
+		err = atomicfile.WriteFile(filepath.Join(t.root, journalFile), data, 0o644)
+	}
+	if cerr := t.lock.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// abs turns a relative path built from checked components into a path
+// under the root, refusing anything that would leave it.
+func (t *tree) abs(rel string) (string, error) {
+	clean := filepath.Clean(filepath.FromSlash(rel))
+	if rel == "" || filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("%w: path %q leaves the tree", ErrTree, rel)
+	}
+	return filepath.Join(t.root, clean), nil
+}
+
+// mkdirs creates the directory rel and its parents, refusing a symbolic
+// link or a file on the way, so that nothing is written outside the root.
+func (t *tree) mkdirs(rel string) error {
+	t.mu.Lock()
+	known := t.dirs[rel]
+	t.mu.Unlock()
+	if known {
+		return nil
+	}
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		sub := strings.Join(parts[:i+1], "/")
+		p, err := t.abs(sub)
+		if err != nil {
+			return err
+		}
+		st, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%w: %v", ErrTree, err)
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("%w: %v", ErrTree, err)
+		case st.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("%w: %s is a symbolic link; ferry does not follow links inside the tree", ErrTree, p)
+		case !st.IsDir():
+			return fmt.Errorf("%w: %s is a file where a directory is needed (a tag and a repository path collide?)", ErrTree, p)
+		}
+	}
+	t.mu.Lock()
+	t.dirs[rel] = true
+	t.mu.Unlock()
+	return nil
+}
+
+// storeRel is where blob h's one copy lives.
+func storeRel(h v1.Hash) string { return storeDir + "/" + h.Hex }
+
+// current reports whether the file at rel holds exactly blob h of size
+// bytes: its stamp matches the journal's, or else its content hashes to h
+// (then the stamp is recorded). A missing file is not current.
+func (t *tree) current(ctx context.Context, rel string, h v1.Hash, size int64) (bool, error) {
+	if ok, err := t.stamped(rel, h, size); err != nil || ok {
+		return ok, err
+	}
+	return t.hashed(ctx, rel, h, size)
+}
+
+// stamped reports whether the journal vouches for the file at rel: the
+// stamp it recorded when ferry last verified the file is unchanged.
+func (t *tree) stamped(rel string, h v1.Hash, size int64) (bool, error) {
+	p, err := t.abs(rel)
+	if err != nil {
+		return false, err
+	}
+	st, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrTree, err)
+	}
+	if !st.Mode().IsRegular() || st.Size() != size {
+		return false, nil
+	}
+	now := stampOf(st, h)
+	t.mu.Lock()
+	was, ok := t.j.Files[rel]
+	t.mu.Unlock()
+	return ok && was == now && now.Inode != 0, nil
+}
+
+// hashed reports whether the file at rel hashes to h, recording its stamp
+// when it does. A missing or damaged file is not current (it is written
+// again); only an error of the tree itself is returned.
+func (t *tree) hashed(ctx context.Context, rel string, h v1.Hash, size int64) (bool, error) {
+	p, err := t.abs(rel)
+	if err != nil {
+		return false, err
+	}
+	if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() {
+		return false, nil // missing, or a link or folder: written again
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|openNoFollow, 0)
+	if err != nil {
+		return false, nil
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() != size {
+		return false, nil
+	}
+	if _, err := io.Copy(io.Discard, ctxReader{ctx, bundle.NewVerifier(f, h, size)}); err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, nil
+	}
+	t.record(rel, stampOf(st, h))
+	return true, nil
+}
+
+// ctxReader stops a long copy once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func (t *tree) record(rel string, s stamp) {
+	t.mu.Lock()
+	t.j.Files[rel] = s
+	t.mu.Unlock()
+}
+
+func (t *tree) forget(rel string) {
+	t.mu.Lock()
+	delete(t.j.Files, rel)
+	t.mu.Unlock()
+}
+
+// tempName is a fresh name beside rel that no tag or digest can take
+// (neither starts with a dot).
+func tempName(p string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return filepath.Join(filepath.Dir(p), tmpPrefix+hex.EncodeToString(b[:]))
+}
+
+// place makes rel hold blob h, linked to its copy in the store (copied
+// where the filesystem has no hard links). It reports whether it wrote.
+func (t *tree) place(ctx context.Context, rel string, h v1.Hash, size int64) (bool, error) {
+	src, _ := t.abs(storeRel(h))
+	dst, err := t.abs(rel)
+	if err != nil {
+		return false, err
+	}
+	if st, err := os.Lstat(dst); err == nil {
+		if st.IsDir() {
+			return false, fmt.Errorf("%w: %s is a directory where a file is needed (a tag and a repository path collide?)", ErrTree, dst)
+		}
+		if sst, err := os.Lstat(src); err == nil && os.SameFile(st, sst) {
+			return false, nil
+		}
+		// Where links work, anything else is linked again (cheaper than
+		// hashing it); a copy is kept if it is current.
+		t.mu.Lock()
+		copying := t.copying
+		t.mu.Unlock()
+		if copying && st.Mode().IsRegular() {
+			if ok, err := t.current(ctx, rel, h, size); err != nil || ok {
+				return false, err
+			}
+		}
+	}
+	if err := t.mkdirs(filepath.ToSlash(filepath.Dir(rel))); err != nil {
+		return false, err
+	}
+	tmp := tempName(dst)
+	t.mu.Lock()
+	copying := t.copying
+	t.mu.Unlock()
+	if !copying {
+		err := os.Link(src, tmp)
+		if err == nil {
+			return true, t.rename(tmp, dst, rel)
+		}
+		if !linkUnsupported(err) {
+			return false, fmt.Errorf("%w: linking %s: %v", ErrTree, rel, err)
+		}
+		t.mu.Lock()
+		t.copying = true
+		t.mu.Unlock()
+	}
+	if err := copyFile(ctx, src, tmp, h, size); err != nil {
+		return false, fmt.Errorf("copying %s to %s: %w", h, rel, err)
+	}
+	if err := t.rename(tmp, dst, rel); err != nil {
+		return false, err
+	}
+	if st, err := os.Lstat(dst); err == nil {
+		t.record(rel, stampOf(st, h))
+	}
+	return true, nil
+}
+
+func (t *tree) rename(tmp, dst, rel string) error {
+	if err := os.Rename(tmp, dst); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("%w: writing %s: %v", ErrTree, rel, err)
+	}
+	t.forget(rel)
+	return nil
+}
+
+// linkUnsupported tells the errors of a filesystem (or a link count) that
+// cannot take one more hard link, where a copy will do.
+func linkUnsupported(err error) bool {
+	for _, e := range []error{syscall.EPERM, syscall.ENOTSUP, syscall.EOPNOTSUPP, syscall.EMLINK, syscall.EXDEV, syscall.ENOSYS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// copyFile copies src (blob h) to a new file dst, checking the digest on
+// the way; dst is removed after a failure.
+func copyFile(ctx context.Context, src, dst string, h v1.Hash, size int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return writeNew(dst, ctxReader{ctx, bundle.NewVerifier(in, h, size)}, nil)
+}
+
+// writeNew writes r to a new file at p (mode 0644), synced; it removes
+// the file after a failure. counted, if not nil, receives byte counts.
+func writeNew(p string, r io.Reader, counted func(int64)) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = os.Remove(p)
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil { // whatever the umask
+		return fail(err)
+	}
+	var w io.Writer = f
+	if counted != nil {
+		w = countWriter{f, counted}
+	}
+	if _, err := io.CopyBuffer(w, r, make([]byte, 1<<20)); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(p)
+		return err
+	}
+	return nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n func(int64)
+}
+
+func (c countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n(int64(n))
+	return n, err
+}
+
+// writeIfChanged writes small generated files (tags/list, the catalog,
+// nginx.conf) atomically, and only when their bytes change.
+func (t *tree) writeIfChanged(rel string, data []byte) (bool, error) {
+	p, err := t.abs(rel)
+	if err != nil {
+		return false, err
+	}
+	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && st.Size() == int64(len(data)) {
+		if old, err := os.ReadFile(p); err == nil && string(old) == string(data) {
+			return false, nil
+		}
+	}
+	if err := t.mkdirs(filepath.ToSlash(filepath.Dir(rel))); err != nil {
+		return false, err
+	}
+	if err := atomicfile.WriteFile(p, data, 0o644); err != nil {
+		return false, fmt.Errorf("%w: writing %s: %v", ErrTree, rel, err)
+	}
+	return true, nil
+}
+
+// Name grammar of the distribution spec, checked again here whatever the
+// bundle reader checked: these strings become paths.
+var (
+	componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
+	tagRE       = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+func validName(name string) bool {
+	if name == "" || len(name) > 255 {
+		return false
+	}
+	for _, c := range strings.Split(name, "/") {
+		if !componentRE.MatchString(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func validTag(tag string) bool { return tagRE.MatchString(tag) }
