@@ -150,9 +150,6 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return nil, err
 	}
 	sum := &Summary{DryRun: o.DryRun, Warnings: cfg.Warnings(), Images: []ImageSummary{}, Failures: []FailureSummary{}}
-	for _, w := range sum.Warnings {
-		o.Logger.Warn(w)
-	}
 	for _, t := range tasks {
 		if t.Source.SkipTLSVerify {
 			o.Client.Configure(source.Host(t), registry.HostConfig{SkipTLSVerify: true})
