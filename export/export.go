@@ -213,7 +213,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	if len(res.Images) == 0 {
 		if len(res.Failures) > 0 {
-			return sum, fmt.Errorf("%w: nothing could be resolved (%d failures)", ErrFailed, len(res.Failures))
+			return sum, fmt.Errorf("%w: nothing could be resolved (failed: %d)", ErrFailed, len(res.Failures))
 		}
 		return sum, fmt.Errorf("%w: the mappings select no image", ErrFailed)
 	}
