@@ -420,3 +420,17 @@ func TestErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckBundles: a split bundle is named by its base path; only the
+// first volume exists under a numbered name.
+func TestCheckBundles(t *testing.T) {
+	first := writeTemp(t, "b.tar.000", "x")
+	base := strings.TrimSuffix(first, ".000")
+	if err := checkBundles([]string{base, first}); err != nil {
+		t.Errorf("split bundle refused: %v", err)
+	}
+	err := checkBundles([]string{filepath.Join(filepath.Dir(first), "other.tar")})
+	if err == nil || exitCode(err) != exitBadUsage || !strings.Contains(err.Error(), "other.tar: no such file or directory") {
+		t.Errorf("missing bundle: %v", err)
+	}
+}

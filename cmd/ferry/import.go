@@ -126,7 +126,7 @@ func importOptions(e *env, f *importFlags, bundlePath string) (push.Options, fun
 	if f.passwordStdin && slices.Contains(f.files, "-") {
 		return push.Options{}, none, usagef("-f - and --password-stdin both read standard input; give the password in $FERRY_PASSWORD")
 	}
-	if err := checkInputs([]string{bundlePath}, "bundle"); err != nil {
+	if err := checkBundles([]string{bundlePath}); err != nil {
 		return push.Options{}, none, err
 	}
 	if err := checkInputs(f.files, "mapping file"); err != nil {

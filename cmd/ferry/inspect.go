@@ -44,7 +44,7 @@ func newInspectCmd(e *env) *cobra.Command {
   ferry inspect bundle.tar --json | jq -r '.images[].target'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkInputs(args, "bundle"); err != nil {
+			if err := checkBundles(args); err != nil {
 				return err
 			}
 			r, err := bundle.Open(args[0])

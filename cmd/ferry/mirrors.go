@@ -44,7 +44,7 @@ the path 'ferry import --to' pushed under).`,
 			if f.registry == "" {
 				return usagef("mirrors needs --registry HOST[:PORT]: the registry clients should pull from")
 			}
-			if err := checkInputs(args, "bundle"); err != nil {
+			if err := checkBundles(args); err != nil {
 				return err
 			}
 			var recs []*bundle.Record

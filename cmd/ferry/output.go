@@ -3,11 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+
+	"github.com/ferry-airgap/ferry/bundle"
 )
 
 func writeJSON(w io.Writer, v any) error {
@@ -79,6 +84,22 @@ func checkInputs(paths []string, what string) error {
 		_ = f.Close()
 		if err == nil && fi.IsDir() {
 			return usagef("%s is a folder, not a %s", p, what)
+		}
+	}
+	return nil
+}
+
+// checkBundles refuses, before anything runs, bundle arguments that name
+// no file: neither PATH nor its first volume PATH.000 (--split) exists.
+func checkBundles(paths []string) error {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil && errors.Is(err, fs.ErrNotExist) {
+			if _, verr := os.Stat(bundle.VolumeName(strings.TrimSuffix(p, ".000"), 0)); verr == nil {
+				continue
+			}
+		}
+		if err := checkInputs([]string{p}, "bundle"); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -87,7 +87,7 @@ func runServe(cmd *cobra.Command, e *env, f *serveFlags, paths []string) error {
 		}
 		opts = append(opts, serve.WithBasicAuth(h, "ferry"))
 	}
-	if err := checkInputs(paths, "bundle"); err != nil {
+	if err := checkBundles(paths); err != nil {
 		return err
 	}
 	var readers []*bundle.Reader

@@ -42,7 +42,7 @@ func runVerify(cmd *cobra.Command, e *env, path string, jobs int, trustKeys []st
 	if err != nil {
 		return err
 	}
-	if err := checkInputs([]string{path}, "bundle"); err != nil {
+	if err := checkBundles([]string{path}); err != nil {
 		return err
 	}
 	r, err := bundle.Open(path)
