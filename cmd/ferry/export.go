@@ -114,15 +114,15 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags, runF func(context.Con
 		return err
 	}
 	printWarnings(e, "", sum.Warnings)
+	for _, fl := range sum.Failures {
+		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Source, fl.Error)
+	}
 	if e.json {
 		return writeResult(e, sum, err)
 	}
 	printExportSummary(e.stdout, sum)
 	if o.Signer != nil && sum.Output != "" {
 		fmt.Fprintf(e.stdout, "signed: ferry.sig inside, %s.sig beside (check with: ferry verify --trust-key KEY.pub %s)\n", sum.Output, sum.Output)
-	}
-	for _, fl := range sum.Failures {
-		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Source, fl.Error)
 	}
 	return err
 }
@@ -147,7 +147,10 @@ func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
 			return export.Options{}, none, err
 		}
 	}
-	if err := checkInputs(nonEmpty(append(slices.Clone(f.files), f.since)), "--since"); err != nil {
+	if err := checkInputs(f.files, "mapping file"); err != nil {
+		return export.Options{}, none, err
+	}
+	if err := checkBundles(nonEmpty([]string{f.since})); err != nil { // a bundle, its volumes or its ferry.json
 		return export.Options{}, none, err
 	}
 	o := export.Options{

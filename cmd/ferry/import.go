@@ -98,14 +98,14 @@ func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string, ru
 		return err
 	}
 	printWarnings(e, "", sum.Warnings)
+	for _, fl := range sum.Failures {
+		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Image, fl.Error)
+	}
 	if e.json {
 		return writeResult(e, sum, err)
 	}
 	if len(sum.Images) > 0 {
 		printImportSummary(e.stdout, sum)
-	}
-	for _, fl := range sum.Failures {
-		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Image, fl.Error)
 	}
 	return err
 }
