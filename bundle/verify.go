@@ -200,29 +200,7 @@ func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p P
 	}
 	rep := &Report{Images: len(r.record.Images), Bad: map[v1.Hash]error{}}
 	probs := problems{}
-	users := map[v1.Hash][]string{}
-	for _, im := range r.record.Images {
-		rep.Tags += len(im.Tags)
-		name := im.Target + ":" + strings.Join(im.Tags, ",")
-		h, err := ParseDigest(im.Digest)
-		if err != nil {
-			probs.add(RecordFile, name, err)
-			continue
-		}
-		t, err := r.Tree(h)
-		if err != nil {
-			var be *blobError
-			if errors.As(err, &be) {
-				h = be.digest
-			}
-			probs.add(BlobName(h), name, err)
-			continue
-		}
-		_ = t.Walk(func(n *Node) error {
-			users[n.Digest] = append(users[n.Digest], name)
-			return nil
-		})
-	}
+	users := r.checkTrees(rep, probs)
 
 	digests := r.Digests()
 	if only != nil {
@@ -292,6 +270,35 @@ func (r *Reader) hashBlob(ctx context.Context, h v1.Hash, p Progress) error {
 	}
 	p.Event(Event{Kind: EventBlobDone, Digest: h})
 	return nil
+}
+
+// checkTrees reads every image's tree, recording a problem for each that
+// cannot be read, and returns the images (TARGET:TAGS) that need each blob.
+func (r *Reader) checkTrees(rep *Report, probs problems) map[v1.Hash][]string {
+	users := map[v1.Hash][]string{}
+	for _, im := range r.record.Images {
+		rep.Tags += len(im.Tags)
+		name := im.Target + ":" + strings.Join(im.Tags, ",")
+		h, err := ParseDigest(im.Digest)
+		if err != nil {
+			probs.add(RecordFile, name, err)
+			continue
+		}
+		t, err := r.Tree(h)
+		if err != nil {
+			var be *blobError
+			if errors.As(err, &be) {
+				h = be.digest
+			}
+			probs.add(BlobName(h), name, err)
+			continue
+		}
+		_ = t.Walk(func(n *Node) error {
+			users[n.Digest] = append(users[n.Digest], name)
+			return nil
+		})
+	}
+	return users
 }
 
 // problems collects one Problem per entry: the first error found for it,
