@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -78,7 +79,7 @@ func (r *Reader) tree(d v1.Descriptor, depth int) (*Node, error) {
 	}
 	data, mt, err := r.Manifest(d.Digest)
 	if err != nil {
-		return nil, err
+		return nil, &blobError{d.Digest, err}
 	}
 	if mt == "" {
 		if mt, err = oci.MediaTypeOf(data); err != nil {
@@ -102,6 +103,17 @@ func (r *Reader) tree(d v1.Descriptor, depth int) (*Node, error) {
 	}
 	return n, nil
 }
+
+// blobError names the blob a tree error is about, so that Verify reports a
+// damaged manifest once, under its own entry, however many images need it
+// and although hashing finds it damaged too.
+type blobError struct {
+	digest v1.Hash
+	err    error
+}
+
+func (e *blobError) Error() string { return e.err.Error() }
+func (e *blobError) Unwrap() error { return e.err }
 
 // Walk calls fn for every node of the tree, children before parents
 // (the order in which a registry accepts them), each digest once.
@@ -188,25 +200,8 @@ func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p P
 		p = ProgressFunc(func(Event) {})
 	}
 	rep := &Report{Images: len(r.record.Images), Bad: map[v1.Hash]error{}}
-	users := map[v1.Hash][]string{}
-	for _, im := range r.record.Images {
-		rep.Tags += len(im.Tags)
-		name := im.Target + ":" + strings.Join(im.Tags, ",")
-		h, err := ParseDigest(im.Digest)
-		if err != nil {
-			rep.Problems = append(rep.Problems, Problem{Entry: RecordFile, Images: []string{name}, Err: err})
-			continue
-		}
-		t, err := r.Tree(h)
-		if err != nil {
-			rep.Problems = append(rep.Problems, Problem{Entry: BlobName(h), Images: []string{name}, Err: err})
-			continue
-		}
-		_ = t.Walk(func(n *Node) error {
-			users[n.Digest] = append(users[n.Digest], name)
-			return nil
-		})
-	}
+	probs := problems{}
+	users := r.checkTrees(rep, probs)
 
 	digests := r.Digests()
 	if only != nil {
@@ -246,12 +241,14 @@ func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p P
 		return rep, err
 	}
 	for h, err := range rep.Bad {
-		rep.Problems = append(rep.Problems, Problem{Entry: BlobName(h), Images: users[h], Err: err})
+		if len(users[h]) == 0 {
+			probs.add(BlobName(h), "", err)
+		}
+		for _, name := range users[h] {
+			probs.add(BlobName(h), name, err)
+		}
 	}
-	for i := range rep.Problems {
-		rep.Problems[i].Message = rep.Problems[i].Err.Error()
-	}
-	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].Entry < rep.Problems[j].Entry })
+	rep.Problems = probs.list()
 	if len(rep.Problems) > 0 {
 		return rep, fmt.Errorf("%w: %d problem(s)", ErrVerify, len(rep.Problems))
 	}
@@ -274,4 +271,58 @@ func (r *Reader) hashBlob(ctx context.Context, h v1.Hash, p Progress) error {
 	}
 	p.Event(Event{Kind: EventBlobDone, Digest: h})
 	return nil
+}
+
+// checkTrees reads every image's tree, recording a problem for each that
+// cannot be read, and returns the images (TARGET:TAGS) that need each blob.
+func (r *Reader) checkTrees(rep *Report, probs problems) map[v1.Hash][]string {
+	users := map[v1.Hash][]string{}
+	for _, im := range r.record.Images {
+		rep.Tags += len(im.Tags)
+		name := im.Target + ":" + strings.Join(im.Tags, ",")
+		h, err := ParseDigest(im.Digest)
+		if err != nil {
+			probs.add(RecordFile, name, err)
+			continue
+		}
+		t, err := r.Tree(h)
+		if err != nil {
+			var be *blobError
+			if errors.As(err, &be) {
+				h = be.digest
+			}
+			probs.add(BlobName(h), name, err)
+			continue
+		}
+		_ = t.Walk(func(n *Node) error {
+			users[n.Digest] = append(users[n.Digest], name)
+			return nil
+		})
+	}
+	return users
+}
+
+// problems collects one Problem per entry: the first error found for it,
+// and every image that needs it.
+type problems map[string]*Problem
+
+func (ps problems) add(entry, image string, err error) {
+	p := ps[entry]
+	if p == nil {
+		p = &Problem{Entry: entry, Err: err, Message: err.Error()}
+		ps[entry] = p
+	}
+	if image != "" && !slices.Contains(p.Images, image) {
+		p.Images = append(p.Images, image)
+	}
+}
+
+func (ps problems) list() []Problem {
+	out := make([]Problem, 0, len(ps))
+	for _, p := range ps {
+		sort.Strings(p.Images)
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Entry < out[j].Entry })
+	return out
 }

@@ -196,9 +196,6 @@ func load(o *Options) ([]*mapping.Task, *Summary, error) {
 		return nil, nil, err
 	}
 	sum := &Summary{DryRun: o.DryRun, Warnings: cfg.Warnings(), Images: []ImageSummary{}, Failures: []FailureSummary{}}
-	for _, w := range sum.Warnings {
-		o.Logger.Warn(w)
-	}
 	return tasks, sum, nil
 }
 
@@ -259,7 +256,7 @@ func (o *runner) resolve(ctx context.Context, sum *Summary) (*mapping.Resolution
 	case o.quotaHit.Load():
 		return nil, fmt.Errorf("%w: Docker Hub pull quota reached --min-quota %d; %d images resolved, %d not; nothing was written (rerun later with the same --cache)", ErrQuota, o.MinQuota, len(res.Images), len(res.Failures))
 	case len(res.Images) == 0 && len(res.Failures) > 0:
-		return nil, fmt.Errorf("%w: nothing could be resolved (%d failures)", ErrFailed, len(res.Failures))
+		return nil, fmt.Errorf("%w: nothing could be resolved (failed: %d)", ErrFailed, len(res.Failures))
 	case len(res.Images) == 0:
 		return nil, fmt.Errorf("%w: the mappings select no image", ErrFailed)
 	case len(res.Failures) > 0 && !o.KeepGoing:

@@ -228,6 +228,16 @@ const (
 	minInterval = 30
 	// maxNodes bounds the work done on one file, alias expansion included.
 	maxNodes = 1 << 20
+	// maxFileSize bounds the bytes of one mapping file (about 10,000
+	// mappings): parsing is linear in the text, so this bounds its time.
+	maxFileSize = 1 << 20
+	// maxTagItem bounds one tags: item. A tag is at most 128 characters;
+	// a regex to select tags needs far fewer than this, and compiling one
+	// costs time in proportion to its length.
+	maxTagItem = 1024
+	// maxRegexText bounds the distinct regex text (regex: and keep: items)
+	// of one file: at worst (Unicode classes) about 12µs of compiling a byte.
+	maxRegexText = 16 << 10
 	// maxErrors is how many problems one file reports before giving up.
 	maxErrors = 20
 )
@@ -376,7 +386,13 @@ func (t *Task) SourceRepository(m *Mapping) (string, error) {
 // Parse reads one mapping file's content; name is used in messages and in
 // Task.File. Unlike Load it accepts a file without tasks.
 func Parse(name string, data []byte) (*Config, error) {
-	p := &parser{file: name, budget: maxNodes}
+	if len(data) > maxFileSize {
+		return nil, &LoadError{File: name, Msg: fmt.Sprintf("file is %d bytes, larger than the %d MiB a mapping file may be; split it into several files (-f A -f B)", len(data), maxFileSize>>20)}
+	}
+	p := &parser{file: name, budget: maxNodes,
+		memoEntries: map[*yaml.Node][]entry{}, memoMappings: map[*yaml.Node]*Mapping{},
+		memoTags: map[*yaml.Node][]string{}, memoDigests: map[*yaml.Node][]string{},
+		memoEndpoints: map[endpointKey]Endpoint{}, memoFilters: map[string]error{}}
 	cfg := p.parse(data)
 	// Report in file order; tasks are checked name first, endpoints last.
 	slices.SortStableFunc(p.errs, func(a, b error) int {
@@ -408,6 +424,22 @@ type parser struct {
 	errs     []error
 	warnings []string
 	budget   int // nodes left to visit; guards against alias bombs
+	// Results per YAML node. An alias (*anchor) stands for a node already
+	// read: it is checked once, however often it is referenced, so that a
+	// small file of nested aliases (a "billion laughs") costs what its
+	// text costs, not what its expansion would.
+	memoEntries   map[*yaml.Node][]entry
+	memoMappings  map[*yaml.Node]*Mapping
+	memoTags      map[*yaml.Node][]string
+	memoDigests   map[*yaml.Node][]string
+	memoEndpoints map[endpointKey]Endpoint
+	memoFilters   map[string]error // tags: items by text
+	regexText     int              // bytes of distinct regex items compiled
+}
+
+type endpointKey struct {
+	n    *yaml.Node
+	role string
 }
 
 func (p *parser) errorf(line int, format string, args ...any) {
@@ -619,9 +651,21 @@ func (p *parser) interval(n *yaml.Node, label string) time.Duration {
 	return time.Duration(v) * time.Second
 }
 
+// endpoint reads a source: or target: once per node and role.
 func (p *parser) endpoint(n *yaml.Node, keyLine int, role, label string) Endpoint {
+	key := endpointKey{p.deref(n), role}
+	ep, ok := p.memoEndpoints[key]
+	if !ok {
+		ep = p.readEndpoint(key.n, keyLine, role, label)
+		p.memoEndpoints[key] = ep
+	}
+	ep.Line = keyLine
+	ep.Placeholders = slices.Clone(ep.Placeholders)
+	return ep
+}
+
+func (p *parser) readEndpoint(n *yaml.Node, keyLine int, role, label string) Endpoint {
 	ep := Endpoint{Line: keyLine}
-	n = p.deref(n)
 	if isNull(n) {
 		if role == "source" {
 			p.errorf(keyLine, "%s: source has no registry:", label)
@@ -801,7 +845,22 @@ func (p *parser) mappings(n *yaml.Node, label string) []*Mapping {
 	return out
 }
 
+// mapping reads one mapping once per node; a mapping referenced again
+// through an alias is a copy of the first result.
 func (p *parser) mapping(n *yaml.Node, label string) *Mapping {
+	m, ok := p.memoMappings[n]
+	if !ok {
+		m = p.readMapping(n, label)
+		p.memoMappings[n] = m
+	}
+	if m == nil {
+		return nil
+	}
+	c := *m
+	return &c
+}
+
+func (p *parser) readMapping(n *yaml.Node, label string) *Mapping {
 	if n.Kind != yaml.MappingNode {
 		p.errorf(n.Line, "mapping in %s: expected from:, to:, tags:, found %s", label, kindName(n))
 		return nil
@@ -886,8 +945,18 @@ func (p *parser) mapping(n *yaml.Node, label string) *Mapping {
 	return m
 }
 
+// tags reads a tags: list once per node (see parser.memoTags).
 func (p *parser) tags(n *yaml.Node, label string) []string {
 	n = p.deref(n)
+	if out, ok := p.memoTags[n]; ok {
+		return out
+	}
+	out := p.readTags(n, label)
+	p.memoTags[n] = out
+	return out
+}
+
+func (p *parser) readTags(n *yaml.Node, label string) []string {
 	if isNull(n) {
 		return nil
 	}
@@ -909,8 +978,11 @@ func (p *parser) tags(n *yaml.Node, label string) []string {
 			p.errorf(item.Line, "%s: empty tag", label)
 			continue
 		}
-		// Checked one item at a time, so that the error has its line.
-		if _, err := filter.Parse([]string{s}); err != nil {
+		if len(s) > maxTagItem {
+			p.errorf(item.Line, "%s: tag filter item of %d bytes; at most %d", label, len(s), maxTagItem)
+			continue
+		}
+		if err := p.checkFilter(s); err != nil {
 			p.errorf(item.Line, "%s: %v", label, err)
 			continue
 		}
@@ -919,8 +991,36 @@ func (p *parser) tags(n *yaml.Node, label string) []string {
 	return out
 }
 
+// checkFilter parses one tags: item, once per distinct text. Regexes cost
+// time to compile in proportion to their length (Unicode classes most), so
+// the distinct regex text of a file is bounded.
+func (p *parser) checkFilter(item string) error {
+	if err, ok := p.memoFilters[item]; ok {
+		return err
+	}
+	if strings.HasPrefix(item, regexPrefix) || strings.HasPrefix(item, "keep:") {
+		p.regexText += len(item)
+		if p.regexText > maxRegexText {
+			return fmt.Errorf("the file's tag regexes total more than %d KiB; split it into several files", maxRegexText>>10)
+		}
+	}
+	// Checked one item at a time, so that the error has its line.
+	_, err := filter.Parse([]string{item})
+	p.memoFilters[item] = err
+	return err
+}
+
 func (p *parser) digests(n *yaml.Node, label string) []string {
 	n = p.deref(n)
+	if out, ok := p.memoDigests[n]; ok {
+		return out
+	}
+	out := p.readDigests(n, label)
+	p.memoDigests[n] = out
+	return out
+}
+
+func (p *parser) readDigests(n *yaml.Node, label string) []string {
 	if isNull(n) {
 		return nil
 	}
@@ -988,6 +1088,15 @@ type entry struct {
 // entries returns the key/value pairs of a mapping node, with YAML merge
 // keys (<<: *anchor) expanded and duplicate keys reported.
 func (p *parser) entries(n *yaml.Node, depth int) []entry {
+	if out, ok := p.memoEntries[n]; ok {
+		return out
+	}
+	out := p.readEntries(n, depth)
+	p.memoEntries[n] = out
+	return out
+}
+
+func (p *parser) readEntries(n *yaml.Node, depth int) []entry {
 	var out, merged []entry
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {

@@ -12,15 +12,18 @@ import (
 
 // FuzzLoad checks that no input makes Parse panic or hang, that every error
 // wraps ErrInvalid, and that what loads satisfies the documented invariants.
-// Seeds: testdata/fuzz/FuzzLoad plus the published examples.
+// Seeds: testdata/fuzz/FuzzLoad plus the first task of a published example.
+//
+// The seeds stay small (a few hundred bytes): the fuzzer minimizes every
+// new interesting input for up to a minute and reports no executions
+// meanwhile, and minimizing a whole 5 KB example file takes all of it.
 func FuzzLoad(f *testing.F) {
-	for _, name := range []string{coreExample, pluginExample} {
-		data, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
+	data, err := os.ReadFile(coreExample)
+	if err != nil {
+		f.Fatal(err)
 	}
+	first, _, _ := strings.Cut(string(data), "      - from: spaceone/docs")
+	f.Add([]byte(first))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := mapping.Parse("fuzz.yaml", data)
 		if err != nil {

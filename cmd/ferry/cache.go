@@ -32,7 +32,7 @@ type cacheFlags struct {
 	htpasswd             string
 	caCerts              []string
 	certsDir             string
-	insecure, json, jlog bool
+	insecure, jlog bool
 }
 
 func newCacheCmd(e *env) *cobra.Command {
@@ -40,6 +40,15 @@ func newCacheCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cache --dir DIR --max-size SIZE [--addr 127.0.0.1:5000] [--upstream NAME=URL]...",
 		Short: "Run a pull-through registry cache for many upstreams, bounded in size",
+		Example: `  # Docker Hub and every registry of a pull secret, 200 GiB at most
+  ferry cache --addr 0.0.0.0:5000 --dir /srv/ferry-cache --max-size 200GiB --pull-secret pull-secret.json
+
+  # an internal registry under another name, with TLS and basic auth
+  ferry cache --dir /srv/cache --max-size 50GiB --upstream src=https://harbor.internal \
+    --tls-cert tls.crt --tls-key tls.key --htpasswd htpasswd
+
+  # exports through the cache (a second export makes no upstream blob GET)
+  ferry export -f mappings.yaml --mirror docker.io=cache.local:5000/docker.io -o bundle.tar`,
 		Long: `Answer registry pulls from a local store, fetching what it lacks from
 upstream registries: /v2/NAME/REPO/... pulls through from the upstream called
 NAME (cache.local/docker.io/library/redis:7 comes from Docker Hub);
@@ -62,7 +71,7 @@ Prints "serving on ADDRESS" on stderr once listening, then one access-log
 line per request; /metrics serves Prometheus counters. SIGTERM or Ctrl-C
 shuts down gracefully.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runCache(cmd, e, &f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { e.jsonLines = true; return runCache(cmd, e, &f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.addr, "addr", "127.0.0.1:5000", "listen address (port 0: any free port)")
@@ -80,7 +89,7 @@ shuts down gracefully.`,
 	fl.StringArrayVar(&f.caCerts, "ca-cert", nil, "trust this PEM CA certificate for upstreams (repeatable)")
 	fl.StringVar(&f.certsDir, "certs-dir", "", "docker certs.d layout for upstreams: DIR/<host[:port]>/ca.crt, client.cert, client.key")
 	fl.BoolVar(&f.insecure, "insecure-skip-tls-verify", false, "do not verify upstream certificates (tests only)")
-	fl.BoolVar(&f.json, "json", false, "print a JSON line on stdout when listening and a JSON summary on exit")
+	fl.BoolVar(&e.json, "json", false, "print a JSON line on stdout when listening, a JSON summary on exit, and an {\"error\": ...} line on failure")
 	fl.BoolVar(&f.jlog, "json-log", false, "access log as JSON lines")
 	return cmd
 }
@@ -113,7 +122,7 @@ func runCache(cmd *cobra.Command, e *env, f *cacheFlags) error {
 	}
 	fmt.Fprintf(e.stderr, "serving on %s (%s, upstreams %s, store %s of %s)\n", ln.Addr(), scheme,
 		strings.Join(names, ", "), units.Bytes(c.Size()), units.Bytes(opts.MaxSize))
-	if f.json {
+	if e.json {
 		_ = json.NewEncoder(e.stdout).Encode(map[string]any{"event": "listening", "addr": ln.Addr().String(),
 			"scheme": scheme, "upstreams": names, "dir": opts.Dir, "max_size": opts.MaxSize, "store_size": c.Size()})
 	}
@@ -128,7 +137,7 @@ func runCache(cmd *cobra.Command, e *env, f *cacheFlags) error {
 	}
 	<-done
 	s := c.Metrics().Snapshot()
-	if f.json {
+	if e.json {
 		_ = json.NewEncoder(e.stdout).Encode(map[string]any{"event": "stopped", "hits": s.Hits, "misses": s.Misses,
 			"stale": s.Stale, "upstream_bytes": s.BytesUpstream, "served_bytes": s.BytesServed,
 			"evicted_blobs": s.EvictedBlobs, "evicted_manifests": s.EvictedManifests, "store_size": c.Size()})

@@ -27,6 +27,14 @@ func newDiffCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "diff OLD.tar NEW.tar",
 		Short: "Show what changed between two bundles: tags added, removed and moved, new bytes",
+		Example: `  # what the November bundle changes against October's
+  ferry diff cloudforet-2026-10.tar cloudforet-2026-11.tar
+
+  # for release tooling: JSON on stdout, exit 1 when they differ
+  ferry diff --json --exit-code last.tar next.tar > changes.json
+
+  # what importing a delta changes (volumes and deltas are read in place)
+  ferry diff base.tar delta.tar`,
 		Long: `Show what changed between two bundles: tags added, removed and moved (old
 and new digest, and which layers changed), images added and removed, and the
 bytes of blobs NEW brings that OLD did not hold.

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -20,7 +22,6 @@ type exportFlags struct {
 	files     []string
 	tasks     []string
 	output    string
-	json      bool
 	dryRun    bool
 	keepGoing bool
 	platform  string
@@ -31,9 +32,13 @@ type exportFlags struct {
 	since     string
 	signKey   string
 	referrers bool
+	force     bool
 }
 
-func newExportCmd(e *env) *cobra.Command {
+func newExportCmd(e *env, runF func(context.Context, export.Options) (*export.Summary, error)) *cobra.Command {
+	if runF == nil {
+		runF = export.Run
+	}
 	var f exportFlags
 	cmd := &cobra.Command{
 		Use:   "export -f MAPPINGS.yaml [-f MORE.yaml] -o BUNDLE.tar",
@@ -46,17 +51,32 @@ beside it for 'sha256sum -c'.
 By default the whole upstream index of a multi-platform image is kept, so
 tags keep their upstream digests. --platform (or a mapping's platform:)
 narrows it; the bundle then holds a rewritten index with a new digest and
-records the upstream one.`,
+records the upstream one.
+
+The output is checked before any request: an output that is one of the
+inputs, a folder, a path in a folder that does not exist, or an existing
+file that is not a ferry bundle (without --force) is refused with exit 2.`,
+		Example: `  # preview: resolve tags to digests, fetch no blob
+  ferry export -f images.yaml --dry-run
+
+  # write the bundle (and bundle.tar.sha256 beside it)
+  ferry export -f images.yaml -o bundle.tar
+
+  # a private source registry; the password from a file, never an argument
+  ferry export -f images.yaml -o bundle.tar --username ci --password-stdin < pw.txt
+
+  # the mapping file from a pipe
+  generate-mappings | ferry export -f - -o bundle.tar`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runExport(cmd, e, &f)
+			return runExport(cmd, e, &f, runF)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVarP(&f.files, "file", "f", nil, "mapping file in dregsy format (repeatable; merged)")
 	fl.StringArrayVar(&f.tasks, "task", nil, "export only this task (repeatable)")
 	fl.StringVarP(&f.output, "output", "o", "", "bundle file to write")
-	fl.BoolVar(&f.json, "json", false, "print a JSON summary on stdout")
+	fl.BoolVar(&e.json, "json", false, "print a JSON summary on stdout (with an \"error\" object on failure)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "resolve and list what would be exported; transfer no blob")
 	fl.BoolVar(&f.keepGoing, "keep-going", false, "write what succeeded when some images fail (exit status stays 1)")
 	fl.StringVar(&f.platform, "platform", "", "platforms to keep: os/arch[/variant][,...] or all (default: each mapping's platform, else all)")
@@ -67,77 +87,103 @@ records the upstream one.`,
 	fl.StringVar(&f.split, "split", "", "write volumes OUTPUT.000, .001, ... each below SIZE (e.g. 4GiB for FAT32, 700M)")
 	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
+	fl.BoolVar(&f.force, "force", false, "overwrite an existing -o file that is not a ferry bundle")
 	f.regFlags.register(cmd)
 	return cmd
 }
 
-func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
-	if len(f.files) == 0 {
-		return usagef("export needs at least one mapping file (-f FILE)")
-	}
-	if f.output == "" && !f.dryRun {
-		return usagef("export needs an output file (-o BUNDLE.tar)")
-	}
-	mirrors, err := parseMirrors(f.mirrors)
-	if err != nil {
-		return err
-	}
-	platforms := parsePlatforms(f.platform)
-	var split int64
-	if f.split != "" {
-		var err error
-		if split, err = parseSize(f.split); err != nil {
-			return usagef("--split: %v", err)
-		}
-	}
-	var signer bundle.Signer
-	if f.signKey != "" {
-		key, err := bundle.LoadPrivateKey(f.signKey)
-		if err != nil {
-			return usageError{fmt.Errorf("--sign-key: %w", err)}
-		}
-		signer = key
-	}
-	client, kc, pw, err := f.connect(e)
+func runExport(cmd *cobra.Command, e *env, f *exportFlags, runF func(context.Context, export.Options) (*export.Summary, error)) error {
+	o, cleanup, err := exportOptions(e, f)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
 	prog := newProgress(e, "export")
-	sum, err := export.Run(cmd.Context(), export.Options{
-		Files: f.files, Tasks: f.tasks, Output: f.output,
-		Jobs: f.jobs, KeepGoing: f.keepGoing, DryRun: f.dryRun,
-		Platforms: platforms, Mirrors: mirrors,
-		Username: f.username, Password: pw,
-		Client: client, Keychain: kc,
-		CacheDir: f.cache, MinQuota: f.minQuota, Split: split, Since: f.since, WithReferrers: f.referrers,
-		Progress: prog, Logger: e.logger(), FerryVersion: version,
-		Signer: signer,
-	})
+	o.Progress = prog
+	sum, err := runF(cmd.Context(), o)
 	prog.finish()
 	if errors.Is(err, export.ErrNothingNew) {
 		// Not a failure: a scheduled delta export found nothing to carry.
 		fmt.Fprintf(e.stderr, "%v: no bundle written\n", err)
 		err = nil
 	}
-	if sum != nil {
-		for _, w := range sum.Warnings {
-			fmt.Fprintf(e.stderr, "warning: %s\n", w)
-		}
-		if f.json {
-			if jerr := writeJSON(e.stdout, sum); jerr != nil && err == nil {
-				err = jerr
-			}
-		} else {
-			printExportSummary(e.stdout, sum)
-			if signer != nil && sum.Output != "" {
-				fmt.Fprintf(e.stdout, "signed: ferry.sig inside, %s.sig beside (check with: ferry verify --trust-key KEY.pub %s)\n", sum.Output, sum.Output)
-			}
-		}
-		for _, fl := range sum.Failures {
-			fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Source, fl.Error)
-		}
+	if cmd.Context().Err() != nil && err != nil {
+		return err // interrupted: no result table (execute says so)
+	}
+	if sum == nil {
+		return err
+	}
+	printWarnings(e, "", sum.Warnings)
+	for _, fl := range sum.Failures {
+		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Source, fl.Error)
+	}
+	if e.json {
+		return writeResult(e, sum, err)
+	}
+	printExportSummary(e.stdout, sum)
+	if o.Signer != nil && sum.Output != "" {
+		fmt.Fprintf(e.stdout, "signed: ferry.sig inside, %s.sig beside (check with: ferry verify --trust-key KEY.pub %s)\n", sum.Output, sum.Output)
 	}
 	return err
+}
+
+// exportOptions turns the flags into export.Options, checking everything
+// that can be checked before any request: the output, the inputs, the
+// flag values, the password.
+func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
+	none := func() {}
+	if len(f.files) == 0 {
+		return export.Options{}, none, usagef("export needs at least one mapping file (-f FILE)")
+	}
+	if f.output == "" && !f.dryRun {
+		return export.Options{}, none, usagef("export needs an output file (-o BUNDLE.tar)")
+	}
+	if f.passwordStdin && slices.Contains(f.files, "-") {
+		return export.Options{}, none, usagef("-f - and --password-stdin both read standard input; give the password in $FERRY_PASSWORD")
+	}
+	inputs := append(slices.Clone(f.files), f.since, f.signKey)
+	if f.output != "" && !f.dryRun {
+		if err := export.CheckOutput(f.output, nonEmpty(inputs), f.force); err != nil {
+			return export.Options{}, none, err
+		}
+	}
+	if err := checkInputs(f.files, "mapping file"); err != nil {
+		return export.Options{}, none, err
+	}
+	if err := checkBundles(nonEmpty([]string{f.since})); err != nil { // a bundle, its volumes or its ferry.json
+		return export.Options{}, none, err
+	}
+	o := export.Options{
+		Tasks: f.tasks, Output: f.output, Jobs: f.jobs, KeepGoing: f.keepGoing, DryRun: f.dryRun,
+		Platforms: parsePlatforms(f.platform), Username: f.username,
+		CacheDir: f.cache, MinQuota: f.minQuota, Since: f.since, WithReferrers: f.referrers,
+		Logger: e.logger(), FerryVersion: buildVersion(),
+	}
+	var err error
+	if o.Mirrors, err = parseMirrors(f.mirrors); err != nil {
+		return o, none, err
+	}
+	if f.split != "" {
+		if o.Split, err = parseSize(f.split); err != nil {
+			return o, none, usagef("--split: %v", err)
+		}
+	}
+	if f.signKey != "" {
+		key, err := bundle.LoadPrivateKey(f.signKey)
+		if err != nil {
+			return o, none, usageError{fmt.Errorf("--sign-key: %w", err)}
+		}
+		o.Signer = key
+	}
+	files, cleanup, err := stdinFiles(e, f.files)
+	if err != nil {
+		return o, cleanup, err
+	}
+	o.Files = files
+	if o.Client, o.Keychain, o.Password, err = f.connect(e); err != nil {
+		return o, cleanup, err
+	}
+	return o, cleanup, nil
 }
 
 func printExportSummary(w io.Writer, s *export.Summary) {
@@ -152,26 +198,26 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 	}
 	switch {
 	case s.DryRun:
-		fmt.Fprintf(w, "dry run: %d images, %d tags, %d unique blobs, %s (%s before deduplication); nothing transferred\n",
-			len(s.Images), s.Tags, s.Blobs, units.Bytes(s.Bytes), units.Bytes(s.Logical))
+		fmt.Fprintf(w, "dry run: %s, %s, %s, %s (%s before deduplication); nothing transferred\n",
+			plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.Bytes), units.Bytes(s.Logical))
 		if multi := multiPlatform(s); multi > 0 {
-			fmt.Fprintf(w, "note: %d multi-platform images keep their whole upstream index (same digests as upstream); --platform or a mapping's platform: narrows it (a rewritten index, new digest)\n", multi)
+			fmt.Fprintf(w, "note: %s keep their whole upstream index (same digests as upstream); --platform or a mapping's platform: narrows it (a rewritten index, new digest)\n", plural(multi, "multi-platform image"))
 		}
 	case s.Output != "":
-		fmt.Fprintf(w, "wrote %s: %d images, %d tags, %d unique blobs, %s (saved %s by deduplication) in %.1fs\n",
-			s.Output, len(s.Images), s.Tags, s.Blobs, units.Bytes(s.BundleLen), units.Bytes(s.Logical-s.Bytes), s.Seconds)
+		fmt.Fprintf(w, "wrote %s: %s, %s, %s, %s (saved %s by deduplication) in %.1fs\n",
+			s.Output, plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.BundleLen), units.Bytes(s.Logical-s.Bytes), s.Seconds)
 		if len(s.Volumes) > 0 {
-			fmt.Fprintf(w, "in %d volumes: %s ... %s (check with: sha256sum -c %s.sha256)\n", len(s.Volumes), s.Volumes[0], s.Volumes[len(s.Volumes)-1], s.Output)
+			fmt.Fprintf(w, "in %s: %s ... %s (check with: sha256sum -c %s.sha256)\n", plural(len(s.Volumes), "volume"), s.Volumes[0], s.Volumes[len(s.Volumes)-1], s.Output)
 		} else {
 			fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
 		}
 	}
 	if s.Base != "" {
-		fmt.Fprintf(w, "delta of bundle %s: %d blobs left to it (import that bundle first)\n", s.Base, s.BaseBlobs)
+		fmt.Fprintf(w, "delta of bundle %s: %s left to it (import that bundle first)\n", s.Base, plural(s.BaseBlobs, "blob"))
 	}
 	if s.ImagesUnchanged > 0 || s.BytesFromCache > 0 {
-		fmt.Fprintf(w, "%d images new, %d unchanged; %s downloaded, %s from the cache\n",
-			s.ImagesNew, s.ImagesUnchanged, units.Bytes(s.BytesDownloaded), units.Bytes(s.BytesFromCache))
+		fmt.Fprintf(w, "%s new, %d unchanged; %s downloaded, %s from the cache\n",
+			plural(s.ImagesNew, "image"), s.ImagesUnchanged, units.Bytes(s.BytesDownloaded), units.Bytes(s.BytesFromCache))
 	}
 	if s.QuotaRemaining != nil {
 		fmt.Fprintf(w, "pull quota: %d manifest GETs made, %d remaining\n", s.ManifestGETs, *s.QuotaRemaining)

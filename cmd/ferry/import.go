@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -17,14 +19,16 @@ type importFlags struct {
 	regFlags
 	to             string
 	files          []string
-	json           bool
 	dryRun         bool
 	createProjects bool
 	public         bool
 	trustKeys      []string
 }
 
-func newImportCmd(e *env) *cobra.Command {
+func newImportCmd(e *env, runF func(context.Context, push.Options) (*push.Summary, error)) *cobra.Command {
+	if runF == nil {
+		runF = push.Run
+	}
 	var f importFlags
 	cmd := &cobra.Command{
 		Use:   "import BUNDLE.tar --to REGISTRY[/PREFIX]",
@@ -41,7 +45,19 @@ same bundle uploads nothing.
 
 Credentials, in order: --username with --password-stdin or $FERRY_PASSWORD,
 the target auth of -f mapping files, --auth-file, the docker keychain.
-Single-quote Harbor robot names in a shell: --username 'robot$proj+ci'.`,
+Single-quote Harbor robot names in a shell: --username 'robot$proj+ci'.
+
+A missing bundle file or a malformed --to (a port outside 1-65535, an empty
+or invalid path component) is refused with exit 2 before any request.`,
+		Example: `  # what would move, without transferring anything
+  ferry import bundle.tar --to harbor.internal/mirror --dry-run
+
+  # push, creating missing Harbor projects; the password from a file
+  ferry import bundle.tar --to harbor.internal --create-projects \
+      --username 'robot$mirror+ci' --password-stdin < robot-token.txt
+
+  # only a bundle signed with the export side's key
+  ferry import bundle.tar --to harbor.internal --trust-key ferry.pub`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("import takes one bundle file, got %d arguments", len(args))
@@ -49,13 +65,13 @@ Single-quote Harbor robot names in a shell: --username 'robot$proj+ci'.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runImport(cmd, e, &f, args[0])
+			return runImport(cmd, e, &f, args[0], runF)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.to, "to", "", "target: REGISTRY[/PREFIX] (required)")
 	fl.StringArrayVarP(&f.files, "file", "f", nil, "mapping file whose target auth to use (repeatable)")
-	fl.BoolVar(&f.json, "json", false, "print a JSON summary on stdout")
+	fl.BoolVar(&e.json, "json", false, "print a JSON summary on stdout (with an \"error\" object on failure)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "report per image: new, up to date or would move tag, and the bytes to upload; transfer nothing")
 	fl.BoolVar(&f.createProjects, "create-projects", false, "Harbor: create missing projects (private unless --public)")
 	fl.BoolVar(&f.public, "public", false, "with --create-projects: create the projects public")
@@ -64,57 +80,84 @@ Single-quote Harbor robot names in a shell: --username 'robot$proj+ci'.`,
 	return cmd
 }
 
-func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string) error {
-	if f.to == "" {
-		return usagef("import needs a target: --to REGISTRY[/PREFIX]")
-	}
-	tgt, err := push.ParseTarget(f.to)
-	if err != nil {
-		return usageError{err}
-	}
-	if f.public && !f.createProjects {
-		return usagef("--public applies to projects created with --create-projects")
-	}
-	keys, err := loadTrustKeys(f.trustKeys)
-	if err != nil {
-		return err
-	}
-	logins, warnings, err := mapping.LoadTargetLogins(tgt.Registry, f.files...)
-	if err != nil {
-		return err
-	}
-	client, kc, pw, err := f.connect(e)
+func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string, runF func(context.Context, push.Options) (*push.Summary, error)) error {
+	o, cleanup, err := importOptions(e, f, bundlePath)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
 	vprog := newProgress(e, "verify")
 	prog := newProgress(e, "import")
-	sum, err := push.Run(cmd.Context(), push.Options{
-		Bundle: bundlePath, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
-		CreateProjects: f.createProjects, Public: f.public,
-		Username: f.username, Password: pw, Logins: logins, Warnings: warnings,
-		Client: client, Keychain: kc,
-		VerifyProgress: vprog, Progress: prog, Logger: e.logger(),
-		TrustKeys: keys,
-	})
+	o.VerifyProgress, o.Progress = vprog, prog
+	sum, err := runF(cmd.Context(), o)
 	vprog.finish()
 	prog.finish()
-	if sum != nil {
-		for _, w := range sum.Warnings {
-			fmt.Fprintf(e.stderr, "warning: %s\n", w)
-		}
-		if f.json {
-			if jerr := writeJSON(e.stdout, sum); jerr != nil && err == nil {
-				err = jerr
-			}
-		} else if len(sum.Images) > 0 {
-			printImportSummary(e.stdout, sum)
-		}
-		for _, fl := range sum.Failures {
-			fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Image, fl.Error)
-		}
+	if cmd.Context().Err() != nil && err != nil {
+		return err // interrupted: no result table (execute says so)
+	}
+	if sum == nil {
+		return err
+	}
+	printWarnings(e, "", sum.Warnings)
+	for _, fl := range sum.Failures {
+		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Image, fl.Error)
+	}
+	if e.json {
+		return writeResult(e, sum, err)
+	}
+	if len(sum.Images) > 0 {
+		printImportSummary(e.stdout, sum)
 	}
 	return err
+}
+
+// importOptions turns the flags into push.Options, checking everything
+// that can be checked before any request.
+func importOptions(e *env, f *importFlags, bundlePath string) (push.Options, func(), error) {
+	none := func() {}
+	if f.to == "" {
+		return push.Options{}, none, usagef("import needs a target: --to REGISTRY[/PREFIX]")
+	}
+	if err := checkTarget(f.to); err != nil {
+		return push.Options{}, none, err
+	}
+	if f.public && !f.createProjects {
+		return push.Options{}, none, usagef("--public applies to projects created with --create-projects")
+	}
+	if f.passwordStdin && slices.Contains(f.files, "-") {
+		return push.Options{}, none, usagef("-f - and --password-stdin both read standard input; give the password in $FERRY_PASSWORD")
+	}
+	if err := checkBundles([]string{bundlePath}); err != nil {
+		return push.Options{}, none, err
+	}
+	if err := checkInputs(f.files, "mapping file"); err != nil {
+		return push.Options{}, none, err
+	}
+	keys, err := loadTrustKeys(f.trustKeys)
+	if err != nil {
+		return push.Options{}, none, err
+	}
+	o := push.Options{
+		Bundle: bundlePath, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
+		CreateProjects: f.createProjects, Public: f.public,
+		Username: f.username, Logger: e.logger(), TrustKeys: keys,
+	}
+	files, cleanup, err := stdinFiles(e, f.files)
+	if err != nil {
+		return o, cleanup, err
+	}
+	tgt, err := push.ParseTarget(f.to)
+	if err != nil {
+		return o, cleanup, usageError{err}
+	}
+	// The mapping files are read once, here, for the target's logins.
+	if o.Logins, o.Warnings, err = mapping.LoadTargetLogins(tgt.Registry, files...); err != nil {
+		return o, cleanup, err
+	}
+	if o.Client, o.Keychain, o.Password, err = f.connect(e); err != nil {
+		return o, cleanup, err
+	}
+	return o, cleanup, nil
 }
 
 func printImportSummary(w io.Writer, s *push.Summary) {
@@ -136,13 +179,13 @@ func printImportSummary(w io.Writer, s *push.Summary) {
 	}
 	_ = tw.Flush()
 	if s.DryRun {
-		fmt.Fprintf(w, "dry run into %s: %d images to push, %d up to date, %d would fail; %s to upload, %s to mount, %s already there; nothing transferred\n",
-			s.Target, s.Pushed, s.UpToDate, s.Failed, units.Bytes(s.BytesToUpload), units.Bytes(s.BytesMounted), units.Bytes(s.BytesSkipped))
+		fmt.Fprintf(w, "dry run into %s: %s to push, %d up to date, %d would fail; %s to upload, %s to mount, %s already there; nothing transferred\n",
+			s.Target, plural(s.Pushed, "image"), s.UpToDate, s.Failed, units.Bytes(s.BytesToUpload), units.Bytes(s.BytesMounted), units.Bytes(s.BytesSkipped))
 		return
 	}
-	fmt.Fprintf(w, "imported into %s: %d images pushed, %d up to date, %d failed; uploaded %s in %d blobs, mounted %d blobs (%s), skipped %d blobs (%s) in %.1fs\n",
-		s.Target, s.Pushed, s.UpToDate, s.Failed, units.Bytes(s.BytesUploaded), s.BlobsUploaded,
-		s.BlobsMounted, units.Bytes(s.BytesMounted), s.BlobsSkipped, units.Bytes(s.BytesSkipped), s.Seconds)
+	fmt.Fprintf(w, "imported into %s: %s pushed, %d up to date, %d failed; uploaded %s in %s, mounted %s (%s), skipped %s (%s) in %.1fs\n",
+		s.Target, plural(s.Pushed, "image"), s.UpToDate, s.Failed, units.Bytes(s.BytesUploaded), plural(s.BlobsUploaded, "blob"),
+		plural(s.BlobsMounted, "blob"), units.Bytes(s.BytesMounted), plural(s.BlobsSkipped, "blob"), units.Bytes(s.BytesSkipped), s.Seconds)
 	if len(s.ProjectsCreated) > 0 {
 		fmt.Fprintf(w, "created Harbor projects: %s\n", strings.Join(s.ProjectsCreated, ", "))
 	}

@@ -37,20 +37,24 @@ type inspectOutput struct {
 }
 
 func newInspectCmd(e *env) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "inspect BUNDLE.tar",
 		Short: "Show what a bundle holds and where each image goes",
-		Args:  cobra.ExactArgs(1),
+		Example: `  ferry inspect bundle.tar
+  ferry inspect bundle.tar --json | jq -r '.images[].target'`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkBundles(args); err != nil {
+				return err
+			}
 			r, err := bundle.Open(args[0])
 			if err != nil {
 				return err
 			}
 			defer r.Close()
 			out := describeBundle(r)
-			if asJSON {
-				return writeJSON(e.stdout, out)
+			if e.json {
+				return writeResult(e, out, nil)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TARGET\tSOURCE\tDIGEST\tPLATFORMS\tSIZE")
@@ -64,12 +68,12 @@ func newInspectCmd(e *env) *cobra.Command {
 			if out.Base != "" {
 				fmt.Fprintf(e.stdout, "delta of bundle %s\n", out.Base)
 			}
-			fmt.Fprintf(e.stdout, "%d images, %d tags, %d unique blobs, %s stored, %s saved by deduplication\n",
-				len(r.Record().Images), out.Tags, out.UniqueBlobs, units.Bytes(out.Bytes), units.Bytes(out.SavedByDedup))
+			fmt.Fprintf(e.stdout, "%s, %s, %s, %s stored, %s saved by deduplication\n",
+				plural(len(r.Record().Images), "image"), plural(out.Tags, "tag"), plural(out.UniqueBlobs, "unique blob"), units.Bytes(out.Bytes), units.Bytes(out.SavedByDedup))
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&e.json, "json", false, "print JSON (an \"error\" object on failure)")
 	return cmd
 }
 

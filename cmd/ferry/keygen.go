@@ -27,6 +27,9 @@ internal side once, by a channel you trust, and pass it to
 Both files are what openssl reads and writes: the signature of a bundle can
 also be checked with 'openssl pkeyutl -verify -pubin -inkey KEY.pub -rawin ...'
 (see docs/signing.md).`,
+		Example: `  ferry keygen -o ferry.key
+  ferry export -f images.yaml -o bundle.tar --sign-key ferry.key
+  ferry import bundle.tar --to harbor.internal --trust-key ferry.key.pub`,
 		Args: cobra.NoArgs,
 		RunE: func(_ *cobra.Command, _ []string) error {
 			if out == "" {

@@ -32,6 +32,8 @@ pulls of their upstream names go to the internal registry HOST:
 
 Use --prefix and --source-names as given to 'ferry serve' (or --prefix for
 the path 'ferry import --to' pushed under).`,
+		Example: `  # after 'ferry import bundle.tar --to harbor.internal/mirror'
+  ferry mirrors bundle.tar --registry harbor.internal --prefix mirror`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("mirrors needs at least one bundle file")
@@ -41,6 +43,9 @@ the path 'ferry import --to' pushed under).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.registry == "" {
 				return usagef("mirrors needs --registry HOST[:PORT]: the registry clients should pull from")
+			}
+			if err := checkBundles(args); err != nil {
+				return err
 			}
 			var recs []*bundle.Record
 			for _, p := range args {

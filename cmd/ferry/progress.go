@@ -23,7 +23,6 @@ type progress struct {
 	bar      *progressbar.ProgressBar
 	total    int64
 	done     int64
-	blobs    int
 	lastLine time.Time
 	every    time.Duration
 	quiet    bool
@@ -49,6 +48,7 @@ func (p *progress) newBar(total int64) {
 		progressbar.OptionSetWriter(p.w),
 		progressbar.OptionSetDescription(p.label),
 		progressbar.OptionShowBytes(true),
+		progressbar.OptionUseIECUnits(true), // KiB, MiB: as the summaries
 		progressbar.OptionShowCount(),
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionThrottle(100*time.Millisecond),
@@ -76,10 +76,8 @@ func (p *progress) Event(ev bundle.Event) {
 		if p.bar != nil {
 			_ = p.bar.Add64(ev.Bytes)
 		} else if time.Since(p.lastLine) >= p.every {
-			p.line(fmt.Sprintf("%s: %s of %s (%d blobs done)", p.label, units.Bytes(p.done), units.Bytes(p.total), p.blobs))
+			p.line(fmt.Sprintf("%s: %s of %s", p.label, units.Bytes(p.done), units.Bytes(p.total)))
 		}
-	case bundle.EventBlobDone:
-		p.blobs++
 	case bundle.EventBlobFailed:
 		if p.bar != nil {
 			_ = p.bar.Clear()
@@ -100,6 +98,6 @@ func (p *progress) finish() {
 		_ = p.bar.Finish()
 		p.bar = nil
 	} else if !p.quiet && p.total > 0 {
-		p.line(fmt.Sprintf("%s: %s in %d blobs done", p.label, units.Bytes(p.done), p.blobs))
+		p.line(fmt.Sprintf("%s: %s of %s done", p.label, units.Bytes(p.done), units.Bytes(p.total)))
 	}
 }

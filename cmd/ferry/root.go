@@ -2,7 +2,7 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,8 +11,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferry-airgap/ferry/export"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/mapping"
+	"github.com/ferry-airgap/ferry/push"
+	"github.com/ferry-airgap/ferry/replicate"
 )
 
 // env is what commands may touch of the outside world.
@@ -21,6 +24,22 @@ type env struct {
 	stdout, stderr io.Writer
 	verbose        bool
 	quiet          bool
+	// json is set by a command's --json flag; jsonDone once the command
+	// wrote its JSON result (carrying the error, if any), so that execute
+	// does not print a second object.
+	json, jsonDone bool
+	// jsonLines: the command writes one JSON object per line (sync), so
+	// an error object is one line too.
+	jsonLines bool
+}
+
+// runners are the library calls of the commands that talk to registries.
+// A zero field means the real one; tests replace them to check flag
+// handling without registries (gh's NewCmdX(f, runF) seam).
+type runners struct {
+	export func(context.Context, export.Options) (*export.Summary, error)
+	push   func(context.Context, push.Options) (*push.Summary, error)
+	sync   func(context.Context, replicate.Options, *replicate.WatchOptions) error // nil WatchOptions: one run
 }
 
 func (e *env) logger() *slog.Logger {
@@ -31,7 +50,7 @@ func (e *env) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-func newRootCmd(e *env) *cobra.Command {
+func newRootCmd(e *env, r runners) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ferry",
 		Short: "Carry container images across an air gap",
@@ -40,15 +59,39 @@ func newRootCmd(e *env) *cobra.Command {
 On the internet side, 'ferry export' resolves dregsy-style mapping files into
 exact digests and writes one bundle file: an OCI image layout inside a tar,
 every blob stored once. On the internal side, 'ferry import' checks every
-byte and pushes the bundle into Harbor or any registry.`,
+byte and pushes the bundle into Harbor or any registry.
+
+Exit status: 0 success; 1 the operation failed; 2 bad usage or bad input
+(unknown command or flag, malformed --to, a missing input file, an output
+that would overwrite an input): nothing was sent to any registry; 130 or 143
+interrupted by SIGINT or SIGTERM (nothing is left half-written). With
+--json, a failure is also an "error" object on stdout.`,
+		Example: `  # internet side: resolve the mapping files and write one bundle
+  ferry export -f images.yaml -o bundle.tar
+
+  # internal side: check every byte, then push into Harbor
+  ferry verify bundle.tar
+  ferry import bundle.tar --to harbor.internal --username admin --password-stdin < pw.txt`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		Version:       buildVersion(),
+		Args:          cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for ferry", args[0])
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+			}
+			return usagef("%s; see ferry --help", msg)
+		},
 	}
+	root.SuggestionsMinimumDistance = 2
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what ferry does to stderr")
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
-	root.AddCommand(newExportCmd(e), newInspectCmd(e), newVerifyCmd(e), newImportCmd(e), newServeCmd(e), newMirrorsCmd(e), newKeygenCmd(e), newSyncCmd(e), newDiffCmd(), newCacheCmd(e), newUnpackCmd(e))
+	root.AddCommand(newExportCmd(e, r.export), newInspectCmd(e), newVerifyCmd(e), newImportCmd(e, r.push), newServeCmd(e), newMirrorsCmd(e), newKeygenCmd(e), newSyncCmd(e, r.sync), newDiffCmd(), newCacheCmd(e), newUnpackCmd(e))
 	return root
 }
 
@@ -88,10 +131,17 @@ func (f *regFlags) password(e *env) (string, error) {
 		if err != nil && err != io.EOF {
 			return "", fmt.Errorf("reading password from stdin: %w", err)
 		}
-		return strings.TrimRight(line, "\r\n"), nil
+		pw := strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return "", usagef("--password-stdin: standard input holds no password (an empty first line)")
+		}
+		return pw, nil
 	}
 	if f.username != "" {
 		if pw, ok := os.LookupEnv("FERRY_PASSWORD"); ok {
+			if pw == "" {
+				return "", usagef("--username %s: $FERRY_PASSWORD is empty", f.username)
+			}
 			return pw, nil
 		}
 		return "", usagef("--username needs a password: --password-stdin or $FERRY_PASSWORD")
@@ -118,7 +168,7 @@ func (f *regFlags) client(e *env) (*registry.Client, *registry.Keychain, error) 
 		return nil, nil, usagef("--jobs must be at least 1")
 	}
 	c, err := registry.New(registry.Options{
-		UserAgent:          "ferry/" + version,
+		UserAgent:          "ferry/" + buildVersion(),
 		CACertFiles:        f.caCerts,
 		CertsDir:           f.certsDir,
 		InsecureSkipVerify: f.insecure,
@@ -133,12 +183,6 @@ func (f *regFlags) client(e *env) (*registry.Client, *registry.Keychain, error) 
 		return nil, nil, err
 	}
 	return c, kc, nil
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // parseMirrors reads --mirror SOURCE=MIRROR values, keyed by canonical source.

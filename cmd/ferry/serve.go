@@ -37,7 +37,13 @@ the registry host first (/v2/docker.io/library/redis/...). Several bundles
 are served as one; for the same name and tag a later bundle wins.
 
 Prints "serving on ADDRESS" on stderr once listening, then one access-log
-line per request. SIGTERM or Ctrl-C shuts down gracefully.`,
+line per request. SIGTERM or Ctrl-C shuts down gracefully (exit status 0).`,
+		Example: `  # pull from the bundle on this host
+  ferry serve bundle.tar --addr 127.0.0.1:5000
+  docker pull 127.0.0.1:5000/spaceone/console:1.11.0
+
+  # for a cluster: HTTPS and basic auth
+  ferry serve bundle.tar --addr :5443 --tls-cert srv.crt --tls-key srv.key --htpasswd users.htpasswd`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("serve needs at least one bundle file")
@@ -80,6 +86,9 @@ func runServe(cmd *cobra.Command, e *env, f *serveFlags, paths []string) error {
 			return usageError{err}
 		}
 		opts = append(opts, serve.WithBasicAuth(h, "ferry"))
+	}
+	if err := checkBundles(paths); err != nil {
+		return err
 	}
 	var readers []*bundle.Reader
 	defer func() {

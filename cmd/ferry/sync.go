@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/internal/units"
-	"github.com/ferry-airgap/ferry/push"
 	"github.com/ferry-airgap/ferry/replicate"
 )
 
@@ -25,14 +25,16 @@ type syncFlags struct {
 	tasks       []string
 	to          string
 	watch       bool
-	json        bool
 	dryRun      bool
 	platform    string
 	mirrors     []string
 	metricsAddr string
 }
 
-func newSyncCmd(e *env) *cobra.Command {
+func newSyncCmd(e *env, runF func(context.Context, replicate.Options, *replicate.WatchOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = runReplicate
+	}
 	var f syncFlags
 	cmd := &cobra.Command{
 		Use:   "sync -f MAPPINGS.yaml [-f MORE.yaml] [--to REGISTRY[/PREFIX]] [--watch]",
@@ -54,10 +56,21 @@ the next interval; Ctrl-C or SIGTERM stops cleanly.
 One summary line per task round goes to stdout (--json: one JSON object per
 line). Source credentials: --username with --password-stdin or
 $FERRY_PASSWORD, the task's source auth, --auth-file, the docker keychain.
-Target credentials: the task's target auth, --auth-file, the docker keychain.`,
+Target credentials: the task's target auth, --auth-file, the docker keychain.
+
+Exit status as for every command; with --watch, a signal is how the watch
+ends: SIGINT or SIGTERM stop it with status 0.`,
+		Example: `  # what would be copied, copying nothing
+  ferry sync -f images.yaml --dry-run
+
+  # copy every task once, into one registry whatever the tasks' targets
+  ferry sync -f images.yaml --to harbor.internal/mirror
+
+  # keep running: each task at its interval, metrics for Prometheus
+  ferry sync -f images.yaml --watch --metrics-addr 127.0.0.1:9410`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runSync(cmd.Context(), e, &f)
+			return runSync(cmd.Context(), e, &f, runF)
 		},
 	}
 	fl := cmd.Flags()
@@ -65,7 +78,7 @@ Target credentials: the task's target auth, --auth-file, the docker keychain.`,
 	fl.StringArrayVar(&f.tasks, "task", nil, "sync only this task (repeatable)")
 	fl.StringVar(&f.to, "to", "", "target REGISTRY[/PREFIX] for every task (default: each task's target.registry)")
 	fl.BoolVar(&f.watch, "watch", false, "keep running: each task at its interval, reloading the files when they change or on SIGHUP")
-	fl.BoolVar(&f.json, "json", false, "print one JSON line per task round on stdout")
+	fl.BoolVar(&e.json, "json", false, "print one JSON line per task round on stdout (and a last {\"error\": ...} line on failure)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "compare source and target and report what would be copied; copy nothing")
 	fl.StringVar(&f.platform, "platform", "", "platforms to keep: os/arch[/variant][,...] or all (default: each mapping's platform, else all)")
 	fl.StringArrayVar(&f.mirrors, "mirror", nil, "fetch images of SOURCE from MIRROR: SOURCE=MIRROR (repeatable)")
@@ -74,21 +87,19 @@ Target credentials: the task's target auth, --auth-file, the docker keychain.`,
 	return cmd
 }
 
-func runSync(ctx context.Context, e *env, f *syncFlags) error {
-	if len(f.files) == 0 {
-		return usagef("sync needs at least one mapping file (-f FILE)")
-	}
-	if f.to != "" {
-		if _, err := push.ParseTarget(f.to); err != nil {
-			return usageError{err}
-		}
-	}
-	mirrors, err := parseMirrors(f.mirrors)
-	if err != nil {
+// runReplicate is the library call: one run, or a watch.
+func runReplicate(ctx context.Context, o replicate.Options, wo *replicate.WatchOptions) error {
+	if wo == nil {
+		_, err := replicate.Run(ctx, o)
 		return err
 	}
-	platforms := parsePlatforms(f.platform)
-	client, kc, pw, err := f.connect(e)
+	return replicate.Watch(ctx, o, *wo)
+}
+
+func runSync(ctx context.Context, e *env, f *syncFlags, runF func(context.Context, replicate.Options, *replicate.WatchOptions) error) error {
+	e.jsonLines = true
+	o, cleanup, err := syncOptions(e, f)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
@@ -100,13 +111,76 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 		}
 		defer stop()
 	}
-	// The first Ctrl-C (or SIGTERM) cancels ctx (main): no new blob
-	// starts, those in flight finish. A second one aborts them.
-	abort := make(chan struct{})
+	o.OnRound = func(r replicate.Round) {
+		metrics.Observe(r)
+		printRound(e, r, e.json)
+	}
+	abort, stopAbort := abortOnSecondSignal(e)
+	defer stopAbort()
+	o.Abort = abort
+	if !f.watch {
+		return runF(ctx, o, nil)
+	}
+	reload, stopReload := reloadOnHUP(ctx)
+	defer stopReload()
+	err = runF(ctx, o, &replicate.WatchOptions{Reload: reload})
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		fmt.Fprintln(e.stderr, "ferry sync: stopped")
+		return nil // a signal is how a watch ends
+	}
+	return err
+}
+
+// syncOptions turns the flags into replicate.Options, checking everything
+// that can be checked before any request.
+func syncOptions(e *env, f *syncFlags) (replicate.Options, func(), error) {
+	none := func() {}
+	if len(f.files) == 0 {
+		return replicate.Options{}, none, usagef("sync needs at least one mapping file (-f FILE)")
+	}
+	if f.to != "" {
+		if err := checkTarget(f.to); err != nil {
+			return replicate.Options{}, none, err
+		}
+	}
+	if slices.Contains(f.files, "-") {
+		switch {
+		case f.watch:
+			return replicate.Options{}, none, usagef("-f - cannot be watched: --watch reads the files again when they change; give a file")
+		case f.passwordStdin:
+			return replicate.Options{}, none, usagef("-f - and --password-stdin both read standard input; give the password in $FERRY_PASSWORD")
+		}
+	}
+	if err := checkInputs(f.files, "mapping file"); err != nil {
+		return replicate.Options{}, none, err
+	}
+	o := replicate.Options{
+		Tasks: f.tasks, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
+		Platforms: parsePlatforms(f.platform), Username: f.username, Logger: e.logger(),
+	}
+	var err error
+	if o.Mirrors, err = parseMirrors(f.mirrors); err != nil {
+		return o, none, err
+	}
+	files, cleanup, err := stdinFiles(e, f.files)
+	if err != nil {
+		return o, cleanup, err
+	}
+	o.Files = files
+	if o.Client, o.Keychain, o.Password, err = f.connect(e); err != nil {
+		return o, cleanup, err
+	}
+	return o, cleanup, nil
+}
+
+// abortOnSecondSignal: the first Ctrl-C (or SIGTERM) cancels the context
+// (main): no new blob starts, those in flight finish. A second one closes
+// the returned channel, which aborts them.
+func abortOnSecondSignal(e *env) (abort chan struct{}, stop func()) {
+	abort = make(chan struct{})
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	quit := make(chan struct{})
-	defer func() { signal.Stop(sigs); close(quit) }()
 	go func() {
 		for n := 1; ; n++ {
 			select {
@@ -122,24 +196,14 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 			}
 		}
 	}()
-	o := replicate.Options{
-		Files: f.files, Tasks: f.tasks, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
-		Platforms: platforms, Mirrors: mirrors,
-		Username: f.username, Password: pw,
-		Client: client, Keychain: kc, Logger: e.logger(), Abort: abort,
-		OnRound: func(r replicate.Round) {
-			metrics.Observe(r)
-			printRound(e, r, f.json)
-		},
-	}
-	if !f.watch {
-		_, err := replicate.Run(ctx, o)
-		return err
-	}
+	return abort, func() { signal.Stop(sigs); close(quit) }
+}
+
+// reloadOnHUP turns SIGHUP into a reload request for the watch.
+func reloadOnHUP(ctx context.Context) (reload chan struct{}, stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	reload := make(chan struct{}, 1)
+	reload = make(chan struct{}, 1)
 	go func() {
 		for {
 			select {
@@ -153,12 +217,7 @@ func runSync(ctx context.Context, e *env, f *syncFlags) error {
 			}
 		}
 	}()
-	err = replicate.Watch(ctx, o, replicate.WatchOptions{Reload: reload})
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		fmt.Fprintln(e.stderr, "ferry sync: stopped")
-		return nil // a signal is how a watch ends
-	}
-	return err
+	return reload, func() { signal.Stop(hup) }
 }
 
 // printRound writes one line per round on stdout, and the failures on

@@ -22,7 +22,6 @@ type unpackFlags struct {
 	tlsCert     string
 	tlsKey      string
 	jobs        int
-	asJSON      bool
 }
 
 func newUnpackCmd(e *env) *cobra.Command {
@@ -30,6 +29,12 @@ func newUnpackCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "unpack BUNDLE.tar [MORE.tar...] --static DIR",
 		Short: "Write bundles as a tree of files that any static web server serves as a read-only registry",
+		Example: `  # a tree and nginx.conf for nginx on this host
+  ferry unpack cloudforet.tar --static /srv/registry
+  nginx -t && nginx -s reload    # after including /srv/registry/nginx.conf in http {}
+
+  # a delta on top of its base, into the same tree (writes only what changed)
+  ferry unpack cloudforet-delta.tar --static /srv/registry`,
 		Long: `Write the images of bundles into DIR as a static registry:
 DIR/v2/NAME/manifests/TAG and .../sha256:DIGEST, DIR/v2/NAME/blobs/sha256:DIGEST
 (one copy per blob, hard links where the filesystem allows), DIR/v2/NAME/tags/list,
@@ -60,7 +65,7 @@ into the same DIR (or give both, base first). Reload nginx after each run.`,
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "nginx.conf: listen with TLS using this PEM certificate file (with --tls-key)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "nginx.conf: PEM private key file for --tls-cert")
 	fl.IntVar(&f.jobs, "jobs", static.DefaultJobs, "blobs written at once")
-	fl.BoolVar(&f.asJSON, "json", false, "print a JSON summary on stdout")
+	fl.BoolVar(&e.json, "json", false, "print a JSON summary on stdout (with an \"error\" object on failure)")
 	return cmd
 }
 
@@ -96,11 +101,11 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	if errors.Is(err, serve.ErrOptions) || errors.Is(err, static.ErrOptions) {
 		return usageError{err}
 	}
+	if e.json {
+		return writeResult(e, sum, err)
+	}
 	if err != nil {
 		return err
-	}
-	if f.asJSON {
-		return writeJSON(e.stdout, sum)
 	}
 	fmt.Fprintf(e.stdout, "%s: %d repositories, %d tags (%d new or moved); %d blobs written (%s), %d already there; %d files placed\n",
 		sum.Dir, sum.Repositories, sum.Tags, sum.TagsChanged, sum.BlobsWritten, units.Bytes(sum.BytesWritten), sum.BlobsPresent, sum.FilesWritten)

@@ -11,7 +11,6 @@ import (
 )
 
 func newVerifyCmd(e *env) *cobra.Command {
-	var asJSON bool
 	var jobs int
 	var trustKeys []string
 	cmd := &cobra.Command{
@@ -22,59 +21,70 @@ func newVerifyCmd(e *env) *cobra.Command {
 With --trust-key, the bundle must also be signed (ferry export --sign-key)
 by one of the trusted keys; an unsigned bundle or a bad signature is refused
 before any blob is read.`,
+		Example: `  # on either side of the gap, after copying
+  ferry verify bundle.tar
+
+  # also require the export side's signature
+  ferry verify --trust-key ferry.pub bundle.tar`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := loadTrustKeys(trustKeys)
-			if err != nil {
-				return err
-			}
-			r, err := bundle.Open(args[0])
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			var signer bundle.TrustedKey
-			if len(keys) > 0 {
-				if signer, err = r.CheckSignature(keys); err != nil {
-					return err
-				}
-			}
-			prog := newProgress(e, "verify")
-			rep, err := bundle.Verify(cmd.Context(), r, jobs, prog)
-			prog.finish()
-			if rep == nil {
-				return err
-			}
-			if signer.Name != "" {
-				rep.SignedBy = signer.Name
-			}
-			if asJSON {
-				if jerr := writeJSON(e.stdout, rep); jerr != nil {
-					return jerr
-				}
-			} else if rep.OK() {
-				fmt.Fprintf(e.stdout, "OK: %d images, %d tags, %d blobs, %s verified\n", rep.Images, rep.Tags, rep.Blobs, units.Bytes(rep.Bytes))
-				switch {
-				case signer.Name != "":
-					fmt.Fprintf(e.stdout, "signed by %s (key id sha256:%s)\n", signer.Name, signer.ID())
-				case r.Signed():
-					fmt.Fprintf(e.stdout, "signed, signature not checked (give --trust-key KEY.pub)\n")
-				}
-			} else {
-				for _, p := range rep.Problems {
-					fmt.Fprintln(e.stdout, p.String())
-				}
-			}
-			if errors.Is(err, bundle.ErrVerify) {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
-			return err
+			return runVerify(cmd, e, args[0], jobs, trustKeys)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&e.json, "json", false, "print JSON (with an \"error\" object on failure)")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "parallel hashing (default: one per CPU)")
 	cmd.Flags().StringArrayVar(&trustKeys, "trust-key", nil, "require a signature by this public key (PEM, from ferry keygen; repeatable: any may match)")
 	return cmd
+}
+
+func runVerify(cmd *cobra.Command, e *env, path string, jobs int, trustKeys []string) error {
+	keys, err := loadTrustKeys(trustKeys)
+	if err != nil {
+		return err
+	}
+	if err := checkBundles([]string{path}); err != nil {
+		return err
+	}
+	r, err := bundle.Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var signer bundle.TrustedKey
+	if len(keys) > 0 {
+		if signer, err = r.CheckSignature(keys); err != nil {
+			return err
+		}
+	}
+	prog := newProgress(e, "verify")
+	rep, err := bundle.Verify(cmd.Context(), r, jobs, prog)
+	prog.finish()
+	if errors.Is(err, bundle.ErrVerify) {
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	if rep == nil || cmd.Context().Err() != nil {
+		return err
+	}
+	if signer.Name != "" {
+		rep.SignedBy = signer.Name
+	}
+	switch {
+	case e.json:
+		return writeResult(e, rep, err)
+	case rep.OK():
+		fmt.Fprintf(e.stdout, "OK: %s, %s, %s, %s verified\n", plural(rep.Images, "image"), plural(rep.Tags, "tag"), plural(rep.Blobs, "blob"), units.Bytes(rep.Bytes))
+		switch {
+		case signer.Name != "":
+			fmt.Fprintf(e.stdout, "signed by %s (key id sha256:%s)\n", signer.Name, signer.ID())
+		case r.Signed():
+			fmt.Fprintf(e.stdout, "signed, signature not checked (give --trust-key KEY.pub)\n")
+		}
+	default:
+		for _, p := range rep.Problems {
+			fmt.Fprintln(e.stdout, p.String())
+		}
+	}
+	return err
 }
 
 // loadTrustKeys reads --trust-key files; an unreadable or invalid key file

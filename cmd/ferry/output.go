@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/ferry-airgap/ferry/bundle"
+)
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeResult writes a command's JSON result; when err is not nil the
+// object gets an "error" member (see jsonError), so that a script reads
+// why from stdout, not only that (the exit status). It returns err.
+func writeResult(e *env, v any, err error) error {
+	e.jsonDone = true
+	b, jerr := json.MarshalIndent(v, "", "  ")
+	if jerr != nil {
+		return jerr
+	}
+	if err != nil {
+		eb, jerr := json.MarshalIndent(describeError(cobraUsage(err)), "  ", "  ")
+		if jerr != nil {
+			return jerr
+		}
+		body := bytes.TrimSuffix(bytes.TrimRight(b, "\n"), []byte("}"))
+		body = bytes.TrimRight(body, "\n ")
+		sep := ",\n"
+		if bytes.HasSuffix(body, []byte("{")) {
+			sep = "\n"
+		}
+		b = append(append(append(body, sep+`  "error": `...), eb...), "\n}"...)
+	}
+	b = append(b, '\n')
+	if _, werr := e.stdout.Write(b); werr != nil && err == nil {
+		return werr
+	}
+	return err
+}
+
+// printWarnings prints each warning once, on stderr.
+func printWarnings(e *env, prefix string, ws []string) {
+	for _, w := range ws {
+		fmt.Fprintf(e.stderr, "warning: %s%s\n", prefix, w)
+	}
+}
+
+// plural is "1 image", "2 images".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func nonEmpty(list []string) []string {
+	return slices.DeleteFunc(list, func(s string) bool { return s == "" })
+}
+
+// checkInputs refuses, before anything runs, input files that do not exist
+// or cannot be read (exit 2). "-" is standard input.
+func checkInputs(paths []string, what string) error {
+	for _, p := range paths {
+		if p == "-" {
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return usageError{fmt.Errorf("%s: %w", p, unwrapPath(err))}
+		}
+		fi, err := f.Stat()
+		_ = f.Close()
+		if err == nil && fi.IsDir() {
+			return usagef("%s is a folder, not a %s", p, what)
+		}
+	}
+	return nil
+}
+
+// checkBundles refuses, before anything runs, bundle arguments that name
+// no file: neither PATH nor its first volume PATH.000 (--split) exists.
+func checkBundles(paths []string) error {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil && errors.Is(err, fs.ErrNotExist) {
+			if _, verr := os.Stat(bundle.VolumeName(strings.TrimSuffix(p, ".000"), 0)); verr == nil {
+				continue
+			}
+		}
+		if err := checkInputs([]string{p}, "bundle"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unwrapPath(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// stdinFiles replaces "-" in a list of mapping files by a path that reads
+// standard input: /dev/stdin when ferry's standard input is the process's,
+// else (tests) a temporary copy. Standard input can be read once: "-" may
+// appear once.
+func stdinFiles(e *env, files []string) ([]string, func(), error) {
+	none := func() {}
+	i := slices.Index(files, "-")
+	if i < 0 {
+		return files, none, nil
+	}
+	if slices.Index(files[i+1:], "-") >= 0 {
+		return nil, none, usagef("-f - (standard input) can be given once")
+	}
+	out := slices.Clone(files)
+	if e.stdin == os.Stdin {
+		out[i] = "/dev/stdin"
+		return out, none, nil
+	}
+	dir, err := os.MkdirTemp("", "ferry-stdin-")
+	if err != nil {
+		return nil, none, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	out[i] = filepath.Join(dir, "stdin.yaml")
+	f, err := os.Create(out[i])
+	if err == nil {
+		_, err = io.Copy(f, e.stdin)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return nil, cleanup, fmt.Errorf("reading the mapping file from standard input: %w", err)
+	}
+	return out, cleanup, nil
+}
