@@ -23,16 +23,16 @@ import (
 )
 
 type cacheFlags struct {
-	addr, dir, maxSize   string
-	threshold            int
-	cleanEvery, ttl      time.Duration
-	pullSecret           string
-	upstreams, ignore    []string
-	tlsCert, tlsKey      string
-	htpasswd             string
-	caCerts              []string
-	certsDir             string
-	insecure, jlog bool
+	addr, dir, maxSize string
+	threshold          int
+	cleanEvery, ttl    time.Duration
+	pullSecret         string
+	upstreams, ignore  []string
+	tlsCert, tlsKey    string
+	htpasswd           string
+	caCerts            []string
+	certsDir           string
+	insecure, jlog     bool
 }
 
 func newCacheCmd(e *env) *cobra.Command {
