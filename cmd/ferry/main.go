@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/filter"
 	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/inventory"
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
@@ -69,7 +70,8 @@ func exitCode(err error) int {
 	case errors.As(err, &ue),
 		errors.Is(err, mapping.ErrInvalid),
 		errors.Is(err, filter.ErrSyntax),
-		errors.Is(err, registry.ErrConfig):
+		errors.Is(err, registry.ErrConfig),
+		errors.Is(err, inventory.ErrInvalid):
 		return exitBadUsge
 	}
 	return exitFailed

@@ -49,6 +49,7 @@ byte and pushes the bundle into Harbor or any registry.`,
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what ferry does to stderr")
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
 	root.AddCommand(newExportCmd(e), newInspectCmd(e), newVerifyCmd(e), newImportCmd(e), newServeCmd(e), newMirrorsCmd(e), newKeygenCmd(e), newSyncCmd(e), newDiffCmd())
+	root.AddCommand(newInventoryCmd(e))
 	return root
 }
 
