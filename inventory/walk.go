@@ -16,8 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ferry-airgap/ferry/bundle"
-	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/names"
+	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
 )
 
