@@ -31,6 +31,8 @@ type exportFlags struct {
 	since     string
 	signKey   string
 	referrers bool
+	have      []string
+	trustKeys []string
 }
 
 func newExportCmd(e *env) *cobra.Command {
@@ -64,6 +66,8 @@ records the upstream one.`,
 	fl.StringVar(&f.cache, "cache", "", "keep fetched manifests and blobs in DIR; a rerun downloads only what changed")
 	fl.BoolVar(&f.referrers, "with-referrers", false, "also export cosign signatures, attestations and SBOMs (sha256-<digest>.sig/.att/.sbom tags)")
 	fl.StringVar(&f.since, "since", "", "write a delta: leave out what PREVIOUS (a bundle or its ferry.json) already carried")
+	fl.StringArrayVar(&f.have, "have", nil, "leave out what this inventory (from ferry inventory) says the target holds (repeatable: one bundle for several sites)")
+	fl.StringArrayVar(&f.trustKeys, "trust-key", nil, "with --have: require each inventory to be signed by this public key (repeatable: any may match)")
 	fl.StringVar(&f.split, "split", "", "write volumes OUTPUT.000, .001, ... each below SIZE (e.g. 4GiB for FAT32, 700M)")
 	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
@@ -98,6 +102,10 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 		}
 		signer = key
 	}
+	haveKeys, err := haveFlags(f)
+	if err != nil {
+		return err
+	}
 	client, kc, pw, err := f.connect(e)
 	if err != nil {
 		return err
@@ -111,7 +119,7 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 		Client: client, Keychain: kc,
 		CacheDir: f.cache, MinQuota: f.minQuota, Split: split, Since: f.since, WithReferrers: f.referrers,
 		Progress: prog, Logger: e.logger(), FerryVersion: version,
-		Signer: signer,
+		Signer: signer, Have: f.have, HaveTrustKeys: haveKeys,
 	})
 	prog.finish()
 	if errors.Is(err, export.ErrNothingNew) {
@@ -165,6 +173,9 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		} else {
 			fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
 		}
+	}
+	for _, h := range s.Have {
+		fmt.Fprintf(w, "cut against inventory %s of %s (taken %s): %d blobs it holds left out\n", h.ID, h.Target(), h.Created.Format("2006-01-02 15:04:05Z07:00"), s.BaseBlobs)
 	}
 	if s.Base != "" {
 		fmt.Fprintf(w, "delta of bundle %s: %d blobs left to it (import that bundle first)\n", s.Base, s.BaseBlobs)
@@ -227,4 +238,20 @@ func multiPlatform(s *export.Summary) int {
 		}
 	}
 	return n
+}
+
+// haveFlags checks --have and --trust-key and loads the keys.
+func haveFlags(f *exportFlags) ([]bundle.TrustedKey, error) {
+	switch {
+	case len(f.trustKeys) > 0 && len(f.have) == 0:
+		return nil, usagef("--trust-key checks --have inventories; give --have FILE")
+	case len(f.have) > 0 && f.since != "":
+		return nil, usagef("--since and --have: choose one (an inventory already says what the target holds)")
+	}
+	for _, h := range f.have {
+		if h == f.output {
+			return nil, usagef("-o %s would overwrite the inventory given to --have", f.output)
+		}
+	}
+	return loadTrustKeys(f.trustKeys)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/inventory"
 	"github.com/ferry-airgap/ferry/mapping"
+	"github.com/ferry-airgap/ferry/push"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -71,7 +72,8 @@ func exitCode(err error) int {
 		errors.Is(err, mapping.ErrInvalid),
 		errors.Is(err, filter.ErrSyntax),
 		errors.Is(err, registry.ErrConfig),
-		errors.Is(err, inventory.ErrInvalid):
+		errors.Is(err, inventory.ErrInvalid),
+		errors.Is(err, push.ErrHaveTarget):
 		return exitBadUsge
 	}
 	return exitFailed
