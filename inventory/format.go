@@ -149,6 +149,18 @@ func Parse(data []byte) (*Inventory, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrInvalid, len(data), MaxSize)
 	}
+	// Kind and version first: a bundle's ferry.json, or an inventory of a
+	// newer format with fields this ferry does not know, gets a message
+	// that says so rather than "unknown field".
+	var probe struct {
+		Kind          string `json:"kind"`
+		FormatVersion int    `json:"formatVersion"`
+	}
+	if err := json.Unmarshal(data, &probe); err == nil {
+		if err := checkHeader(probe.Kind, probe.FormatVersion); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
 	var inv Inventory
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -165,13 +177,10 @@ func Parse(data []byte) (*Inventory, error) {
 }
 
 func validate(inv *Inventory) error {
+	if err := checkHeader(inv.Kind, inv.FormatVersion); err != nil {
+		return err
+	}
 	switch {
-	case inv.Kind != Kind:
-		return fmt.Errorf("kind is %q, want %q (is it a ferry inventory?)", clip(inv.Kind), Kind)
-	case inv.FormatVersion < 1:
-		return errors.New("no format version")
-	case inv.FormatVersion > FormatVersion:
-		return fmt.Errorf("format version %d; this ferry reads up to %d: upgrade ferry", inv.FormatVersion, FormatVersion)
 	case !names.ValidHost(inv.Registry):
 		return fmt.Errorf("registry %q is not a host[:port]", clip(inv.Registry))
 	case inv.Prefix != "" && !names.ValidRepository(inv.Prefix):
@@ -187,6 +196,18 @@ func validate(inv *Inventory) error {
 	}
 	if id := ContentID(inv); inv.ID != id {
 		return fmt.Errorf("id %q does not match the content (%s): the file was changed after it was taken", clip(inv.ID), id)
+	}
+	return nil
+}
+
+func checkHeader(kind string, version int) error {
+	switch {
+	case kind != Kind:
+		return fmt.Errorf("kind is %q, want %q (is it a ferry inventory?)", clip(kind), Kind)
+	case version < 1:
+		return errors.New("no format version")
+	case version > FormatVersion:
+		return fmt.Errorf("format version %d; this ferry reads up to %d: upgrade ferry", version, FormatVersion)
 	}
 	return nil
 }
