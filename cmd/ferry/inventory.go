@@ -54,7 +54,11 @@ to 'ferry export --have', which then leaves out what the registry holds.
 --trust-key.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runInventory(cmd, e, &f)
+			err := runInventory(cmd, e, &f)
+			if err != nil && f.json {
+				_ = writeJSON(e.stdout, map[string]string{"error": err.Error()})
+			}
+			return err
 		},
 	}
 	fl := cmd.Flags()
