@@ -233,7 +233,7 @@ func TestNextPageStaysOnHost(t *testing.T) {
 	for link, want := range map[string]string{
 		`</v2/a/tags/list?n=2&last=b>; rel="next"`:                 "https://reg.example:5000/v2/a/tags/list?n=2&last=b",
 		`<https://evil.example/v2/a/tags/list?last=b>; rel="next"`: "",
-		``: "",
+		``:                                     "",
 		`</v2/a/tags/list?last=b>; rel="prev"`: "",
 	} {
 		if got := inventory.NextPage(base, link); got != want {

@@ -2,9 +2,11 @@ package test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -222,6 +224,21 @@ func TestInventoryHostileInput(t *testing.T) {
 	if _, stderr, code := harness.Run(t, bin, "inventory", "-f", mf, "--to", dst.Host, "-o", have, "--sign-key", keyFile); code != 0 {
 		t.Fatalf("inventory: %s", stderr)
 	}
+	// openssl checks the signature as docs/inventory.md says.
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatalf("openssl not found: install it with `apt-get install -y openssl` (the standard-tool check of a signature needs it)")
+	}
+	sig64, err := os.ReadFile(have + ".sig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(sig64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "have.sig"), string(sig))
+	runOK(t, dir, openssl, "pkeyutl", "-verify", "-pubin", "-inkey", keyFile+".pub", "-rawin", "-in", have, "-sigfile", filepath.Join(dir, "have.sig"))
 	otherHave := filepath.Join(dir, "other.json")
 	if _, stderr, code := harness.Run(t, bin, "inventory", "-f", otherMf, "--to", dst.Host, "-o", otherHave); code != 0 {
 		t.Fatalf("inventory of another selection: %s", stderr)
