@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/inventory"
@@ -30,9 +32,18 @@ func take(t *testing.T) (*inventory.Inventory, []harness.Fixture, *harness.Regis
 		{Repo: "site/app/redis", Tag: "7.2", Kind: harness.OCIIndex, Bases: []string{"os"}},
 	}}
 	fixtures := harness.Seed(t, reg, "", set)
+	// The same image in a second repository: its manifest is read once.
+	img, err := remote.Image(reg.Ref(t, "site/app/web:1.0.0"), reg.RemoteOptions("")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(reg.Ref(t, "site/app/copy:1.0.0"), img, reg.RemoteOptions("")...); err != nil {
+		t.Fatal(err)
+	}
+	fixtures = append(fixtures, harness.Fixture{Repo: "site/app/copy", Tag: "1.0.0", Digest: fixtures[0].Digest, Layers: fixtures[0].Layers})
 	dir := t.TempDir()
 	mf := filepath.Join(dir, "m.yaml")
-	yaml := "tasks:\n  - name: t\n    source:\n      registry: docker.io\n    mappings:\n      - from: app/web\n      - from: library/redis\n        to: app/redis\n      - from: app/gone\n"
+	yaml := "tasks:\n  - name: t\n    source:\n      registry: docker.io\n    mappings:\n      - from: app/web\n      - from: library/redis\n        to: app/redis\n      - from: app/gone\n      - from: app/copy\n"
 	if err := os.WriteFile(mf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -56,9 +67,9 @@ func take(t *testing.T) (*inventory.Inventory, []harness.Fixture, *harness.Regis
 	for _, r := range reg.Requests()[before:] {
 		counts[r.Method+" "+harness.Kind(r.Path)]++
 	}
-	// 2 tag lists found and one 404, 3 HEADs, and the manifests: 2 images,
-	// an index and its 2 children.
-	want := map[string]int{"GET tags": 3, "HEAD manifest": 3, "GET manifest": 5, "GET ping": 1}
+	// 3 tag lists found and one 404, 4 HEADs, and the manifests: 2 images
+	// (one of them in two repositories), an index and its 2 children.
+	want := map[string]int{"GET tags": 4, "HEAD manifest": 4, "GET manifest": 5, "GET ping": 1}
 	for k, n := range want {
 		if counts[k] != n {
 			t.Errorf("%s: %d requests, want %d (all: %v)", k, counts[k], n, counts)
@@ -83,7 +94,7 @@ func TestTake(t *testing.T) {
 	for _, r := range inv.Repositories {
 		targets = append(targets, r.Target)
 	}
-	if !slices.Equal(targets, []string{"app/gone", "app/redis", "app/web"}) {
+	if !slices.Equal(targets, []string{"app/copy", "app/gone", "app/redis", "app/web"}) {
 		t.Fatalf("repositories: %v", targets)
 	}
 	if r := inv.Repo("app/gone"); len(r.Tags)+len(r.Manifests)+len(r.Blobs) != 0 {
@@ -135,7 +146,7 @@ func TestWriteReadSigned(t *testing.T) {
 	if _, err := inventory.Read(path, []bundle.TrustedKey{{Name: "other.pub", Key: otherPub}}); !errors.Is(err, inventory.ErrInvalid) || !strings.Contains(err.Error(), "does not verify with other.pub") {
 		t.Errorf("another key: %v", err)
 	}
-	changed := strings.Replace(string(data), inv.Repositories[2].Tags["1.0.0"], "sha256:"+strings.Repeat("0", 64), 1)
+	changed := strings.Replace(string(data), inv.Repo("app/web").Tags["1.0.0"], "sha256:"+strings.Repeat("0", 64), 1)
 	if err := os.WriteFile(path, []byte(changed), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -74,6 +74,13 @@ func (p *pusher) checkHave(ctx context.Context) error {
 		return nil
 	}
 	inv, _ := p.haveFor(rec)
+	// One token for every repository the checks read, not one each.
+	for _, im := range rec.BaseImages {
+		p.host.Want(registry.Scope(p.tgt.Repository(im.Target), p.actions()))
+	}
+	for _, r := range inv.Repositories {
+		p.host.Want(registry.Scope(p.tgt.Repository(r), p.actions()))
+	}
 	moved, err := p.checkHaveTags(ctx, rec.BaseImages)
 	if err != nil {
 		return err
