@@ -43,6 +43,7 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 	$(GO) test -run='^$$' -fuzz='^FuzzParseBytes$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./internal/units/
 	$(GO) test -run='^$$' -fuzz='^FuzzRequestPath$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./cache/
 	$(GO) test -run='^$$' -fuzz='^FuzzPaths$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./static/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./inventory/
 
 fuzz: ## longer fuzz runs (FUZZTIME=5m make fuzz)
 	$(MAKE) fuzz-short FUZZTIME=$(if $(filter 10s,$(FUZZTIME)),2m,$(FUZZTIME))

@@ -17,9 +17,20 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// FormatVersion is the version of ferry.json this package writes.
-// Readers refuse a bundle with a greater version.
-const FormatVersion = 1
+// FormatVersion is the greatest version of ferry.json this package reads
+// and writes. Readers refuse a bundle with a greater version. A bundle is
+// written as version 1 unless it uses a field of version 2 (Have), so that
+// an older ferry reads every bundle it can understand and says "upgrade
+// ferry" about the others.
+const FormatVersion = 2
+
+// formatVersionOf is the version rec needs.
+func formatVersionOf(rec *Record) int {
+	if len(rec.Have) > 0 {
+		return 2
+	}
+	return 1
+}
 
 // Entry names inside a bundle.
 const (
@@ -79,6 +90,33 @@ type Record struct {
 	// delta therefore leaves out (target, digest, tags), so that a delta of
 	// a delta knows what the target holds.
 	BaseImages []BaseImage `json:"baseImages,omitempty"`
+	// Have names the inventories (ferry inventory) this bundle was cut
+	// against (export --have): BaseImages and BaseBlobs are then what those
+	// registries held, which the target must still hold. Format version 2.
+	Have []HaveRef `json:"have,omitempty"`
+}
+
+// HaveRef names one inventory a bundle was cut against.
+type HaveRef struct {
+	// ID is the inventory's content id.
+	ID string `json:"id"`
+	// Registry and Prefix are the inventory's REGISTRY[/PREFIX]: the one
+	// target the bundle may be imported into on that site.
+	Registry string    `json:"registry"`
+	Prefix   string    `json:"prefix,omitempty"`
+	Created  time.Time `json:"created"`
+	// Repositories are the target paths in which the inventory saw the
+	// blobs the bundle leaves out: where import looks for (and mounts) a
+	// blob that an image's own repository lacks.
+	Repositories []string `json:"repositories,omitempty"`
+}
+
+// Target returns REGISTRY[/PREFIX].
+func (h HaveRef) Target() string {
+	if h.Prefix == "" {
+		return h.Registry
+	}
+	return h.Registry + "/" + h.Prefix
 }
 
 // BaseImage names an image carried by an earlier bundle of a delta chain.

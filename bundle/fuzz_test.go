@@ -46,6 +46,7 @@ func FuzzOpen(f *testing.F) {
 func FuzzParseRecord(f *testing.F) {
 	f.Add([]byte(`{"formatVersion":1,"images":[{"source":"docker.io/library/redis:7","target":"proj/redis","tags":["7"],"digest":"sha256:` + hex64('a') + `"}],"blobs":[{"digest":"sha256:` + hex64('b') + `","size":3}]}`))
 	f.Add([]byte(`{"formatVersion":2}`))
+	f.Add([]byte(`{"formatVersion":2,"images":[],"blobs":[],"baseBlobs":[{"digest":"sha256:` + hex64('b') + `","size":3}],"have":[{"id":"` + hex64('a')[:32] + `","registry":"r:5000","created":"2026-01-01T00:00:00Z","repositories":["a/b"]}]}`))
 	f.Add([]byte(`{"formatVersion":1,"blobs":[{"digest":"sha256:../../etc/passwd","size":1}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rec, err := ParseRecord(data)

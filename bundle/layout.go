@@ -108,7 +108,9 @@ func buildRecord(plan *Plan, created time.Time, o *writeOptions) *Record {
 		Blobs:         make([]Blob, 0, len(plan.Blobs)),
 		BaseBlobs:     plan.BaseBlobs,
 		BaseImages:    plan.BaseImages,
+		Have:          plan.Have,
 	}
+	rec.FormatVersion = formatVersionOf(rec)
 	sizes := make(map[v1.Hash]int64, len(plan.Blobs))
 	for _, b := range plan.BaseBlobs {
 		if h, err := ParseDigest(b.Digest); err == nil {

@@ -82,8 +82,8 @@ func validatePlan(plan *Plan) error {
 		}
 		base[h] = true
 	}
-	if len(plan.BaseBlobs) > 0 && plan.Base == "" {
-		return errors.New("base blobs without a base bundle id")
+	if len(plan.BaseBlobs) > 0 && plan.Base == "" && len(plan.Have) == 0 {
+		return errors.New("base blobs without a base bundle id or an inventory")
 	}
 	for _, im := range plan.Images {
 		d, err := ParseDigest(im.Digest)
@@ -137,7 +137,7 @@ func reducePlan(plan *Plan, failed map[v1.Hash]error, tb *tempBundle) (*Plan, er
 			entries[h] = e.offset
 		}
 	}
-	out := &Plan{Base: plan.Base, BaseBlobs: plan.BaseBlobs, BaseImages: plan.BaseImages}
+	out := &Plan{Base: plan.Base, BaseBlobs: plan.BaseBlobs, BaseImages: plan.BaseImages, Have: plan.Have}
 	keep := map[v1.Hash]bool{}
 	for _, im := range plan.Images {
 		ok := true

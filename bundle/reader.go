@@ -457,8 +457,11 @@ func ParseRecord(data []byte) (*Record, error) {
 	if rec.FormatVersion > FormatVersion {
 		return nil, fmt.Errorf("%w: format version %d; this ferry reads up to %d: upgrade ferry", ErrUnsupported, rec.FormatVersion, FormatVersion)
 	}
-	if len(rec.BaseBlobs) > 0 && rec.Base == "" {
-		return nil, fmt.Errorf("%w: %s lists base blobs but names no base bundle", ErrCorrupt, RecordFile)
+	if len(rec.BaseBlobs) > 0 && rec.Base == "" && len(rec.Have) == 0 {
+		return nil, fmt.Errorf("%w: %s lists base blobs but names no base bundle or inventory", ErrCorrupt, RecordFile)
+	}
+	if err := checkHave(&rec); err != nil {
+		return nil, err
 	}
 	for _, b := range append(append([]Blob(nil), rec.Blobs...), rec.BaseBlobs...) {
 		if _, err := ParseDigest(b.Digest); err != nil {
@@ -626,4 +629,27 @@ func (v *Verifier) Read(p []byte) (int, error) {
 		return n, fmt.Errorf("%w: blob %s: %w: %d of %d bytes", ErrCorrupt, v.want, ErrShortBlob, v.n, v.size)
 	}
 	return n, err
+}
+
+// checkHave validates the inventories a bundle names (format version 2).
+func checkHave(rec *Record) error {
+	if len(rec.Have) > 0 && rec.FormatVersion < 2 {
+		return fmt.Errorf("%w: %s names inventories but is format version %d", ErrCorrupt, RecordFile, rec.FormatVersion)
+	}
+	for _, h := range rec.Have {
+		if !isHexID(h.ID) || !names.ValidHost(h.Registry) || (h.Prefix != "" && !validTarget(h.Prefix)) {
+			return fmt.Errorf("%w: %s names an invalid inventory (id %q, registry %q, prefix %q)", ErrCorrupt, RecordFile, clip(h.ID), clip(h.Registry), clip(h.Prefix))
+		}
+		for _, r := range h.Repositories {
+			if !validTarget(r) {
+				return fmt.Errorf("%w: %s: inventory %s names an invalid repository %q", ErrCorrupt, RecordFile, h.ID, clip(r))
+			}
+		}
+	}
+	return nil
+}
+
+// isHexID reports whether s is 32 lower-case hex digits (an inventory id).
+func isHexID(s string) bool {
+	return len(s) == 32 && strings.Trim(s, "0123456789abcdef") == ""
 }

@@ -87,6 +87,8 @@ type Plan struct {
 	BaseBlobs []Blob
 	// BaseImages are the images of the base chain, recorded for later deltas.
 	BaseImages []BaseImage
+	// Have names the inventories the plan was cut against (export --have).
+	Have []HaveRef
 }
 
 // Failure is one image that could not be written, and why.

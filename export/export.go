@@ -24,6 +24,7 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/inventory"
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
@@ -51,6 +52,11 @@ type Options struct {
 	// Since (--since) names a previous bundle (or its ferry.json): the new
 	// bundle is a delta that leaves out the configs and layers it carried.
 	Since string
+	// Have (--have) names inventories (ferry inventory) of the registries
+	// the bundle is for: it leaves out what they all hold. HaveTrustKeys
+	// (--trust-key), when set, must have signed each of them.
+	Have          []string
+	HaveTrustKeys []bundle.TrustedKey
 	// WithReferrers (--with-referrers) also exports cosign signatures,
 	// attestations and SBOMs stored under sha256-<digest>.sig/.att/.sbom.
 	WithReferrers bool
@@ -96,9 +102,11 @@ type FailureSummary struct {
 
 // Summary is what Run did.
 type Summary struct {
-	Output    string           `json:"output,omitempty"`
-	Base      string           `json:"base,omitempty"`      // id of the bundle this delta builds on
-	BaseBlobs int              `json:"baseBlobs,omitempty"` // blobs left to the base
+	Output    string `json:"output,omitempty"`
+	Base      string `json:"base,omitempty"`      // id of the bundle this delta builds on
+	BaseBlobs int    `json:"baseBlobs,omitempty"` // blobs left to the base (or held per --have)
+	// Have: the inventories the bundle was cut against (--have).
+	Have      []bundle.HaveRef `json:"have,omitempty"`
 	Volumes   []string         `json:"volumes,omitempty"`
 	SHA256    string           `json:"sha256,omitempty"`
 	DryRun    bool             `json:"dryRun,omitempty"`
@@ -206,6 +214,9 @@ func newRunner(o *Options, tasks []*mapping.Task, sum *Summary) (*runner, error)
 	for _, t := range tasks {
 		rn.tasks[t.Name] = t
 	}
+	if err := rn.loadHave(); err != nil {
+		return nil, err
+	}
 	if o.CacheDir != "" {
 		c, err := OpenCache(o.CacheDir)
 		if err != nil {
@@ -279,6 +290,13 @@ func (o *runner) plan(ctx context.Context, sum *Summary, res *mapping.Resolution
 		}
 		sum.Base = plan.Base
 		sum.BaseBlobs = len(plan.BaseBlobs)
+	}
+	if len(o.have) > 0 {
+		if err := o.applyHave(plan); err != nil {
+			summarize(sum, plan)
+			return nil, err
+		}
+		sum.Have, sum.BaseBlobs = plan.Have, len(plan.BaseBlobs)
 	}
 	summarize(sum, plan)
 	return plan, nil
@@ -562,6 +580,9 @@ type runner struct {
 	fromCache  atomic.Int64
 	quotaHit   atomic.Bool
 	unchanged  sync.Map // root digests already cached by an earlier run
+
+	have      []*inventory.Inventory // --have, in the order given
+	havePaths []string
 }
 
 // countImages fills the new/unchanged counts from the summary's images.
@@ -626,34 +647,7 @@ func makeDelta(plan *bundle.Plan, since string) error {
 			had[k][t] = true
 		}
 	}
-	images := plan.Images[:0]
-	used := map[v1.Hash]bool{}
-	for _, im := range plan.Images {
-		tags := had[im.Target+"@"+im.Digest]
-		same := tags != nil
-		for _, t := range im.Tags {
-			same = same && tags[t]
-		}
-		if same {
-			continue
-		}
-		images = append(images, im)
-		for _, h := range im.Blobs {
-			used[h] = true
-		}
-	}
-	plan.Images = images
-	kept := plan.Blobs[:0]
-	for _, b := range plan.Blobs {
-		switch {
-		case !used[b.Digest]:
-		case b.Kind != bundle.KindManifest && held[b.Digest.String()]:
-			plan.BaseBlobs = append(plan.BaseBlobs, bundle.Blob{Digest: b.Digest.String(), Size: b.Size, MediaType: string(b.MediaType)})
-		default:
-			kept = append(kept, b)
-		}
-	}
-	plan.Blobs = kept
+	leaveOut(plan, held, had)
 	plan.Base = prev.ID
 	plan.BaseImages = chain
 	if len(plan.Images) == 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
@@ -134,40 +133,8 @@ func (p *pusher) checkBase(ctx context.Context) error {
 	if len(need) == 0 {
 		return nil
 	}
-	var mu sync.Mutex
-	var missing []key
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.o.Jobs)
-	for k := range need {
-		g.Go(func() error {
-			for i, repo := range append([]string{k.repo}, repos...) {
-				if i > 0 && repo == k.repo {
-					continue // its own repository was asked first
-				}
-				rc, err := p.repo(gctx, repo)
-				if err != nil {
-					return err
-				}
-				ok, err := rc.headBlob(gctx, k.digest)
-				if err != nil {
-					return fmt.Errorf("checking %s in %s: %w", k.digest, repo, err)
-				}
-				if ok {
-					if repo != k.repo {
-						mu.Lock()
-						p.baseFrom[k] = repo
-						mu.Unlock()
-					}
-					return nil
-				}
-			}
-			mu.Lock()
-			missing = append(missing, k)
-			mu.Unlock()
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	missing, err := p.locate(ctx, need, repos)
+	if err != nil {
 		return err
 	}
 	if len(missing) > 0 {

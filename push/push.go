@@ -273,18 +273,10 @@ func (o *Options) setDefaults() error {
 // --auth-file and the docker keychain. It never writes into the keychain,
 // which other tasks of a sync share.
 func (o *Options) targetHost(host string) (*registry.Host, error) {
-	auth := o.Auth
-	if auth == nil {
-		logins := o.Logins
-		if o.Username != "" {
-			logins = append([]registry.Login{{Host: host, Username: o.Username, Password: o.Password, From: "--username"}}, logins...)
-		}
-		var err error
-		if auth, err = o.Keychain.Resolve(host, logins...); err != nil {
-			return nil, err
-		}
+	if o.Auth == nil {
+		return TargetHost(o.Client, o.Keychain, host, o.Username, o.Password, o.Logins)
 	}
-	return o.Client.Host(host, auth)
+	return o.Client.Host(host, o.Auth)
 }
 
 // openSource returns Source, or opens Bundle (checking its signature
@@ -313,7 +305,7 @@ func (p *pusher) run(ctx context.Context) error {
 		p.summarize()
 		return fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(p.images))
 	}
-	for _, step := range []func(context.Context) error{p.connect, p.harborProjects, p.survey, p.verifySource} {
+	for _, step := range []func(context.Context) error{p.checkHaveTarget, p.connect, p.checkHave, p.harborProjects, p.survey, p.verifySource} {
 		if err := step(ctx); err != nil {
 			return err
 		}

@@ -11,7 +11,9 @@ import (
 	"github.com/ferry-airgap/ferry/export"
 	"github.com/ferry-airgap/ferry/filter"
 	"github.com/ferry-airgap/ferry/internal/registry"
+	"github.com/ferry-airgap/ferry/inventory"
 	"github.com/ferry-airgap/ferry/mapping"
+	"github.com/ferry-airgap/ferry/push"
 )
 
 // exitCode maps an error to the exit status: 2 for what the user can fix
@@ -29,7 +31,9 @@ func isUsage(err error) bool {
 		errors.Is(err, mapping.ErrInvalid) ||
 		errors.Is(err, filter.ErrSyntax) ||
 		errors.Is(err, registry.ErrConfig) ||
-		errors.Is(err, export.ErrOutput)
+		errors.Is(err, export.ErrOutput) ||
+		errors.Is(err, inventory.ErrInvalid) ||
+		errors.Is(err, push.ErrHaveTarget)
 }
 
 func hint(err error) string {

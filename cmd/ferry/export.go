@@ -33,6 +33,8 @@ type exportFlags struct {
 	signKey   string
 	referrers bool
 	force     bool
+	have      []string
+	trustKeys []string
 }
 
 func newExportCmd(e *env, runF func(context.Context, export.Options) (*export.Summary, error)) *cobra.Command {
@@ -84,6 +86,8 @@ file that is not a ferry bundle (without --force) is refused with exit 2.`,
 	fl.StringVar(&f.cache, "cache", "", "keep fetched manifests and blobs in DIR; a rerun downloads only what changed")
 	fl.BoolVar(&f.referrers, "with-referrers", false, "also export cosign signatures, attestations and SBOMs (sha256-<digest>.sig/.att/.sbom tags)")
 	fl.StringVar(&f.since, "since", "", "write a delta: leave out what PREVIOUS (a bundle or its ferry.json) already carried")
+	fl.StringArrayVar(&f.have, "have", nil, "leave out what this inventory (from ferry inventory) says the target holds (repeatable: one bundle for several sites)")
+	fl.StringArrayVar(&f.trustKeys, "trust-key", nil, "with --have: require each inventory to be signed by this public key (repeatable: any may match)")
 	fl.StringVar(&f.split, "split", "", "write volumes OUTPUT.000, .001, ... each below SIZE (e.g. 4GiB for FAT32, 700M)")
 	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
@@ -142,6 +146,7 @@ func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
 		return export.Options{}, none, usagef("-f - and --password-stdin both read standard input; give the password in $FERRY_PASSWORD")
 	}
 	inputs := append(slices.Clone(f.files), f.since, f.signKey)
+	inputs = append(inputs, f.have...)
 	if f.output != "" && !f.dryRun {
 		if err := export.CheckOutput(f.output, nonEmpty(inputs), f.force); err != nil {
 			return export.Options{}, none, err
@@ -153,13 +158,20 @@ func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
 	if err := checkBundles(nonEmpty([]string{f.since})); err != nil { // a bundle, its volumes or its ferry.json
 		return export.Options{}, none, err
 	}
+	if err := checkInputs(f.have, "inventory"); err != nil {
+		return export.Options{}, none, err
+	}
+	haveKeys, err := haveFlags(f)
+	if err != nil {
+		return export.Options{}, none, err
+	}
 	o := export.Options{
 		Tasks: f.tasks, Output: f.output, Jobs: f.jobs, KeepGoing: f.keepGoing, DryRun: f.dryRun,
 		Platforms: parsePlatforms(f.platform), Username: f.username,
 		CacheDir: f.cache, MinQuota: f.minQuota, Since: f.since, WithReferrers: f.referrers,
 		Logger: e.logger(), FerryVersion: buildVersion(),
+		Have: f.have, HaveTrustKeys: haveKeys,
 	}
-	var err error
 	if o.Mirrors, err = parseMirrors(f.mirrors); err != nil {
 		return o, none, err
 	}
@@ -211,6 +223,9 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		} else {
 			fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
 		}
+	}
+	for _, h := range s.Have {
+		fmt.Fprintf(w, "cut against inventory %s of %s (taken %s): %d blobs it holds left out\n", h.ID, h.Target(), h.Created.Format("2006-01-02 15:04:05Z07:00"), s.BaseBlobs)
 	}
 	if s.Base != "" {
 		fmt.Fprintf(w, "delta of bundle %s: %s left to it (import that bundle first)\n", s.Base, plural(s.BaseBlobs, "blob"))
@@ -273,4 +288,20 @@ func multiPlatform(s *export.Summary) int {
 		}
 	}
 	return n
+}
+
+// haveFlags checks --have and --trust-key and loads the keys.
+func haveFlags(f *exportFlags) ([]bundle.TrustedKey, error) {
+	switch {
+	case len(f.trustKeys) > 0 && len(f.have) == 0:
+		return nil, usagef("--trust-key checks --have inventories; give --have FILE")
+	case len(f.have) > 0 && f.since != "":
+		return nil, usagef("--since and --have: choose one (an inventory already says what the target holds)")
+	}
+	for _, h := range f.have {
+		if h == f.output {
+			return nil, usagef("-o %s would overwrite the inventory given to --have", f.output)
+		}
+	}
+	return loadTrustKeys(f.trustKeys)
 }

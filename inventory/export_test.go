@@ -1,0 +1,4 @@
+package inventory
+
+// NextPage is nextPage, for tests.
+var NextPage = nextPage
