@@ -544,7 +544,16 @@ func TestCacheServesTLSWithBasicAuth(t *testing.T) {
 	if digestOf([]byte(raw)) != busybox.Digest {
 		t.Errorf("over HTTPS with basic auth: digest %s, want %s", digestOf([]byte(raw)), busybox.Digest)
 	}
-	if !strings.Contains(c.stderr.String(), `"msg":"request"`) || !strings.Contains(c.stderr.String(), `"user":"ops"`) {
+	// The access log line is written once the handler returns, which may
+	// be just after skopeo has read the body: wait for it a little.
+	logged := func() bool {
+		out := c.stderr.String()
+		return strings.Contains(out, `"msg":"request"`) && strings.Contains(out, `"user":"ops"`)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !logged() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !logged() {
 		t.Errorf("no JSON access-log line with the user:\n%s", c.stderr.String())
 	}
 }
