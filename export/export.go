@@ -69,6 +69,9 @@ type Options struct {
 	// Signer (--sign-key) signs the bundle: ferry.sig inside, OUTPUT.sig
 	// beside it. nil = unsigned.
 	Signer bundle.Signer
+	// Charts are one-off charts (--chart REPO/NAME@VERSION), carried beside
+	// the mapping files' charts: entries.
+	Charts []*mapping.Chart
 }
 
 // ImageSummary is one image as resolved (and written, unless dry-run).
@@ -82,6 +85,7 @@ type ImageSummary struct {
 	Platforms      []string `json:"platforms,omitempty"`
 	Size           int64    `json:"size"`
 	Task           string   `json:"task"`
+	Kind           string   `json:"kind,omitempty"` // "helm-chart" for a chart
 	// Unchanged: with --cache, the image's digest was already cached from an
 	// earlier run (nothing about it was fetched again).
 	Unchanged bool `json:"unchanged,omitempty"`
@@ -141,9 +145,12 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if o.Client == nil || o.Keychain == nil {
 		return nil, errors.New("export: Client and Keychain are required")
 	}
-	cfg, err := mapping.Load(o.Files...)
-	if err != nil {
-		return nil, err
+	cfg := &mapping.Config{} // --chart alone needs no mapping file
+	if len(o.Files) > 0 || len(o.Charts) == 0 {
+		var err error
+		if cfg, err = mapping.Load(o.Files...); err != nil {
+			return nil, err
+		}
 	}
 	tasks, err := cfg.Select(o.Tasks)
 	if err != nil {
@@ -190,21 +197,18 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return sum, err
 	}
 
-	res, err := mapping.Resolve(ctx, tasks, mapping.Options{
-		Remote: func(ctx context.Context, repo name.Repository, t *mapping.Task) ([]remote.Option, error) {
-			return rn.pull.RemoteOptions(ctx, repo, t)
-		},
-		NameOptions:   o.Client.NameOptions,
-		Platforms:     o.Platforms,
-		WithReferrers: o.WithReferrers,
-		Mirrors:       o.Mirrors,
-		Cache:         manifestCache(rn.cache),
-		BeforeGet:     rn.beforeGet,
-		Jobs:          o.Jobs,
-		Logger:        o.Logger,
-	})
+	ch, err := rn.prepareCharts(ctx, append(cfg.Charts, o.Charts...), tasks)
 	if err != nil {
 		return sum, err
+	}
+	res, err := mapping.Resolve(ctx, append(tasks, ch.imageTasks...), rn.resolveOptions())
+	if err != nil {
+		return sum, err
+	}
+	res.Images = append(ch.oci, res.Images...)
+	for _, w := range ch.warnUncarried(res.Images) {
+		o.Logger.Warn(w)
+		sum.Warnings = append(sum.Warnings, w)
 	}
 	sum.ManifestGETs = res.ManifestGETs
 	for _, f := range res.Failures {
@@ -214,7 +218,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if rn.quotaHit.Load() {
 		return sum, fmt.Errorf("%w: Docker Hub pull quota reached --min-quota %d; %d images resolved, %d not; nothing was written (rerun later with the same --cache)", ErrQuota, o.MinQuota, len(res.Images), len(res.Failures))
 	}
-	if len(res.Images) == 0 {
+	if len(res.Images)+ch.count() == 0 {
 		if len(res.Failures) > 0 {
 			return sum, fmt.Errorf("%w: nothing could be resolved (%d failures)", ErrFailed, len(res.Failures))
 		}
@@ -228,6 +232,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if err != nil {
 		return sum, err
 	}
+	ch.addToPlan(plan)
 	if o.Since != "" {
 		if err := makeDelta(plan, o.Since); err != nil {
 			summarize(sum, plan)
@@ -283,6 +288,23 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return sum, fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
 	}
 	return sum, nil
+}
+
+// resolveOptions are the options every mapping.Resolve of the run uses.
+func (o *runner) resolveOptions() mapping.Options {
+	return mapping.Options{
+		Remote: func(ctx context.Context, repo name.Repository, t *mapping.Task) ([]remote.Option, error) {
+			return o.pull.RemoteOptions(ctx, repo, t)
+		},
+		NameOptions:   o.Client.NameOptions,
+		Platforms:     o.Platforms,
+		WithReferrers: o.WithReferrers,
+		Mirrors:       o.Mirrors,
+		Cache:         manifestCache(o.cache),
+		BeforeGet:     o.beforeGet,
+		Jobs:          o.Jobs,
+		Logger:        o.Logger,
+	}
 }
 
 // buildPlan merges resolved images into bundle images (one per target and
@@ -626,7 +648,7 @@ func summarize(sum *Summary, plan *bundle.Plan) {
 		sum.Images = append(sum.Images, ImageSummary{
 			Source: pi.Source, Target: pi.Target, Tags: pi.Tags, Digest: pi.Digest,
 			UpstreamDigest: pi.UpstreamDigest, MediaType: pi.MediaType, Platforms: pi.Platforms,
-			Size: size, Task: pi.Task,
+			Size: size, Task: pi.Task, Kind: pi.Kind,
 		})
 		sum.Tags += len(pi.Tags)
 		sum.Logical += size

@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/export"
 	"github.com/ferry-airgap/ferry/internal/units"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 type exportFlags struct {
@@ -31,6 +32,7 @@ type exportFlags struct {
 	since     string
 	signKey   string
 	referrers bool
+	charts    []string
 }
 
 func newExportCmd(e *env) *cobra.Command {
@@ -67,13 +69,22 @@ records the upstream one.`,
 	fl.StringVar(&f.split, "split", "", "write volumes OUTPUT.000, .001, ... each below SIZE (e.g. 4GiB for FAT32, 700M)")
 	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
+	fl.StringArrayVar(&f.charts, "chart", nil, "also carry this Helm chart: REPO/NAME@VERSION, REPO an https:// Helm repository or oci:// path (repeatable)")
 	f.regFlags.register(cmd)
 	return cmd
 }
 
 func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
-	if len(f.files) == 0 {
-		return usagef("export needs at least one mapping file (-f FILE)")
+	if len(f.files) == 0 && len(f.charts) == 0 {
+		return usagef("export needs at least one mapping file (-f FILE) or --chart")
+	}
+	var charts []*mapping.Chart
+	for _, c := range f.charts {
+		ch, err := mapping.ParseChartFlag(c)
+		if err != nil {
+			return usageError{err}
+		}
+		charts = append(charts, ch)
 	}
 	if f.output == "" && !f.dryRun {
 		return usagef("export needs an output file (-o BUNDLE.tar)")
@@ -111,7 +122,7 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags) error {
 		Client: client, Keychain: kc,
 		CacheDir: f.cache, MinQuota: f.minQuota, Split: split, Since: f.since, WithReferrers: f.referrers,
 		Progress: prog, Logger: e.logger(), FerryVersion: version,
-		Signer: signer,
+		Signer: signer, Charts: charts,
 	})
 	prog.finish()
 	if errors.Is(err, export.ErrNothingNew) {

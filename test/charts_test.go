@@ -1,0 +1,263 @@
+package test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ferry-airgap/ferry/internal/oci"
+	"github.com/ferry-airgap/ferry/test/harness"
+)
+
+// helmPath finds the helm CLI on PATH or in $(go env GOPATH)/bin.
+func helmPath(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("helm"); err == nil {
+		return p
+	}
+	out, err := exec.Command("go", "env", "GOPATH").Output()
+	if err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "helm")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Fatal("helm not found: install it with `go install helm.sh/helm/v3/cmd/helm@v3.22.0` (.ci/run does)")
+	return ""
+}
+
+// helmCLI runs the real helm with its state in a private home.
+type helmCLI struct {
+	bin, home string
+}
+
+func newHelm(t *testing.T) *helmCLI {
+	return &helmCLI{bin: helmPath(t), home: t.TempDir()}
+}
+
+func (h *helmCLI) run(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(h.bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+h.home,
+		"HELM_CACHE_HOME="+filepath.Join(h.home, "cache"), "HELM_CONFIG_HOME="+filepath.Join(h.home, "config"),
+		"HELM_DATA_HOME="+filepath.Join(h.home, "data"), "DOCKER_CONFIG="+filepath.Join(h.home, "docker"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// chartRepo is a classic Helm repository made with the real helm CLI and
+// served over HTTP on loopback.
+type chartRepo struct {
+	URL string
+	Dir string
+}
+
+// tgz returns the bytes of one packaged version.
+func (r *chartRepo) tgz(t *testing.T, name, version string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(r.Dir, name+"-"+version+".tgz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// makeChartRepo runs `helm create demo`, points its images at images
+// (deployment image, test-hook image, both REGISTRY/PATH:TAG), packages
+// versions and indexes them with `helm repo index`.
+func makeChartRepo(t *testing.T, h *helmCLI, deployImage, hookImage string, versions ...string) *chartRepo {
+	t.Helper()
+	work := t.TempDir()
+	h.run(t, work, "create", "demo")
+	repo, tag, _ := strings.Cut(deployImage, ":")
+	editFile(t, filepath.Join(work, "demo", "values.yaml"), func(s string) string {
+		s = strings.Replace(s, "repository: nginx", "repository: "+repo, 1)
+		return strings.Replace(s, `tag: ""`, `tag: "`+tag+`"`, 1)
+	})
+	editFile(t, filepath.Join(work, "demo", "templates", "tests", "test-connection.yaml"), func(s string) string {
+		return strings.Replace(s, "image: busybox", "image: "+hookImage, 1)
+	})
+	dir := t.TempDir()
+	for _, v := range versions {
+		h.run(t, work, "package", "demo", "--version", v, "-d", dir)
+	}
+	h.run(t, dir, "repo", "index", ".")
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	return &chartRepo{URL: srv.URL, Dir: dir}
+}
+
+func editFile(t *testing.T, path string, edit func(string) string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := edit(string(b))
+	if s == string(b) {
+		t.Fatalf("%s: the edit changed nothing (helm create's template moved?)", path)
+	}
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sha256Of(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func writeChartMapping(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "m.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// exportJSON is the part of `ferry export --json` the chart tests read.
+type exportJSON struct {
+	Images []struct {
+		Source string   `json:"source"`
+		Target string   `json:"target"`
+		Tags   []string `json:"tags"`
+		Digest string   `json:"digest"`
+		Kind   string   `json:"kind"`
+	} `json:"images"`
+	Warnings []string `json:"warnings"`
+}
+
+func chartExportJSON(t *testing.T, bin string, args ...string) (*exportJSON, string) {
+	t.Helper()
+	stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: impEnv(t, "FERRY_PASSWORD="+impAPW)}, bin,
+		append([]string{"export", "--json", "-q"}, args...)...)
+	if code != 0 {
+		t.Fatalf("export %v: exit %d\n%s\n%s", args, code, stdout, stderr)
+	}
+	var s exportJSON
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatalf("export --json: %v\n%s", err, stdout)
+	}
+	return &s, stderr
+}
+
+// TestChartClassicRepoRoundTrip: a chart from a classic Helm repository
+// (made by helm create/package/repo index) crosses in the same bundle as
+// the images it renders; after import, `helm pull` from the target returns
+// the very bytes the repository served, `helm template` renders them, and
+// the chart's images pull at the mapped paths with their source digests.
+func TestChartClassicRepoRoundTrip(t *testing.T) {
+	h := newHelm(t)
+	bin := harness.BuildFerry(t)
+	src := harness.StartRegistry(t, harness.RegistryOptions{TLS: true, Users: map[string]string{impAlice: impAPW}})
+	fixtures := harness.Seed(t, src, impAlice, harness.SmallSet())
+	repo := makeChartRepo(t, h, src.Host+"/spaceone/console:1.11.0", src.Host+"/library/alpine:3.19", "2.0.0", "2.1.0", "3.0.0")
+
+	m := writeChartMapping(t, `
+tasks:
+  - name: base
+    source:
+      registry: `+src.Host+`
+    mappings:
+      - from: library/redis
+        to: mirror/library/redis
+        tags: ['7.2.4']
+charts:
+  - repo: `+repo.URL+`
+    name: demo
+    version: ">=2.0.0 <3.0.0"
+    to: cloudforet/charts
+    images: true
+`)
+	out := filepath.Join(t.TempDir(), "bundle.tar")
+	sum, _ := chartExportJSON(t, bin, "-f", m, "-o", out, "--ca-cert", src.CAFile, "--username", impAlice)
+	targets := map[string]string{}
+	for _, im := range sum.Images {
+		targets[im.Target+":"+strings.Join(im.Tags, ",")] = im.Kind
+	}
+	for _, want := range []string{"cloudforet/charts/demo:2.1.0", "mirror/spaceone/console:1.11.0", "mirror/library/alpine:3.19", "mirror/library/redis:7.2.4"} {
+		if _, ok := targets[want]; !ok {
+			t.Errorf("export carries no %s; it carries %v", want, targets)
+		}
+	}
+	if targets["cloudforet/charts/demo:2.1.0"] != "helm-chart" {
+		t.Errorf("chart kind %q, want helm-chart", targets["cloudforet/charts/demo:2.1.0"])
+	}
+	if len(sum.Warnings) > 0 {
+		t.Errorf("warnings with every image carried: %v", sum.Warnings)
+	}
+
+	if stdout, stderr, code := harness.Run(t, bin, "verify", out); code != 0 {
+		t.Fatalf("verify: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	stdout, _, code := harness.Run(t, bin, "inspect", out)
+	if code != 0 || !strings.Contains(stdout, "cloudforet/charts/demo") {
+		t.Errorf("inspect (exit %d) does not show the chart:\n%s", code, stdout)
+	}
+
+	dst := harness.StartRegistry(t, harness.RegistryOptions{TLS: true, Users: map[string]string{robot: robotPW}})
+	isum, stderr, code := runImport(t, bin, robotPW+"\n", out, "--to", dst.Host, "--ca-cert", dst.CAFile, "--username", robot, "--password-stdin")
+	if code != 0 {
+		t.Fatalf("import: exit %d\n%s", code, stderr)
+	}
+	if isum.Failed != 0 {
+		t.Fatalf("import failures: %+v", isum.Failures)
+	}
+
+	pulled := t.TempDir()
+	h.run(t, pulled, "pull", "oci://"+dst.Host+"/cloudforet/charts/demo", "--version", "2.1.0",
+		"--ca-file", dst.CAFile, "--username", robot, "--password", robotPW, "-d", pulled)
+	got, err := os.ReadFile(filepath.Join(pulled, "demo-2.1.0.tgz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := repo.tgz(t, "demo", "2.1.0"); sha256Of(got) != sha256Of(want) {
+		t.Fatalf("helm pull from the target: sha256 %s, the repository served %s", sha256Of(got), sha256Of(want))
+	}
+	rendered := h.run(t, pulled, "template", "demo", filepath.Join(pulled, "demo-2.1.0.tgz"))
+	if !strings.Contains(rendered, src.Host+"/spaceone/console:1.11.0") {
+		t.Errorf("helm template of the pulled chart does not render its image:\n%s", rendered)
+	}
+	checkMappedImages(t, src, dst, fixtures, map[string]string{
+		"spaceone/console:1.11.0": "mirror/spaceone/console:1.11.0",
+		"library/alpine:3.19":     "mirror/library/alpine:3.19",
+	})
+}
+
+// checkMappedImages asserts that each source ref pulls from dst at its
+// mapped path with the source digest.
+func checkMappedImages(t *testing.T, src, dst *harness.Registry, fixtures []harness.Fixture, refs map[string]string) {
+	t.Helper()
+	_ = src
+	byRef := map[string]harness.Fixture{}
+	for _, f := range fixtures {
+		byRef[f.Ref()] = f
+	}
+	for from, to := range refs {
+		desc, err := remote.Get(dst.Ref(t, to), dst.RemoteOptions(robot)...)
+		if err != nil {
+			t.Errorf("%s is not pullable at %s: %v", from, to, err)
+			continue
+		}
+		if desc.Digest.String() != byRef[from].Digest {
+			t.Errorf("%s at %s: digest %s, source %s", from, to, desc.Digest, byRef[from].Digest)
+		}
+		if oci.KindOf(desc.MediaType) == oci.KindUnknown {
+			t.Errorf("%s: media type %s", to, desc.MediaType)
+		}
+	}
+}
