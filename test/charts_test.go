@@ -232,7 +232,7 @@ charts:
 	if !strings.Contains(rendered, src.Host+"/spaceone/console:1.11.0") {
 		t.Errorf("helm template of the pulled chart does not render its image:\n%s", rendered)
 	}
-	checkMappedImages(t, src, dst, fixtures, map[string]string{
+	checkMappedImages(t, dst, fixtures, map[string]string{
 		"spaceone/console:1.11.0": "mirror/spaceone/console:1.11.0",
 		"library/alpine:3.19":     "mirror/library/alpine:3.19",
 	})
@@ -240,9 +240,8 @@ charts:
 
 // checkMappedImages asserts that each source ref pulls from dst at its
 // mapped path with the source digest.
-func checkMappedImages(t *testing.T, src, dst *harness.Registry, fixtures []harness.Fixture, refs map[string]string) {
+func checkMappedImages(t *testing.T, dst *harness.Registry, fixtures []harness.Fixture, refs map[string]string) {
 	t.Helper()
-	_ = src
 	byRef := map[string]harness.Fixture{}
 	for _, f := range fixtures {
 		byRef[f.Ref()] = f
@@ -259,5 +258,102 @@ func checkMappedImages(t *testing.T, src, dst *harness.Registry, fixtures []harn
 		if oci.KindOf(desc.MediaType) == oci.KindUnknown {
 			t.Errorf("%s: media type %s", to, desc.MediaType)
 		}
+	}
+}
+
+// TestChartOCISourceAndWarnings: a chart pushed with `helm push` to an OCI
+// registry crosses with the manifest helm wrote (same digest, so same
+// config and layer bytes as a classic chart of the same .tgz); a chart
+// whose images are not carried warns, naming chart, template and image;
+// --dry-run with images: true lists the chart's images.
+func TestChartOCISourceAndWarnings(t *testing.T) {
+	h := newHelm(t)
+	bin := harness.BuildFerry(t)
+	src := harness.StartRegistry(t, harness.RegistryOptions{TLS: true, Users: map[string]string{impAlice: impAPW}})
+	harness.Seed(t, src, impAlice, harness.SmallSet())
+	repo := makeChartRepo(t, h, src.Host+"/spaceone/console:1.11.0", src.Host+"/library/alpine:3.19", "2.1.0")
+	h.run(t, repo.Dir, "push", filepath.Join(repo.Dir, "demo-2.1.0.tgz"), "oci://"+src.Host+"/charts",
+		"--ca-file", src.CAFile, "--username", impAlice, "--password", impAPW)
+	pushed, err := remote.Get(src.Ref(t, "charts/demo:2.1.0"), src.RemoteOptions(impAlice)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// images: false: the chart crosses alone, and each image it renders
+	// that no task selects is a warning.
+	m := writeChartMapping(t, `
+charts:
+  - repo: oci://`+src.Host+`/charts
+    name: demo
+    version: "~2.1"
+    to: team/charts
+`)
+	out := filepath.Join(t.TempDir(), "bundle.tar")
+	sum, stderr := chartExportJSON(t, bin, "-f", m, "-o", out, "--ca-cert", src.CAFile, "--username", impAlice)
+	if len(sum.Images) != 1 || sum.Images[0].Target != "team/charts/demo" || sum.Images[0].Digest != pushed.Digest.String() || sum.Images[0].Kind != "helm-chart" {
+		t.Fatalf("export of the OCI chart: %+v, want team/charts/demo at %s (helm push's digest), kind helm-chart", sum.Images, pushed.Digest)
+	}
+	for _, want := range []string{
+		"chart demo 2.1.0: template demo/templates/deployment.yaml uses image " + src.Host + "/spaceone/console:1.11.0",
+		"chart demo 2.1.0: template demo/templates/tests/test-connection.yaml uses image " + src.Host + "/library/alpine:3.19",
+	} {
+		if !strings.Contains(stderr, want) || !strings.Contains(strings.Join(sum.Warnings, "\n"), want) {
+			t.Errorf("no warning %q\nstderr:\n%s", want, stderr)
+		}
+	}
+
+	dst := harness.StartRegistry(t, harness.RegistryOptions{TLS: true, Users: map[string]string{robot: robotPW}})
+	if _, stderr, code := runImport(t, bin, robotPW+"\n", out, "--to", dst.Host+"/mirror", "--ca-cert", dst.CAFile, "--username", robot, "--password-stdin"); code != 0 {
+		t.Fatalf("import: exit %d\n%s", code, stderr)
+	}
+	pulled := t.TempDir()
+	h.run(t, pulled, "pull", "oci://"+dst.Host+"/mirror/team/charts/demo", "--version", "2.1.0",
+		"--ca-file", dst.CAFile, "--username", robot, "--password", robotPW, "-d", pulled)
+	got, err := os.ReadFile(filepath.Join(pulled, "demo-2.1.0.tgz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := repo.tgz(t, "demo", "2.1.0"); sha256Of(got) != sha256Of(want) {
+		t.Fatalf("helm pull from the target: sha256 %s, pushed %s", sha256Of(got), sha256Of(want))
+	}
+
+	// The same .tgz from a classic repository gets helm push's config and
+	// layer: only the manifest's created annotation may differ.
+	classic := writeChartMapping(t, "charts:\n  - {repo: '"+repo.URL+"', name: demo, version: 2.1.0}\n")
+	cout := filepath.Join(t.TempDir(), "classic.tar")
+	chartExportJSON(t, bin, "-f", classic, "-o", cout)
+	if _, stderr, code := runImport(t, bin, robotPW+"\n", cout, "--to", dst.Host, "--ca-cert", dst.CAFile, "--username", robot, "--password-stdin"); code != 0 {
+		t.Fatalf("import of the classic chart: exit %d\n%s", code, stderr)
+	}
+	ours, err := remote.Get(dst.Ref(t, "charts/demo:2.1.0"), dst.RemoteOptions(robot)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	om, _ := oci.Manifest(ours.Manifest)
+	hm, _ := oci.Manifest(pushed.Manifest)
+	if om.Config.Digest != hm.Config.Digest || om.Config.MediaType != hm.Config.MediaType || len(om.Layers) != 1 || om.Layers[0].Digest != hm.Layers[0].Digest || om.Layers[0].MediaType != hm.Layers[0].MediaType {
+		t.Errorf("classic chart manifest differs from helm push's beyond annotations:\nferry: %s\nhelm:  %s", ours.Manifest, pushed.Manifest)
+	}
+
+	// images: true in a dry run: the images are listed, nothing is written.
+	dry := writeChartMapping(t, `
+charts:
+  - repo: oci://`+src.Host+`/charts
+    name: demo
+    version: 2.1.0
+    images: true
+`)
+	stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: impEnv(t, "FERRY_PASSWORD="+impAPW)}, bin,
+		"export", "--dry-run", "-f", dry, "--ca-cert", src.CAFile, "--username", impAlice)
+	if code != 0 {
+		t.Fatalf("dry run: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"spaceone/console", "library/alpine", "charts/demo"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("dry run does not list %s:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stderr, "does not carry") {
+		t.Errorf("dry run with images: true still warns:\n%s", stderr)
 	}
 }
