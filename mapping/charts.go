@@ -45,16 +45,19 @@ func (c *Chart) Target() string { return strings.Trim(c.To, "/") + "/" + c.Name 
 func (c *Chart) String() string { return strings.TrimSuffix(c.Repo, "/") + "/" + c.Name }
 
 // ParseChartFlag reads `--chart REPO/NAME@VERSION` (VERSION exact or a
-// range). The error wraps ErrInvalid.
+// range): a one-off chart that carries its images too (images: true) under
+// the default target path. The error wraps ErrInvalid.
 func ParseChartFlag(s string) (*Chart, error) {
-	ref, version, ok := strings.Cut(strings.TrimSpace(s), "@")
-	i := strings.LastIndex(ref, "/")
-	if !ok || i < 0 || version == "" {
-		return nil, &LoadError{Msg: fmt.Sprintf("--chart %q: expected REPO/NAME@VERSION, e.g. https://charts.example.com/redis@1.2.3", s)}
+	s = strings.TrimSpace(s)
+	at := strings.LastIndex(s, "@")
+	if at < 0 || at == len(s)-1 || strings.Contains(s[at:], "/") || strings.LastIndex(s[:at], "/") < 0 {
+		return nil, &LoadError{Msg: "--chart: expected REPO/NAME@VERSION, e.g. https://charts.example.com/redis@1.2.3"}
 	}
-	c := &Chart{Repo: ref[:i], Name: ref[i+1:], Versions: []string{version}}
+	ref := s[:at]
+	i := strings.LastIndex(ref, "/")
+	c := &Chart{Repo: ref[:i], Name: ref[i+1:], Versions: []string{s[at+1:]}, Images: true}
 	if err := c.check(); err != nil {
-		return nil, &LoadError{Msg: fmt.Sprintf("--chart %q: %v", s, err)}
+		return nil, &LoadError{Msg: "--chart: " + err.Error()}
 	}
 	return c, nil
 }
@@ -63,7 +66,14 @@ func ParseChartFlag(s string) (*Chart, error) {
 func (c *Chart) check() error {
 	u, err := url.Parse(c.Repo)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "oci") || u.User != nil {
-		return fmt.Errorf("repo %q must be an http(s):// Helm repository URL or oci://HOST/PATH, without credentials", clipValue(c.Repo))
+		shown := c.Repo
+		if err == nil && u.User != nil {
+			u.User = nil
+			shown = u.String()
+		} else if err != nil {
+			shown = "(unparsable URL)"
+		}
+		return fmt.Errorf("repo %q must be an http(s):// Helm repository URL or oci://HOST/PATH, without credentials (give those with --auth-file or docker login)", clipValue(shown))
 	}
 	if c.Name == "" || strings.ContainsAny(c.Name, "/\\ :@") || c.Name == "." || c.Name == ".." {
 		return fmt.Errorf("name %q is not a chart name", clipValue(c.Name))

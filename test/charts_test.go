@@ -357,3 +357,46 @@ charts:
 		t.Errorf("dry run with images: true still warns:\n%s", stderr)
 	}
 }
+
+// TestChartHostileRepoWritesNothing: a repository whose index lies about a
+// chart's digest, and a chart that fails to render, stop the export with
+// an error naming chart and version; no bundle is left behind. A malformed
+// --chart is a usage error (exit 2).
+func TestChartHostileRepoWritesNothing(t *testing.T) {
+	h := newHelm(t)
+	bin := harness.BuildFerry(t)
+	repo := makeChartRepo(t, h, "127.0.0.1:1/app:1.0", "127.0.0.1:1/hook:1.0", "1.0.0")
+	// A second chart whose template fails unless a value is set.
+	work := t.TempDir()
+	h.run(t, work, "create", "broken")
+	if err := os.WriteFile(filepath.Join(work, "broken", "templates", "need.yaml"), []byte(`x: {{ required "set .Values.needed" .Values.needed }}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.run(t, work, "package", "broken", "--version", "0.3.0", "-d", repo.Dir)
+	h.run(t, repo.Dir, "repo", "index", ".")
+	editFile(t, filepath.Join(repo.Dir, "index.yaml"), func(s string) string {
+		return strings.Replace(s, "digest: "+sha256Of(repo.tgz(t, "demo", "1.0.0")), "digest: "+strings.Repeat("0", 64), 1)
+	})
+
+	for _, tc := range []struct{ name, chart, want string }{
+		{"lying index", repo.URL + "/demo@1.0.0", "chart demo 1.0.0"},
+		{"render failure", repo.URL + "/broken@0.3.0", "chart broken 0.3.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := writeChartMapping(t, "charts:\n  - {repo: '"+repo.URL+"', name: "+strings.Split(strings.TrimPrefix(tc.chart, repo.URL+"/"), "@")[0]+", version: "+strings.Split(tc.chart, "@")[1]+", images: true}\n")
+			for _, args := range [][]string{{"-f", m}, {"--chart", tc.chart}} {
+				out := filepath.Join(t.TempDir(), "bundle.tar")
+				stdout, stderr, code := harness.Run(t, bin, append([]string{"export", "-o", out}, args...)...)
+				if code != 1 || !strings.Contains(stderr, tc.want) {
+					t.Errorf("export %v: exit %d, want 1 and an error naming %q\n%s\n%s", args, code, tc.want, stdout, stderr)
+				}
+				if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 0 {
+					t.Errorf("export %v left %d files behind", args, len(entries))
+				}
+			}
+		})
+	}
+	if _, stderr, code := harness.Run(t, bin, "export", "-o", filepath.Join(t.TempDir(), "b.tar"), "--chart", repo.URL+"/demo"); code != 2 || !strings.Contains(stderr, "REPO/NAME@VERSION") {
+		t.Errorf("malformed --chart: exit %d, want 2\n%s", code, stderr)
+	}
+}

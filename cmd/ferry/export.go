@@ -69,7 +69,7 @@ records the upstream one.`,
 	fl.StringVar(&f.split, "split", "", "write volumes OUTPUT.000, .001, ... each below SIZE (e.g. 4GiB for FAT32, 700M)")
 	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
-	fl.StringArrayVar(&f.charts, "chart", nil, "also carry this Helm chart: REPO/NAME@VERSION, REPO an https:// Helm repository or oci:// path (repeatable)")
+	fl.StringArrayVar(&f.charts, "chart", nil, "also carry this Helm chart and the images it renders: REPO/NAME@VERSION, REPO an https:// Helm repository or oci:// path (repeatable)")
 	f.regFlags.register(cmd)
 	return cmd
 }
