@@ -272,7 +272,7 @@ func (c *charts) addToPlan(plan *bundle.Plan) {
 		add(a.Manifest, bundle.KindManifest, f.URL)
 		add(a.Config, bundle.KindConfig, f.URL)
 		pi := bundle.PlannedImage{Image: bundle.Image{
-			Source: f.URL, Target: cc.spec.Target(), Tags: []string{strings.ReplaceAll(f.Version, "+", "_")},
+			Source: classicSource(cc.spec, f.Version), Target: cc.spec.Target(), Tags: []string{strings.ReplaceAll(f.Version, "+", "_")},
 			Digest: digest.String(), MediaType: string(types.OCIManifestSchema1), Task: chartTaskName(cc.spec), Kind: chart.Kind,
 		}, Blobs: []v1.Hash{digest, a.Config.Descriptor.Digest}}
 		for _, l := range a.Layers {
@@ -281,6 +281,14 @@ func (c *charts) addToPlan(plan *bundle.Plan) {
 		}
 		plan.Images = append(plan.Images, pi)
 	}
+}
+
+// classicSource names a classic-repository chart like an image reference,
+// HOST/PATH/NAME:VERSION (the repository URL without scheme), so that
+// everything reading ferry.json's sources can parse it.
+func classicSource(spec *mapping.Chart, version string) string {
+	_, rest, _ := strings.Cut(spec.Repo, "://")
+	return strings.TrimSuffix(rest, "/") + "/" + spec.Name + ":" + strings.ReplaceAll(version, "+", "_")
 }
 
 // count is how many chart versions the export carries.

@@ -82,7 +82,8 @@ func makeChartRepo(t *testing.T, h *helmCLI, deployImage, hookImage string, vers
 	t.Helper()
 	work := t.TempDir()
 	h.run(t, work, "create", "demo")
-	repo, tag, _ := strings.Cut(deployImage, ":")
+	i := strings.LastIndex(deployImage, ":")
+	repo, tag := deployImage[:i], deployImage[i+1:]
 	editFile(t, filepath.Join(work, "demo", "values.yaml"), func(s string) string {
 		s = strings.Replace(s, "repository: nginx", "repository: "+repo, 1)
 		return strings.Replace(s, `tag: ""`, `tag: "`+tag+`"`, 1)
@@ -236,6 +237,29 @@ charts:
 		"spaceone/console:1.11.0": "mirror/spaceone/console:1.11.0",
 		"library/alpine:3.19":     "mirror/library/alpine:3.19",
 	})
+
+	// mirrors prints the values fragment for the chart's own image keys.
+	stdout, stderr, code = harness.Run(t, bin, "mirrors", out, "--registry", dst.Host)
+	if code != 0 || !strings.Contains(stdout, "values-airgap.yaml for chart demo 2.1.0") ||
+		!strings.Contains(stdout, "image:\n    repository: "+dst.Host+"/mirror/spaceone/console\n") {
+		t.Errorf("mirrors (exit %d) has no values fragment for the chart:\n%s\n%s", code, stdout, stderr)
+	}
+
+	// serve: helm pulls the same bytes straight from the bundle.
+	sv := startServe(t, bin, out)
+	fromServe := t.TempDir()
+	h.run(t, fromServe, "pull", "oci://"+sv.addr+"/cloudforet/charts/demo", "--version", "2.1.0", "--plain-http", "-d", fromServe)
+	if got, err := os.ReadFile(filepath.Join(fromServe, "demo-2.1.0.tgz")); err != nil || sha256Of(got) != sha256Of(repo.tgz(t, "demo", "2.1.0")) {
+		t.Errorf("helm pull from ferry serve: %v, or other bytes than the repository served", err)
+	}
+
+	// The same selection again is nothing new for a delta: the chart's
+	// manifest is the same bytes run after run.
+	_, stderr, code = harness.RunWith(t, harness.RunOptions{Env: impEnv(t, "FERRY_PASSWORD="+impAPW)}, bin,
+		"export", "-f", m, "-o", filepath.Join(t.TempDir(), "delta.tar"), "--since", out, "--ca-cert", src.CAFile, "--username", impAlice)
+	if code != 0 || !strings.Contains(stderr, "nothing new") {
+		t.Errorf("delta of an unchanged selection: exit %d\n%s", code, stderr)
+	}
 }
 
 // checkMappedImages asserts that each source ref pulls from dst at its
