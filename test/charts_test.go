@@ -2,6 +2,8 @@ package test
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -327,6 +329,10 @@ charts:
 	}
 
 	dst := harness.StartRegistry(t, harness.RegistryOptions{TLS: true, Users: map[string]string{robot: robotPW}})
+	preview, stderr, code := runImport(t, bin, robotPW+"\n", out, "--to", dst.Host+"/mirror", "--dry-run", "--ca-cert", dst.CAFile, "--username", robot, "--password-stdin")
+	if code != 0 || len(preview.Images) != 1 || !strings.HasSuffix(preview.Images[0].Repository, "mirror/team/charts/demo") {
+		t.Errorf("import --dry-run: exit %d, %+v\n%s", code, preview.Images, stderr)
+	}
 	if _, stderr, code := runImport(t, bin, robotPW+"\n", out, "--to", dst.Host+"/mirror", "--ca-cert", dst.CAFile, "--username", robot, "--password-stdin"); code != 0 {
 		t.Fatalf("import: exit %d\n%s", code, stderr)
 	}
@@ -422,5 +428,52 @@ func TestChartHostileRepoWritesNothing(t *testing.T) {
 	}
 	if _, stderr, code := harness.Run(t, bin, "export", "-o", filepath.Join(t.TempDir(), "b.tar"), "--chart", repo.URL+"/demo"); code != 2 || !strings.Contains(stderr, "REPO/NAME@VERSION") {
 		t.Errorf("malformed --chart: exit %d, want 2\n%s", code, stderr)
+	}
+}
+
+// TestChartClassicRepoTLSAndBasicAuth: a classic repository behind TLS from
+// a private CA and basic auth is read with --ca-cert and the credentials of
+// --auth-file for its host; without them the error names the repository and
+// the status, and says where credentials go.
+func TestChartClassicRepoTLSAndBasicAuth(t *testing.T) {
+	h := newHelm(t)
+	bin := harness.BuildFerry(t)
+	plain := makeChartRepo(t, h, "127.0.0.1:1/app:1.0", "127.0.0.1:1/hook:1.0", "1.0.0")
+	ca := harness.NewCA(t)
+	files := http.FileServer(http.Dir(plain.Dir))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "reader" || p != "chart-pw" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="charts"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.IssueTLS(t)}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "https://")
+
+	authFile := filepath.Join(t.TempDir(), "config.json")
+	cfg := `{"auths": {"` + host + `": {"auth": "` + base64.StdEncoding.EncodeToString([]byte("reader:chart-pw")) + `"}}}`
+	if err := os.WriteFile(authFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := writeChartMapping(t, "charts:\n  - {repo: '"+srv.URL+"', name: demo, version: 1.0.0, to: team/charts}\n")
+	out := filepath.Join(t.TempDir(), "b.tar")
+	stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: impEnv(t)}, bin, "export", "-f", m, "-o", out, "--ca-cert", ca.CertFile, "--auth-file", authFile)
+	if code != 0 {
+		t.Fatalf("export with --ca-cert and --auth-file: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "team/charts/demo") {
+		t.Errorf("export does not list the chart:\n%s", stdout)
+	}
+	if strings.Contains(stdout+stderr, "chart-pw") {
+		t.Errorf("the repository password shows in the output")
+	}
+
+	_, stderr, code = harness.RunWith(t, harness.RunOptions{Env: impEnv(t)}, bin, "export", "-f", m, "-o", filepath.Join(t.TempDir(), "c.tar"), "--ca-cert", ca.CertFile)
+	if code != 1 || !strings.Contains(stderr, srv.URL) || !strings.Contains(stderr, "401") || !strings.Contains(stderr, "--auth-file") {
+		t.Errorf("without credentials: exit %d, want 1 and an error naming the repository, 401 and --auth-file\n%s", code, stderr)
 	}
 }
