@@ -316,7 +316,7 @@ func (c *charts) warnUncarried(images []*mapping.Image) []string {
 		seen[key] = true
 		hint := "add it to a task, or set images: true on the chart"
 		if u.carry {
-			hint = "it could not be resolved (see the failures)"
+			hint = "it could not be resolved; see the failures"
 		}
 		out = append(out, fmt.Sprintf("chart %s %s: template %s uses image %s, which the bundle does not carry (%s)", u.chart, u.version, u.template, src, hint))
 	}

@@ -208,7 +208,7 @@ charts:
 		t.Fatalf("verify: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	stdout, _, code := harness.Run(t, bin, "inspect", out)
-	if code != 0 || !strings.Contains(stdout, "cloudforet/charts/demo") {
+	if code != 0 || !strings.Contains(stdout, "cloudforet/charts/demo:2.1.0") || !strings.Contains(stdout, "helm-chart") {
 		t.Errorf("inspect (exit %d) does not show the chart:\n%s", code, stdout)
 	}
 

@@ -157,7 +157,7 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		fmt.Fprintln(tw, "SOURCE\tDIGEST\tTARGET\tTAGS\tPLATFORMS\tSIZE")
 		for _, im := range s.Images {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", im.Source, shortDigest(im.Digest), im.Target,
-				strings.Join(im.Tags, ","), platformsOrAll(im.Platforms), units.Bytes(im.Size))
+				strings.Join(im.Tags, ","), kindOrPlatforms(im.Kind, im.Platforms), units.Bytes(im.Size))
 		}
 		_ = tw.Flush()
 	}
@@ -194,6 +194,14 @@ func shortDigest(d string) string {
 		return d[:19]
 	}
 	return d
+}
+
+// kindOrPlatforms fills the PLATFORMS column: "helm-chart" for a chart.
+func kindOrPlatforms(kind string, p []string) string {
+	if kind != "" {
+		return kind
+	}
+	return platformsOrAll(p)
 }
 
 func platformsOrAll(p []string) string {
