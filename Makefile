@@ -23,7 +23,7 @@ test: lint ## lint, then every test with -race (unit and end-to-end on real regi
 unit: ## unit tests only (no real registry needed)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test$$')
 
-e2e: ## end-to-end tests only: the built binary against real registries (docker-registry, skopeo, regctl)
+e2e: ## end-to-end tests only: the built binary against real registries (docker-registry, skopeo, regctl, helm)
 	$(GO) test -race -count=1 -timeout 15m ./test/...
 
 fuzz-short: ## each fuzz target for $(FUZZTIME)
@@ -33,6 +33,9 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) ./bundle/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRecord$$' -fuzztime=$(FUZZTIME) ./bundle/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseIndex$$' -fuzztime=$(FUZZTIME) ./bundle/
+	$(GO) test -run='^$$' -fuzz='^FuzzChartLoad$$' -fuzztime=$(FUZZTIME) ./chart/
+	$(GO) test -run='^$$' -fuzz='^FuzzImagesIn$$' -fuzztime=$(FUZZTIME) ./chart/
+	$(GO) test -run='^$$' -fuzz='^FuzzPick$$' -fuzztime=$(FUZZTIME) ./chart/
 
 fuzz: ## longer fuzz runs (FUZZTIME=5m make fuzz)
 	$(MAKE) fuzz-short FUZZTIME=$(if $(filter 10s,$(FUZZTIME)),2m,$(FUZZTIME))
