@@ -83,6 +83,9 @@ func (o *runner) prepareCharts(ctx context.Context, specs []*mapping.Chart, task
 		}
 	}
 	c.imageTasks = chartImageTasks(c.uses, tasks)
+	for _, t := range c.imageTasks {
+		o.tasks[t.Name] = t // blob fetches find the task's credentials by name
+	}
 	return c, nil
 }
 
