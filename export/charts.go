@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -237,7 +238,7 @@ func (o *runner) fetchChartLayer(ctx context.Context, im *mapping.Image, d v1.De
 	if err != nil {
 		return nil, fmt.Errorf("chart %s: blob %s: %w", im.Source, d.Digest, err)
 	}
-	if h, _, _ := v1.SHA256(strings.NewReader(string(data))); h != d.Digest || int64(len(data)) != d.Size {
+	if h, _, _ := v1.SHA256(bytes.NewReader(data)); h != d.Digest || int64(len(data)) != d.Size {
 		return nil, fmt.Errorf("chart %s: blob %s from %s: %w: content is %s", im.Source, d.Digest, im.Repository.RegistryStr(), bundle.ErrDigestMismatch, h)
 	}
 	return data, nil
