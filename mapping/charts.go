@@ -39,7 +39,12 @@ type Chart struct {
 func (c *Chart) IsOCI() bool { return strings.HasPrefix(c.Repo, "oci://") }
 
 // Target is the repository path the chart lands at (without registry).
-func (c *Chart) Target() string { return strings.Trim(c.To, "/") + "/" + c.Name }
+func (c *Chart) Target() string {
+	if to := strings.Trim(c.To, "/"); to != "" {
+		return to + "/" + c.Name
+	}
+	return c.Name
+}
 
 // String names the chart in messages: REPO/NAME.
 func (c *Chart) String() string { return strings.TrimSuffix(c.Repo, "/") + "/" + c.Name }

@@ -43,6 +43,9 @@ charts:
 	if c := cfg.Charts[2]; c.Target() != "charts/web" {
 		t.Errorf("classic chart default target %q, want charts/web", c.Target())
 	}
+	if c, err := ParseChartFlag("oci://registry.example.com/redis@1.0.0"); err != nil || c.Target() != "redis" {
+		t.Errorf("OCI chart at the registry's root: target %q, %v; want redis", c.Target(), err)
+	}
 }
 
 func TestParseChartsErrors(t *testing.T) {
