@@ -477,3 +477,68 @@ func TestChartClassicRepoTLSAndBasicAuth(t *testing.T) {
 		t.Errorf("without credentials: exit %d, want 1 and an error naming the repository, 401 and --auth-file\n%s", code, stderr)
 	}
 }
+
+// TestChartProvenanceCrosses: a chart signed with `helm package --sign`
+// crosses with its .prov file as helm push's provenance layer, and
+// `helm pull --verify` against the target checks the signature.
+func TestChartProvenanceCrosses(t *testing.T) {
+	gpg, err := exec.LookPath("gpg")
+	if err != nil {
+		t.Fatal("gpg not found: install gnupg (Debian: apt-get install gnupg) to make a signed chart")
+	}
+	h := newHelm(t)
+	bin := harness.BuildFerry(t)
+	work := t.TempDir()
+	gnupg := filepath.Join(work, "gnupg")
+	if err := os.Mkdir(gnupg, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	runGPG := func(args ...string) []byte {
+		cmd := exec.Command(gpg, append([]string{"--batch", "--homedir", gnupg}, args...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("gpg %v: %v", args, err)
+		}
+		return out
+	}
+	runGPG("--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", "ferry test <test@example.com>", "rsa2048", "sign", "never")
+	secring, pubring := filepath.Join(work, "secring.gpg"), filepath.Join(work, "pubring.gpg")
+	for path, arg := range map[string]string{secring: "--export-secret-keys", pubring: "--export"} {
+		if err := os.WriteFile(path, runGPG(arg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.run(t, work, "create", "signed")
+	repoDir := t.TempDir()
+	h.run(t, work, "package", "signed", "--version", "1.0.0", "--sign", "--key", "ferry test", "--keyring", secring, "-d", repoDir)
+	h.run(t, repoDir, "repo", "index", ".")
+	srv := httptest.NewServer(http.FileServer(http.Dir(repoDir)))
+	t.Cleanup(srv.Close)
+
+	m := writeChartMapping(t, "charts:\n  - {repo: '"+srv.URL+"', name: signed, version: 1.0.0, to: team/charts}\n")
+	out := filepath.Join(t.TempDir(), "b.tar")
+	chartExportJSON(t, bin, "-f", m, "-o", out)
+	dst := harness.StartRegistry(t, harness.RegistryOptions{})
+	if _, stderr, code := runImport(t, bin, "", out, "--to", dst.Host); code != 0 {
+		t.Fatalf("import: exit %d\n%s", code, stderr)
+	}
+	desc, err := remote.Get(dst.Ref(t, "team/charts/signed:1.0.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, _ := oci.Manifest(desc.Manifest)
+	prov, _ := os.ReadFile(filepath.Join(repoDir, "signed-1.0.0.tgz.prov"))
+	found := false
+	for _, l := range man.Layers {
+		found = found || (l.MediaType == "application/vnd.cncf.helm.chart.provenance.v1.prov" && l.Digest.Hex == sha256Of(prov))
+	}
+	if !found {
+		t.Fatalf("no provenance layer with the .prov's bytes in %s", desc.Manifest)
+	}
+	pulled := t.TempDir()
+	h.run(t, pulled, "pull", "oci://"+dst.Host+"/team/charts/signed", "--version", "1.0.0", "--plain-http",
+		"--verify", "--keyring", pubring, "-d", pulled)
+	if got, _ := os.ReadFile(filepath.Join(pulled, "signed-1.0.0.tgz")); sha256Of(got) != sha256Of(mustRead(t, filepath.Join(repoDir, "signed-1.0.0.tgz"))) {
+		t.Errorf("helm pull --verify: other bytes than the repository served")
+	}
+}
