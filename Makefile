@@ -27,7 +27,7 @@ test: lint ## lint, then every test with -race (unit and end-to-end on real regi
 unit: ## unit tests only (no real registry needed)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test$$')
 
-e2e: ## end-to-end tests only: the built binary against real registries (docker-registry, skopeo, regctl)
+e2e: ## end-to-end tests only: the built binary against real registries (docker-registry, skopeo, regctl, helm)
 	$(GO) test -race -count=1 -timeout 15m ./test/...
 
 fuzz-short: ## each fuzz target for $(FUZZTIME)
@@ -44,6 +44,9 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 	$(GO) test -run='^$$' -fuzz='^FuzzRequestPath$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./cache/
 	$(GO) test -run='^$$' -fuzz='^FuzzPaths$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./static/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./inventory/
+	$(GO) test -run='^$$' -fuzz='^FuzzChartLoad$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./chart/
+	$(GO) test -run='^$$' -fuzz='^FuzzImagesIn$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./chart/
+	$(GO) test -run='^$$' -fuzz='^FuzzPick$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) ./chart/
 
 fuzz: ## longer fuzz runs (FUZZTIME=5m make fuzz)
 	$(MAKE) fuzz-short FUZZTIME=$(if $(filter 10s,$(FUZZTIME)),2m,$(FUZZTIME))

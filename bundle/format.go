@@ -148,6 +148,9 @@ type Image struct {
 	UpstreamDigest string `json:"upstreamDigest,omitempty"`
 	// Task names the mapping-file task the image came from.
 	Task string `json:"task,omitempty"`
+	// Kind is "helm-chart" for a Helm chart (an OCI artifact as helm push
+	// stores it); empty for a container image.
+	Kind string `json:"kind,omitempty"`
 }
 
 // Blob is one blob stored in the bundle.

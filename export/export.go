@@ -75,6 +75,9 @@ type Options struct {
 	// Signer (--sign-key) signs the bundle: ferry.sig inside, OUTPUT.sig
 	// beside it. nil = unsigned.
 	Signer bundle.Signer
+	// Charts are one-off charts (--chart REPO/NAME@VERSION), carried beside
+	// the mapping files' charts: entries.
+	Charts []*mapping.Chart
 }
 
 // ImageSummary is one image as resolved (and written, unless dry-run).
@@ -88,6 +91,7 @@ type ImageSummary struct {
 	Platforms      []string `json:"platforms,omitempty"`
 	Size           int64    `json:"size"`
 	Task           string   `json:"task"`
+	Kind           string   `json:"kind,omitempty"` // "helm-chart" for a chart
 	// Unchanged: with --cache, the image's digest was already cached from an
 	// earlier run (nothing about it was fetched again).
 	Unchanged bool `json:"unchanged,omitempty"`
@@ -195,14 +199,18 @@ func (o *Options) setDefaults() error {
 // load reads the mapping files and selects the tasks; the summary starts
 // with the files' warnings.
 func load(o *Options) ([]*mapping.Task, *Summary, error) {
-	cfg, err := mapping.Load(o.Files...)
-	if err != nil {
-		return nil, nil, err
+	cfg := &mapping.Config{} // --chart alone needs no mapping file
+	if len(o.Files) > 0 || len(o.Charts) == 0 {
+		var err error
+		if cfg, err = mapping.Load(o.Files...); err != nil {
+			return nil, nil, err
+		}
 	}
 	tasks, err := cfg.Select(o.Tasks)
 	if err != nil {
 		return nil, nil, err
 	}
+	o.Charts = append(slices.Clone(cfg.Charts), o.Charts...)
 	sum := &Summary{DryRun: o.DryRun, Warnings: cfg.Warnings(), Images: []ImageSummary{}, Failures: []FailureSummary{}}
 	return tasks, sum, nil
 }
@@ -246,17 +254,19 @@ func (o *runner) resolve(ctx context.Context, sum *Summary) (*mapping.Resolution
 	if err := o.src.CheckCredentials(ctx, o.taskList); err != nil {
 		return nil, err
 	}
-	res, err := mapping.Resolve(ctx, o.taskList, mapping.Options{
-		Sources:       o.src,
-		Platforms:     o.Platforms,
-		WithReferrers: o.WithReferrers,
-		Cache:         manifestCache(o.cache),
-		BeforeGet:     o.beforeGet,
-		Jobs:          o.Jobs,
-		Logger:        o.Logger,
-	})
+	ch, err := o.prepareCharts(ctx, o.Charts, o.taskList)
 	if err != nil {
 		return nil, err
+	}
+	o.charts = ch
+	res, err := mapping.Resolve(ctx, append(slices.Clone(o.taskList), ch.imageTasks...), o.resolveOptions())
+	if err != nil {
+		return nil, err
+	}
+	res.Images = append(ch.oci, res.Images...)
+	for _, w := range ch.warnUncarried(res.Images) {
+		o.Logger.Warn(w)
+		sum.Warnings = append(sum.Warnings, w)
 	}
 	sum.ManifestGETs = res.ManifestGETs
 	for _, f := range res.Failures {
@@ -266,9 +276,9 @@ func (o *runner) resolve(ctx context.Context, sum *Summary) (*mapping.Resolution
 	switch {
 	case o.quotaHit.Load():
 		return nil, fmt.Errorf("%w: Docker Hub pull quota reached --min-quota %d; %d images resolved, %d not; nothing was written (rerun later with the same --cache)", ErrQuota, o.MinQuota, len(res.Images), len(res.Failures))
-	case len(res.Images) == 0 && len(res.Failures) > 0:
+	case len(res.Images)+ch.count() == 0 && len(res.Failures) > 0:
 		return nil, fmt.Errorf("%w: nothing could be resolved (failed: %d)", ErrFailed, len(res.Failures))
-	case len(res.Images) == 0:
+	case len(res.Images)+ch.count() == 0:
 		return nil, fmt.Errorf("%w: the mappings select no image", ErrFailed)
 	case len(res.Failures) > 0 && !o.KeepGoing:
 		return nil, fmt.Errorf("%w: %d mapping(s) or tag(s) could not be resolved; nothing was written (use --keep-going to export the rest)", ErrFailed, len(res.Failures))
@@ -283,6 +293,7 @@ func (o *runner) plan(ctx context.Context, sum *Summary, res *mapping.Resolution
 	if err != nil {
 		return nil, err
 	}
+	o.charts.addToPlan(plan)
 	if o.Since != "" {
 		if err := makeDelta(plan, o.Since); err != nil {
 			summarize(sum, plan)
@@ -347,6 +358,19 @@ func summarizeWritten(sum *Summary, plan *bundle.Plan, wr *bundle.Result) {
 	}
 	summarize(sum, kept)
 	sum.Blobs, sum.Bytes = len(wr.Record.Blobs), wr.BlobBytes
+}
+
+// resolveOptions are the options every mapping.Resolve of the run uses.
+func (o *runner) resolveOptions() mapping.Options {
+	return mapping.Options{
+		Sources:       o.src,
+		Platforms:     o.Platforms,
+		WithReferrers: o.WithReferrers,
+		Cache:         manifestCache(o.cache),
+		BeforeGet:     o.beforeGet,
+		Jobs:          o.Jobs,
+		Logger:        o.Logger,
+	}
 }
 
 // buildPlan merges resolved images into bundle images (one per target and
@@ -574,6 +598,7 @@ type runner struct {
 	taskList []*mapping.Task
 	tasks    map[string]*mapping.Task
 	src      *mapping.Sources // source credentials and connections
+	charts   *charts          // the run's Helm charts (classic ones fetched, OCI ones resolved)
 
 	cache      *Cache
 	downloaded atomic.Int64
@@ -719,7 +744,7 @@ func summarize(sum *Summary, plan *bundle.Plan) {
 		sum.Images = append(sum.Images, ImageSummary{
 			Source: pi.Source, Target: pi.Target, Tags: pi.Tags, Digest: pi.Digest,
 			UpstreamDigest: pi.UpstreamDigest, MediaType: pi.MediaType, Platforms: pi.Platforms,
-			Size: size, Task: pi.Task,
+			Size: size, Task: pi.Task, Kind: pi.Kind,
 		})
 		sum.Tags += len(pi.Tags)
 		sum.Logical += size

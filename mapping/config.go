@@ -68,6 +68,8 @@ type Config struct {
 	// Tasks in the order the files and the tasks within them were given.
 	// Task names are unique across all files.
 	Tasks []*Task
+	// Charts are the files' `charts:` entries (ferry's extension), in order.
+	Charts []*Chart
 
 	warnings []string
 }
@@ -276,7 +278,7 @@ func Load(paths ...string) (*Config, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if len(cfg.Tasks) == 0 {
+	if len(cfg.Tasks) == 0 && len(cfg.Charts) == 0 {
 		return nil, &LoadError{File: strings.Join(paths, ", "), Msg: "no tasks defined (expected a tasks: list)"}
 	}
 	return cfg, nil
@@ -302,6 +304,7 @@ func (c *Config) merge(o *Config) error {
 		}
 		c.Tasks = append(c.Tasks, t)
 	}
+	c.Charts = append(c.Charts, o.Charts...)
 	c.warnings = append(c.warnings, o.warnings...)
 	return errors.Join(errs...)
 }
@@ -512,6 +515,8 @@ func (p *parser) parse(data []byte) *Config {
 		switch {
 		case e.name == "tasks":
 			cfg.Tasks = p.tasks(e.val)
+		case e.name == "charts":
+			cfg.Charts = p.charts(e.val)
 		case ignoredTopKeys[e.name]:
 		default:
 			p.errorf(e.key.Line, "unknown top-level key %q", e.name)

@@ -162,7 +162,14 @@ func (s *Syncer) Load() ([]*mapping.Task, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return tasks, cfg.Warnings(), nil
+	warnings := cfg.Warnings()
+	if n := len(cfg.Charts); n > 0 {
+		if len(cfg.Tasks) == 0 {
+			return nil, nil, &mapping.LoadError{File: strings.Join(s.o.Files, ", "), Msg: "no tasks defined: charts: entries are carried by ferry export, not ferry sync"}
+		}
+		warnings = append(warnings, fmt.Sprintf("%d charts: entries ignored: ferry sync copies the tasks' images; ferry export carries charts", n))
+	}
+	return tasks, warnings, nil
 }
 
 // Run loads the mapping files and runs one round of each selected task, in

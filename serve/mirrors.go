@@ -24,6 +24,10 @@ type MirrorOptions struct {
 	// Name is the ImageDigestMirrorSet's metadata.name (default
 	// "ferry-" and the first bundle's id).
 	Name string
+	// ChartArchive returns the .tgz of a chart the record carries, so that
+	// a values-airgap.yaml fragment can be printed for it; nil (or a nil
+	// archive) leaves charts out.
+	ChartArchive func(rec *bundle.Record, im bundle.Image) ([]byte, error)
 }
 
 // Mirror is how one upstream registry's images are reached on the mirror.
@@ -46,6 +50,8 @@ type MirrorSet struct {
 	Digest  map[string][]string
 	Name    string
 	Bundles []string // "id (created …, N images)"
+	// Charts are the values-airgap.yaml fragments of the bundles' charts.
+	Charts []ChartValues
 }
 
 // ErrMirrorOptions: the registry or prefix given cannot be used.
@@ -75,6 +81,9 @@ func Mirrors(recs []*bundle.Record, o MirrorOptions) (*MirrorSet, error) {
 			ms.Name = "ferry-" + dnsLabel(rec.ID)
 		}
 		for _, im := range rec.Images {
+			if im.Kind == chartKind {
+				continue // helm pulls charts by their target name; no runtime mirror applies
+			}
 			up, repo, err := SourceRepo(im.Source)
 			if err != nil {
 				return nil, fmt.Errorf("bundle %s: image %s: %w", rec.ID, im.Target, err)
@@ -90,6 +99,9 @@ func Mirrors(recs []*bundle.Record, o MirrorOptions) (*MirrorSet, error) {
 	}
 	for _, v := range ms.Digest {
 		sort.Strings(v)
+	}
+	if ms.Charts, err = chartValues(recs, o, host, prefix); err != nil {
+		return nil, err
 	}
 	if ms.Name == "" || ms.Name == "ferry-" {
 		ms.Name = "ferry"
@@ -255,6 +267,7 @@ func (ms *MirrorSet) Write(w io.Writer) error {
 			p("      - %s\n", m)
 		}
 	}
+	writeChartValues(p, ms.Charts)
 	return ew.err
 }
 

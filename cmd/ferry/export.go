@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/export"
 	"github.com/ferry-airgap/ferry/internal/units"
+	"github.com/ferry-airgap/ferry/mapping"
 )
 
 type exportFlags struct {
@@ -33,6 +34,7 @@ type exportFlags struct {
 	signKey   string
 	referrers bool
 	force     bool
+	charts    []string
 	have      []string
 	trustKeys []string
 }
@@ -92,6 +94,7 @@ file that is not a ferry bundle (without --force) is refused with exit 2.`,
 	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
 	fl.BoolVar(&f.force, "force", false, "overwrite an existing -o file that is not a ferry bundle")
+	fl.StringArrayVar(&f.charts, "chart", nil, "also carry this Helm chart and the images it renders: REPO/NAME@VERSION, REPO an https:// Helm repository or oci:// path (repeatable)")
 	f.regFlags.register(cmd)
 	return cmd
 }
@@ -136,8 +139,16 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags, runF func(context.Con
 // flag values, the password.
 func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
 	none := func() {}
-	if len(f.files) == 0 {
-		return export.Options{}, none, usagef("export needs at least one mapping file (-f FILE)")
+	if len(f.files) == 0 && len(f.charts) == 0 {
+		return export.Options{}, none, usagef("export needs at least one mapping file (-f FILE) or --chart")
+	}
+	var charts []*mapping.Chart
+	for _, c := range f.charts {
+		ch, err := mapping.ParseChartFlag(c)
+		if err != nil {
+			return export.Options{}, none, usageError{err}
+		}
+		charts = append(charts, ch)
 	}
 	if f.output == "" && !f.dryRun {
 		return export.Options{}, none, usagef("export needs an output file (-o BUNDLE.tar)")
@@ -170,7 +181,7 @@ func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
 		Platforms: parsePlatforms(f.platform), Username: f.username,
 		CacheDir: f.cache, MinQuota: f.minQuota, Since: f.since, WithReferrers: f.referrers,
 		Logger: e.logger(), FerryVersion: buildVersion(),
-		Have: f.have, HaveTrustKeys: haveKeys,
+		Have: f.have, HaveTrustKeys: haveKeys, Charts: charts,
 	}
 	if o.Mirrors, err = parseMirrors(f.mirrors); err != nil {
 		return o, none, err
@@ -204,7 +215,7 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		fmt.Fprintln(tw, "SOURCE\tDIGEST\tTARGET\tTAGS\tPLATFORMS\tSIZE")
 		for _, im := range s.Images {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", im.Source, shortDigest(im.Digest), im.Target,
-				strings.Join(im.Tags, ","), platformsOrAll(im.Platforms), units.Bytes(im.Size))
+				strings.Join(im.Tags, ","), kindOrPlatforms(im.Kind, im.Platforms), units.Bytes(im.Size))
 		}
 		_ = tw.Flush()
 	}
@@ -244,6 +255,14 @@ func shortDigest(d string) string {
 		return d[:19]
 	}
 	return d
+}
+
+// kindOrPlatforms fills the PLATFORMS column: "helm-chart" for a chart.
+func kindOrPlatforms(kind string, p []string) string {
+	if kind != "" {
+		return kind
+	}
+	return platformsOrAll(p)
 }
 
 func platformsOrAll(p []string) string {

@@ -19,6 +19,7 @@ type inspectImage struct {
 	MediaType      string   `json:"mediaType"`
 	Platforms      []string `json:"platforms,omitempty"`
 	Size           int64    `json:"size"`
+	Kind           string   `json:"kind,omitempty"` // "helm-chart" for a Helm chart
 }
 
 type inspectOutput struct {
@@ -59,7 +60,7 @@ func newInspectCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TARGET\tSOURCE\tDIGEST\tPLATFORMS\tSIZE")
 			for _, im := range out.Images {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Target, im.Source, shortDigest(im.Digest), platformsOrAll(im.Platforms), units.Bytes(im.Size))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Target, im.Source, shortDigest(im.Digest), kindOrPlatforms(im.Kind, im.Platforms), units.Bytes(im.Size))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -86,7 +87,7 @@ func describeBundle(r *bundle.Reader) *inspectOutput {
 		out.LogicalBytes += im.Size
 		for _, t := range im.Tags {
 			out.Images = append(out.Images, inspectImage{Target: im.Target + ":" + t, Source: im.Source, Digest: im.Digest,
-				UpstreamDigest: im.UpstreamDigest, MediaType: im.MediaType, Platforms: im.Platforms, Size: im.Size})
+				UpstreamDigest: im.UpstreamDigest, MediaType: im.MediaType, Platforms: im.Platforms, Size: im.Size, Kind: im.Kind})
 		}
 	}
 	for _, b := range rec.Blobs {

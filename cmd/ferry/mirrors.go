@@ -28,7 +28,9 @@ pulls of their upstream names go to the internal registry HOST:
     the path it belongs at (/etc/containerd/certs.d/<upstream>/hosts.toml);
   - a Docker daemon.json registry-mirrors hint (Docker Hub images only);
   - an OpenShift ImageDigestMirrorSet mapping each source repository to
-    HOST/<target path>.
+    HOST/<target path>;
+  - for each Helm chart in the bundles, a values-airgap.yaml fragment that
+    points the image keys its values.yaml has at HOST.
 
 Use --prefix and --source-names as given to 'ferry serve' (or --prefix for
 the path 'ferry import --to' pushed under).`,
@@ -48,14 +50,22 @@ the path 'ferry import --to' pushed under).`,
 				return err
 			}
 			var recs []*bundle.Record
+			readers := map[*bundle.Record]*bundle.Reader{} // to read charts' values
 			for _, p := range args {
+				if r, err := bundle.Open(p); err == nil {
+					defer r.Close()
+					recs = append(recs, r.Record())
+					readers[r.Record()] = r
+					continue
+				}
 				rec, err := bundle.ReadRecord(p)
 				if err != nil {
 					return err
 				}
 				recs = append(recs, rec)
 			}
-			ms, err := serve.Mirrors(recs, serve.MirrorOptions{Registry: f.registry, Prefix: f.prefix, SourceNames: f.sourceNames, Name: f.name})
+			ms, err := serve.Mirrors(recs, serve.MirrorOptions{Registry: f.registry, Prefix: f.prefix, SourceNames: f.sourceNames, Name: f.name,
+				ChartArchive: serve.ChartArchiveFrom(readers)})
 			if errors.Is(err, serve.ErrMirrorOptions) {
 				return usageError{err}
 			}
