@@ -59,6 +59,7 @@ type jsonError struct {
 	Kind     string `json:"kind"`
 	ExitCode int    `json:"exitCode"`
 	Registry string `json:"registry,omitempty"` // host[:port] concerned
+	Image    string `json:"image,omitempty"`    // image concerned (target:tags (source), as the bundle names it)
 	Blob     string `json:"blob,omitempty"`     // digest concerned
 	Hint     string `json:"hint,omitempty"`
 }
@@ -71,9 +72,25 @@ func describeError(err error) *jsonError {
 		je.ExitCode = 128 + int(ie.sig)
 		je.Hint = ""
 	}
-	// The first digest the message names is the blob it is about: errors
-	// are wrapped outermost-first, "pulling X: blob sha256:...: ...".
-	je.Blob = digestInText.FindString(je.Message)
+	var be *registry.BlobError
+	if errors.As(err, &be) {
+		je.Blob = be.Digest.String()
+		if je.Registry == "" {
+			je.Registry = be.Registry
+		}
+	}
+	if fs := bundle.Failures(err); len(fs) > 0 {
+		je.Image = fs[0].Image
+		if je.Blob == "" {
+			je.Blob = fs[0].Digest
+		}
+	}
+	if je.Blob == "" {
+		// Errors without a typed blob still name it in their text, wrapped
+		// outermost-first ("pulling X: blob sha256:...: ..."): the first
+		// digest is the blob.
+		je.Blob = digestInText.FindString(je.Message)
+	}
 	return je
 }
 
