@@ -44,7 +44,7 @@ func (p *pusher) survey(ctx context.Context) error {
 					im.complete = true
 				}
 			}
-			if !im.complete {
+			if !im.complete && askDigest(im) {
 				_, ok, err := rc.headManifest(ctx, im.digest.String())
 				if err != nil {
 					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking %s@%s: %w", im.repo, im.digest, err)))
@@ -56,6 +56,25 @@ func (p *pusher) survey(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// askDigest says whether the survey should ask for an image's manifest by
+// digest after none of its tags pointed at it. Import puts a top-level
+// manifest by tag only, so when none of the image's tags exists the
+// manifest is not there either (a killed import leaves blobs and child
+// manifests, which the blob pass finds in one request each): the HEAD is
+// skipped. It is asked when the image has no tag, or when a tag exists
+// and points elsewhere (the repository has content; a retag is cheap).
+func askDigest(im *image) bool {
+	if len(im.rec.Tags) == 0 {
+		return true
+	}
+	for _, d := range im.current {
+		if d != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // verifySource hashes the source's blobs that the incomplete images need,
