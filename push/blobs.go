@@ -78,6 +78,13 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if t.primary.how == "skipped" {
+			// The blob was in the target before this run (a rerun): most
+			// likely in this repository too.
+			if done, err := p.findOwn(ctx, rc, t); done || err != nil {
+				return err
+			}
+		}
 		if t.primary.present {
 			done, err := p.mountFrom(ctx, rc, t, t.primary.repo)
 			if done || err != nil {
@@ -86,6 +93,23 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 		}
 	}
 	return p.mountOrUpload(ctx, rc, t)
+}
+
+// findOwn asks t's repository, with a mount from itself, whether it holds
+// t's blob; an upload session opened instead is cancelled (the caller
+// mounts from elsewhere). done is true when the blob is there.
+func (p *pusher) findOwn(ctx context.Context, rc *repoClient, t *blobTask) (bool, error) {
+	mounted, loc, err := rc.mount(ctx, t.digest, t.repo)
+	switch {
+	case err == nil && mounted:
+		p.markSkipped(t)
+		return true, nil
+	case err == nil && loc != "":
+		rc.cancelUpload(ctx, loc)
+	case err != nil && isQuota(err):
+		return true, p.quotaErr(t.project, err)
+	}
+	return false, ctx.Err()
 }
 
 // mountOrUpload asks t's own repository for a mount of t's blob from

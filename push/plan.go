@@ -1,9 +1,11 @@
 package push
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/ferry-airgap/ferry/bundle"
@@ -199,8 +201,8 @@ func (p *pusher) checkBase(ctx context.Context) error {
 
 // plan lists the blob tasks of the live, incomplete images: the first
 // repository that wants a digest owns its upload (primary); the others wait
-// for it and mount from there. Primaries come first in the order, so a
-// secondary never waits for a task that has not started.
+// for it and mount from there. Primaries come first in the order, largest
+// first, so a secondary never waits for a task that has not started.
 func (p *pusher) plan() {
 	var secondaries []*blobTask
 	byDigest := map[v1.Hash]*blobTask{}
@@ -228,6 +230,9 @@ func (p *pusher) plan() {
 			return nil
 		})
 	}
+	// Largest first: a big upload then runs while the many small requests
+	// flow beside it, instead of alone at the end of the pass.
+	slices.SortStableFunc(p.order, func(a, b *blobTask) int { return cmp.Compare(b.size, a.size) })
 	p.order = append(p.order, secondaries...)
 }
 

@@ -129,6 +129,9 @@ type target struct {
 	mu      sync.Mutex
 	reqs    []req
 	present map[string]bool // repo@digest
+	// refuse, when set, answers a request with its status instead (0 =
+	// serve it).
+	refuse func(r *http.Request) int
 }
 
 func newTarget(t *testing.T) *target {
@@ -138,11 +141,21 @@ func newTarget(t *testing.T) *target {
 	tg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		repo, kind, ref := split(r.URL.Path)
 		sw := &statusWriter{ResponseWriter: w, status: 200}
+		query := r.URL.RawQuery // as sent (a mount may be turned into a plain POST below)
 		defer func() {
 			tg.mu.Lock()
-			tg.reqs = append(tg.reqs, req{r.Method, r.URL.Path, r.URL.RawQuery, sw.status})
+			tg.reqs = append(tg.reqs, req{r.Method, r.URL.Path, query, sw.status})
 			tg.mu.Unlock()
 		}()
+		tg.mu.Lock()
+		refuse := tg.refuse
+		tg.mu.Unlock()
+		if refuse != nil {
+			if code := refuse(r); code != 0 {
+				sw.WriteHeader(code)
+				return
+			}
+		}
 		switch {
 		case kind == "blobs" && (r.Method == http.MethodHead || r.Method == http.MethodGet):
 			if !tg.has(repo, ref) {
