@@ -18,6 +18,7 @@ import (
 // (then its blobs are too: registries check that on manifest PUT) and where
 // each tag points.
 func (p *pusher) survey(ctx context.Context) error {
+	known := p.peekRepos(ctx)
 	g := errgroup.Group{}
 	g.SetLimit(p.o.Jobs)
 	for _, im := range p.live() {
@@ -26,38 +27,101 @@ func (p *pusher) survey(ctx context.Context) error {
 			continue
 		}
 		g.Go(func() error {
-			rc, err := p.repo(ctx, im.repo)
-			if err != nil {
-				im.fail("", err)
-				return nil
-			}
-			for i, tag := range im.rec.Tags {
-				d, ok, err := rc.headManifest(ctx, tag)
-				if err != nil {
-					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking tag %s:%s: %w", im.repo, tag, err)))
-					return nil
-				}
-				if ok {
-					im.current[i] = d
-				}
-			}
-			for _, d := range im.current {
-				if d == im.digest.String() {
-					im.complete = true
-				}
-			}
-			if !im.complete && askDigest(im) {
-				_, ok, err := rc.headManifest(ctx, im.digest.String())
-				if err != nil {
-					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking %s@%s: %w", im.repo, im.digest, err)))
-					return nil
-				}
-				im.complete = ok
-			}
+			p.surveyImage(ctx, im, known[im.repo])
 			return ctx.Err()
 		})
 	}
 	return g.Wait()
+}
+
+// repoPeek is what the survey learnt about a repository before asking for
+// each tag: one tag's digest, and when that tag was missing, the list of
+// the repository's tags (nil when unknown).
+type repoPeek struct {
+	tag, digest string
+	tags        map[string]bool
+}
+
+// peekRepos asks, per repository, for the first tag of its first image.
+// If it is there, the repository has content and every tag is asked for
+// with a HEAD (a re-import sends HEADs only). If not, the repository's tag
+// list tells, in one request, which of the other tags exist: on an empty
+// target that replaces a HEAD per tag. Errors are left to surveyImage,
+// which asks again and reports them per image.
+func (p *pusher) peekRepos(ctx context.Context) map[string]*repoPeek {
+	out := map[string]*repoPeek{}
+	var firsts []*image
+	for _, im := range p.live() {
+		if _, ok := out[im.repo]; ok || len(im.rec.Tags) == 0 || p.newProjects[project(im.repo)] {
+			continue
+		}
+		out[im.repo] = &repoPeek{tag: im.rec.Tags[0]}
+		firsts = append(firsts, im)
+	}
+	g := errgroup.Group{}
+	g.SetLimit(p.o.Jobs)
+	for _, im := range firsts {
+		pk := out[im.repo]
+		g.Go(func() error {
+			rc, err := p.repo(ctx, im.repo)
+			if err != nil {
+				return nil
+			}
+			d, ok, err := rc.headManifest(ctx, pk.tag)
+			switch {
+			case err != nil:
+				pk.tag = ""
+			case ok:
+				pk.digest = d
+			default:
+				if tags, err := rc.listTags(ctx); err == nil {
+					pk.tags = tags
+				}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return out
+}
+
+// surveyImage finds where im's tags point and whether im is complete.
+func (p *pusher) surveyImage(ctx context.Context, im *image, pk *repoPeek) {
+	rc, err := p.repo(ctx, im.repo)
+	if err != nil {
+		im.fail("", err)
+		return
+	}
+	for i, tag := range im.rec.Tags {
+		switch {
+		case pk != nil && pk.tag == tag && pk.tag != "":
+			im.current[i] = pk.digest
+			continue
+		case pk != nil && pk.tags != nil && !pk.tags[tag]:
+			continue // not in the repository's tag list
+		}
+		d, ok, err := rc.headManifest(ctx, tag)
+		if err != nil {
+			im.fail("", p.explainRead(im.repo, fmt.Errorf("checking tag %s:%s: %w", im.repo, tag, err)))
+			return
+		}
+		if ok {
+			im.current[i] = d
+		}
+	}
+	for _, d := range im.current {
+		if d == im.digest.String() {
+			im.complete = true
+		}
+	}
+	if !im.complete && askDigest(im) {
+		_, ok, err := rc.headManifest(ctx, im.digest.String())
+		if err != nil {
+			im.fail("", p.explainRead(im.repo, fmt.Errorf("checking %s@%s: %w", im.repo, im.digest, err)))
+			return
+		}
+		im.complete = ok
+	}
 }
 
 // askDigest says whether the survey should ask for an image's manifest by

@@ -34,6 +34,7 @@ func manifestPUTsWanted(t *testing.T, path string) int {
 }
 
 // TestPushRequestsAtTheMinimum: a first import into an empty registry asks
+// per repository for one tag and, that missing, for the tag list; it asks
 // no blob HEAD; each blob costs one cross-repository mount (201) when
 // another repository of the import got it first, or a mount from its own
 // repository (202, which opens the upload) and one PUT; each child
@@ -63,6 +64,10 @@ func TestPushRequestsAtTheMinimum(t *testing.T) {
 			count["PUT"]++
 		case kind == "manifests" && r.Method == http.MethodPut:
 			count["manifest PUT"]++
+		case kind == "manifests" && r.Method == http.MethodHead:
+			count["manifest HEAD"]++
+		case strings.HasSuffix(r.Path, "/tags/list"):
+			count["tag list"]++
 		}
 	}
 	t.Logf("requests: %v", count)
@@ -79,6 +84,15 @@ func TestPushRequestsAtTheMinimum(t *testing.T) {
 	// project; everything goes to project "m" here.
 	if count["POST"] != 1 {
 		t.Errorf("%d plain upload sessions, want 1 (the push check of project m)", count["POST"])
+	}
+	// The survey: per repository, its first tag and (missing) its tag list.
+	_, recs := trees(t, path)
+	repos := map[string]bool{}
+	for _, rec := range recs {
+		repos[rec.Target] = true
+	}
+	if count["manifest HEAD"] != len(repos) || count["tag list"] != len(repos) {
+		t.Errorf("%d manifest HEADs and %d tag lists for %d repositories; want one of each per repository", count["manifest HEAD"], count["tag list"], len(repos))
 	}
 	if want := manifestPUTsWanted(t, path); count["manifest PUT"] != want {
 		t.Errorf("%d manifest PUTs, want %d (children by digest, then each tag once)", count["manifest PUT"], want)
