@@ -93,6 +93,10 @@ func BenchmarkImportManySmall(b *testing.B) {
 	measured(b, bin, nil, "export", "-q", "-f", mapping, "-o", bundlePath)
 	manifests, blobs := countBundle(b, bundlePath)
 	b.Logf("set: %d repositories, %d tags, %d manifests, %d distinct blobs", len(repos), len(fixtures), manifests, blobs)
+	// What import's verification pass costs alone (it reads and hashes
+	// every blob once before the upload pass reads and hashes it again).
+	vst := timedRun(b, bin, "verify", "-q", bundlePath)
+	b.Logf("verification pass alone (ferry verify): wall %.2fs, CPU %.2fs", vst.wall.Seconds(), vst.cpu.Seconds())
 	b.Setenv("FERRY_PASSWORD", robotPW)
 	b.Setenv("HOME", dir) // no docker config of the machine's user, for either tool
 	rounds := 3
