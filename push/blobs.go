@@ -57,30 +57,20 @@ func (p *pusher) pushBlobs(ctx context.Context) error {
 	return nil
 }
 
-// ensureBlob makes t's blob present in t's repository: HEAD (skip), else
-// mount from the repository that got it first, else upload from the bundle.
+// ensureBlob makes t's blob present in t's repository in as few requests
+// as the registry allows. A blob another repository of this import holds
+// (its primary's) is mounted from there: one request. Any other blob is
+// asked for with a mount from its own repository, which answers 201 when
+// the repository holds it already and otherwise opens the upload session
+// (202) that the one PUT then completes: no HEAD before it. Only a blob a
+// delta bundle leaves to its base is looked for with a HEAD.
 func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 	rc, err := p.repo(ctx, t.repo)
 	if err != nil {
 		return err
 	}
-	ok, err := rc.headBlob(ctx, t.digest)
-	if err != nil {
-		return err
-	}
-	if ok {
-		t.present, t.how = true, "skipped"
-		p.skipped.Add(t.size)
-		p.nSkipped.Add(1)
-		p.progressDone(t)
-		return nil
-	}
-	var from string
 	if t.missing {
-		if t.baseFrom == "" {
-			return fmt.Errorf("not in this delta bundle and not in %s/%s: import bundle %s (its base) first", p.tgt.Registry, t.repo, p.base())
-		}
-		from = t.baseFrom
+		return p.ensureBase(ctx, rc, t)
 	}
 	if t.primary != nil {
 		select {
@@ -88,30 +78,63 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if t.primary.present {
-			from = t.primary.repo
-		}
-	}
-	if from != "" {
-		mrc, err := p.mountClient(ctx, t.repo, from)
-		if err == nil {
-			mounted, loc, err := mrc.mount(ctx, t.digest, from)
-			switch {
-			case err == nil && mounted:
-				t.present, t.how = true, "mounted"
-				p.mounted.Add(t.size)
-				p.nMounted.Add(1)
-				return nil
-			case err == nil && loc != "":
-				// 202: the registry would not mount but opened an upload.
-				return p.upload(ctx, rc, t, loc)
-			case err != nil && isQuota(err):
-				return p.quotaErr(t.project, err)
+		if t.primary.how == "skipped" {
+			// The blob was in the target before this run (a rerun): most
+			// likely in this repository too.
+			if done, err := p.findOwn(ctx, rc, t); done || err != nil {
+				return err
 			}
-			p.o.Logger.Info("mount refused; uploading", "blob", t.digest.String(), "from", from, "to", t.repo, "error", errString(err))
+		}
+		if t.primary.present {
+			done, err := p.mountFrom(ctx, rc, t, t.primary.repo)
+			if done || err != nil {
+				return err
+			}
 		}
 	}
-	loc, err := rc.startUpload(ctx)
+	return p.mountOrUpload(ctx, rc, t)
+}
+
+// findOwn asks t's repository, with a mount from itself, whether it holds
+// t's blob; an upload session opened instead is cancelled (the caller
+// mounts from elsewhere). done is true when the blob is there.
+func (p *pusher) findOwn(ctx context.Context, rc *repoClient, t *blobTask) (bool, error) {
+	mounted, loc, err := rc.mount(ctx, t.digest, t.repo)
+	switch {
+	case err == nil && mounted:
+		p.markSkipped(t)
+		return true, nil
+	case err == nil && loc != "":
+		rc.cancelUpload(ctx, loc)
+	case err != nil && isQuota(err):
+		return true, p.quotaErr(t.project, err)
+	}
+	return false, ctx.Err()
+}
+
+// mountOrUpload asks t's own repository for a mount of t's blob from
+// itself: 201 means it is there already (skipped), 202 opens the upload.
+// A registry that refuses the request gets a plain upload.
+func (p *pusher) mountOrUpload(ctx context.Context, rc *repoClient, t *blobTask) error {
+	mounted, loc, err := rc.mount(ctx, t.digest, t.repo)
+	switch {
+	case err == nil && mounted:
+		p.markSkipped(t)
+		return nil
+	case err == nil && loc != "":
+		return p.upload(ctx, rc, t, loc)
+	case err != nil && isQuota(err):
+		return p.quotaErr(t.project, err)
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		var pe *HarborProjectError
+		if errors.As(err, &pe) {
+			return err
+		}
+		p.o.Logger.Info("existence check by mount refused; uploading", "blob", t.digest.String(), "repository", t.repo, "error", errString(err))
+	}
+	loc, err = rc.startUpload(ctx)
 	if err != nil {
 		if isQuota(err) {
 			return p.quotaErr(t.project, err)
@@ -119,6 +142,60 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 		return err
 	}
 	return p.upload(ctx, rc, t, loc)
+}
+
+// mountFrom mounts t's blob from another repository. done is false when
+// the registry refused the mount (the caller uploads instead); a 202
+// upload session it opened instead is used at once.
+func (p *pusher) mountFrom(ctx context.Context, rc *repoClient, t *blobTask, from string) (done bool, err error) {
+	mrc, err := p.mountClient(ctx, t.repo, from)
+	if err != nil {
+		p.o.Logger.Info("no token to mount; uploading", "blob", t.digest.String(), "from", from, "to", t.repo, "error", errString(err))
+		return false, nil
+	}
+	mounted, loc, err := mrc.mount(ctx, t.digest, from)
+	switch {
+	case err == nil && mounted:
+		t.present, t.how = true, "mounted"
+		p.mounted.Add(t.size)
+		p.nMounted.Add(1)
+		return true, nil
+	case err == nil && loc != "":
+		// 202: the registry would not mount but opened an upload.
+		return true, p.upload(ctx, rc, t, loc)
+	case err != nil && isQuota(err):
+		return true, p.quotaErr(t.project, err)
+	}
+	p.o.Logger.Info("mount refused; uploading", "blob", t.digest.String(), "from", from, "to", t.repo, "error", errString(err))
+	return false, nil
+}
+
+// ensureBase makes a blob a delta bundle leaves to its base present: it is
+// in t's repository (HEAD) or mounted from where checkBase found it.
+func (p *pusher) ensureBase(ctx context.Context, rc *repoClient, t *blobTask) error {
+	ok, err := rc.headBlob(ctx, t.digest)
+	if err != nil {
+		return err
+	}
+	if ok {
+		p.markSkipped(t)
+		return nil
+	}
+	if t.baseFrom == "" {
+		return fmt.Errorf("not in this delta bundle and not in %s/%s: import bundle %s (its base) first", p.tgt.Registry, t.repo, p.base())
+	}
+	if done, err := p.mountFrom(ctx, rc, t, t.baseFrom); done || err != nil {
+		return err
+	}
+	return fmt.Errorf("not in this delta bundle, not in %s/%s, and %s refused to mount it from %s: import bundle %s (its base) first",
+		p.tgt.Registry, t.repo, p.tgt.Registry, t.baseFrom, p.base())
+}
+
+func (p *pusher) markSkipped(t *blobTask) {
+	t.present, t.how = true, "skipped"
+	p.skipped.Add(t.size)
+	p.nSkipped.Add(1)
+	p.progressDone(t)
 }
 
 func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc string) error {

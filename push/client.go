@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -240,6 +241,69 @@ func (c *repoClient) headManifest(ctx context.Context, ref string) (string, bool
 		return "", false, fmt.Errorf("reading manifest %s:%s: %w", c.repo, ref, err)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), true, nil
+}
+
+// maxTagPages bounds how many pages of a tag list listTags follows.
+const maxTagPages = 100
+
+// listTags returns the repository's tags, following the Link header of a
+// paginated list; a repository that does not exist has none (404).
+func (c *repoClient) listTags(ctx context.Context) (map[string]bool, error) {
+	tags := map[string]bool{}
+	next := c.url("/tags/list")
+	for page := 0; next != "" && page < maxTagPages; page++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, next, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.do(req, http.StatusOK, http.StatusNotFound)
+		if err != nil {
+			return nil, err
+		}
+		var list struct {
+			Tags []string `json:"tags"`
+		}
+		if resp.StatusCode == http.StatusOK {
+			err = json.NewDecoder(io.LimitReader(resp.Body, maxTagListPage)).Decode(&list)
+		}
+		drain(resp)
+		if err != nil {
+			return nil, fmt.Errorf("reading the tag list of %s/%s: %w", c.host, c.repo, err)
+		}
+		for _, t := range list.Tags {
+			tags[t] = true
+		}
+		next, err = nextPage(resp)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if next != "" {
+		return nil, fmt.Errorf("the tag list of %s/%s has more than %d pages", c.host, c.repo, maxTagPages)
+	}
+	return tags, nil
+}
+
+// maxTagListPage bounds one page of a tag list.
+const maxTagListPage = 16 << 20
+
+// nextPage returns the URL of the Link header's rel="next", or "".
+func nextPage(resp *http.Response) (string, error) {
+	for _, link := range resp.Header.Values("Link") {
+		for _, part := range strings.Split(link, ",") {
+			target, params, ok := strings.Cut(part, ";")
+			if !ok || !strings.Contains(strings.ReplaceAll(params, " ", ""), `rel="next"`) {
+				continue
+			}
+			target = strings.Trim(strings.TrimSpace(target), "<>")
+			u, err := resp.Request.URL.Parse(target)
+			if err != nil {
+				return "", fmt.Errorf("registry %s: bad Link header: %w", resp.Request.URL.Host, err)
+			}
+			return u.String(), nil
+		}
+	}
+	return "", nil
 }
 
 // mount asks for a cross-repository mount of d from another repository.

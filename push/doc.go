@@ -11,6 +11,13 @@
 // uploaded; each digest is uploaded once per repository. One --jobs limit is
 // shared by all images.
 //
+// On many small images a registry is bound by the number of requests, so
+// each costs as few as the API allows: a blob another repository of the
+// run holds is mounted (one request); any other blob is asked for with a
+// mount from its own repository, which finds it there (201) or opens the
+// upload the one PUT completes (202); a tagged manifest is put by its tags
+// only; the survey asks one tag per repository, then its tag list.
+//
 // The package speaks the registry API itself (HEAD, POST with mount, PUT)
 // through the authenticated transport of internal/registry, so that every
 // request is visible and ordered; Harbor specifics live in harbor.go.

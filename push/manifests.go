@@ -11,7 +11,9 @@ import (
 )
 
 // pushManifests pushes, per image, child manifests by digest, then the
-// image's own manifest or index by digest, then its tags.
+// image's own manifest or index once per tag (by digest only when it has
+// no tag to set): the tag appears only when everything under it exists,
+// and the manifest is not sent twice.
 func (p *pusher) pushManifests(ctx context.Context) error {
 	g := errgroup.Group{}
 	g.SetLimit(p.o.Jobs)
@@ -45,9 +47,18 @@ func (p *pusher) pushImage(ctx context.Context, im *image) error {
 	if err != nil {
 		return err
 	}
+	byTag := false // the top-level manifest goes in with its first tag
+	for i := range im.rec.Tags {
+		if im.current[i] != im.digest.String() && im.tree.Data != nil {
+			byTag = true
+		}
+	}
 	if !im.complete {
 		err := im.tree.Walk(func(n *bundle.Node) error {
 			if n.Data == nil && !(n.Missing && oci.KindOf(n.MediaType) != oci.KindUnknown) {
+				return nil
+			}
+			if n == im.tree && byTag {
 				return nil
 			}
 			k := key{im.repo, n.Digest}

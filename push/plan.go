@@ -1,9 +1,11 @@
 package push
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
@@ -15,6 +17,7 @@ import (
 // (then its blobs are too: registries check that on manifest PUT) and where
 // each tag points.
 func (p *pusher) survey(ctx context.Context) error {
+	known := p.peekRepos(ctx)
 	g := errgroup.Group{}
 	g.SetLimit(p.o.Jobs)
 	for _, im := range p.live() {
@@ -23,38 +26,120 @@ func (p *pusher) survey(ctx context.Context) error {
 			continue
 		}
 		g.Go(func() error {
-			rc, err := p.repo(ctx, im.repo)
-			if err != nil {
-				im.fail("", err)
-				return nil
-			}
-			for i, tag := range im.rec.Tags {
-				d, ok, err := rc.headManifest(ctx, tag)
-				if err != nil {
-					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking tag %s:%s: %w", im.repo, tag, err)))
-					return nil
-				}
-				if ok {
-					im.current[i] = d
-				}
-			}
-			for _, d := range im.current {
-				if d == im.digest.String() {
-					im.complete = true
-				}
-			}
-			if !im.complete {
-				_, ok, err := rc.headManifest(ctx, im.digest.String())
-				if err != nil {
-					im.fail("", p.explainRead(im.repo, fmt.Errorf("checking %s@%s: %w", im.repo, im.digest, err)))
-					return nil
-				}
-				im.complete = ok
-			}
+			p.surveyImage(ctx, im, known[im.repo])
 			return ctx.Err()
 		})
 	}
 	return g.Wait()
+}
+
+// repoPeek is what the survey learnt about a repository before asking for
+// each tag: one tag's digest, and when that tag was missing, the list of
+// the repository's tags (nil when unknown).
+type repoPeek struct {
+	tag, digest string
+	tags        map[string]bool
+}
+
+// peekRepos asks, per repository, for the first tag of its first image.
+// If it is there, the repository has content and every tag is asked for
+// with a HEAD (a re-import sends HEADs only). If not, the repository's tag
+// list tells, in one request, which of the other tags exist: on an empty
+// target that replaces a HEAD per tag. Errors are left to surveyImage,
+// which asks again and reports them per image.
+func (p *pusher) peekRepos(ctx context.Context) map[string]*repoPeek {
+	out := map[string]*repoPeek{}
+	var firsts []*image
+	for _, im := range p.live() {
+		if _, ok := out[im.repo]; ok || len(im.rec.Tags) == 0 || p.newProjects[project(im.repo)] {
+			continue
+		}
+		out[im.repo] = &repoPeek{tag: im.rec.Tags[0]}
+		firsts = append(firsts, im)
+	}
+	g := errgroup.Group{}
+	g.SetLimit(p.o.Jobs)
+	for _, im := range firsts {
+		pk := out[im.repo]
+		g.Go(func() error {
+			rc, err := p.repo(ctx, im.repo)
+			if err != nil {
+				return nil
+			}
+			d, ok, err := rc.headManifest(ctx, pk.tag)
+			switch {
+			case err != nil:
+				pk.tag = ""
+			case ok:
+				pk.digest = d
+			default:
+				if tags, err := rc.listTags(ctx); err == nil {
+					pk.tags = tags
+				}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return out
+}
+
+// surveyImage finds where im's tags point and whether im is complete.
+func (p *pusher) surveyImage(ctx context.Context, im *image, pk *repoPeek) {
+	rc, err := p.repo(ctx, im.repo)
+	if err != nil {
+		im.fail("", err)
+		return
+	}
+	for i, tag := range im.rec.Tags {
+		switch {
+		case pk != nil && pk.tag == tag && pk.tag != "":
+			im.current[i] = pk.digest
+			continue
+		case pk != nil && pk.tags != nil && !pk.tags[tag]:
+			continue // not in the repository's tag list
+		}
+		d, ok, err := rc.headManifest(ctx, tag)
+		if err != nil {
+			im.fail("", p.explainRead(im.repo, fmt.Errorf("checking tag %s:%s: %w", im.repo, tag, err)))
+			return
+		}
+		if ok {
+			im.current[i] = d
+		}
+	}
+	for _, d := range im.current {
+		if d == im.digest.String() {
+			im.complete = true
+		}
+	}
+	if !im.complete && askDigest(im) {
+		_, ok, err := rc.headManifest(ctx, im.digest.String())
+		if err != nil {
+			im.fail("", p.explainRead(im.repo, fmt.Errorf("checking %s@%s: %w", im.repo, im.digest, err)))
+			return
+		}
+		im.complete = ok
+	}
+}
+
+// askDigest says whether the survey should ask for an image's manifest by
+// digest after none of its tags pointed at it. Import puts a top-level
+// manifest by tag only, so when none of the image's tags exists the
+// manifest is not there either (a killed import leaves blobs and child
+// manifests, which the blob pass finds in one request each): the HEAD is
+// skipped. It is asked when the image has no tag, or when a tag exists
+// and points elsewhere (the repository has content; a retag is cheap).
+func askDigest(im *image) bool {
+	if len(im.rec.Tags) == 0 {
+		return true
+	}
+	for _, d := range im.current {
+		if d != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // verifySource hashes the source's blobs that the incomplete images need,
@@ -147,8 +232,8 @@ func (p *pusher) checkBase(ctx context.Context) error {
 
 // plan lists the blob tasks of the live, incomplete images: the first
 // repository that wants a digest owns its upload (primary); the others wait
-// for it and mount from there. Primaries come first in the order, so a
-// secondary never waits for a task that has not started.
+// for it and mount from there. Primaries come first in the order, largest
+// first, so a secondary never waits for a task that has not started.
 func (p *pusher) plan() {
 	var secondaries []*blobTask
 	byDigest := map[v1.Hash]*blobTask{}
@@ -176,6 +261,9 @@ func (p *pusher) plan() {
 			return nil
 		})
 	}
+	// Largest first: a big upload then runs while the many small requests
+	// flow beside it, instead of alone at the end of the pass.
+	slices.SortStableFunc(p.order, func(a, b *blobTask) int { return cmp.Compare(b.size, a.size) })
 	p.order = append(p.order, secondaries...)
 }
 
