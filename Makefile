@@ -51,7 +51,7 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 fuzz: ## longer fuzz runs (FUZZTIME=5m make fuzz)
 	$(MAKE) fuzz-short FUZZTIME=$(if $(filter 10s,$(FUZZTIME)),2m,$(FUZZTIME))
 
-bench: ## benchmarks: export throughput vs a plain copy, peak RSS, requests per blob (see docs/benchmarks.md)
+bench: ## benchmarks against yardsticks in the same run (plain copy, dd, sha256sum, regsync): throughput, peak RSS, requests (see docs/benchmarks.md)
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 30m ./test/ | tee bench.out
 
 lint: ## gofmt, go vet, staticcheck
