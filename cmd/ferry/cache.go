@@ -1,13 +1,11 @@
 package main
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -213,12 +211,8 @@ func (f *cacheFlags) upstreamSet(e *env) (map[string]cache.Upstream, error) {
 		return nil, err
 	}
 	urls := map[string]string{cache.DockerHubName: "https://registry-1.docker.io"}
-	hosts, err := pullSecretHosts(f.pullSecret)
-	if err != nil {
-		return nil, err
-	}
-	for _, h := range hosts {
-		if !names.IsDockerHub(h) {
+	for _, h := range kc.Hosts() {
+		if !names.IsDockerHub(h) && upstreamNameRE.MatchString(h) {
 			urls[h] = "https://" + h
 		}
 	}
@@ -247,37 +241,4 @@ func (f *cacheFlags) upstreamSet(e *env) (map[string]cache.Upstream, error) {
 		ups[n] = up
 	}
 	return ups, nil
-}
-
-// pullSecretHosts lists the registries a docker config.json or
-// Kubernetes pull secret holds credentials for (never the credentials).
-func pullSecretHosts(path string) ([]string, error) {
-	if path == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, usagef("--pull-secret: %v", err)
-	}
-	var doc struct {
-		Auths map[string]json.RawMessage `json:"auths"`
-		Data  map[string]string          `json:"data"` // a Kubernetes Secret
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, nil // a YAML secret: the keychain reads it; upstreams come from --upstream
-	}
-	if enc, ok := doc.Data[".dockerconfigjson"]; ok && doc.Auths == nil {
-		if dec, err := base64.StdEncoding.DecodeString(enc); err == nil {
-			_ = json.Unmarshal(dec, &doc)
-		}
-	}
-	var hosts []string
-	for h := range doc.Auths {
-		h = strings.TrimPrefix(strings.TrimPrefix(h, "https://"), "http://")
-		h, _, _ = strings.Cut(h, "/")
-		if upstreamNameRE.MatchString(h) {
-			hosts = append(hosts, h)
-		}
-	}
-	return hosts, nil
 }

@@ -113,18 +113,14 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags, runF func(context.Con
 		fmt.Fprintf(e.stderr, "%v: no bundle written\n", err)
 		err = nil
 	}
-	if cmd.Context().Err() != nil && err != nil {
-		return err // interrupted: no result table (execute says so)
-	}
-	if sum == nil {
+	done, err := resultHead(cmd, e, sum, err, func(s *export.Summary) (warnings, failed []string) {
+		for _, fl := range s.Failures {
+			failed = append(failed, fl.Source+": "+fl.Error)
+		}
+		return s.Warnings, failed
+	})
+	if done {
 		return err
-	}
-	printWarnings(e, "", sum.Warnings)
-	for _, fl := range sum.Failures {
-		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Source, fl.Error)
-	}
-	if e.json {
-		return writeResult(e, sum, err)
 	}
 	printExportSummary(e.stdout, sum)
 	if o.Signer != nil && sum.Output != "" {

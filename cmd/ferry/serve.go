@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/serve"
 )
 
@@ -44,12 +43,7 @@ line per request. SIGTERM or Ctrl-C shuts down gracefully (exit status 0).`,
 
   # for a cluster: HTTPS and basic auth
   ferry serve bundle.tar --addr :5443 --tls-cert srv.crt --tls-key srv.key --htpasswd users.htpasswd`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usagef("serve needs at least one bundle file")
-			}
-			return nil
-		},
+		Args: bundleArgs("serve"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServe(cmd, e, &f, args)
 		},
@@ -87,22 +81,11 @@ func runServe(cmd *cobra.Command, e *env, f *serveFlags, paths []string) error {
 		}
 		opts = append(opts, serve.WithBasicAuth(h, "ferry"))
 	}
-	if err := checkBundles(paths); err != nil {
+	readers, err := openBundles(paths)
+	if err != nil {
 		return err
 	}
-	var readers []*bundle.Reader
-	defer func() {
-		for _, r := range readers {
-			_ = r.Close()
-		}
-	}()
-	for _, p := range paths {
-		r, err := bundle.Open(p)
-		if err != nil {
-			return err
-		}
-		readers = append(readers, r)
-	}
+	defer closeBundles(readers)
 	reg, err := serve.New(readers, opts...)
 	if errors.Is(err, serve.ErrOptions) {
 		return usageError{err}
