@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -214,10 +212,10 @@ func registryBinary(t testing.TB) string {
 // proxies the rest to the registry, which listens on plain HTTP on another
 // loopback port.
 type tokenFront struct {
-	srv     *httptest.Server
-	handler atomic.Pointer[http.Handler] // set once the registry has started
-	issuer  *tokenIssuer
-	config  string // the registry's auth: section
+	srv        *httptest.Server
+	setHandler func(http.Handler) // called once the registry has started
+	issuer     *tokenIssuer
+	config     string // the registry's auth: section
 }
 
 // startTokenFront starts the front (over TLS with opts.TLS) and its issuer,
@@ -227,17 +225,7 @@ func startTokenFront(t testing.TB, reg *Registry, useTLS bool, dir string) *toke
 	f := &tokenFront{issuer: newTokenIssuer(t, reg.CA, reg.Users)}
 	signerFile := filepath.Join(dir, "token-roots.pem")
 	writeFile(t, signerFile, reg.CA.CertPEM)
-	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		(*f.handler.Load()).ServeHTTP(w, r)
-	}))
-	if useTLS {
-		f.srv.TLS = reg.CA.TLSConfig()
-		f.srv.TLS.Certificates = []tls.Certificate{reg.CA.IssueTLS(t)}
-		f.srv.StartTLS()
-	} else {
-		f.srv.Start()
-	}
-	t.Cleanup(f.srv.Close)
+	f.srv, f.setHandler = startLateServer(t, reg.CA, useTLS, false)
 	f.config = fmt.Sprintf("auth:\n  token:\n    realm: %q\n    service: %q\n    issuer: %q\n    rootcertbundle: %q\n",
 		f.srv.URL+TokenPath, TokenService, TokenIssuer, signerFile)
 	reg.TokenRequests = f.issuer.Requests
@@ -247,8 +235,7 @@ func startTokenFront(t testing.TB, reg *Registry, useTLS bool, dir string) *toke
 // forwardTo makes the front proxy to the registry at backendURL.
 func (f *tokenFront) forwardTo(backendURL string) {
 	target := &Registry{URL: backendURL, Host: strings.TrimPrefix(backendURL, "http://")}
-	h := newForwarder(target, f.srv.URL, nil, map[string]http.Handler{TokenPath: f.issuer})
-	f.handler.Store(&h)
+	f.setHandler(newForwarder(target, f.srv.URL, nil, map[string]http.Handler{TokenPath: f.issuer}))
 }
 
 // htpasswdConfig writes an htpasswd file for users into dir and returns the
