@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"sort"
 	"strings"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ferry-airgap/ferry/internal/names"
+	"github.com/ferry-airgap/ferry/internal/smallfile"
 )
 
 // span is where an entry's content lies in the file.
@@ -260,17 +260,43 @@ func (r *Reader) loadMetadata() error {
 	if err != nil {
 		return err
 	}
-	if _, signed := r.entries[SigFile]; signed {
-		sig, err := r.readEntry(SigFile, SignatureSize)
-		if err != nil {
-			return err
-		}
-		if len(sig) != SignatureSize {
-			return fmt.Errorf("%w: %s is %d bytes; an Ed25519 signature is %d", ErrCorrupt, SigFile, len(sig), SignatureSize)
-		}
-		r.sig = sig
+	if err := r.loadSignature(); err != nil {
+		return err
 	}
-	// ferry.json and the tar must agree on every blob.
+	if err := r.checkRecordBlobs(rec); err != nil {
+		return err
+	}
+	if err := r.checkManifests(rec, idx); err != nil {
+		return err
+	}
+	if err := checkIndex(ib, rec); err != nil {
+		return err
+	}
+	r.record = rec
+	r.recordRaw = rb
+	r.index = idx
+	return nil
+}
+
+// loadSignature reads signature.sig, when the bundle has one.
+func (r *Reader) loadSignature() error {
+	if _, signed := r.entries[SigFile]; !signed {
+		return nil
+	}
+	sig, err := r.readEntry(SigFile, SignatureSize)
+	if err != nil {
+		return err
+	}
+	if len(sig) != SignatureSize {
+		return fmt.Errorf("%w: %s is %d bytes; an Ed25519 signature is %d", ErrCorrupt, SigFile, len(sig), SignatureSize)
+	}
+	r.sig = sig
+	return nil
+}
+
+// checkRecordBlobs checks that ferry.json and the tar agree on every blob,
+// and records the blobs left to the base bundle.
+func (r *Reader) checkRecordBlobs(rec *Record) error {
 	listed := map[v1.Hash]bool{}
 	for _, b := range rec.Blobs {
 		h, err := ParseDigest(b.Digest)
@@ -299,6 +325,12 @@ func (r *Reader) loadMetadata() error {
 		}
 		r.base[h] = b.Size
 	}
+	return nil
+}
+
+// checkManifests checks that every image of ferry.json and every entry of
+// index.json names a manifest the bundle holds, with its size.
+func (r *Reader) checkManifests(rec *Record, idx *v1.IndexManifest) error {
 	for i, im := range rec.Images {
 		h, err := ParseDigest(im.Digest)
 		if err != nil {
@@ -315,12 +347,6 @@ func (r *Reader) loadMetadata() error {
 			return fmt.Errorf("%w: %s references %s, which is missing from the bundle", ErrCorrupt, IndexFile, d.Digest)
 		}
 	}
-	if err := checkIndex(ib, rec); err != nil {
-		return err
-	}
-	r.record = rec
-	r.recordRaw = rb
-	r.index = idx
 	return nil
 }
 
@@ -411,19 +437,11 @@ func ReadRecord(path string) (*Record, error) {
 }
 
 func readFileLimited(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
+	data, err := smallfile.Read(path, max)
+	if errors.Is(err, smallfile.ErrTooLarge) {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrCorrupt, path, max)
 	}
-	return data, nil
+	return data, err
 }
 
 // ParseIndex parses index.json strictly: one JSON document, sha256

@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,12 +41,12 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		user, pass, ok := r.BasicAuth()
 		if !ok || !c.o.Auth.Check(user, pass) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="ferry-cache"`)
-			writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+			serve.WriteError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required", nil)
 			return
 		}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		writeError(w, r, http.StatusMethodNotAllowed, "UNSUPPORTED", "the cache is read-only")
+		serve.WriteError(w, r, http.StatusMethodNotAllowed, "UNSUPPORTED", "the cache is read-only", nil)
 		return
 	}
 	p := r.URL.Path
@@ -63,7 +62,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "{}")
 		return
 	case !strings.HasPrefix(p, "/v2/"):
-		writeError(w, r, http.StatusNotFound, "NOT_FOUND", "not a registry path")
+		serve.WriteError(w, r, http.StatusNotFound, "NOT_FOUND", "not a registry path", nil)
 		return
 	}
 	c.serveV2(w, r, strings.TrimPrefix(p, "/v2/"))
@@ -78,16 +77,16 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 	} else if n, ok := strings.CutSuffix(p, "/tags/list"); ok && n != "" {
 		name, what = n, "tags"
 	} else {
-		writeError(w, r, http.StatusNotFound, "UNSUPPORTED", "the cache serves manifests, blobs and tag lists only")
+		serve.WriteError(w, r, http.StatusNotFound, "UNSUPPORTED", "the cache serves manifests, blobs and tag lists only", nil)
 		return
 	}
 	upName, repo, ok := c.route(name, r.URL.Query().Get("ns"))
 	if !ok {
-		writeError(w, r, http.StatusNotFound, "NAME_UNKNOWN", "no upstream for "+strconv.Quote(name)+": the path starts with the upstream's name, e.g. /v2/docker.io/library/redis/")
+		serve.WriteError(w, r, http.StatusNotFound, "NAME_UNKNOWN", "no upstream for "+strconv.Quote(name)+": the path starts with the upstream's name, e.g. /v2/docker.io/library/redis/", nil)
 		return
 	}
 	if !repoRE.MatchString(repo) {
-		writeError(w, r, http.StatusBadRequest, "NAME_INVALID", "invalid repository name "+strconv.Quote(repo))
+		serve.WriteError(w, r, http.StatusBadRequest, "NAME_INVALID", "invalid repository name "+strconv.Quote(repo), nil)
 		return
 	}
 	w.Header().Set(UpstreamHeader, upName)
@@ -99,7 +98,7 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 	if what == "blob" {
 		d, err := v1.NewHash(ref)
 		if err != nil || d.Algorithm != "sha256" {
-			writeError(w, r, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest "+strconv.Quote(ref))
+			serve.WriteError(w, r, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest "+strconv.Quote(ref), nil)
 			return
 		}
 		c.serveBlob(w, r, up, repo, d)
@@ -110,7 +109,7 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 		return
 	}
 	if !tagRE.MatchString(ref) {
-		writeError(w, r, http.StatusBadRequest, "MANIFEST_INVALID", "invalid tag or digest "+strconv.Quote(ref))
+		serve.WriteError(w, r, http.StatusBadRequest, "MANIFEST_INVALID", "invalid tag or digest "+strconv.Quote(ref), nil)
 		return
 	}
 	c.serveManifestTag(w, r, up, tagKey{upstream: upName, repo: repo, tag: ref})
@@ -248,29 +247,12 @@ func (c *Cache) serveTags(w http.ResponseWriter, r *http.Request, up Upstream, u
 func (c *Cache) upstreamError(w http.ResponseWriter, r *http.Request, code string, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		writeError(w, r, http.StatusNotFound, code, err.Error())
+		serve.WriteError(w, r, http.StatusNotFound, code, err.Error(), nil)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// the client left
 	default:
 		c.log.Warn("upstream request failed", "path", r.URL.Path, "err", err)
-		writeError(w, r, http.StatusBadGateway, "UNAVAILABLE", err.Error())
-	}
-}
-
-func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
-	type ociError struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
-	body, _ := json.Marshal(struct {
-		Errors []ociError `json:"errors"`
-	}{[]ociError{{Code: code, Message: message}}})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
+		serve.WriteError(w, r, http.StatusBadGateway, "UNAVAILABLE", err.Error(), nil)
 	}
 }
 

@@ -12,26 +12,14 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/diff"
+	"github.com/ferry-airgap/ferry/internal/bundletest"
 )
 
-func image(t *testing.T, layers ...string) v1.Image {
-	t.Helper()
-	img := empty.Image
-	for _, l := range layers {
-		var err error
-		if img, err = mutate.AppendLayers(img, static.NewLayer([]byte(l), types.OCILayer)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
-}
+func image(t *testing.T, layers ...string) v1.Image { return bundletest.Image(t, false, layers...) }
 
 func digestOf(t *testing.T, img v1.Image) string {
 	t.Helper()

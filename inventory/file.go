@@ -7,12 +7,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/atomicfile"
+	"github.com/ferry-airgap/ferry/internal/smallfile"
 )
 
 // SigSuffix names the signature file beside an inventory: FILE.sig holds
@@ -113,17 +113,9 @@ func Verify(path string, data []byte, trust []bundle.TrustedKey) error {
 }
 
 func readLimited(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
+	data, err := smallfile.Read(path, max)
+	if errors.Is(err, smallfile.ErrTooLarge) {
 		return nil, fmt.Errorf("larger than %d bytes", max)
 	}
-	return data, nil
+	return data, err
 }

@@ -28,8 +28,10 @@ type ociError struct {
 	Detail  any    `json:"detail,omitempty"`
 }
 
-// writeError answers with an OCI error body (none for HEAD).
-func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string, detail any) {
+// WriteError answers with an OCI distribution error body (none for HEAD):
+// {"errors":[{"code":code,"message":message,"detail":detail}]}, detail left
+// out when nil. ferry serve and ferry cache answer with it.
+func WriteError(w http.ResponseWriter, r *http.Request, status int, code, message string, detail any) {
 	body, _ := json.Marshal(struct {
 		Errors []ociError `json:"errors"`
 	}{[]ociError{{Code: code, Message: message, Detail: detail}}})

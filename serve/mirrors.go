@@ -59,21 +59,58 @@ var ErrMirrorOptions = errors.New("bad mirror options")
 
 // Mirrors works out how clients reach the images of recs through o.Registry.
 func Mirrors(recs []*bundle.Record, o MirrorOptions) (*MirrorSet, error) {
-	scheme, host := "https", o.Registry
-	if s, rest, ok := strings.Cut(o.Registry, "://"); ok {
-		scheme, host = strings.ToLower(s), rest
-	}
-	host = strings.TrimSuffix(host, "/")
-	if (scheme != "https" && scheme != "http") || host == "" || strings.ContainsAny(host, "/?#@ ") {
-		return nil, fmt.Errorf("%w: registry %q: want HOST[:PORT] or http(s)://HOST[:PORT] without a path", ErrMirrorOptions, o.Registry)
+	scheme, host, err := mirrorRegistry(o.Registry)
+	if err != nil {
+		return nil, err
 	}
 	prefix, err := cleanPrefix(o.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMirrorOptions, err)
 	}
 	ms := &MirrorSet{Scheme: scheme, Host: host, Digest: map[string][]string{}, Name: o.Name}
-	type img struct{ source, target string }
-	byUpstream := map[string][]img{}
+	byUpstream, err := ms.collectImages(recs, host, prefix)
+	if err != nil {
+		return nil, err
+	}
+	if ms.Charts, err = chartValues(recs, o, host, prefix); err != nil {
+		return nil, err
+	}
+	if ms.Name == "" || ms.Name == "ferry-" {
+		ms.Name = "ferry"
+	}
+	ups := make([]string, 0, len(byUpstream))
+	for u := range byUpstream {
+		ups = append(ups, u)
+	}
+	sort.Strings(ups)
+	for _, u := range ups {
+		ms.Mirrors = append(ms.Mirrors, upstreamMirror(u, byUpstream[u], o.SourceNames, host, prefix))
+	}
+	return ms, nil
+}
+
+// mirrorRegistry splits --registry (HOST[:PORT] or http(s)://HOST[:PORT])
+// into scheme and host.
+func mirrorRegistry(registry string) (scheme, host string, err error) {
+	scheme, host = "https", registry
+	if s, rest, ok := strings.Cut(registry, "://"); ok {
+		scheme, host = strings.ToLower(s), rest
+	}
+	host = strings.TrimSuffix(host, "/")
+	if (scheme != "https" && scheme != "http") || host == "" || strings.ContainsAny(host, "/?#@ ") {
+		return "", "", fmt.Errorf("%w: registry %q: want HOST[:PORT] or http(s)://HOST[:PORT] without a path", ErrMirrorOptions, registry)
+	}
+	return scheme, host, nil
+}
+
+// mirrorImage is one image of a bundle: its source repository (under its
+// upstream registry) and its target path (under the served registry).
+type mirrorImage struct{ source, target string }
+
+// collectImages records the bundles, the default name and the digest
+// mirrors of recs, and returns their images grouped by upstream registry.
+func (ms *MirrorSet) collectImages(recs []*bundle.Record, host, prefix string) (map[string][]mirrorImage, error) {
+	byUpstream := map[string][]mirrorImage{}
 	seenDigest := map[string]bool{}
 	for _, rec := range recs {
 		ms.Bundles = append(ms.Bundles, fmt.Sprintf("%s (created %s, %d images)", rec.ID, rec.Created.UTC().Format("2006-01-02T15:04:05Z"), len(rec.Images)))
@@ -89,7 +126,7 @@ func Mirrors(recs []*bundle.Record, o MirrorOptions) (*MirrorSet, error) {
 				return nil, fmt.Errorf("bundle %s: image %s: %w", rec.ID, im.Target, err)
 			}
 			target := joinPath(prefix, im.Target)
-			byUpstream[up] = append(byUpstream[up], img{repo, target})
+			byUpstream[up] = append(byUpstream[up], mirrorImage{repo, target})
 			src, dst := up+"/"+repo, host+"/"+target
 			if !seenDigest[src+" "+dst] {
 				seenDigest[src+" "+dst] = true
@@ -100,61 +137,57 @@ func Mirrors(recs []*bundle.Record, o MirrorOptions) (*MirrorSet, error) {
 	for _, v := range ms.Digest {
 		sort.Strings(v)
 	}
-	if ms.Charts, err = chartValues(recs, o, host, prefix); err != nil {
-		return nil, err
+	return byUpstream, nil
+}
+
+// upstreamMirror is the mirror of upstream u: its path on host and which of
+// imgs it reaches.
+func upstreamMirror(u string, imgs []mirrorImage, sourceNames bool, host, prefix string) Mirror {
+	m := Mirror{Upstream: u}
+	if sourceNames {
+		m.Path = joinPath(prefix, HostSegment(u))
+	} else {
+		m.Path = commonLeadingPath(imgs)
 	}
-	if ms.Name == "" || ms.Name == "ferry-" {
-		ms.Name = "ferry"
-	}
-	ups := make([]string, 0, len(byUpstream))
-	for u := range byUpstream {
-		ups = append(ups, u)
-	}
-	sort.Strings(ups)
-	for _, u := range ups {
-		imgs := byUpstream[u]
-		m := Mirror{Upstream: u}
-		if o.SourceNames {
-			m.Path = joinPath(prefix, HostSegment(u))
+	seen := map[string]bool{}
+	for _, im := range imgs {
+		line := u + "/" + im.source + " → " + host + "/" + joinPath(m.Path, im.source)
+		p, ok := leadingPath(im.source, im.target)
+		if !sourceNames && (!ok || p != m.Path) {
+			line = u + "/" + im.source + " → " + host + "/" + im.target
+		}
+		if seen[line] {
+			continue
+		}
+		seen[line] = true
+		if sourceNames || ok && p == m.Path {
+			m.Reachable = append(m.Reachable, line)
 		} else {
-			// The leading path that turns most source repositories into
-			// their target path; images renamed otherwise are unreachable.
-			count := map[string]int{}
-			for _, im := range imgs {
-				if p, ok := leadingPath(im.source, im.target); ok {
-					count[p]++
-				}
-			}
-			best, bestN := "", -1
-			for p, n := range count {
-				if n > bestN || n == bestN && (len(p) < len(best) || len(p) == len(best) && p < best) {
-					best, bestN = p, n
-				}
-			}
-			m.Path = best
+			m.Unreachable = append(m.Unreachable, line)
 		}
-		seen := map[string]bool{}
-		for _, im := range imgs {
-			line := u + "/" + im.source + " → " + host + "/" + joinPath(m.Path, im.source)
-			p, ok := leadingPath(im.source, im.target)
-			if !o.SourceNames && (!ok || p != m.Path) {
-				line = u + "/" + im.source + " → " + host + "/" + im.target
-			}
-			if seen[line] {
-				continue
-			}
-			seen[line] = true
-			if o.SourceNames || ok && p == m.Path {
-				m.Reachable = append(m.Reachable, line)
-			} else {
-				m.Unreachable = append(m.Unreachable, line)
-			}
-		}
-		sort.Strings(m.Reachable)
-		sort.Strings(m.Unreachable)
-		ms.Mirrors = append(ms.Mirrors, m)
 	}
-	return ms, nil
+	sort.Strings(m.Reachable)
+	sort.Strings(m.Unreachable)
+	return m
+}
+
+// commonLeadingPath is the leading path that turns most source repositories
+// into their target path (the shortest, then the first, on a tie); images
+// renamed otherwise are unreachable through the mirror.
+func commonLeadingPath(imgs []mirrorImage) string {
+	count := map[string]int{}
+	for _, im := range imgs {
+		if p, ok := leadingPath(im.source, im.target); ok {
+			count[p]++
+		}
+	}
+	best, bestN := "", -1
+	for p, n := range count {
+		if n > bestN || n == bestN && (len(p) < len(best) || len(p) == len(best) && p < best) {
+			best, bestN = p, n
+		}
+	}
+	return best
 }
 
 // leadingPath returns P when target is P/source (or "" when equal).

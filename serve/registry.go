@@ -297,18 +297,18 @@ func (s *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		user, pass, ok := r.BasicAuth()
 		if !ok || !s.o.auth.Check(user, pass) {
 			w.Header().Set("WWW-Authenticate", `Basic realm=`+strconv.Quote(s.o.realm))
-			writeError(w, r, http.StatusUnauthorized, CodeUnauthorized, "authentication required", nil)
+			WriteError(w, r, http.StatusUnauthorized, CodeUnauthorized, "authentication required", nil)
 			return
 		}
 	}
 	p := r.URL.Path
 	if p != "/v2" && !strings.HasPrefix(p, "/v2/") {
-		writeError(w, r, http.StatusNotFound, CodeNotFound, "not a registry API path", nil)
+		WriteError(w, r, http.StatusNotFound, CodeNotFound, "not a registry API path", nil)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		writeError(w, r, http.StatusMethodNotAllowed, CodeUnsupported,
+		WriteError(w, r, http.StatusMethodNotAllowed, CodeUnsupported,
 			"this registry is read-only: it serves a bundle file (ferry serve); push to a registry with ferry import", nil)
 		return
 	}
@@ -329,18 +329,18 @@ func (s *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	segs := strings.Split(rest, "/")
 	n := len(segs)
 	if n < 3 {
-		writeError(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint", nil)
+		WriteError(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint", nil)
 		return
 	}
 	name, kind, ref := strings.Join(segs[:n-2], "/"), segs[n-2], segs[n-1]
 	isTags := kind == "tags" && ref == "list"
 	if !isTags && kind != "manifests" && kind != "blobs" && kind != "referrers" {
-		writeError(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint", nil)
+		WriteError(w, r, http.StatusNotFound, CodeNotFound, "no such endpoint", nil)
 		return
 	}
 	rp := s.repos[name]
 	if rp == nil {
-		writeError(w, r, http.StatusNotFound, CodeNameUnknown, "repository name not known to registry", map[string]string{"name": name})
+		WriteError(w, r, http.StatusNotFound, CodeNameUnknown, "repository name not known to registry", map[string]string{"name": name})
 		return
 	}
 	switch kind {
@@ -364,9 +364,9 @@ func parseDigest(w http.ResponseWriter, r *http.Request, ref, code string) (v1.H
 	case err == nil:
 		return h, true
 	case errors.Is(err, bundle.ErrUnsupported):
-		writeError(w, r, http.StatusNotFound, code, "unknown to registry: only sha256 digests are stored", map[string]string{"digest": ref})
+		WriteError(w, r, http.StatusNotFound, code, "unknown to registry: only sha256 digests are stored", map[string]string{"digest": ref})
 	default:
-		writeError(w, r, http.StatusBadRequest, CodeDigestInvalid, "provided digest is not a valid sha256 digest", map[string]string{"digest": ref})
+		WriteError(w, r, http.StatusBadRequest, CodeDigestInvalid, "provided digest is not a valid sha256 digest", map[string]string{"digest": ref})
 	}
 	return v1.Hash{}, false
 }
@@ -379,13 +379,13 @@ func (s *Registry) serveManifest(w http.ResponseWriter, r *http.Request, name st
 			return
 		}
 		if !rp.manifests[h] {
-			writeError(w, r, http.StatusNotFound, CodeManifestUnknown, "manifest unknown to registry", map[string]string{"name": name, "digest": ref})
+			WriteError(w, r, http.StatusNotFound, CodeManifestUnknown, "manifest unknown to registry", map[string]string{"name": name, "digest": ref})
 			return
 		}
 	} else {
 		var ok bool
 		if h, ok = rp.tags[ref]; !ok {
-			writeError(w, r, http.StatusNotFound, CodeManifestUnknown, "manifest unknown to registry", map[string]string{"name": name, "tag": ref})
+			WriteError(w, r, http.StatusNotFound, CodeManifestUnknown, "manifest unknown to registry", map[string]string{"name": name, "tag": ref})
 			return
 		}
 	}
@@ -410,7 +410,7 @@ func (s *Registry) serveManifest(w http.ResponseWriter, r *http.Request, name st
 	if err != nil {
 		s.o.logger.Error("reading manifest", "name", name, "reference", ref, "bundle", doc.rd.Path(), "error", err)
 		hd.Del("Content-Length")
-		writeError(w, r, http.StatusInternalServerError, CodeUnknown, "the bundle could not be read: "+err.Error()+" (compare the bundle with its .sha256 file, run ferry verify)", nil)
+		WriteError(w, r, http.StatusInternalServerError, CodeUnknown, "the bundle could not be read: "+err.Error()+" (compare the bundle with its .sha256 file, run ferry verify)", nil)
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -428,7 +428,7 @@ func (s *Registry) serveBlob(w http.ResponseWriter, r *http.Request, name string
 		sec, _ = rd.Section(h) // cannot fail: rd holds h
 	}
 	if sec == nil {
-		writeError(w, r, http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry", map[string]string{"name": name, "digest": ref})
+		WriteError(w, r, http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry", map[string]string{"name": name, "digest": ref})
 		return
 	}
 	etag := `"` + h.String() + `"`
@@ -526,7 +526,7 @@ func (s *Registry) serveReferrers(w http.ResponseWriter, r *http.Request, rp *re
 		return
 	}
 	if !rp.manifests[h] {
-		writeError(w, r, http.StatusNotFound, CodeManifestUnknown, "manifest unknown to registry", map[string]string{"digest": ref})
+		WriteError(w, r, http.StatusNotFound, CodeManifestUnknown, "manifest unknown to registry", map[string]string{"digest": ref})
 		return
 	}
 	body := s.referrersOf(rp, h, r.URL.Query().Get("artifactType"))
@@ -551,7 +551,7 @@ func (s *Registry) serveList(w http.ResponseWriter, r *http.Request, path, key s
 	if v := q.Get("n"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			writeError(w, r, http.StatusBadRequest, CodePaginationNumber, "invalid number of results requested", map[string]string{"n": v})
+			WriteError(w, r, http.StatusBadRequest, CodePaginationNumber, "invalid number of results requested", map[string]string{"n": v})
 			return
 		}
 		limit = n
@@ -578,7 +578,7 @@ func (s *Registry) serveList(w http.ResponseWriter, r *http.Request, path, key s
 func writeJSON(w http.ResponseWriter, r *http.Request, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, r, http.StatusInternalServerError, CodeUnknown, err.Error(), nil)
+		WriteError(w, r, http.StatusInternalServerError, CodeUnknown, err.Error(), nil)
 		return
 	}
 	b = append(b, '\n')

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
+	"github.com/ferry-airgap/ferry/internal/smallfile"
 )
 
 // treeRepo is one repository as the tree holds it, earlier runs included.
@@ -178,19 +178,11 @@ func (t *tree) mediaType(p string, h v1.Hash) (types.MediaType, error) {
 }
 
 func readSmall(p string, max int64) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
+	data, err := smallfile.Read(p, max)
+	if errors.Is(err, smallfile.ErrTooLarge) {
 		return nil, errors.New("larger than a manifest may be")
 	}
-	return data, nil
+	return data, err
 }
 
 // writeLists writes each repository's tags/list and the catalog, where

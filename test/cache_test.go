@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,78 +27,16 @@ import (
 )
 
 // cached is a running `ferry cache`.
-type cached struct {
-	cmd    *exec.Cmd
-	addr   string
-	stdout *lockedBuffer
-	stderr *lockedBuffer
-	done   chan struct{}
-}
+type cached struct{ *server }
 
 // startCache runs `ferry cache --addr 127.0.0.1:0 ARGS` with an empty
 // docker config and waits for its "serving on" line.
 func startCache(t testing.TB, bin string, args ...string) *cached {
 	t.Helper()
-	c := &cached{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(bin, append([]string{"cache", "--addr", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"cache", "--addr", "127.0.0.1:0"}, args...)...)
 	home := t.TempDir()
-	c.cmd.Env = append(os.Environ(), "HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, ".docker"), "REGISTRY_AUTH_FILE="+filepath.Join(home, "auth.json"))
-	pr, pw := io.Pipe()
-	c.cmd.Stderr = pw
-	c.cmd.Stdout = c.stdout
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(c.stderr, line)
-			if rest, ok := strings.CutPrefix(line, "serving on "); ok {
-				select {
-				case addrc <- strings.Fields(rest)[0]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	go func() {
-		_ = c.cmd.Wait()
-		_ = pw.Close()
-		close(c.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-c.done:
-		default:
-			_ = c.cmd.Process.Kill()
-			<-c.done
-		}
-	})
-	select {
-	case c.addr = <-addrc:
-	case <-c.done:
-		t.Fatalf("ferry cache exited before listening\n%s", c.stderr.String())
-	case <-time.After(time.Minute):
-		t.Fatalf("ferry cache did not print its address\n%s", c.stderr.String())
-	}
-	return c
-}
-
-func (c *cached) stop(t testing.TB) int {
-	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-c.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("ferry cache still running 30s after SIGTERM\n%s", c.stderr.String())
-	}
-	return c.cmd.ProcessState.ExitCode()
+	cmd.Env = append(os.Environ(), "HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, ".docker"), "REGISTRY_AUTH_FILE="+filepath.Join(home, "auth.json"))
+	return &cached{startServer(t, "cache", cmd)}
 }
 
 // metric reads one sample from /metrics.

@@ -27,7 +27,7 @@ import (
 	"github.com/ferry-airgap/ferry/test/harness"
 )
 
-// lockedBuffer collects a process's stderr while the test reads it.
+// lockedBuffer collects a process's output while the test reads it.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -45,24 +45,26 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// served is a running `ferry serve`.
-type served struct {
+// server is a running ferry command that serves (serve, cache): it prints
+// "serving on ADDR" on stderr once listening.
+type server struct {
+	name   string // the subcommand, for messages
 	cmd    *exec.Cmd
 	addr   string // 127.0.0.1:PORT
+	stdout *lockedBuffer
 	stderr *lockedBuffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // cmd.Wait's result, once done
 }
 
-// startServe runs `ferry serve ARGS --addr 127.0.0.1:0` and waits for the
-// "serving on ADDR" line. The process is killed at cleanup if still running.
-func startServe(t testing.TB, bin string, args ...string) *served {
+// startServer starts cmd, `ferry NAME ...`, and waits for its "serving on
+// ADDR" line. The process is killed at cleanup if still running.
+func startServer(t testing.TB, name string, cmd *exec.Cmd) *server {
 	t.Helper()
-	s := &served{stderr: &lockedBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	s := &server{name: name, cmd: cmd, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	s.cmd.Stderr = pw
-	s.cmd.Stdout = io.Discard
+	s.cmd.Stdout = s.stdout
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,15 +100,15 @@ func startServe(t testing.TB, bin string, args ...string) *served {
 	select {
 	case s.addr = <-addrc:
 	case <-s.done:
-		t.Fatalf("ferry serve exited before listening: %v\n%s", s.err, s.stderr.String())
+		t.Fatalf("ferry %s exited before listening: %v\n%s", s.name, s.err, s.stderr.String())
 	case <-time.After(time.Minute):
-		t.Fatalf("ferry serve did not print its address\n%s", s.stderr.String())
+		t.Fatalf("ferry %s did not print its address\n%s", s.name, s.stderr.String())
 	}
 	return s
 }
 
 // stop sends SIGTERM and returns the exit code.
-func (s *served) stop(t testing.TB) int {
+func (s *server) stop(t testing.TB) int {
 	t.Helper()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -114,9 +116,19 @@ func (s *served) stop(t testing.TB) int {
 	select {
 	case <-s.done:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("ferry serve still running 30s after SIGTERM\n%s", s.stderr.String())
+		t.Fatalf("ferry %s still running 30s after SIGTERM\n%s", s.name, s.stderr.String())
 	}
 	return s.cmd.ProcessState.ExitCode()
+}
+
+// served is a running `ferry serve`.
+type served struct{ *server }
+
+// startServe runs `ferry serve ARGS --addr 127.0.0.1:0` and waits for the
+// "serving on ADDR" line. The process is killed at cleanup if still running.
+func startServe(t testing.TB, bin string, args ...string) *served {
+	t.Helper()
+	return &served{startServer(t, "serve", exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...))}
 }
 
 // exportAll exports every tag of every fixture repository to proj/<repo>.

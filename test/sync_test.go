@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -314,24 +312,6 @@ tasks:
 	}
 }
 
-// lockedBuf is a bytes.Buffer safe for a writer goroutine and a reader.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestSyncWatchMetrics runs `ferry sync --watch --metrics-addr` as a
 // service would: the first round is printed as a JSON line, the metrics
 // endpoint counts it in Prometheus text, and SIGTERM ends the watch with
@@ -354,7 +334,7 @@ tasks:
 `)
 	cmd := exec.Command(bin, "sync", "--watch", "--json", "-f", m, "--ca-cert", src.CAFile, "--metrics-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), impEnv(t)...)
-	var stdout, stderr lockedBuf
+	var stdout, stderr lockedBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -28,11 +25,10 @@ type cacheFlags struct {
 	cleanEvery, ttl    time.Duration
 	pullSecret         string
 	upstreams, ignore  []string
-	tlsCert, tlsKey    string
-	htpasswd           string
 	caCerts            []string
 	certsDir           string
-	insecure, jlog     bool
+	insecure           bool
+	listenFlags
 }
 
 func newCacheCmd(e *env) *cobra.Command {
@@ -83,14 +79,11 @@ shuts down gracefully.`,
 	fl.StringVar(&f.pullSecret, "pull-secret", "", `upstream credentials: {"auths": {"quay.io": {"auth": "..."}}} (docker config.json or a Kubernetes pull secret); its registries become upstreams`)
 	fl.StringArrayVar(&f.upstreams, "upstream", nil, "NAME=URL: pull /v2/NAME/... from URL (repeatable), e.g. src.test=http://127.0.0.1:5000")
 	fl.StringArrayVar(&f.ignore, "ignore-registry", nil, "do not serve this default upstream (docker.io or a --pull-secret registry; repeatable)")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
-	fl.StringVar(&f.htpasswd, "htpasswd", "", "require basic auth against this htpasswd file (bcrypt: htpasswd -B)")
+	f.listenFlags.register(cmd)
 	fl.StringArrayVar(&f.caCerts, "ca-cert", nil, "trust this PEM CA certificate for upstreams (repeatable)")
 	fl.StringVar(&f.certsDir, "certs-dir", "", "docker certs.d layout for upstreams: DIR/<host[:port]>/ca.crt, client.cert, client.key")
 	fl.BoolVar(&f.insecure, "insecure-skip-tls-verify", false, "do not verify upstream certificates (tests only)")
 	fl.BoolVar(&e.json, "json", false, "print a JSON line on stdout when listening, a JSON summary on exit, and an {\"error\": ...} line on failure")
-	fl.BoolVar(&f.jlog, "json-log", false, "access log as JSON lines")
 	return cmd
 }
 
@@ -165,29 +158,14 @@ func (f *cacheFlags) options(e *env) (cache.Options, error) {
 	if f.cleanEvery <= 0 || f.ttl <= 0 {
 		return o, usagef("--clean-every and --manifest-ttl must be positive")
 	}
-	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return o, usagef("--tls-cert and --tls-key go together")
-	}
-	if f.tlsCert != "" {
-		if _, err := serve.LoadTLS(f.tlsCert, f.tlsKey); err != nil {
-			return o, usageError{err}
-		}
-	}
-	var handler slog.Handler = slog.NewTextHandler(e.stderr, nil)
-	if f.jlog {
-		handler = slog.NewJSONHandler(e.stderr, nil)
+	log, auth, err := f.load(e)
+	if err != nil {
+		return o, err
 	}
 	o = cache.Options{Dir: f.dir, MaxSize: max, Threshold: f.threshold, CleanEvery: f.cleanEvery,
-		ManifestTTL: f.ttl, Logger: slog.New(handler)}
+		ManifestTTL: f.ttl, Logger: log, Auth: auth}
 	if f.threshold == 0 {
 		o.Threshold = -1 // explicit 0: evict as soon as the store passes --max-size
-	}
-	if f.htpasswd != "" {
-		h, err := serve.LoadHtpasswd(f.htpasswd)
-		if err != nil {
-			return o, usageError{err}
-		}
-		o.Auth = h
 	}
 	o.Upstreams, err = f.upstreamSet(e)
 	return o, err
@@ -213,12 +191,8 @@ func (f *cacheFlags) upstreamSet(e *env) (map[string]cache.Upstream, error) {
 		return nil, err
 	}
 	urls := map[string]string{cache.DockerHubName: "https://registry-1.docker.io"}
-	hosts, err := pullSecretHosts(f.pullSecret)
-	if err != nil {
-		return nil, err
-	}
-	for _, h := range hosts {
-		if !names.IsDockerHub(h) {
+	for _, h := range kc.Hosts() {
+		if !names.IsDockerHub(h) && upstreamNameRE.MatchString(h) {
 			urls[h] = "https://" + h
 		}
 	}
@@ -247,37 +221,4 @@ func (f *cacheFlags) upstreamSet(e *env) (map[string]cache.Upstream, error) {
 		ups[n] = up
 	}
 	return ups, nil
-}
-
-// pullSecretHosts lists the registries a docker config.json or
-// Kubernetes pull secret holds credentials for (never the credentials).
-func pullSecretHosts(path string) ([]string, error) {
-	if path == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, usagef("--pull-secret: %v", err)
-	}
-	var doc struct {
-		Auths map[string]json.RawMessage `json:"auths"`
-		Data  map[string]string          `json:"data"` // a Kubernetes Secret
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, nil // a YAML secret: the keychain reads it; upstreams come from --upstream
-	}
-	if enc, ok := doc.Data[".dockerconfigjson"]; ok && doc.Auths == nil {
-		if dec, err := base64.StdEncoding.DecodeString(enc); err == nil {
-			_ = json.Unmarshal(dec, &doc)
-		}
-	}
-	var hosts []string
-	for h := range doc.Auths {
-		h = strings.TrimPrefix(strings.TrimPrefix(h, "https://"), "http://")
-		h, _, _ = strings.Cut(h, "/")
-		if upstreamNameRE.MatchString(h) {
-			hosts = append(hosts, h)
-		}
-	}
-	return hosts, nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -114,18 +113,14 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags, runF func(context.Con
 		fmt.Fprintf(e.stderr, "%v: no bundle written\n", err)
 		err = nil
 	}
-	if cmd.Context().Err() != nil && err != nil {
-		return err // interrupted: no result table (execute says so)
-	}
-	if sum == nil {
+	done, err := resultHead(cmd, e, sum, err, func(s *export.Summary) (warnings, failed []string) {
+		for _, fl := range s.Failures {
+			failed = append(failed, fl.Source+": "+fl.Error)
+		}
+		return s.Warnings, failed
+	})
+	if done {
 		return err
-	}
-	printWarnings(e, "", sum.Warnings)
-	for _, fl := range sum.Failures {
-		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Source, fl.Error)
-	}
-	if e.json {
-		return writeResult(e, sum, err)
 	}
 	printExportSummary(e.stdout, sum)
 	if o.Signer != nil && sum.Output != "" {
@@ -272,26 +267,13 @@ func platformsOrAll(p []string) string {
 	return strings.Join(p, ",")
 }
 
-// parseSize reads a size such as 4G, 3.9GiB, 700M or 1048576. A suffix
-// with "i" (KiB, MiB, GiB, TiB) is binary; without it (K, M, G, T, with or
-// without B) decimal, as disk vendors count.
+// parseSize reads a --split volume size with units.ParseBytes; a volume
+// is at least 1 MiB.
 func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	num := strings.TrimRightFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-	unit := strings.ToUpper(strings.TrimSpace(t[len(num):]))
-	mult := map[string]float64{
-		"": 1, "B": 1,
-		"K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
-		"KI": 1 << 10, "KIB": 1 << 10, "MI": 1 << 20, "MIB": 1 << 20, "GI": 1 << 30, "GIB": 1 << 30, "TI": 1 << 40, "TIB": 1 << 40,
-	}[unit]
-	if mult == 0 {
-		return 0, fmt.Errorf("unknown unit in %q (use K, M, G, T or KiB, MiB, GiB, TiB)", s)
+	n, err := units.ParseBytes(s)
+	if err != nil {
+		return 0, err
 	}
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("%q is not a positive size", s)
-	}
-	n := int64(v * mult)
 	if n < 1<<20 {
 		return 0, fmt.Errorf("%q is below the smallest volume size, 1 MiB", s)
 	}

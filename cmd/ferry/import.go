@@ -92,18 +92,14 @@ func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string, ru
 	sum, err := runF(cmd.Context(), o)
 	vprog.finish()
 	prog.finish()
-	if cmd.Context().Err() != nil && err != nil {
-		return err // interrupted: no result table (execute says so)
-	}
-	if sum == nil {
+	done, err := resultHead(cmd, e, sum, err, func(s *push.Summary) (warnings, failed []string) {
+		for _, fl := range s.Failures {
+			failed = append(failed, fl.Image+": "+fl.Error)
+		}
+		return s.Warnings, failed
+	})
+	if done {
 		return err
-	}
-	printWarnings(e, "", sum.Warnings)
-	for _, fl := range sum.Failures {
-		fmt.Fprintf(e.stderr, "failed: %s: %s\n", fl.Image, fl.Error)
-	}
-	if e.json {
-		return writeResult(e, sum, err)
 	}
 	if len(sum.Images) > 0 {
 		printImportSummary(e.stdout, sum)

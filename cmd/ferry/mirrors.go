@@ -36,12 +36,7 @@ Use --prefix and --source-names as given to 'ferry serve' (or --prefix for
 the path 'ferry import --to' pushed under).`,
 		Example: `  # after 'ferry import bundle.tar --to harbor.internal/mirror'
   ferry mirrors bundle.tar --registry harbor.internal --prefix mirror`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usagef("mirrors needs at least one bundle file")
-			}
-			return nil
-		},
+		Args: bundleArgs("mirrors"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.registry == "" {
 				return usagef("mirrors needs --registry HOST[:PORT]: the registry clients should pull from")

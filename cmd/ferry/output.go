@@ -13,12 +13,36 @@ import (
 	"strings"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/spf13/cobra"
 )
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// resultHead is what export and import do with their result before their
+// own summary: after an interrupt (execute says so), or without a summary,
+// nothing; otherwise the warnings and the failed images ("NAME: ERROR",
+// from head) on stderr, then with --json the result on stdout. done means
+// the caller prints nothing more and returns err.
+func resultHead[S any](cmd *cobra.Command, e *env, sum *S, err error, head func(*S) (warnings, failed []string)) (done bool, _ error) {
+	if cmd.Context().Err() != nil && err != nil {
+		return true, err // interrupted: no result table
+	}
+	if sum == nil {
+		return true, err
+	}
+	warnings, failed := head(sum)
+	printWarnings(e, "", warnings)
+	for _, f := range failed {
+		fmt.Fprintf(e.stderr, "failed: %s\n", f)
+	}
+	if e.json {
+		return true, writeResult(e, sum, err)
+	}
+	return false, err
 }
 
 // writeResult writes a command's JSON result; when err is not nil the
@@ -103,6 +127,40 @@ func checkBundles(paths []string) error {
 		}
 	}
 	return nil
+}
+
+// bundleArgs is the Args check of commands that read bundle files.
+func bundleArgs(command string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return usagef("%s needs at least one bundle file", command)
+		}
+		return nil
+	}
+}
+
+// openBundles checks the bundle arguments (see checkBundles) and opens
+// them all; on an error none is left open. Close them with closeBundles.
+func openBundles(paths []string) ([]*bundle.Reader, error) {
+	if err := checkBundles(paths); err != nil {
+		return nil, err
+	}
+	var readers []*bundle.Reader
+	for _, p := range paths {
+		r, err := bundle.Open(p)
+		if err != nil {
+			closeBundles(readers)
+			return nil, err
+		}
+		readers = append(readers, r)
+	}
+	return readers, nil
+}
+
+func closeBundles(readers []*bundle.Reader) {
+	for _, r := range readers {
+		_ = r.Close()
+	}
 }
 
 func unwrapPath(err error) error {

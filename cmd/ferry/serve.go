@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/serve"
 )
 
@@ -16,10 +15,46 @@ type serveFlags struct {
 	addr        string
 	prefix      string
 	sourceNames bool
-	tlsCert     string
-	tlsKey      string
-	htpasswd    string
-	jsonLog     bool
+	listenFlags
+}
+
+// listenFlags are the flags of the commands that answer HTTP themselves
+// (serve, cache): TLS, basic auth and the access log's format.
+type listenFlags struct {
+	tlsCert, tlsKey string
+	htpasswd        string
+	jsonLog         bool
+}
+
+func (f *listenFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fl.StringVar(&f.htpasswd, "htpasswd", "", "require basic auth against this htpasswd file (bcrypt: htpasswd -B)")
+	fl.BoolVar(&f.jsonLog, "json-log", false, "access log as JSON lines")
+}
+
+// load checks --tls-cert and --tls-key and reads --htpasswd (nil without
+// it); log is the access log on stderr, as JSON lines with --json-log.
+func (f *listenFlags) load(e *env) (log *slog.Logger, auth *serve.Htpasswd, err error) {
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return nil, nil, usagef("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert != "" {
+		if _, err := serve.LoadTLS(f.tlsCert, f.tlsKey); err != nil {
+			return nil, nil, usageError{err}
+		}
+	}
+	var handler slog.Handler = slog.NewTextHandler(e.stderr, nil)
+	if f.jsonLog {
+		handler = slog.NewJSONHandler(e.stderr, nil)
+	}
+	if f.htpasswd != "" {
+		if auth, err = serve.LoadHtpasswd(f.htpasswd); err != nil {
+			return nil, nil, usageError{err}
+		}
+	}
+	return slog.New(handler), auth, nil
 }
 
 func newServeCmd(e *env) *cobra.Command {
@@ -44,12 +79,7 @@ line per request. SIGTERM or Ctrl-C shuts down gracefully (exit status 0).`,
 
   # for a cluster: HTTPS and basic auth
   ferry serve bundle.tar --addr :5443 --tls-cert srv.crt --tls-key srv.key --htpasswd users.htpasswd`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usagef("serve needs at least one bundle file")
-			}
-			return nil
-		},
+		Args: bundleArgs("serve"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServe(cmd, e, &f, args)
 		},
@@ -58,51 +88,24 @@ line per request. SIGTERM or Ctrl-C shuts down gracefully (exit status 0).`,
 	fl.StringVar(&f.addr, "addr", "127.0.0.1:5000", "listen address (port 0: any free port)")
 	fl.StringVar(&f.prefix, "prefix", "", "serve every image under this leading path")
 	fl.BoolVar(&f.sourceNames, "source-names", false, "also serve images under their source name, registry host first (docker.io/library/redis)")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
-	fl.StringVar(&f.htpasswd, "htpasswd", "", "require basic auth against this htpasswd file (bcrypt: htpasswd -B)")
-	fl.BoolVar(&f.jsonLog, "json-log", false, "access log as JSON lines")
+	f.listenFlags.register(cmd)
 	return cmd
 }
 
 func runServe(cmd *cobra.Command, e *env, f *serveFlags, paths []string) error {
-	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return usagef("--tls-cert and --tls-key go together")
-	}
-	if f.tlsCert != "" {
-		if _, err := serve.LoadTLS(f.tlsCert, f.tlsKey); err != nil {
-			return usageError{err}
-		}
-	}
-	var handler slog.Handler = slog.NewTextHandler(e.stderr, nil)
-	if f.jsonLog {
-		handler = slog.NewJSONHandler(e.stderr, nil)
-	}
-	log := slog.New(handler)
-	opts := []serve.Option{serve.WithPrefix(f.prefix), serve.WithSourceNames(f.sourceNames), serve.WithLogger(log)}
-	if f.htpasswd != "" {
-		h, err := serve.LoadHtpasswd(f.htpasswd)
-		if err != nil {
-			return usageError{err}
-		}
-		opts = append(opts, serve.WithBasicAuth(h, "ferry"))
-	}
-	if err := checkBundles(paths); err != nil {
+	log, auth, err := f.load(e)
+	if err != nil {
 		return err
 	}
-	var readers []*bundle.Reader
-	defer func() {
-		for _, r := range readers {
-			_ = r.Close()
-		}
-	}()
-	for _, p := range paths {
-		r, err := bundle.Open(p)
-		if err != nil {
-			return err
-		}
-		readers = append(readers, r)
+	opts := []serve.Option{serve.WithPrefix(f.prefix), serve.WithSourceNames(f.sourceNames), serve.WithLogger(log)}
+	if auth != nil {
+		opts = append(opts, serve.WithBasicAuth(auth, "ferry"))
 	}
+	readers, err := openBundles(paths)
+	if err != nil {
+		return err
+	}
+	defer closeBundles(readers)
 	reg, err := serve.New(readers, opts...)
 	if errors.Is(err, serve.ErrOptions) {
 		return usageError{err}

@@ -3,11 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 
 	"github.com/spf13/cobra"
 
-	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/units"
 	"github.com/ferry-airgap/ferry/serve"
 	"github.com/ferry-airgap/ferry/static"
@@ -46,12 +44,7 @@ Every blob's digest is checked as it is written; files appear complete or
 not at all. A rerun writes only what changed; tags that move are replaced
 atomically. Unpacking only adds: a delta bundle unpacks on top of its base
 into the same DIR (or give both, base first). Reload nginx after each run.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usagef("unpack needs at least one bundle file")
-			}
-			return nil
-		},
+		Args: bundleArgs("unpack"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runUnpack(cmd, e, &f, args)
 		},
@@ -76,22 +69,11 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	if f.jobs < 1 {
 		return usagef("--jobs must be at least 1")
 	}
-	var readers []*bundle.Reader
-	defer func() {
-		for _, r := range readers {
-			_ = r.Close()
-		}
-	}()
-	for _, p := range paths {
-		r, err := bundle.Open(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			return usageError{err} // a missing input file is bad usage (exit 2)
-		}
-		if err != nil {
-			return err
-		}
-		readers = append(readers, r)
+	readers, err := openBundles(paths)
+	if err != nil {
+		return err
 	}
+	defer closeBundles(readers)
 	prog := newProgress(e, "unpack")
 	sum, err := static.Unpack(cmd.Context(), readers, f.static,
 		static.WithPrefix(f.prefix), static.WithSourceNames(f.sourceNames), static.WithJobs(f.jobs),

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 
@@ -132,6 +133,20 @@ func (k *Keychain) Resolve(host string, logins ...Login) (authn.Authenticator, e
 
 // AuthnKeychain adapts k to go-containerregistry's authn.Keychain.
 func (k *Keychain) AuthnKeychain() authn.Keychain { return keychainAdapter{k} }
+
+// Hosts lists the registries the auth file holds credentials for, in
+// canonical form (see names.CanonicalHost) and sorted; never the
+// credentials. Hosts given with Set are not listed.
+func (k *Keychain) Hosts() []string {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	hosts := make([]string, 0, len(k.file))
+	for h := range k.file {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	return hosts
+}
 
 type keychainAdapter struct{ k *Keychain }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -130,7 +131,29 @@ func TestAuthFileFormats(t *testing.T) {
 			if u, p := userPass(t, a); u != "bob" || p != "pull-secret-pass" {
 				t.Errorf("got user %q", u)
 			}
+			if got := k.Hosts(); !slices.Equal(got, []string{"harbor.internal:8443"}) {
+				t.Errorf("Hosts() = %q, want [harbor.internal:8443]", got)
+			}
 		})
+	}
+}
+
+func TestKeychainHosts(t *testing.T) {
+	k, err := NewKeychain(writeDockerConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Set("flag.example", "flaguser", "flag-pass")
+	want := []string{"both.example", "docker.io", "harbor.internal"}
+	if got := k.Hosts(); !slices.Equal(got, want) {
+		t.Errorf("Hosts() = %q, want %q (the file's hosts, canonical and sorted)", got, want)
+	}
+	none, err := NewKeychain("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := none.Hosts(); len(got) != 0 {
+		t.Errorf("Hosts() without an auth file = %q, want none", got)
 	}
 }
 

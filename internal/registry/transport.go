@@ -54,8 +54,47 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := t.c
 	ctx := req.Context()
 	h := canonicalHost(req.URL.Host)
+	r, base, err := c.prepareRequest(req, h)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
 
-	r := req.Clone(ctx)
+	canRetry := replayable(req) && !singleAttempt(ctx)
+	for attempt := 1; ; attempt++ {
+		resp, err := base.RoundTrip(r)
+		last := !canRetry || attempt >= c.opts.Retry.Attempts
+		var wait time.Duration
+		if err != nil {
+			if wait, err = c.netErrorWait(req, err, attempt, last); err != nil {
+				return nil, err
+			}
+		} else {
+			c.noteRateLimit(h, resp.Header)
+			if !retryStatus[resp.StatusCode] {
+				if canRetry && req.Method == http.MethodGet && resp.StatusCode == http.StatusOK && resp.Body != nil && resp.Body != http.NoBody {
+					resp.Body = newResumeBody(c, base, r, resp, attempt)
+				}
+				return resp, nil
+			}
+			var giveUp bool
+			if wait, giveUp, err = c.statusWait(req, h, resp, attempt, last); err != nil {
+				return nil, err
+			} else if giveUp {
+				return resp, nil
+			}
+			discard(resp)
+		}
+		if r, err = c.nextAttempt(req, r, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// prepareRequest is the first attempt's request (User-Agent set, scheme
+// checked against --plain-http) and the transport for host h.
+func (c *Client) prepareRequest(req *http.Request, h string) (*http.Request, http.RoundTripper, error) {
+	r := req.Clone(req.Context())
 	if ua := r.Header.Get("User-Agent"); !strings.HasPrefix(ua, c.ua) {
 		if ua == "" {
 			r.Header.Set("User-Agent", c.ua)
@@ -68,83 +107,81 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		case r.URL.Scheme == "https" && c.opts.PlainHTTP:
 			r.URL.Scheme = "http"
 		case r.URL.Scheme == "http" && !c.opts.PlainHTTP && !isLoopback(h):
-			closeBody(req)
-			return nil, fmt.Errorf("%w to %s (go-containerregistry falls back to http for private addresses; docker does not): pass --plain-http if the registry has no TLS", ErrPlainHTTPRefused, req.URL.Host)
+			return nil, nil, fmt.Errorf("%w to %s (go-containerregistry falls back to http for private addresses; docker does not): pass --plain-http if the registry has no TLS", ErrPlainHTTPRefused, req.URL.Host)
 		}
 	}
 	base, err := c.transportFor(h)
 	if err != nil {
-		closeBody(req)
-		return nil, err
+		return nil, nil, err
 	}
+	return r, base, nil
+}
 
-	policy := c.opts.Retry
-	canRetry := replayable(req) && !singleAttempt(ctx)
-	for attempt := 1; ; attempt++ {
-		resp, err := base.RoundTrip(r)
-		if err == nil {
-			c.noteRateLimit(h, resp.Header)
-		}
-		last := !canRetry || attempt >= policy.Attempts
-		var wait time.Duration
-		if err != nil {
-			if isTLSError(err) {
-				return nil, &TLSError{Registry: req.URL.Host, Err: err}
-			}
-			if last || ctx.Err() != nil || !retryableNetErr(err) {
-				return nil, err
-			}
-			wait = c.backoff(attempt)
-			c.log.Info("registry request failed, retrying",
-				"registry", req.URL.Host, "method", req.Method, "url", redactURL(req.URL),
-				"error", err.Error(), "attempt", attempt, "wait", wait)
-		} else {
-			if !retryStatus[resp.StatusCode] {
-				if canRetry && req.Method == http.MethodGet && resp.StatusCode == http.StatusOK && resp.Body != nil && resp.Body != http.NoBody {
-					resp.Body = newResumeBody(c, base, r, resp, attempt)
-				}
-				return resp, nil
-			}
-			var body []byte
-			if resp.StatusCode == http.StatusTooManyRequests {
-				body = bufferBody(resp)
-			}
-			ra, hasRA := retryAfter(resp.Header, c.now())
-			if resp.StatusCode == http.StatusTooManyRequests {
-				if rl := c.rateLimitStop(req, h, resp, body, ra, hasRA); rl != nil {
-					return nil, rl
-				}
-			}
-			if last {
-				return resp, nil
-			}
-			wait = c.backoff(attempt)
-			if hasRA && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
-				if ra > policy.MaxWait {
-					c.log.Warn("registry asks to retry later than ferry is willing to wait; not waiting",
-						"registry", req.URL.Host, "status", resp.StatusCode, "retry_after", ra, "max_wait", policy.MaxWait)
-					return resp, nil
-				}
-				wait = ra
-			}
-			c.log.Info("registry request failed, retrying",
-				"registry", req.URL.Host, "method", req.Method, "url", redactURL(req.URL),
-				"status", resp.StatusCode, "attempt", attempt, "wait", wait)
-			discard(resp)
-		}
-		if err := c.sleep(ctx, wait); err != nil {
-			return nil, fmt.Errorf("waiting %s to retry %s %s: %w", wait, req.Method, redactURL(req.URL), err)
-		}
-		next := r.Clone(ctx)
-		if req.Body != nil && req.Body != http.NoBody {
-			b, err := req.GetBody()
-			if err != nil {
-				return nil, fmt.Errorf("re-reading request body to retry %s %s: %w", req.Method, redactURL(req.URL), err)
-			}
-			next.Body = b
-		}
-		r = next
+// netErrorWait is how long to wait before retrying req after the network
+// error err, or the error to return when it is not retried.
+func (c *Client) netErrorWait(req *http.Request, err error, attempt int, last bool) (time.Duration, error) {
+	if isTLSError(err) {
+		return 0, &TLSError{Registry: req.URL.Host, Err: err}
 	}
+	if last || req.Context().Err() != nil || !retryableNetErr(err) {
+		return 0, err
+	}
+	wait := c.backoff(attempt)
+	c.log.Info("registry request failed, retrying",
+		"registry", req.URL.Host, "method", req.Method, "url", redactURL(req.URL),
+		"error", err.Error(), "attempt", attempt, "wait", wait)
+	return wait, nil
+}
+
+// statusWait is how long to wait before retrying req after resp, whose
+// status is one worth retrying; giveUp means return resp as it is, and an
+// error (a rate limit) means fail now.
+func (c *Client) statusWait(req *http.Request, h string, resp *http.Response, attempt int, last bool) (wait time.Duration, giveUp bool, err error) {
+	policy := c.opts.Retry
+	var body []byte
+	if resp.StatusCode == http.StatusTooManyRequests {
+		body = bufferBody(resp)
+	}
+	ra, hasRA := retryAfter(resp.Header, c.now())
+	if resp.StatusCode == http.StatusTooManyRequests {
+		if rl := c.rateLimitStop(req, h, resp, body, ra, hasRA); rl != nil {
+			return 0, false, rl
+		}
+	}
+	if last {
+		return 0, true, nil
+	}
+	wait = c.backoff(attempt)
+	if hasRA && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+		if ra > policy.MaxWait {
+			c.log.Warn("registry asks to retry later than ferry is willing to wait; not waiting",
+				"registry", req.URL.Host, "status", resp.StatusCode, "retry_after", ra, "max_wait", policy.MaxWait)
+			return 0, true, nil
+		}
+		wait = ra
+	}
+	c.log.Info("registry request failed, retrying",
+		"registry", req.URL.Host, "method", req.Method, "url", redactURL(req.URL),
+		"status", resp.StatusCode, "attempt", attempt, "wait", wait)
+	return wait, false, nil
+}
+
+// nextAttempt waits, then returns the request for the next attempt: a clone
+// of r with a fresh copy of req's body.
+func (c *Client) nextAttempt(req, r *http.Request, wait time.Duration) (*http.Request, error) {
+	ctx := req.Context()
+	if err := c.sleep(ctx, wait); err != nil {
+		return nil, fmt.Errorf("waiting %s to retry %s %s: %w", wait, req.Method, redactURL(req.URL), err)
+	}
+	next := r.Clone(ctx)
+	if req.Body != nil && req.Body != http.NoBody {
+		b, err := req.GetBody()
+		if err != nil {
+			return nil, fmt.Errorf("re-reading request body to retry %s %s: %w", req.Method, redactURL(req.URL), err)
+		}
+		next.Body = b
+	}
+	return next, nil
 }
 
 // rateLimitStop decides whether a 429 should fail now rather than be retried.

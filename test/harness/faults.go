@@ -4,10 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,19 +107,7 @@ func FaultProxy(t testing.TB, target *Registry) (*Registry, *Counter, *Faults) {
 	t.Helper()
 	rec := &recorder{}
 	faults := &Faults{}
-	var fwd atomic.Pointer[http.Handler]
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		(*fwd.Load()).ServeHTTP(w, r)
-	}))
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the faults' own noise
-	if target.TLS() {
-		srv.TLS = target.CA.TLSConfig()
-		srv.TLS.Certificates = []tls.Certificate{target.CA.IssueTLS(t)}
-		srv.StartTLS()
-	} else {
-		srv.Start()
-	}
-	t.Cleanup(srv.Close)
+	srv, setHandler := startLateServer(t, target.CA, target.TLS(), true) // quiet: the faults' own noise
 	inner := newForwarder(target, srv.URL, nil, nil)
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f := faults.take(r)
@@ -136,19 +122,8 @@ func FaultProxy(t testing.TB, target *Registry) (*Registry, *Counter, *Faults) {
 		}
 		inner.ServeHTTP(fw, r)
 	})
-	h = rec.wrap(h)
-	fwd.Store(&h)
-	p := &Registry{
-		URL:           srv.URL,
-		Host:          strings.TrimPrefix(strings.TrimPrefix(srv.URL, "https://"), "http://"),
-		CAFile:        target.CAFile,
-		CA:            target.CA,
-		Users:         target.Users,
-		Dir:           target.Dir,
-		Requests:      rec.Requests,
-		TokenRequests: target.TokenRequests,
-	}
-	return p, &rec.Counter, faults
+	setHandler(rec.wrap(h))
+	return proxyRegistry(srv, target, rec), &rec.Counter, faults
 }
 
 // errFaultCut ends a faulted exchange.

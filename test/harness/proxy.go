@@ -3,6 +3,8 @@ package harness
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -215,24 +217,41 @@ func newForwarder(target *Registry, frontURL string, rec *recorder, extra map[st
 func CountingProxy(t testing.TB, target *Registry) (*Registry, *Counter) {
 	t.Helper()
 	rec := &recorder{}
-	// The forwarder needs the server's own URL, known only once it listens:
-	// install a handler before Start that reads the forwarder through an
-	// atomic pointer, so the race detector sees no unsynchronised write.
-	var fwd atomic.Pointer[http.Handler]
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		(*fwd.Load()).ServeHTTP(w, r)
+	srv, setHandler := startLateServer(t, target.CA, target.TLS(), false)
+	setHandler(newForwarder(target, srv.URL, rec, nil))
+	return proxyRegistry(srv, target, rec), &rec.Counter
+}
+
+// startLateServer starts a server on 127.0.0.1 (HTTPS with a certificate
+// of ca when useTLS) whose handler is given after it listens, since a
+// forwarder needs the server's own URL: call setHandler before any
+// request. The handler is read through an atomic pointer, so the race
+// detector sees no unsynchronised write. quiet drops the server's error
+// log; the server is closed at cleanup.
+func startLateServer(t testing.TB, ca *CA, useTLS, quiet bool) (srv *httptest.Server, setHandler func(http.Handler)) {
+	t.Helper()
+	var h atomic.Pointer[http.Handler]
+	srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*h.Load()).ServeHTTP(w, r)
 	}))
-	if target.TLS() {
-		srv.TLS = target.CA.TLSConfig()
-		srv.TLS.Certificates = []tls.Certificate{target.CA.IssueTLS(t)}
+	if quiet {
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	}
+	if useTLS {
+		srv.TLS = ca.TLSConfig()
+		srv.TLS.Certificates = []tls.Certificate{ca.IssueTLS(t)}
 		srv.StartTLS()
 	} else {
 		srv.Start()
 	}
 	t.Cleanup(srv.Close)
-	h := newForwarder(target, srv.URL, rec, nil)
-	fwd.Store(&h)
-	p := &Registry{
+	return srv, func(handler http.Handler) { h.Store(&handler) }
+}
+
+// proxyRegistry describes the proxy srv in front of target as a Registry:
+// target's users, CA and storage; the requests rec counted.
+func proxyRegistry(srv *httptest.Server, target *Registry, rec *recorder) *Registry {
+	return &Registry{
 		URL:           srv.URL,
 		Host:          strings.TrimPrefix(strings.TrimPrefix(srv.URL, "https://"), "http://"),
 		CAFile:        target.CAFile,
@@ -242,5 +261,4 @@ func CountingProxy(t testing.TB, target *Registry) (*Registry, *Counter) {
 		Requests:      rec.Requests,
 		TokenRequests: target.TokenRequests,
 	}
-	return p, &rec.Counter
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -138,13 +136,7 @@ func StartInProcess(t testing.TB) *Registry {
 // in t.TempDir(), waits until /v2/ answers and stops it in t.Cleanup.
 func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	t.Helper()
-	bin := RegistryBinary
-	if v := os.Getenv("FERRY_DOCKER_REGISTRY"); v != "" {
-		bin = v
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("registry binary %s missing (%v): run `apt-get update && apt-get install -y docker-registry skopeo apache2-utils`", bin, err)
-	}
+	bin := registryBinary(t)
 	if opts.TokenAuth && len(opts.Users) == 0 {
 		t.Fatalf("StartRegistry: TokenAuth needs Users")
 	}
@@ -162,43 +154,13 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %q\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\n  maintenance:\n    uploadpurging:\n      enabled: false\n", reg.Dir)
 	fmt.Fprintf(&cfg, "health:\n  storagedriver:\n    enabled: false\n")
 
-	var front *httptest.Server
-	var frontHandler atomic.Pointer[http.Handler] // set once the front knows its URL
-	var issuer *tokenIssuer
+	var front *tokenFront
 	switch {
 	case opts.TokenAuth:
-		// The issuer shares an origin with the registry: a front server in
-		// the test process answers TokenPath and proxies the rest to the
-		// registry, which listens on plain HTTP on another loopback port.
-		issuer = newTokenIssuer(t, reg.CA, opts.Users)
-		signerFile := filepath.Join(dir, "token-roots.pem")
-		writeFile(t, signerFile, reg.CA.CertPEM)
-		front = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			(*frontHandler.Load()).ServeHTTP(w, r)
-		}))
-		if opts.TLS {
-			front.TLS = reg.CA.TLSConfig()
-			front.TLS.Certificates = []tls.Certificate{reg.CA.IssueTLS(t)}
-			front.StartTLS()
-		} else {
-			front.Start()
-		}
-		t.Cleanup(front.Close)
-		fmt.Fprintf(&cfg, "auth:\n  token:\n    realm: %q\n    service: %q\n    issuer: %q\n    rootcertbundle: %q\n",
-			front.URL+TokenPath, TokenService, TokenIssuer, signerFile)
-		reg.TokenRequests = issuer.Requests
+		front = startTokenFront(t, reg, opts.TLS, dir)
+		cfg.WriteString(front.config)
 	case opts.Users != nil:
-		var ht bytes.Buffer
-		for u, p := range opts.Users {
-			h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
-			if err != nil {
-				t.Fatalf("hashing password of %s: %v", u, err)
-			}
-			fmt.Fprintf(&ht, "%s:%s\n", u, h)
-		}
-		htFile := filepath.Join(dir, "htpasswd")
-		writeFile(t, htFile, ht.Bytes())
-		fmt.Fprintf(&cfg, "auth:\n  htpasswd:\n    realm: ferry-test\n    path: %q\n", htFile)
+		cfg.WriteString(htpasswdConfig(t, opts.Users, dir))
 	}
 	var tlsCfg string
 	if opts.TLS && !opts.TokenAuth {
@@ -206,42 +168,13 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		tlsCfg = fmt.Sprintf("  tls:\n    certificate: %q\n    key: %q\n", certFile, keyFile)
 	}
 
-	var proc *registryProcess
-	var backendURL string
-	for attempt := 0; ; attempt++ {
-		port := freePort(t)
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		conf := cfg.String() + fmt.Sprintf("http:\n  addr: %s\n  secret: ferry-test-secret\n%s", addr, tlsCfg)
-		confFile := filepath.Join(dir, "config.yml")
-		writeFile(t, confFile, []byte(conf))
-		scheme := "http"
-		if tlsCfg != "" {
-			scheme = "https"
-		}
-		backendURL = scheme + "://" + addr
-		var err error
-		proc, err = startProcess(bin, confFile, backendURL, reg.Transport())
-		if err == nil {
-			break
-		}
-		if attempt == 2 || !strings.Contains(err.Error(), "address already in use") {
-			t.Fatalf("starting registry: %v", err)
-		}
-	}
-	t.Cleanup(func() {
-		proc.stop()
-		if t.Failed() {
-			t.Logf("registry log (tail):\n%s", proc.out.tail(40))
-		}
-	})
+	proc, backendURL := launchRegistry(t, bin, dir, cfg.String(), tlsCfg, reg.Transport())
 	if opts.AccessLog {
 		reg.Requests = proc.out.requests
 	}
 	if front != nil {
-		target := &Registry{URL: backendURL, Host: strings.TrimPrefix(backendURL, "http://")}
-		h := newForwarder(target, front.URL, nil, map[string]http.Handler{TokenPath: issuer})
-		frontHandler.Store(&h)
-		reg.URL = front.URL
+		front.forwardTo(backendURL)
+		reg.URL = front.srv.URL
 	} else {
 		reg.URL = backendURL
 	}
@@ -258,6 +191,103 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		}
 	}
 	return reg
+}
+
+// registryBinary is the distribution registry to run: $FERRY_DOCKER_REGISTRY
+// or RegistryBinary.
+func registryBinary(t testing.TB) string {
+	t.Helper()
+	bin := RegistryBinary
+	if v := os.Getenv("FERRY_DOCKER_REGISTRY"); v != "" {
+		bin = v
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("registry binary %s missing (%v): run `apt-get update && apt-get install -y docker-registry skopeo apache2-utils`", bin, err)
+	}
+	return bin
+}
+
+// tokenFront is the server in front of a token-auth registry. The issuer
+// shares an origin with the registry: the front answers TokenPath and
+// proxies the rest to the registry, which listens on plain HTTP on another
+// loopback port.
+type tokenFront struct {
+	srv        *httptest.Server
+	setHandler func(http.Handler) // called once the registry has started
+	issuer     *tokenIssuer
+	config     string // the registry's auth: section
+}
+
+// startTokenFront starts the front (over TLS with opts.TLS) and its issuer,
+// which signs with reg.CA for reg.Users.
+func startTokenFront(t testing.TB, reg *Registry, useTLS bool, dir string) *tokenFront {
+	t.Helper()
+	f := &tokenFront{issuer: newTokenIssuer(t, reg.CA, reg.Users)}
+	signerFile := filepath.Join(dir, "token-roots.pem")
+	writeFile(t, signerFile, reg.CA.CertPEM)
+	f.srv, f.setHandler = startLateServer(t, reg.CA, useTLS, false)
+	f.config = fmt.Sprintf("auth:\n  token:\n    realm: %q\n    service: %q\n    issuer: %q\n    rootcertbundle: %q\n",
+		f.srv.URL+TokenPath, TokenService, TokenIssuer, signerFile)
+	reg.TokenRequests = f.issuer.Requests
+	return f
+}
+
+// forwardTo makes the front proxy to the registry at backendURL.
+func (f *tokenFront) forwardTo(backendURL string) {
+	target := &Registry{URL: backendURL, Host: strings.TrimPrefix(backendURL, "http://")}
+	f.setHandler(newForwarder(target, f.srv.URL, nil, map[string]http.Handler{TokenPath: f.issuer}))
+}
+
+// htpasswdConfig writes an htpasswd file for users into dir and returns the
+// registry's auth: section that uses it.
+func htpasswdConfig(t testing.TB, users map[string]string, dir string) string {
+	t.Helper()
+	var ht bytes.Buffer
+	for u, p := range users {
+		h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
+		if err != nil {
+			t.Fatalf("hashing password of %s: %v", u, err)
+		}
+		fmt.Fprintf(&ht, "%s:%s\n", u, h)
+	}
+	htFile := filepath.Join(dir, "htpasswd")
+	writeFile(t, htFile, ht.Bytes())
+	return fmt.Sprintf("auth:\n  htpasswd:\n    realm: ferry-test\n    path: %q\n", htFile)
+}
+
+// launchRegistry starts bin with cfg on a free loopback port (retrying when
+// another process takes the port first) and stops it at cleanup.
+func launchRegistry(t testing.TB, bin, dir, cfg, tlsCfg string, rt http.RoundTripper) (*registryProcess, string) {
+	t.Helper()
+	var proc *registryProcess
+	var backendURL string
+	for attempt := 0; ; attempt++ {
+		port := freePort(t)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		conf := cfg + fmt.Sprintf("http:\n  addr: %s\n  secret: ferry-test-secret\n%s", addr, tlsCfg)
+		confFile := filepath.Join(dir, "config.yml")
+		writeFile(t, confFile, []byte(conf))
+		scheme := "http"
+		if tlsCfg != "" {
+			scheme = "https"
+		}
+		backendURL = scheme + "://" + addr
+		var err error
+		proc, err = startProcess(bin, confFile, backendURL, rt)
+		if err == nil {
+			break
+		}
+		if attempt == 2 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("starting registry: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		proc.stop()
+		if t.Failed() {
+			t.Logf("registry log (tail):\n%s", proc.out.tail(40))
+		}
+	})
+	return proc, backendURL
 }
 
 func freePort(t testing.TB) int {
