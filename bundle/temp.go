@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // tempBundle is a bundle being written: one temporary file, or one per
@@ -14,6 +16,8 @@ type tempBundle struct {
 	total int64
 	sums  []string // SHA-256 of each file, once complete
 	sig   []byte   // ferry.sig, when signed
+	// offsets: where each blob's bytes start, counted across volumes.
+	offsets map[v1.Hash]int64
 }
 
 func (tb *tempBundle) remove() {

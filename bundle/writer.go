@@ -113,6 +113,9 @@ type Result struct {
 	Record     *Record
 	BlobBytes  int64
 	Failures   []Failure
+	// BlobOffsets says where each stored blob's bytes start, counted from
+	// the bundle's first byte (across volumes): a cache can read them back.
+	BlobOffsets map[v1.Hash]int64
 }
 
 // EventKind says what a progress event reports.
@@ -299,8 +302,13 @@ func finish(path string, tb *tempBundle, plan *Plan, created time.Time, o *write
 	if err := writeSigSidecar(path+".sig", tb.sig); err != nil {
 		return nil, fmt.Errorf("writing signature file: %w", err)
 	}
+	return describeResult(path, tb, plan, created, o), nil
+}
+
+// describeResult is the Result of the bundle tb installed at path.
+func describeResult(path string, tb *tempBundle, plan *Plan, created time.Time, o *writeOptions) *Result {
 	rec := buildRecord(plan, created, o)
-	res := &Result{Path: path, Sidecar: sidecar, Size: tb.total, Record: rec, Volumes: tb.finalNames(path)}
+	res := &Result{Path: path, Sidecar: path + ".sha256", Size: tb.total, Record: rec, Volumes: tb.finalNames(path), BlobOffsets: tb.offsets}
 	if tb.sig != nil {
 		res.Signature, res.SigSidecar = tb.sig, path+".sig"
 	}
@@ -310,5 +318,5 @@ func finish(path string, tb *tempBundle, plan *Plan, created time.Time, o *write
 	for _, b := range rec.Blobs {
 		res.BlobBytes += b.Size
 	}
-	return res, nil
+	return res
 }
