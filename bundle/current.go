@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -178,4 +179,35 @@ func hashFile(ctx context.Context, path string) (string, error) {
 		return "", fmt.Errorf("checksumming %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// PartialBlobs lists the blob entries of a bundle file that Write left
+// unfinished (WithKeepPartial): where each blob's bytes would start, and
+// its size. Every header is written before any blob, so the list is
+// complete, but a blob's bytes may be missing or incomplete: a caller must
+// check the digest of what it reads. It works on a single-file bundle (or
+// the first volume only).
+func PartialBlobs(path string) (map[v1.Hash][2]int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	spans, err := scan(f, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	out := map[v1.Hash][2]int64{}
+	for name, sp := range spans {
+		if hexpart, ok := strings.CutPrefix(name, BlobPrefix); ok {
+			if h, err := ParseDigest("sha256:" + hexpart); err == nil {
+				out[h] = [2]int64{sp.offset, sp.size}
+			}
+		}
+	}
+	return out, nil
 }

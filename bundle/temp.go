@@ -16,6 +16,7 @@ type tempBundle struct {
 	total int64
 	sums  []string // SHA-256 of each file, once complete
 	sig   []byte   // ferry.sig, when signed
+	keep  bool     // remove leaves the files (WithKeepPartial)
 	// offsets: where each blob's bytes start, counted across volumes.
 	offsets map[v1.Hash]int64
 }
@@ -26,6 +27,10 @@ func (tb *tempBundle) remove() {
 	}
 	if tb.vs != nil {
 		_ = tb.vs.close()
+		tb.vs = nil
+	}
+	if tb.keep {
+		return
 	}
 	for _, n := range tb.names {
 		_ = os.Remove(n)

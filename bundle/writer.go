@@ -161,6 +161,16 @@ type writeOptions struct {
 	ferryVersion string
 	split        int64
 	signer       crypto.Signer
+	partial      func(paths []string)
+}
+
+// WithKeepPartial reports the temporary files of the bundle as soon as they
+// are created, and leaves them in place (closed) when the write fails or is
+// cancelled, instead of removing them: a cache can then take the blobs that
+// were complete from them on the next run (see PartialBlobs). The caller
+// removes them. After a successful write no temporary file is left.
+func WithKeepPartial(created func(paths []string)) WriteOption {
+	return func(o *writeOptions) { o.partial = created }
 }
 
 // WithSplit writes the bundle as volumes PATH.000, PATH.001, ... each

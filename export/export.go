@@ -110,7 +110,10 @@ type Summary struct {
 	Logical   int64            `json:"logical"`    // bytes before deduplication
 	Seconds   float64          `json:"seconds"`    // wall time
 	BundleLen int64            `json:"bundleSize"` // size of the bundle file
-	Warnings  []string         `json:"warnings,omitempty"`
+	// UpToDate: the output already held exactly this bundle (the same
+	// images, tags, blobs and bytes); nothing was written.
+	UpToDate bool     `json:"upToDate,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 
 	ImagesNew       int   `json:"imagesNew"`
 	ImagesUnchanged int   `json:"imagesUnchanged"`
@@ -287,13 +290,30 @@ func (o *runner) plan(ctx context.Context, sum *Summary, res *mapping.Resolution
 	return plan, nil
 }
 
-// write writes the bundle and summarizes what it holds.
+// write writes the bundle and summarizes what it holds. An output that
+// already is the bundle the plan makes is left as it is (see upToDate).
 func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) error {
-	wr, werr := bundle.Write(ctx, o.Output, plan,
-		bundle.WithJobs(o.Jobs), bundle.WithKeepGoing(o.KeepGoing),
+	opts := []bundle.WriteOption{bundle.WithJobs(o.Jobs), bundle.WithKeepGoing(o.KeepGoing),
 		bundle.WithProgress(o.Progress), bundle.WithLogger(o.Logger),
 		bundle.WithFerryVersion(o.FerryVersion), bundle.WithSplit(o.Split),
-		bundle.WithSigner(o.Signer))
+		bundle.WithSigner(o.Signer)}
+	if len(sum.Failures) == 0 {
+		if wr, ok := o.upToDate(ctx, plan, opts); ok {
+			sum.UpToDate = true
+			summarizeWritten(sum, plan, wr)
+			return nil
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if o.cache != nil {
+		opts = append(opts, bundle.WithKeepPartial(func(files []string) { o.cache.notePartial(o.Output, files) }))
+	}
+	wr, werr := bundle.Write(ctx, o.Output, plan, opts...)
+	if werr == nil {
+		o.cache.recordBundle(wr)
+		o.cache.cleanPartials(o.Output)
+	}
 	for _, f := range bundle.Failures(werr) {
 		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})
 		sum.ImagesFailed++
@@ -311,6 +331,26 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 		return fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
 	}
 	return nil
+}
+
+// upToDate reports whether the output already is, byte for byte, the
+// bundle the plan makes (bundle.Current): then nothing is written. The
+// layers' bytes are vouched for by the cache's record of the file (its
+// identity unchanged since ferry wrote and hashed it), or else by hashing
+// the file again against its .sha256 (reading only).
+func (o *runner) upToDate(ctx context.Context, plan *bundle.Plan, opts []bundle.WriteOption) (*bundle.Result, bool) {
+	if _, err := os.Stat(o.Output); err != nil {
+		return nil, false
+	}
+	wr, err := bundle.Current(ctx, o.Output, plan, o.cache.trust(o.Output), opts...)
+	if err != nil {
+		o.Logger.Info("writing the bundle", "output", o.Output, "because", err.Error())
+		return nil, false
+	}
+	o.Logger.Info("bundle is up to date; nothing written", "output", o.Output, "id", wr.Record.ID)
+	o.cache.recordBundle(wr)
+	o.cache.cleanPartials(o.Output)
+	return wr, true
 }
 
 // summarizeWritten summarizes the images the bundle holds (with
@@ -432,7 +472,7 @@ func (pb *planBuilder) addImage(im *mapping.Image, o *runner) {
 		if pb.configs[d.Digest] {
 			continue
 		}
-		pb.addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Fetch: fetcher(o, im, d), Verified: true})
+		pb.addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Fetch: fetcher(o, im, d, false), Verified: true})
 	}
 	pb.byKey[k] = len(pb.plan.Images)
 	pb.plan.Images = append(pb.plan.Images, pi)
@@ -489,7 +529,7 @@ func fetchSmall(ctx context.Context, o *runner, im *mapping.Image, d v1.Descript
 		return nil, fmt.Errorf("config %s is %d bytes, more than %d", d.Digest, d.Size, maxConfigSize)
 	}
 	var buf memSink
-	if err := fetcher(o, im, d)(ctx, &buf); err != nil {
+	if err := fetcher(o, im, d, true)(ctx, &buf); err != nil {
 		return nil, err
 	}
 	data := buf.Bytes()
@@ -502,39 +542,32 @@ func fetchSmall(ctx context.Context, o *runner, im *mapping.Image, d v1.Descript
 	return data, nil
 }
 
-// copyCached copies a cache entry into w, hashing it, and reports whether
-// its content is h. It closes f.
-func copyCached(w io.Writer, f *os.File, h v1.Hash) (bool, error) {
-	defer f.Close()
-	sum := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(w, sum), f); err != nil {
-		return false, fmt.Errorf("blob %s from the cache: %w", h, err)
-	}
-	return hex.EncodeToString(sum.Sum(nil)) == h.Hex, nil
-}
-
 // memSink is a restartable in-memory bundle.Sink for small blobs.
 type memSink struct{ bytes.Buffer }
 
 func (m *memSink) Reset() error { m.Buffer.Reset(); return nil }
 
-// fetcher writes a blob into w from the cache, or else from the image's
+// fetcher writes a blob into w from what the cache knows (a bundle written
+// before, an unfinished one, an entry), or else from the image's
 // repository through the registry client, which resumes a cut body and
 // fetches the blob once more from scratch (w.Reset) when its bytes do not
-// match. Either way it verifies size and digest and fails on a mismatch
-// (the bundle's Verified). The cache keeps the bytes only once verified.
-func fetcher(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Fetcher {
+// match. Either way size and digest are verified (the bundle's Verified).
+// Layers are written once, into the bundle, which the cache then records;
+// small blobs (keep: configs) are also kept as cache entries, once
+// verified.
+func fetcher(o *runner, im *mapping.Image, d v1.Descriptor, keep bool) bundle.Fetcher {
 	return func(ctx context.Context, w bundle.Sink) error {
-		if f, ok := o.cache.Open(d.Digest, d.Size); ok {
-			good, err := copyCached(w, f, d.Digest)
-			if err != nil || good {
-				if good {
-					o.fromCache.Add(d.Size)
-				}
+		for _, src := range o.cache.sources(d.Digest, d.Size) {
+			if copyFromCache(ctx, w, src, d, o.Logger) {
+				o.fromCache.Add(d.Size)
+				return nil
+			}
+			if err := ctx.Err(); err != nil {
 				return err
 			}
-			// Damaged on disk: forget it and fetch it again.
-			o.cache.forget(d.Digest)
+			if src.forget != nil {
+				src.forget() // damaged on disk
+			}
 			if err := w.Reset(); err != nil {
 				return err
 			}
@@ -543,14 +576,73 @@ func fetcher(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Fetcher {
 		if err != nil {
 			return err
 		}
-		cs := o.cache.sink(d.Digest, w)
-		defer cs.discard()
-		if err := r.FetchBlob(ctx, d.Digest, d.Size, &countingSink{Sink: cs, n: &o.downloaded}); err != nil {
+		var sink bundle.Sink = w
+		var cs *cacheSink
+		if keep {
+			cs = o.cache.sink(d.Digest, w)
+			defer cs.discard()
+			sink = cs
+		}
+		if err := r.FetchBlob(ctx, d.Digest, d.Size, &countingSink{Sink: sink, n: &o.downloaded}); err != nil {
 			return err
 		}
-		cs.commit()
+		if cs != nil {
+			cs.commit()
+		}
 		return nil
 	}
+}
+
+// copyFromCache copies blob d from src into w and reports whether it did.
+// A source recorded as verified whose file is unchanged is copied as it
+// is, in the kernel when w takes files (bundle.FileSink); any other source
+// is hashed first and used only if its bytes have d's digest. After false
+// the caller resets w.
+func copyFromCache(ctx context.Context, w bundle.Sink, src blobSource, d v1.Descriptor, log *slog.Logger) bool {
+	f, err := os.Open(src.path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if src.trusted {
+		info, err := f.Stat()
+		if st, ok := stampOf(info); err != nil || !ok || st != src.stamp {
+			return false // changed since it was recorded
+		}
+	} else if !sameDigest(ctx, io.NewSectionReader(f, src.off, d.Size), d.Digest) {
+		log.Debug("cached bytes do not match their digest; not used", "blob", d.Digest, "file", src.path)
+		return false
+	}
+	if fs, ok := w.(bundle.FileSink); ok {
+		if err := fs.CopyFrom(ctx, f, src.off, d.Size); err != nil {
+			log.Debug("copying from the cache failed", "blob", d.Digest, "file", src.path, "err", err)
+			return false
+		}
+		return true
+	}
+	_, err = io.Copy(w, io.NewSectionReader(f, src.off, d.Size))
+	return err == nil
+}
+
+// sameDigest reads r to its end and reports whether its SHA-256 is h.
+func sameDigest(ctx context.Context, r io.Reader, h v1.Hash) bool {
+	sum := sha256.New()
+	if _, err := io.CopyBuffer(sum, ctxReader{ctx, r}, make([]byte, 1<<20)); err != nil {
+		return false
+	}
+	return hex.EncodeToString(sum.Sum(nil)) == h.Hex
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // runner is one export run: the options and the tasks by name.
