@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -50,15 +49,6 @@ type fileStamp struct {
 	Size     int64
 	MtimeNs  int64 `json:"mtimeNs"`
 	CtimeNs  int64 `json:"ctimeNs"`
-}
-
-func stampOf(info os.FileInfo) (fileStamp, bool) {
-	st, ok := info.Sys().(*syscall.Stat_t)
-	if !ok || !info.Mode().IsRegular() {
-		return fileStamp{}, false
-	}
-	return fileStamp{Dev: uint64(st.Dev), Ino: st.Ino, Size: info.Size(),
-		MtimeNs: info.ModTime().UnixNano(), CtimeNs: st.Ctim.Nano()}, true
 }
 
 // partialNote names an unfinished bundle file an export left.
