@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 )
 
 // fetchBlob has b.Fetch write one blob into its place through a
@@ -81,4 +82,82 @@ func (s *placeSink) Reset() error {
 		s.h.Reset()
 	}
 	return nil
+}
+
+// FileSink is a Sink that can also take a blob's bytes straight from a
+// file: the writer's sink implements it, so that a source holding the
+// bytes in a file (a cache, an earlier bundle) has them copied in the
+// kernel (copy_file_range: no pass through user space, and a reflink
+// where the filesystem shares extents) instead of through Write.
+type FileSink interface {
+	Sink
+	// CopyFrom appends n bytes of src, read from offset off, to the blob.
+	CopyFrom(ctx context.Context, src *os.File, off, n int64) error
+}
+
+// copyChunk bounds one copy_file_range call, so that the bundle's checksum
+// follows the copy and a cancelled context stops it soon.
+const copyChunk = 8 << 20
+
+// CopyFrom implements FileSink.
+func (s *placeSink) CopyFrom(ctx context.Context, src *os.File, off, n int64) error {
+	b := s.e.blob
+	if n < 0 || s.n+n > b.Size {
+		return fmt.Errorf("blob %s from %s: %w: more than the %d bytes its descriptor gives", b.Digest, b.Origin, ErrDigestMismatch, b.Size)
+	}
+	for n > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m, err := copyRange(s.w, src, off, s.e.dataOffset()+s.n, min(n, copyChunk), s.h)
+		s.n += m
+		off += m
+		n -= m
+		s.e.written.Add(m)
+		s.fh.poke()
+		s.pw.n += m
+		if s.pw.n-s.pw.last >= 256<<10 {
+			s.pw.flush()
+		}
+		if err != nil {
+			return fmt.Errorf("blob %s from %s: copying into the bundle: %w", b.Digest, b.Origin, err)
+		}
+	}
+	return nil
+}
+
+// copyRange copies n bytes of src at off to dst at dstOff: in the kernel
+// when dst is the bundle's own file(s) and nothing must hash the bytes on
+// the way (h is nil), else through a buffer. It returns what it copied.
+func copyRange(dst io.WriterAt, src *os.File, off, dstOff, n int64, h hash.Hash) (int64, error) {
+	if vs, ok := dst.(*volumeSet); ok && h == nil {
+		if done, err := kernelCopy(vs, src, off, dstOff, n); done == n || err != nil {
+			return done, err
+		} else if done > 0 {
+			return done, nil // the caller comes back for the rest
+		}
+	}
+	buf := make([]byte, min(n, 1<<20))
+	var done int64
+	for done < n {
+		m, err := src.ReadAt(buf[:min(int64(len(buf)), n-done)], off+done)
+		if m > 0 {
+			if h != nil {
+				h.Write(buf[:m])
+			}
+			if _, werr := dst.WriteAt(buf[:m], dstOff+done); werr != nil {
+				return done, werr
+			}
+			done += int64(m)
+		}
+		if err != nil {
+			if err == io.EOF && done < n {
+				return done, fmt.Errorf("%w: the source file ends after %d of %d bytes", ErrShortBlob, done, n)
+			}
+			if err != io.EOF {
+				return done, err
+			}
+		}
+	}
+	return done, nil
 }

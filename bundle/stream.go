@@ -30,9 +30,17 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	if err != nil {
 		return nil, err
 	}
+	if o.partial != nil {
+		tb.keep = true
+		o.partial(tb.names)
+	}
+	tb.offsets = make(map[v1.Hash]int64, len(plan.Blobs))
 	for _, e := range entries {
 		if e.name == SigFile {
 			tb.sig = e.data
+		}
+		if e.blob != nil {
+			tb.offsets[e.blob.Digest] = e.dataOffset()
 		}
 	}
 	fail := func(err error) (*tempBundle, error) {

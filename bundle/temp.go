@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // tempBundle is a bundle being written: one temporary file, or one per
@@ -14,6 +16,9 @@ type tempBundle struct {
 	total int64
 	sums  []string // SHA-256 of each file, once complete
 	sig   []byte   // ferry.sig, when signed
+	keep  bool     // remove leaves the files (WithKeepPartial)
+	// offsets: where each blob's bytes start, counted across volumes.
+	offsets map[v1.Hash]int64
 }
 
 func (tb *tempBundle) remove() {
@@ -22,6 +27,10 @@ func (tb *tempBundle) remove() {
 	}
 	if tb.vs != nil {
 		_ = tb.vs.close()
+		tb.vs = nil
+	}
+	if tb.keep {
+		return
 	}
 	for _, n := range tb.names {
 		_ = os.Remove(n)

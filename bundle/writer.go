@@ -115,6 +115,9 @@ type Result struct {
 	Record     *Record
 	BlobBytes  int64
 	Failures   []Failure
+	// BlobOffsets says where each stored blob's bytes start, counted from
+	// the bundle's first byte (across volumes): a cache can read them back.
+	BlobOffsets map[v1.Hash]int64
 }
 
 // EventKind says what a progress event reports.
@@ -160,6 +163,16 @@ type writeOptions struct {
 	ferryVersion string
 	split        int64
 	signer       crypto.Signer
+	partial      func(paths []string)
+}
+
+// WithKeepPartial reports the temporary files of the bundle as soon as they
+// are created, and leaves them in place (closed) when the write fails or is
+// cancelled, instead of removing them: a cache can then take the blobs that
+// were complete from them on the next run (see PartialBlobs). The caller
+// removes them. After a successful write no temporary file is left.
+func WithKeepPartial(created func(paths []string)) WriteOption {
+	return func(o *writeOptions) { o.partial = created }
 }
 
 // WithSplit writes the bundle as volumes PATH.000, PATH.001, ... each
@@ -301,8 +314,13 @@ func finish(path string, tb *tempBundle, plan *Plan, created time.Time, o *write
 	if err := writeSigSidecar(path+".sig", tb.sig); err != nil {
 		return nil, fmt.Errorf("writing signature file: %w", err)
 	}
+	return describeResult(path, tb, plan, created, o), nil
+}
+
+// describeResult is the Result of the bundle tb installed at path.
+func describeResult(path string, tb *tempBundle, plan *Plan, created time.Time, o *writeOptions) *Result {
 	rec := buildRecord(plan, created, o)
-	res := &Result{Path: path, Sidecar: sidecar, Size: tb.total, Record: rec, Volumes: tb.finalNames(path)}
+	res := &Result{Path: path, Sidecar: path + ".sha256", Size: tb.total, Record: rec, Volumes: tb.finalNames(path), BlobOffsets: tb.offsets}
 	if tb.sig != nil {
 		res.Signature, res.SigSidecar = tb.sig, path+".sig"
 	}
@@ -312,5 +330,5 @@ func finish(path string, tb *tempBundle, plan *Plan, created time.Time, o *write
 	for _, b := range rec.Blobs {
 		res.BlobBytes += b.Size
 	}
-	return res, nil
+	return res
 }

@@ -14,22 +14,28 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 )
 
-// Cache keeps fetched manifests and blobs on disk, content-addressed, so a
-// repeated or interrupted export downloads nothing it already has. Entries
-// are written under a temporary name and renamed into place only after their
-// digest was verified, so an entry that exists is complete and correct.
+// Cache keeps fetched manifests and configs on disk, content-addressed, and
+// knows where the layers of the bundles it wrote are (see bundleRecord), so
+// a repeated or interrupted export downloads nothing it already has.
+// Entries are written under a temporary name and renamed into place only
+// after their digest was verified, so an entry that exists is complete and
+// correct.
 type Cache struct {
-	dir string
+	dir     string
+	records []*bundleRecord
+	byBlob  map[string][]blobSource // hex → where to copy it from
 }
 
 // OpenCache opens (creating if needed) a cache directory.
 func OpenCache(dir string) (*Cache, error) {
-	for _, d := range []string{filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "tmp")} {
+	for _, d := range []string{filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "tmp"), filepath.Join(dir, "bundles"), filepath.Join(dir, "partial")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("cache: %w", err)
 		}
 	}
-	return &Cache{dir: dir}, nil
+	c := &Cache{dir: dir}
+	c.loadBundles()
+	return c, nil
 }
 
 func (c *Cache) path(h v1.Hash) string {

@@ -5,11 +5,8 @@ package export
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -122,7 +119,10 @@ type Summary struct {
 	Logical   int64            `json:"logical"`    // bytes before deduplication
 	Seconds   float64          `json:"seconds"`    // wall time
 	BundleLen int64            `json:"bundleSize"` // size of the bundle file
-	Warnings  []string         `json:"warnings,omitempty"`
+	// UpToDate: the output already held exactly this bundle (the same
+	// images, tags, blobs and bytes); nothing was written.
+	UpToDate bool     `json:"upToDate,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 
 	ImagesNew       int   `json:"imagesNew"`
 	ImagesUnchanged int   `json:"imagesUnchanged"`
@@ -313,13 +313,30 @@ func (o *runner) plan(ctx context.Context, sum *Summary, res *mapping.Resolution
 	return plan, nil
 }
 
-// write writes the bundle and summarizes what it holds.
+// write writes the bundle and summarizes what it holds. An output that
+// already is the bundle the plan makes is left as it is (see upToDate).
 func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) error {
-	wr, werr := bundle.Write(ctx, o.Output, plan,
-		bundle.WithJobs(o.Jobs), bundle.WithKeepGoing(o.KeepGoing),
+	opts := []bundle.WriteOption{bundle.WithJobs(o.Jobs), bundle.WithKeepGoing(o.KeepGoing),
 		bundle.WithProgress(o.Progress), bundle.WithLogger(o.Logger),
 		bundle.WithFerryVersion(o.FerryVersion), bundle.WithSplit(o.Split),
-		bundle.WithSigner(o.Signer))
+		bundle.WithSigner(o.Signer)}
+	if len(sum.Failures) == 0 {
+		if wr, ok := o.upToDate(ctx, plan, opts); ok {
+			sum.UpToDate = true
+			summarizeWritten(sum, plan, wr)
+			return nil
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if o.cache != nil {
+		opts = append(opts, bundle.WithKeepPartial(func(files []string) { o.cache.notePartial(o.Output, files) }))
+	}
+	wr, werr := bundle.Write(ctx, o.Output, plan, opts...)
+	if werr == nil {
+		o.cache.recordBundle(wr)
+		o.cache.cleanPartials(o.Output)
+	}
 	for _, f := range bundle.Failures(werr) {
 		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})
 		sum.ImagesFailed++
@@ -337,6 +354,26 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 		return fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
 	}
 	return nil
+}
+
+// upToDate reports whether the output already is, byte for byte, the
+// bundle the plan makes (bundle.Current): then nothing is written. The
+// layers' bytes are vouched for by the cache's record of the file (its
+// identity unchanged since ferry wrote and hashed it), or else by hashing
+// the file again against its .sha256 (reading only).
+func (o *runner) upToDate(ctx context.Context, plan *bundle.Plan, opts []bundle.WriteOption) (*bundle.Result, bool) {
+	if _, err := os.Stat(o.Output); err != nil {
+		return nil, false
+	}
+	wr, err := bundle.Current(ctx, o.Output, plan, o.cache.trust(o.Output), opts...)
+	if err != nil {
+		o.Logger.Info("writing the bundle", "output", o.Output, "because", err.Error())
+		return nil, false
+	}
+	o.Logger.Info("bundle is up to date; nothing written", "output", o.Output, "id", wr.Record.ID)
+	o.cache.recordBundle(wr)
+	o.cache.cleanPartials(o.Output)
+	return wr, true
 }
 
 // summarizeWritten summarizes the images the bundle holds (with
@@ -471,7 +508,7 @@ func (pb *planBuilder) addImage(im *mapping.Image, o *runner) {
 		if pb.configs[d.Digest] {
 			continue
 		}
-		pb.addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Fetch: fetcher(o, im, d), Verified: true})
+		pb.addBlob(bundle.PlannedBlob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, Kind: bundle.KindLayer, Origin: origin, Fetch: fetcher(o, im, d, false), Verified: true})
 	}
 	pb.byKey[k] = len(pb.plan.Images)
 	pb.plan.Images = append(pb.plan.Images, pi)
@@ -528,7 +565,7 @@ func fetchSmall(ctx context.Context, o *runner, im *mapping.Image, d v1.Descript
 		return nil, fmt.Errorf("config %s is %d bytes, more than %d", d.Digest, d.Size, maxConfigSize)
 	}
 	var buf memSink
-	if err := fetcher(o, im, d)(ctx, &buf); err != nil {
+	if err := fetcher(o, im, d, true)(ctx, &buf); err != nil {
 		return nil, err
 	}
 	data := buf.Bytes()
@@ -539,57 +576,6 @@ func fetchSmall(ctx context.Context, o *runner, im *mapping.Image, d v1.Descript
 		return nil, fmt.Errorf("blob %s from %s: %w: content is %s", d.Digest, im.Repository.RegistryStr(), bundle.ErrDigestMismatch, h)
 	}
 	return data, nil
-}
-
-// copyCached copies a cache entry into w, hashing it, and reports whether
-// its content is h. It closes f.
-func copyCached(w io.Writer, f *os.File, h v1.Hash) (bool, error) {
-	defer f.Close()
-	sum := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(w, sum), f); err != nil {
-		return false, fmt.Errorf("blob %s from the cache: %w", h, err)
-	}
-	return hex.EncodeToString(sum.Sum(nil)) == h.Hex, nil
-}
-
-// memSink is a restartable in-memory bundle.Sink for small blobs.
-type memSink struct{ bytes.Buffer }
-
-func (m *memSink) Reset() error { m.Buffer.Reset(); return nil }
-
-// fetcher writes a blob into w from the cache, or else from the image's
-// repository through the registry client, which resumes a cut body and
-// fetches the blob once more from scratch (w.Reset) when its bytes do not
-// match. Either way it verifies size and digest and fails on a mismatch
-// (the bundle's Verified). The cache keeps the bytes only once verified.
-func fetcher(o *runner, im *mapping.Image, d v1.Descriptor) bundle.Fetcher {
-	return func(ctx context.Context, w bundle.Sink) error {
-		if f, ok := o.cache.Open(d.Digest, d.Size); ok {
-			good, err := copyCached(w, f, d.Digest)
-			if err != nil || good {
-				if good {
-					o.fromCache.Add(d.Size)
-				}
-				return err
-			}
-			// Damaged on disk: forget it and fetch it again.
-			o.cache.forget(d.Digest)
-			if err := w.Reset(); err != nil {
-				return err
-			}
-		}
-		r, err := o.src.Repo(ctx, im.Repository, o.tasks[im.Task])
-		if err != nil {
-			return err
-		}
-		cs := o.cache.sink(d.Digest, w)
-		defer cs.discard()
-		if err := r.FetchBlob(ctx, d.Digest, d.Size, &countingSink{Sink: cs, n: &o.downloaded}); err != nil {
-			return err
-		}
-		cs.commit()
-		return nil
-	}
 }
 
 // runner is one export run: the options and the tasks by name.
@@ -683,18 +669,6 @@ func makeDelta(plan *bundle.Plan, since string) error {
 
 // ErrNothingNew: a delta would hold nothing; no bundle is written.
 var ErrNothingNew = errors.New("nothing new")
-
-// countingSink counts bytes received from a registry.
-type countingSink struct {
-	bundle.Sink
-	n *atomic.Int64
-}
-
-func (c *countingSink) Write(p []byte) (int, error) {
-	n, err := c.Sink.Write(p)
-	c.n.Add(int64(n))
-	return n, err
-}
 
 // manifestCache adapts a possibly nil *Cache to mapping.ManifestCache.
 func manifestCache(c *Cache) mapping.ManifestCache {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,28 +172,17 @@ func TestExportKilledMidBlobResumes(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until one layer is complete in the cache and another is halfway.
+	// Wait until one layer is complete and another is partway: layers are
+	// written once, into the unfinished bundle beside the output (sparse
+	// until written), which the cache notes; count its allocated bytes.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
-			t.Fatal("the export never got halfway through a second layer")
+			t.Fatal("the export never got partway through a second layer")
 		}
-		complete := 0
-		entries, _ := os.ReadDir(filepath.Join(cache, "blobs", "sha256"))
-		for _, e := range entries {
-			if info, err := e.Info(); err == nil && info.Size() >= layer {
-				complete++
-			}
-		}
-		partial := false
-		tmps, _ := os.ReadDir(filepath.Join(cache, "tmp"))
-		for _, e := range tmps {
-			if info, err := e.Info(); err == nil && info.Size() > layer/4 {
-				partial = true
-			}
-		}
-		if complete >= 1 && partial {
+		notes, _ := os.ReadDir(filepath.Join(cache, "partial"))
+		if len(notes) > 0 && allocatedTemp(dir) > layer+layer/4 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -215,12 +205,31 @@ func TestExportKilledMidBlobResumes(t *testing.T) {
 	if stdout, _, code := harness.Run(t, bin, "verify", out); code != 0 {
 		t.Fatalf("verify: %s", stdout)
 	}
-	// The interrupted run's temporary bundle is gone or will be replaced;
-	// no stray temporaries beside the bundle after the successful run.
+	// The killed run's unfinished bundle served the rerun and is gone.
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if strings.Contains(e.Name(), ".tmp-") {
-			t.Logf("note: temporary file from the killed run left: %s", e.Name())
+			t.Errorf("unfinished bundle of the killed run left beside the output: %s", e.Name())
 		}
 	}
+	if notes, _ := os.ReadDir(filepath.Join(cache, "partial")); len(notes) != 0 {
+		t.Errorf("%d notes of unfinished bundles left in the cache", len(notes))
+	}
+}
+
+// allocatedTemp is the disk space used by unfinished bundles in dir.
+func allocatedTemp(dir string) int64 {
+	entries, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range entries {
+		if !strings.Contains(e.Name(), ".tmp-") {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+	}
+	return n
 }

@@ -221,6 +221,10 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		if multi := multiPlatform(s); multi > 0 {
 			fmt.Fprintf(w, "note: %s keep their whole upstream index (same digests as upstream); --platform or a mapping's platform: narrows it (a rewritten index, new digest)\n", plural(multi, "multi-platform image"))
 		}
+	case s.UpToDate:
+		fmt.Fprintf(w, "up to date: %s already holds these %d images, %d tags, %d unique blobs (%s); nothing written in %.1fs\n",
+			s.Output, len(s.Images), s.Tags, s.Blobs, units.Bytes(s.BundleLen), s.Seconds)
+		fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
 	case s.Output != "":
 		fmt.Fprintf(w, "wrote %s: %s, %s, %s, %s (saved %s by deduplication) in %.1fs\n",
 			s.Output, plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.BundleLen), units.Bytes(s.Logical-s.Bytes), s.Seconds)

@@ -1,0 +1,132 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/mapping"
+)
+
+// memSink is a restartable in-memory bundle.Sink for small blobs.
+type memSink struct{ bytes.Buffer }
+
+func (m *memSink) Reset() error { m.Buffer.Reset(); return nil }
+
+// fetcher writes a blob into w from what the cache knows (a bundle written
+// before, an unfinished one, an entry), or else from the image's
+// repository through the registry client, which resumes a cut body and
+// fetches the blob once more from scratch (w.Reset) when its bytes do not
+// match. Either way size and digest are verified (the bundle's Verified).
+// Layers are written once, into the bundle, which the cache then records;
+// small blobs (keep: configs) are also kept as cache entries, once
+// verified.
+func fetcher(o *runner, im *mapping.Image, d v1.Descriptor, keep bool) bundle.Fetcher {
+	return func(ctx context.Context, w bundle.Sink) error {
+		for _, src := range o.cache.sources(d.Digest, d.Size) {
+			if copyFromCache(ctx, w, src, d, o.Logger) {
+				o.fromCache.Add(d.Size)
+				return nil
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if src.forget != nil {
+				src.forget() // damaged on disk
+			}
+			if err := w.Reset(); err != nil {
+				return err
+			}
+		}
+		r, err := o.src.Repo(ctx, im.Repository, o.tasks[im.Task])
+		if err != nil {
+			return err
+		}
+		var sink bundle.Sink = w
+		var cs *cacheSink
+		if keep {
+			cs = o.cache.sink(d.Digest, w)
+			defer cs.discard()
+			sink = cs
+		}
+		if err := r.FetchBlob(ctx, d.Digest, d.Size, &countingSink{Sink: sink, n: &o.downloaded}); err != nil {
+			return err
+		}
+		if cs != nil {
+			cs.commit()
+		}
+		return nil
+	}
+}
+
+// copyFromCache copies blob d from src into w and reports whether it did.
+// A source recorded as verified whose file is unchanged is copied as it
+// is, in the kernel when w takes files (bundle.FileSink); any other source
+// is hashed first and used only if its bytes have d's digest. After false
+// the caller resets w.
+func copyFromCache(ctx context.Context, w bundle.Sink, src blobSource, d v1.Descriptor, log *slog.Logger) bool {
+	f, err := os.Open(src.path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if src.trusted {
+		info, err := f.Stat()
+		if st, ok := stampOf(info); err != nil || !ok || st != src.stamp {
+			return false // changed since it was recorded
+		}
+	} else if !sameDigest(ctx, io.NewSectionReader(f, src.off, d.Size), d.Digest) {
+		log.Debug("cached bytes do not match their digest; not used", "blob", d.Digest, "file", src.path)
+		return false
+	}
+	if fs, ok := w.(bundle.FileSink); ok {
+		if err := fs.CopyFrom(ctx, f, src.off, d.Size); err != nil {
+			log.Debug("copying from the cache failed", "blob", d.Digest, "file", src.path, "err", err)
+			return false
+		}
+		return true
+	}
+	_, err = io.Copy(w, io.NewSectionReader(f, src.off, d.Size))
+	return err == nil
+}
+
+// sameDigest reads r to its end and reports whether its SHA-256 is h.
+func sameDigest(ctx context.Context, r io.Reader, h v1.Hash) bool {
+	sum := sha256.New()
+	if _, err := io.CopyBuffer(sum, ctxReader{ctx, r}, make([]byte, 1<<20)); err != nil {
+		return false
+	}
+	return hex.EncodeToString(sum.Sum(nil)) == h.Hex
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// countingSink counts bytes received from a registry.
+type countingSink struct {
+	bundle.Sink
+	n *atomic.Int64
+}
+
+func (c *countingSink) Write(p []byte) (int, error) {
+	n, err := c.Sink.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
