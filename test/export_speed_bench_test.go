@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,58 +17,6 @@ import (
 
 	"github.com/ferry-airgap/ferry/test/harness"
 )
-
-// speedStats is one measured run of a command.
-type speedStats struct {
-	wall, user, sys time.Duration
-	rss             int64
-	stdout          string
-}
-
-// speedRun runs name with args and measures wall, user and system time
-// and peak RSS (VmHWM, polled: rusage would carry the test binary's RSS
-// over the exec).
-func speedRun(b *testing.B, name string, args ...string) speedStats {
-	b.Helper()
-	cmd := exec.Command(name, args...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("%s: %v", name, err)
-	}
-	done, peak := make(chan struct{}), make(chan int64, 1)
-	go func() {
-		var max int64
-		status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
-		for {
-			if data, err := os.ReadFile(status); err == nil {
-				for _, line := range strings.Split(string(data), "\n") {
-					var kb int64
-					if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil && kb*1024 > max {
-						max = kb * 1024
-					}
-				}
-			}
-			select {
-			case <-done:
-				peak <- max
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	}()
-	err := cmd.Wait()
-	close(done)
-	s := speedStats{wall: time.Since(start), stdout: out.String(), rss: <-peak}
-	if err != nil {
-		b.Fatalf("%s %v: %v\n%s\n%s", name, args, err, out.String(), errb.String())
-	}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		s.user, s.sys = time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
-	}
-	return s
-}
 
 // reflinkOffered says whether the filesystem of dir clones file extents
 // (FICLONE), and so whether a kernel copy there shares extents or copies
@@ -114,7 +61,7 @@ func speedSet() (harness.FixtureSet, int64) {
 func ddCopy(b *testing.B, src, dst string) time.Duration {
 	b.Helper()
 	syscall.Sync()
-	st := speedRun(b, "dd", "if="+src, "of="+dst, "bs=1M", "conv=fsync", "status=none")
+	st := timedRun(b, "dd", "if="+src, "of="+dst, "bs=1M", "conv=fsync", "status=none")
 	_ = os.Remove(dst)
 	return st.wall
 }
@@ -165,11 +112,11 @@ func BenchmarkExportCacheSpeed(b *testing.B) {
 		b.StopTimer()
 		cache := filepath.Join(dir, fmt.Sprintf("cache-%d", i))
 		out := filepath.Join(dir, "bundle.tar")
-		exportWith := func(bin string, args ...string) speedStats {
+		exportWith := func(bin string, args ...string) runStats {
 			syscall.Sync() // no writeback of an earlier step in this one's time
-			return speedRun(b, bin, append([]string{"export", "-q", "--json", "-f", mapping}, args...)...)
+			return timedRun(b, bin, append([]string{"export", "-q", "--json", "-f", mapping}, args...)...)
 		}
-		export := func(args ...string) speedStats { return exportWith(bin, args...) }
+		export := func(args ...string) runStats { return exportWith(bin, args...) }
 		b.StartTimer()
 		first := export("-o", out, "--cache", cache)
 		b.StopTimer()

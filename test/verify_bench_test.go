@@ -76,9 +76,9 @@ func BenchmarkVerify(b *testing.B) {
 }
 
 type runStats struct {
-	wall, cpu time.Duration
-	rss       int64
-	stdout    string
+	wall, cpu, user, sys time.Duration // cpu = user + sys
+	rss                  int64
+	stdout               string
 }
 
 // timedRun runs a command and returns its wall and CPU time and peak RSS.
@@ -124,7 +124,8 @@ func timedRun(b *testing.B, name string, args ...string) runStats {
 		b.Fatalf("%s %v: %v\n%s\n%s", name, args, err, out.String(), errb.String())
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		s.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		s.user, s.sys = time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+		s.cpu = s.user + s.sys
 	}
 	return s
 }
