@@ -73,6 +73,48 @@ map $ferry_manifest_digest $ferry_manifest_type {
 {{- end}}
 }
 
+# Tag list paging (?n=, ?last=) from the pages written beside tags/list:
+# ?n= gives the page size served: "" without n, "!" when n is not a whole
+# number below a billion (without leading zeros); above {{.MaxPage}}, {{.MaxPage}}.
+map $arg_n $ferry_page {
+    default "!";
+    "" "";
+{{- range .PageMap}}
+    "{{.Key}}" "{{.Value}}";
+{{- end}}
+    "~^[1-9][0-9]{0,8}$" "{{.MaxPage}}";
+}
+# ?last= must be a tag (checked against the tag grammar before it names a
+# file: no "/", no leading dot); "!" otherwise.
+map $arg_last $ferry_last {
+    default "!";
+    "" "";
+    "~^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$" $arg_last;
+}
+# The file that answers, under /v2/NAME.
+map "$ferry_page:$ferry_last" $ferry_tags_file {
+    default /tags/list;
+    "~^0:" /tags/first/0;
+    "~^:(.+)$" /tags/after/{{.MaxPage}}/$1;
+    "~^([0-9]+):$" /tags/first/$1;
+    "~^([0-9]+):(.+)$" /tags/after/$1/$2;
+}
+# The last tag of a page after which more tags remain: the Link header's.
+map "$ferry_name$ferry_tags_file" $ferry_tags_next {
+    default "";
+{{- range .NextMap}}
+    {{if .Regex}}"~{{.Key}}"{{else}}"{{.Key}}"{{end}} "{{.Value}}";
+{{- end}}
+}
+map $arg_n $ferry_tags_n {
+    "" "";
+    default "n=$arg_n&";
+}
+map $ferry_tags_next $ferry_tags_link {
+    "" "";
+    default "</v2/$ferry_name/tags/list?${ferry_tags_n}last=$ferry_tags_next>; rel=\"next\"";
+}
+
 server {
     listen {{.Listen}}{{if .TLS}} ssl{{end}};
     server_name {{.ServerName}};
@@ -142,10 +184,20 @@ server {
         rewrite ^ /_ferry/blob-unknown last;
     }
     location ~ ^/v2/(?<ferry_name>.+)/tags/list$ {
+        if (!-f $document_root/v2/$ferry_name/tags/list) {
+            rewrite ^ /_ferry/name-unknown last;
+        }
+        if ($ferry_page = "!") {
+            rewrite ^ /_ferry/n-invalid last;
+        }
+        if ($ferry_last = "!") {
+            rewrite ^ /_ferry/last-unknown last;
+        }
         types { }
         default_type application/json;
         ` + apiHeader + `
-        error_page 404 /_ferry/name-unknown;
+        add_header Link $ferry_tags_link;
+        try_files /v2/$ferry_name$ferry_tags_file /_ferry/last-unknown;
     }
     location ~ "^/v2/(?<ferry_name>.+)/referrers/(?<ferry_subject>sha256:[0-9a-f]{64})$" {
         if (!-f $document_root/v2/$ferry_name/tags/list) {
@@ -176,6 +228,12 @@ server {
         }
         location = /_ferry/blob-unknown {
             return 404 '{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}\n';
+        }
+        location = /_ferry/n-invalid {
+            return 400 '{"errors":[{"code":"PAGINATION_NUMBER_INVALID","message":"n must be a whole number from 0 to 999999999"}]}\n';
+        }
+        location = /_ferry/last-unknown {
+            return 400 '{"errors":[{"code":"UNSUPPORTED","message":"last must be a tag of the repository: this static registry pages from its own tags only; follow the Link header"}]}\n';
         }
         location = /_ferry/not-found {
             return 404 '{"errors":[{"code":"NOT_FOUND","message":"no such endpoint"}]}\n';
@@ -229,15 +287,19 @@ func nginxConf(root string, st *treeState, n Nginx) ([]byte, error) {
 	for bucket < longest+32 {
 		bucket *= 2
 	}
+	next := caseSafe(nextEntries(st))
+	for _, e := range next {
+		longest = max(longest, len(e.Key))
+	}
 	maxSize := 2048
-	for maxSize < 4*(len(tagMap)+len(typeMap)) {
+	for maxSize < 4*(len(tagMap)+len(typeMap)+len(next)) {
 		maxSize *= 2
 	}
 	var b bytes.Buffer
 	err := confTemplate.Execute(&b, map[string]any{
 		"Bucket": bucket, "MaxSize": maxSize, "TagMap": tagMap, "TypeMap": typeMap,
 		"Listen": n.Listen, "ServerName": n.ServerName, "TLS": n.TLSCert != "", "TLSCert": n.TLSCert, "TLSKey": n.TLSKey,
-		"Root": root,
+		"Root": root, "PageMap": nEntries(), "MaxPage": maxPage, "NextMap": next,
 	})
 	return b.Bytes(), err
 }
