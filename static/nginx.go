@@ -61,7 +61,7 @@ map $uri $ferry_manifest_digest {
     default "";
     "~^/v2/.+/manifests/(sha256:[0-9a-f]{64})$" $1;
 {{- range .TagMap}}
-    "{{.Key}}" "{{.Value}}";
+    {{if .Regex}}"~{{.Key}}"{{else}}"{{.Key}}"{{end}} "{{.Value}}";
 {{- end}}
 }
 
@@ -149,6 +149,11 @@ server {
     location ~ ^/v2/(?<ferry_name>.+)/manifests/[^/]+$ {
         if (!-f $document_root/v2/$ferry_name/tags/list) {
             rewrite ^ /_ferry/name-unknown last;
+        }
+        # nginx matches a map's plain keys without regard to case: the
+        # tag's own file must exist too (LATEST is not latest).
+        if (!-f $request_filename) {
+            rewrite ^ /_ferry/manifest-unknown last;
         }
         if ($ferry_manifest_type = "") {
             rewrite ^ /_ferry/manifest-unknown last;
@@ -258,21 +263,21 @@ func nginxConf(root string, st *treeState, n Nginx) ([]byte, error) {
 	if strings.ContainsAny(root, ";{}\"'\\$#\n\r") {
 		return nil, fmt.Errorf("%w: the directory %q holds a character nginx would read as syntax; choose another path", ErrOptions, root)
 	}
-	var tagMap []kv
+	var tagMap []mapEntry
 	types := map[string]string{}
 	longest := 0
 	for _, name := range st.names {
 		r := st.repos[name]
 		for tag, h := range r.tags {
 			k := "/v2/" + name + "/manifests/" + tag
-			tagMap = append(tagMap, kv{k, h.String()})
+			tagMap = append(tagMap, mapEntry{Key: k, Value: h.String()})
 			longest = max(longest, len(k))
 		}
 		for h, mt := range r.manifests {
 			types[h.String()] = string(mt)
 		}
 	}
-	sort.Slice(tagMap, func(i, j int) bool { return tagMap[i].Key < tagMap[j].Key })
+	tagMap = caseSafe(tagMap)
 	typeMap := make([]kv, 0, len(types))
 	for k, v := range types {
 		if strings.ContainsAny(v, ";{}\"'\\$#\n\r ") {
