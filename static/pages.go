@@ -32,10 +32,9 @@ import (
 var pageSizes = []int{1, 2, 5, 10, 20, 50, 100}
 
 // maxPage is the largest page: ?n= above it and ?last= alone get this many.
+// n is accepted up to nine digits (999999999) without leading zeros; the
+// template's regex says so, and anything else gets 400.
 const maxPage = 100
-
-// maxN is the largest n accepted (nine digits); larger is refused (400).
-const maxN = 999999999
 
 // pageFor is the page size served for ?n=n (n ≥ 1).
 func pageFor(n int) int {
