@@ -103,10 +103,28 @@ func TestStaticTagPaging(t *testing.T) {
 		t.Errorf("GET manifests/LATEST: %d %s, want 404 MANIFEST_UNKNOWN", a.status, a.body)
 	}
 
-	// crane pages with n and follows Link headers.
-	out := runTool(t, t.TempDir(), cranePath(t), "ls", "--insecure", addr+"/"+repo)
-	if got := strings.Fields(out); !slices.Equal(got, all) {
-		t.Errorf("crane ls: %d tags %v…, want %d", len(got), got[:min(3, len(got))], len(all))
+	// Clients list every tag: crane pages with n and follows Link headers.
+	home := t.TempDir()
+	regctl := regctlPath(t)
+	runTool(t, home, regctl, "registry", "set", addr, "--tls", "disabled")
+	for tool, args := range map[string][]string{
+		"crane ls":          {cranePath(t), "ls", "--insecure", addr + "/" + repo},
+		"regctl tag ls":     {regctl, "tag", "ls", addr + "/" + repo},
+		"skopeo list-tags": {skopeoPath(t), "list-tags", "--tls-verify=false", "docker://" + addr + "/" + repo},
+	} {
+		out := runTool(t, home, args[0], args[1:]...)
+		if tool == "skopeo list-tags" {
+			var l struct{ Tags []string }
+			if err := json.Unmarshal([]byte(out), &l); err != nil {
+				t.Fatalf("%s: %v\n%s", tool, err, out)
+			}
+			out = strings.Join(l.Tags, "\n")
+		}
+		got := strings.Fields(out)
+		slices.Sort(got)
+		if !slices.Equal(got, all) {
+			t.Errorf("%s: %d tags %v…, want %d", tool, len(got), got[:min(3, len(got))], len(all))
+		}
 	}
 }
 
