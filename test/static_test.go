@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -586,6 +587,12 @@ func TestStaticDelta(t *testing.T) {
 	for tag, d := range map[string]string{"1.1.0": want, "1.0.0": oldLatest} {
 		if st, got := headDigest(t, base+tag); st != 200 || got != d {
 			t.Errorf("%s: %d %s, want %s", tag, st, got, d)
+		}
+	}
+	// The delta's tag is in the list and its pages.
+	for q, wantTags := range map[string][]string{"": {"1.0.0", "1.1.0", "latest"}, "?last=1.0.0": {"1.1.0", "latest"}, "?n=1&last=1.0.0": {"1.1.0"}} {
+		if p := getTagPage(t, addr, "/v2/app/web/tags/list"+q); p.status != 200 || !slices.Equal(p.tags, wantTags) {
+			t.Errorf("tags/list%s after the delta: %d %v, want %v", q, p.status, p.tags, wantTags)
 		}
 	}
 	home := t.TempDir()
