@@ -108,8 +108,8 @@ func TestStaticTagPaging(t *testing.T) {
 	regctl := regctlPath(t)
 	runTool(t, home, regctl, "registry", "set", addr, "--tls", "disabled")
 	for tool, args := range map[string][]string{
-		"crane ls":          {cranePath(t), "ls", "--insecure", addr + "/" + repo},
-		"regctl tag ls":     {regctl, "tag", "ls", addr + "/" + repo},
+		"crane ls":         {cranePath(t), "ls", "--insecure", addr + "/" + repo},
+		"regctl tag ls":    {regctl, "tag", "ls", addr + "/" + repo},
 		"skopeo list-tags": {skopeoPath(t), "list-tags", "--tls-verify=false", "docker://" + addr + "/" + repo},
 	} {
 		out := runTool(t, home, args[0], args[1:]...)
