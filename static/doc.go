@@ -5,6 +5,8 @@
 //	DIR/v2/<name>/manifests/sha256:<hex>    every manifest and index, by digest
 //	DIR/v2/<name>/blobs/sha256:<hex>        configs, layers (and manifests)
 //	DIR/v2/<name>/tags/list                 {"name": …, "tags": […]}
+//	DIR/v2/<name>/tags/first/<n>            the first n tags (?n=; see pages.go)
+//	DIR/v2/<name>/tags/after/<n>/<tag>      the n tags after tag (?last=)
 //	DIR/v2/<name>/referrers/sha256:<hex>    referrers tag schema indexes
 //	DIR/v2/_catalog                         {"repositories": […]}
 //	DIR/blobs/sha256/<hex>                  the one copy of each blob

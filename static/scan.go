@@ -185,23 +185,15 @@ func readSmall(p string, max int64) ([]byte, error) {
 	return data, err
 }
 
-// writeLists writes each repository's tags/list and the catalog, where
-// their content changes.
+// writeLists writes each repository's tags/list and tag list pages, and
+// the catalog, where their content changes.
 func writeLists(t *tree, st *treeState) error {
 	for _, n := range st.names {
-		tags := make([]string, 0, len(st.repos[n].tags))
-		for tag := range st.repos[n].tags {
-			tags = append(tags, tag)
-		}
-		sort.Strings(tags)
-		data, err := json.Marshal(struct {
-			Name string   `json:"name"`
-			Tags []string `json:"tags"`
-		}{n, tags})
-		if err != nil {
+		tags := sortedTags(st.repos[n])
+		if _, err := t.writeIfChanged("v2/"+n+"/tags/list", listJSON(n, tags)); err != nil {
 			return err
 		}
-		if _, err := t.writeIfChanged("v2/"+n+"/tags/list", append(data, '\n')); err != nil {
+		if err := writePages(t, n, tags); err != nil {
 			return err
 		}
 	}

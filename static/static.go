@@ -180,12 +180,15 @@ func checkPaths(contents []serve.Content) error {
 			dirs["v2/"+c.Name+"/"+sub] = c.Name
 		}
 		files["v2/"+c.Name+"/tags/list"] = c.Name
+		tags := make([]string, 0, len(c.Tags))
 		for tag := range c.Tags {
 			if !validTag(tag) {
 				return fmt.Errorf("%w: tag %q of %s is not valid", ErrTree, tag, c.Name)
 			}
 			files["v2/"+c.Name+"/manifests/"+tag] = c.Name + ":" + tag
+			tags = append(tags, tag)
 		}
+		pagePaths(c.Name, tags, files, dirs)
 	}
 	var clashes []string
 	for p, what := range files {
