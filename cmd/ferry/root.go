@@ -64,8 +64,9 @@ byte and pushes the bundle into Harbor or any registry.
 Exit status: 0 success; 1 the operation failed; 2 bad usage or bad input
 (unknown command or flag, malformed --to, a missing input file, an output
 that would overwrite an input): nothing was sent to any registry; 130 or 143
-interrupted by SIGINT or SIGTERM (nothing is left half-written). With
---json, a failure is also an "error" object on stdout.`,
+interrupted by SIGINT or SIGTERM (nothing is left half-written; serve,
+cache and sync --watch, which run until stopped, exit 0). With --json, a
+failure is also an "error" object on stdout.`,
 		Example: `  # internet side: resolve the mapping files and write one bundle
   ferry export -f images.yaml -o bundle.tar
 
