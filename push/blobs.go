@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -49,7 +50,11 @@ func (p *pusher) pushBlobs(ctx context.Context) error {
 			if t.how == "uploaded" || t.how == "mounted" {
 				im.upload += t.size
 			}
-			if t.err != nil {
+			var de *damagedError
+			switch {
+			case errors.As(t.err, &de):
+				im.fail(t.digest.String(), t.err) // names the blob already
+			case t.err != nil:
 				im.fail(t.digest.String(), fmt.Errorf("blob %s: %w", t.digest, t.err))
 			}
 		}
@@ -77,6 +82,10 @@ func (p *pusher) ensureBlob(ctx context.Context, t *blobTask) error {
 		case <-t.primary.done:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+		var de *damagedError
+		if errors.As(t.primary.err, &de) {
+			return t.primary.err // the bundle's copy is damaged: do not read it again
 		}
 		if t.primary.how == "skipped" {
 			// The blob was in the target before this run (a rerun): most
@@ -206,12 +215,18 @@ func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc st
 		if err != nil {
 			return nil, err
 		}
+		b = &holdLast{ReadCloser: b, left: t.size}
 		if !counted {
 			return b, nil
 		}
 		return &countingReader{rc: b, p: p.o.Progress, h: t.digest, reported: &reported}, nil
 	})
 	if err != nil && errors.Is(err, bundle.ErrCorrupt) {
+		// The source's bytes failed their check as they streamed: the
+		// PUT was cut before its end, so the registry committed nothing.
+		if _, ok := p.src.(Verifier); ok {
+			return damaged(t.digest, innermost(err, bundle.ErrCorrupt))
+		}
 		err = fmt.Errorf("reading from %s: %w", p.src.Name(), err)
 	}
 	if err != nil {
@@ -227,6 +242,19 @@ func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc st
 		p.o.Progress.Event(bundle.Event{Kind: bundle.EventBlobDone, Digest: t.digest})
 	}
 	return nil
+}
+
+// innermost returns the deepest error of err's chain that still wraps
+// target: the source's own message, without the request and connection
+// the transport wrapped around it.
+func innermost(err, target error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil || !errors.Is(u, target) {
+			return err
+		}
+		err = u
+	}
 }
 
 func (p *pusher) progressDone(t *blobTask) {
@@ -333,4 +361,36 @@ func (c *countingReader) Close() error {
 		*c.reported = c.n
 	}
 	return c.rc.Close()
+}
+
+// holdLast passes on the bytes of a source reader that checks them as they
+// pass (Source.OpenBlob), except that it reads the blob's last byte on its
+// own and passes it on only when that read, which completes the check,
+// succeeded. A damaged blob's request body so always ends short of its
+// Content-Length, whatever the transport buffers or writes at once: the
+// registry sees the upload cut and can commit nothing (it would also
+// refuse the bytes for the PUT's ?digest=).
+type holdLast struct {
+	io.ReadCloser
+	left int64 // bytes before the end of the blob
+	last [1]byte
+}
+
+func (h *holdLast) Read(p []byte) (int, error) {
+	switch {
+	case h.left <= 0 || len(p) == 0:
+		return h.ReadCloser.Read(p)
+	case h.left == 1:
+		n, err := h.ReadCloser.Read(h.last[:])
+		if err != nil && err != io.EOF {
+			return 0, err
+		}
+		h.left -= int64(n)
+		return copy(p, h.last[:n]), err
+	case int64(len(p)) >= h.left:
+		p = p[:h.left-1]
+	}
+	n, err := h.ReadCloser.Read(p)
+	h.left -= int64(n)
+	return n, err
 }

@@ -6,10 +6,13 @@
 // manifest that references it, child manifests are pushed (by digest) before
 // their index, and tags are pushed last, so no tag ever points at an image
 // that is not complete. A blob that fails its digest check stops exactly the
-// images that need it. Blobs the target already has are skipped; a blob
-// already in another repository of the same registry is mounted instead of
-// uploaded; each digest is uploaded once per repository. One --jobs limit is
-// shared by all images.
+// images that need it: manifests and configs are checked before anything
+// is pushed, layers as they stream (the last byte of a damaged one is held
+// back, so its upload is cut and the registry commits nothing; the PUT's
+// ?digest= is the registry's own check). Blobs the target already has are
+// skipped; a blob already in another repository of the same registry is
+// mounted instead of uploaded; each digest is uploaded once per
+// repository. One --jobs limit is shared by all images.
 //
 // On many small images a registry is bound by the number of requests, so
 // each costs as few as the API allows: a blob another repository of the

@@ -142,8 +142,15 @@ func askDigest(im *image) bool {
 	return false
 }
 
-// verifySource hashes the source's blobs that the incomplete images need,
-// and fails the images that need a bad one.
+// verifySource checks, before anything is pushed, the source's blobs that
+// the incomplete images need, and fails the images that need a bad one.
+// The bundle's structure and every manifest's digest were checked when it
+// was opened and its trees read; this pass hashes the configs (small). The
+// layers are hashed as they stream to the registry (the reader fails the
+// read that completes a damaged blob, so the PUT never completes, and the
+// registry checks the PUT's ?digest= too): an upload no longer waits for a
+// full read and hash of every layer first, and each layer is read once. A
+// dry run, which sends nothing, hashes every blob here.
 func (p *pusher) verifySource(ctx context.Context) error {
 	v, ok := p.src.(Verifier)
 	if !ok {
@@ -155,8 +162,12 @@ func (p *pusher) verifySource(ctx context.Context) error {
 			continue
 		}
 		_ = im.tree.Walk(func(n *bundle.Node) error {
-			if !n.Missing {
+			switch {
+			case n.Missing:
+			case p.o.DryRun:
 				only[n.Digest] = true
+			case oci.KindOf(n.MediaType) == oci.KindManifest && len(n.Children) > 0 && !n.Children[0].Missing:
+				only[n.Children[0].Digest] = true // the config
 			}
 			return nil
 		})
@@ -177,13 +188,28 @@ func (p *pusher) verifySource(ctx context.Context) error {
 		}
 		_ = im.tree.Walk(func(n *bundle.Node) error {
 			if e, bad := rep.Bad[n.Digest]; bad {
-				im.fail(n.Digest.String(), fmt.Errorf("blob %s in the bundle is damaged (%w); not pushed: compare the bundle with its .sha256 file and copy it again", n.Digest, e))
+				im.fail(n.Digest.String(), damaged(n.Digest, e))
 			}
 			return nil
 		})
 	}
 	return nil
 }
+
+// damagedError fails an image that needs a blob the bundle holds damaged:
+// it names the blob and says what to do.
+type damagedError struct {
+	digest v1.Hash
+	err    error
+}
+
+func damaged(h v1.Hash, err error) error { return &damagedError{h, err} }
+
+func (e *damagedError) Error() string {
+	return fmt.Sprintf("blob %s in the bundle is damaged (%v); not pushed: compare the bundle with its .sha256 file and copy it again", e.digest, e.err)
+}
+
+func (e *damagedError) Unwrap() error { return e.err }
 
 // ErrBaseMissing: a delta bundle's base has not been imported into the target.
 var ErrBaseMissing = errors.New("the base bundle is not in the target")

@@ -57,8 +57,9 @@ type Options struct {
 	// anything is read or pushed.
 	TrustKeys []bundle.TrustedKey
 
-	// VerifyProgress receives the events of the verification pass,
-	// Progress those of the upload pass. nil = none.
+	// VerifyProgress receives the events of the verification pass before
+	// the upload (configs; every blob in a dry run), Progress those of the
+	// upload pass, which checks the layers as they stream. nil = none.
 	VerifyProgress bundle.Progress
 	Progress       bundle.Progress
 	Logger         *slog.Logger

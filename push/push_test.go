@@ -116,6 +116,7 @@ func testBundle(t *testing.T) (string, map[string]harness.Fixture) {
 type req struct {
 	Method, Path, Query string
 	Status              int
+	Body                int64 // request body bytes the target read
 }
 
 // target is go-containerregistry's in-process registry behind a small
@@ -142,9 +143,11 @@ func newTarget(t *testing.T) *target {
 		repo, kind, ref := split(r.URL.Path)
 		sw := &statusWriter{ResponseWriter: w, status: 200}
 		query := r.URL.RawQuery // as sent (a mount may be turned into a plain POST below)
+		body := &countingBody{ReadCloser: r.Body}
+		r.Body = body
 		defer func() {
 			tg.mu.Lock()
-			tg.reqs = append(tg.reqs, req{r.Method, r.URL.Path, query, sw.status})
+			tg.reqs = append(tg.reqs, req{r.Method, r.URL.Path, query, sw.status, body.n})
 			tg.mu.Unlock()
 		}()
 		tg.mu.Lock()
@@ -182,6 +185,18 @@ func newTarget(t *testing.T) *target {
 	t.Cleanup(tg.srv.Close)
 	tg.host = strings.TrimPrefix(tg.srv.URL, "http://")
 	return tg
+}
+
+// countingBody counts the bytes a handler reads from a request body.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (tg *target) has(repo, d string) bool {
@@ -616,6 +631,12 @@ func TestPushCorruptBlobStopsOnlyItsImage(t *testing.T) {
 	path, _ := testBundle(t)
 	bad, victim := uniqueLayer(t, path)
 	corrupt(t, path, bad)
+	br, err := bundle.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	badSize, _ := br.BlobSize(bad)
+	_ = br.Close()
 	tg := newTarget(t)
 	sum, err := run(t, path, tg.host, nil)
 	if !errors.Is(err, push.ErrFailed) {
@@ -639,9 +660,18 @@ func TestPushCorruptBlobStopsOnlyItsImage(t *testing.T) {
 		if kind == "manifests" && r.Method == http.MethodPut && (ref == victim.Digest || ref == victim.Tags[0]) {
 			t.Errorf("the corrupt image got %s %s", r.Method, r.Path)
 		}
-		if kind == "uploads" && strings.Contains(r.Query, bad.Hex) {
-			t.Errorf("the corrupt blob was sent: %s %s?%s", r.Method, r.Path, r.Query)
+		// The layers are hashed as they stream: the damaged one's upload
+		// is opened, and its PUT cut short of its last byte.
+		if kind == "uploads" && r.Method == http.MethodPut && strings.Contains(r.Query, bad.Hex) && (r.Status < 400 || r.Body >= badSize) {
+			t.Errorf("the corrupt blob's PUT was not cut: %s %s?%s: %d, %d of %d bytes", r.Method, r.Path, r.Query, r.Status, r.Body, badSize)
 		}
+	}
+	if tg.has("spaceone/console", bad.String()) {
+		t.Error("the corrupt blob is in the target")
+	}
+	t.Logf("failure: %s", f.Error)
+	if !strings.Contains(f.Error, "copy it again") {
+		t.Errorf("failure does not say what to do: %s", f.Error)
 	}
 	// The other tag of the same repository is there.
 	for _, im := range sum.Images {
@@ -688,6 +718,78 @@ func TestParseTarget(t *testing.T) {
 		}
 		if err != nil || got.Registry != c.reg || got.Prefix != c.prefix {
 			t.Errorf("%q: %+v %v", c.in, got, err)
+		}
+	}
+}
+
+// TestPushCorruptSharedBlob: a damaged layer that images of several
+// repositories need is read once (its PUT cut short), is in no repository
+// afterwards, and fails exactly those images; a damaged config (checked
+// before anything is pushed) is never sent at all.
+func TestPushCorruptSharedBlob(t *testing.T) {
+	path, _ := testBundle(t)
+	ts, recs := trees(t, path)
+	users := map[v1.Hash]map[string]bool{}
+	var config v1.Hash
+	for _, rec := range recs {
+		_ = ts[rec.Digest].Walk(func(n *bundle.Node) error {
+			if oci.KindOf(n.MediaType) == oci.KindManifest && config.Hex == "" && rec.Target != "spaceone/console" {
+				config = n.Children[0].Digest
+			}
+			if !isManifest(n) {
+				if users[n.Digest] == nil {
+					users[n.Digest] = map[string]bool{}
+				}
+				users[n.Digest][rec.Target] = true
+			}
+			return nil
+		})
+	}
+	var shared v1.Hash
+	for h, repos := range users {
+		if len(repos) > 1 && h != config && (shared.Hex == "" || h.Hex < shared.Hex) {
+			shared = h
+		}
+	}
+	if shared.Hex == "" || config.Hex == "" {
+		t.Fatal("the test bundle has no layer shared across repositories, or no config")
+	}
+	corrupt(t, path, shared)
+	corrupt(t, path, config)
+	tg := newTarget(t)
+	sum, err := run(t, path, tg.host, nil)
+	if !errors.Is(err, push.ErrFailed) {
+		t.Fatalf("err = %v, want ErrFailed", err)
+	}
+	puts := 0
+	for _, r := range tg.requests() {
+		if strings.Contains(r.Query, config.Hex) {
+			t.Errorf("the damaged config was sent: %s %s?%s", r.Method, r.Path, r.Query)
+		}
+		if r.Method == http.MethodPut && strings.Contains(r.Query, shared.Hex) {
+			puts++
+		}
+	}
+	if puts != 1 {
+		t.Errorf("the damaged shared layer was PUT %d times, want once (cut short)", puts)
+	}
+	for repo := range users[shared] {
+		if tg.has(repo, shared.String()) {
+			t.Errorf("%s holds the damaged layer", repo)
+		}
+	}
+	for _, im := range sum.Images {
+		tree := ts[im.Digest]
+		needs := false
+		_ = tree.Walk(func(n *bundle.Node) error {
+			needs = needs || n.Digest == shared || n.Digest == config
+			return nil
+		})
+		if needs != (im.Status == push.StatusFailed) {
+			t.Errorf("%s@%s: %s (needs a damaged blob: %t) %s", im.Repository, im.Digest, im.Status, needs, im.Error)
+		}
+		if needs && !strings.Contains(im.Error, "copy it again") {
+			t.Errorf("%s: error does not say what to do: %s", im.Repository, im.Error)
 		}
 	}
 }

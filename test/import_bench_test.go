@@ -108,7 +108,7 @@ func BenchmarkImportManySmall(b *testing.B) {
 		// Rounds alternate which tool goes first, and the ratio is of the
 		// medians: the machine is shared, and its load moves the absolute
 		// times a lot from one minute to the next.
-		var fw, rw []float64
+		var fw, rw, bw []float64
 		var r importRound
 		for round := range rounds {
 			r = importManySmallRound(b, bin, regsync, bundlePath, src, dir, repos, round%2 == 1)
@@ -116,11 +116,20 @@ func BenchmarkImportManySmall(b *testing.B) {
 			b.Logf("round %d: regsync %.2fs (CPU %.2fs, RSS %.1f MiB); ferry import %.2fs (CPU %.2fs, RSS %.1f MiB): ratio %.2f", round+1,
 				r.regsync.wall.Seconds(), r.regsync.cpu.Seconds(), float64(r.regsync.rss)/(1<<20),
 				r.ferry.wall.Seconds(), r.ferry.cpu.Seconds(), float64(r.ferry.rss)/(1<<20), r.ferry.wall.Seconds()/r.regsync.wall.Seconds())
+			if r.base.wall > 0 {
+				bw = append(bw, r.base.wall.Seconds())
+				b.Logf("round %d: baseline ferry import %.2fs (CPU %.2fs, RSS %.1f MiB): ratio %.2f", round+1,
+					r.base.wall.Seconds(), r.base.cpu.Seconds(), float64(r.base.rss)/(1<<20), r.base.wall.Seconds()/r.regsync.wall.Seconds())
+			}
 		}
 		b.StopTimer()
 		ratio := median(fw) / median(rw)
 		imgs := float64(r.images)
 		b.Logf("median of %d rounds: regsync %.2fs, ferry import %.2fs: ratio %.2f", rounds, median(rw), median(fw), ratio)
+		if len(bw) > 0 {
+			b.Logf("median of %d rounds: baseline ferry import %.2fs: ratio %.2f", rounds, median(bw), median(bw)/median(rw))
+			b.ReportMetric(median(bw)/median(rw), "baseline_ratio_vs_regsync")
+		}
 		b.Logf("ferry, %d images (%d tags): %s", r.images, len(fixtures), r.first.perImage(imgs))
 		b.Logf("regsync, same set: %s", r.regs.perImage(imgs))
 		b.Logf("ferry re-import (%.2fs): %s", r.again.wall.Seconds(), r.second)
@@ -138,6 +147,7 @@ func BenchmarkImportManySmall(b *testing.B) {
 // importRound is one side-by-side run of BenchmarkImportManySmall.
 type importRound struct {
 	regsync, ferry, again runStats
+	base                  runStats // FERRY_BENCH_BASELINE_BIN's import, when set
 	images                int
 	first, regs, second   kinds
 }
@@ -157,6 +167,8 @@ func importManySmallRound(b *testing.B, bin, regsync, bundlePath string, src *ha
 	}
 	var r importRound
 	if ferryFirst {
+		// The baseline goes first where ferry does, last where it does not.
+		r.base = baselineImport(b, args, fdst, users)
 		r.ferry = timedRun(b, bin, args...)
 	}
 	r.regsync = timedRun(b, regsync, "once", "-v", "error", "-c", conf)
@@ -175,7 +187,25 @@ func importManySmallRound(b *testing.B, bin, regsync, bundlePath string, src *ha
 	r.regs = requestKinds(rdst.Requests())
 	r.again = timedRun(b, bin, args...)
 	r.second = requestKinds(fdst.Requests()).minus(r.first)
+	if !ferryFirst {
+		r.base = baselineImport(b, args, fdst, users)
+	}
 	return r
+}
+
+// baselineImport runs FERRY_BENCH_BASELINE_BIN's import (another ferry,
+// say without a change) into a third empty target: with and without the
+// change in the same round, same yardstick. Zero when it is not set.
+func baselineImport(b *testing.B, args []string, fdst *harness.Registry, users map[string]string) runStats {
+	b.Helper()
+	base := os.Getenv("FERRY_BENCH_BASELINE_BIN")
+	if base == "" {
+		return runStats{}
+	}
+	bdst := harness.StartRegistry(b, harness.RegistryOptions{TLS: true, Users: users})
+	bargs := slices.Clone(args)
+	bargs[slices.Index(bargs, fdst.Host)], bargs[slices.Index(bargs, fdst.CAFile)] = bdst.Host, bdst.CAFile
+	return timedRun(b, base, bargs...)
 }
 
 func median(xs []float64) float64 {

@@ -359,6 +359,18 @@ func TestImportCorruptLayer(t *testing.T) {
 	if _, err := remote.Head(dst.Ref(t, "mirror/spaceone/console@"+victim.Digest), dst.RemoteOptions(robot)...); err == nil {
 		t.Error("the image with the corrupt layer got its manifest")
 	}
+	// The layer is hashed as it streams: its upload is cut, and the
+	// registry holds nothing under its digest.
+	req, _ := http.NewRequest(http.MethodHead, dst.URL+"/v2/mirror/spaceone/console/blobs/"+bad.String(), nil)
+	req.SetBasicAuth(robot, robotPW)
+	resp, err := (&http.Client{Transport: dst.Transport()}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("HEAD of the corrupt layer in the target: %s, want 404", resp.Status)
+	}
 	var others []string
 	for _, ref := range impRefs {
 		if ref != "spaceone/console:1.11.0" {
