@@ -115,6 +115,9 @@ func TestInventoryHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if stdout, _, code := harness.Run(t, bin, "inspect", delta); code != 0 || !strings.Contains(stdout, "cut against inventory "+rec.Have[0].ID) {
+		t.Errorf("inspect does not name the inventory the bundle was cut against: exit %d\n%s", code, stdout)
+	}
 	if len(rec.Images) != 1 || rec.Images[0].Digest != added[0].Digest {
 		t.Fatalf("bundle images: %+v", rec.Images)
 	}

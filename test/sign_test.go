@@ -70,6 +70,9 @@ func TestSignedBundle(t *testing.T) {
 	if len(names) < 4 || strings.Join(names[:4], " ") != "oci-layout index.json ferry.json ferry.sig" {
 		t.Fatalf("entries %v: want oci-layout index.json ferry.json ferry.sig first", names)
 	}
+	if stdout, _, code := harness.Run(t, bin, "inspect", "--json", out); code != 0 || !strings.Contains(stdout, `"signed": true`) {
+		t.Errorf("inspect --json of a signed bundle: exit %d\n%s", code, stdout)
+	}
 
 	// ferry verify --trust-key: OK; any of several keys may match.
 	stdout, stderr, code = harness.Run(t, bin, "verify", out, "--trust-key", other+".pub", "--trust-key", pub)
@@ -125,6 +128,9 @@ func TestSignedBundle(t *testing.T) {
 	}
 	if _, err := os.Stat(unsigned + ".sig"); !os.IsNotExist(err) {
 		t.Fatalf("unsigned export wrote a .sig: %v", err)
+	}
+	if stdout, _, code := harness.Run(t, bin, "inspect", unsigned); code != 0 || !strings.Contains(stdout, "not signed") {
+		t.Errorf("inspect of an unsigned bundle: exit %d\n%s", code, stdout)
 	}
 	_, stderr, code = harness.Run(t, bin, "import", unsigned, "--to", dst.Host, "--trust-key", pub)
 	if code != 1 || !strings.Contains(stderr, "unsigned") || !strings.Contains(stderr, unsigned) {

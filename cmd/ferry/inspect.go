@@ -22,9 +22,18 @@ type inspectImage struct {
 	Kind           string   `json:"kind,omitempty"` // "helm-chart" for a Helm chart
 }
 
+// inspectHave is an inventory the bundle was cut against (export --have).
+type inspectHave struct {
+	ID      string `json:"id"`
+	Target  string `json:"target"` // REGISTRY[/PREFIX]: the one place it may be imported
+	Created string `json:"created"`
+}
+
 type inspectOutput struct {
 	ID            string         `json:"id"`
 	Base          string         `json:"base,omitempty"`
+	Signed        bool           `json:"signed"` // carries ferry.sig (check it with verify --trust-key)
+	Have          []inspectHave  `json:"have,omitempty"`
 	Created       string         `json:"created"`
 	FerryVersion  string         `json:"ferryVersion"`
 	FormatVersion int            `json:"formatVersion"`
@@ -69,6 +78,14 @@ func newInspectCmd(e *env) *cobra.Command {
 			if out.Base != "" {
 				fmt.Fprintf(e.stdout, "delta of bundle %s\n", out.Base)
 			}
+			for _, h := range out.Have {
+				fmt.Fprintf(e.stdout, "cut against inventory %s of %s (taken %s): import only into %s\n", h.ID, h.Target, h.Created, h.Target)
+			}
+			if out.Signed {
+				fmt.Fprintln(e.stdout, "signed (ferry.sig): check with ferry verify --trust-key KEY.pub")
+			} else {
+				fmt.Fprintln(e.stdout, "not signed")
+			}
 			fmt.Fprintf(e.stdout, "%s, %s, %s, %s stored, %s saved by deduplication\n",
 				plural(len(r.Record().Images), "image"), plural(out.Tags, "tag"), plural(out.UniqueBlobs, "unique blob"), units.Bytes(out.Bytes), units.Bytes(out.SavedByDedup))
 			return nil
@@ -81,7 +98,15 @@ func newInspectCmd(e *env) *cobra.Command {
 func describeBundle(r *bundle.Reader) *inspectOutput {
 	rec := r.Record()
 	out := &inspectOutput{ID: rec.ID, Base: rec.Base, Created: rec.Created.Format("2006-01-02T15:04:05Z07:00"),
-		FerryVersion: rec.FerryVersion, FormatVersion: rec.FormatVersion, Images: []inspectImage{}, FileSize: r.Size()}
+		FerryVersion: rec.FerryVersion, FormatVersion: rec.FormatVersion, Images: []inspectImage{}, FileSize: r.Size(),
+		Signed: r.Signed()}
+	for _, h := range rec.Have {
+		target := h.Registry
+		if h.Prefix != "" {
+			target += "/" + h.Prefix
+		}
+		out.Have = append(out.Have, inspectHave{ID: h.ID, Target: target, Created: h.Created.Format("2006-01-02T15:04:05Z07:00")})
+	}
 	for _, im := range rec.Images {
 		out.Tags += len(im.Tags)
 		out.LogicalBytes += im.Size
