@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ferry-airgap/ferry/internal/atomicfile"
+	"github.com/ferry-airgap/ferry/internal/defaults"
 )
 
 // BlobKind orders blobs inside the bundle: manifests, then configs, then layers.
@@ -245,7 +246,7 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 
 // newWriteOptions applies opts over the defaults.
 func newWriteOptions(opts []WriteOption) (*writeOptions, error) {
-	o := &writeOptions{jobs: 4, logger: slog.New(slog.DiscardHandler), progress: ProgressFunc(func(Event) {})}
+	o := &writeOptions{jobs: defaults.Jobs, logger: slog.New(slog.DiscardHandler), progress: ProgressFunc(func(Event) {})}
 	for _, opt := range opts {
 		opt(o)
 	}

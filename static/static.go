@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/defaults"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/serve"
 )
@@ -56,7 +57,7 @@ func WithProgress(p bundle.Progress) Option { return func(o *options) { o.progre
 func WithNginx(n Nginx) Option { return func(o *options) { o.nginx = n } }
 
 // DefaultJobs is how many blobs Unpack writes at once unless told.
-const DefaultJobs = 4
+const DefaultJobs = defaults.Jobs
 
 // Summary says what Unpack did.
 type Summary struct {

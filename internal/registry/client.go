@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/ferry-airgap/ferry/internal/defaults"
 	"github.com/ferry-airgap/ferry/internal/names"
 )
 
@@ -42,7 +43,7 @@ type RetryPolicy struct {
 
 // DefaultJobs is how many transfers run in parallel when a command's
 // --jobs (or a library's Jobs option) is not set.
-const DefaultJobs = 4
+const DefaultJobs = defaults.Jobs
 
 // Defaults for RetryPolicy.
 const (
