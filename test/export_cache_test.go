@@ -34,11 +34,18 @@ type cacheSummary struct {
 
 func runExportJSON(t *testing.T, bin string, args ...string) cacheSummary {
 	t.Helper()
+	return runExport[cacheSummary](t, bin, args...)
+}
+
+// runExport runs ferry export --json -q with args, fails the test unless
+// it exits 0, and decodes its summary into T (the fields a test reads).
+func runExport[T any](t *testing.T, bin string, args ...string) T {
+	t.Helper()
 	stdout, stderr, code := harness.Run(t, bin, append([]string{"export", "--json", "-q"}, args...)...)
 	if code != 0 {
 		t.Fatalf("export exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	var s cacheSummary
+	var s T
 	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 		t.Fatalf("summary: %v\n%s", err, stdout)
 	}

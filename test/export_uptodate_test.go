@@ -3,7 +3,6 @@
 package test
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,15 +25,7 @@ type upToDateSummary struct {
 
 func exportUpToDate(t *testing.T, bin string, args ...string) upToDateSummary {
 	t.Helper()
-	stdout, stderr, code := harness.Run(t, bin, append([]string{"export", "--json", "-q"}, args...)...)
-	if code != 0 {
-		t.Fatalf("export exit %d\n%s\n%s", code, stdout, stderr)
-	}
-	var s upToDateSummary
-	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
-		t.Fatalf("summary: %v\n%s", err, stdout)
-	}
-	return s
+	return runExport[upToDateSummary](t, bin, args...)
 }
 
 // fileID is what "untouched" means: the same inode, size, mtime and ctime.
