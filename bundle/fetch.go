@@ -60,8 +60,7 @@ func (s *placeSink) Write(p []byte) (int, error) {
 	if s.h != nil {
 		s.h.Write(p[:m])
 	}
-	s.e.written.Add(int64(m))
-	s.fh.poke()
+	s.fh.placed(s.e, int64(m))
 	_, _ = s.pw.Write(p[:m])
 	if err != nil {
 		return m, fmt.Errorf("writing bundle: %w", err)
@@ -76,6 +75,7 @@ func (s *placeSink) Reset() error {
 	}
 	s.pw.n, s.pw.last = 0, 0
 	s.e.written.Store(0)
+	s.e.flushed.Store(0)
 	s.fh.rewind(s.e.dataOffset())
 	s.n = 0
 	if s.h != nil {
@@ -113,8 +113,7 @@ func (s *placeSink) CopyFrom(ctx context.Context, src *os.File, off, n int64) er
 		s.n += m
 		off += m
 		n -= m
-		s.e.written.Add(m)
-		s.fh.poke()
+		s.fh.placed(s.e, m)
 		s.pw.n += m
 		if s.pw.n-s.pw.last >= 256<<10 {
 			s.pw.flush()

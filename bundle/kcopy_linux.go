@@ -32,3 +32,18 @@ func kernelCopy(vs *volumeSet, src *os.File, off, dstOff, n int64) (int64, error
 	}
 	return done, nil
 }
+
+// writeback asks the kernel to start writing n bytes from off (counted
+// across volumes) to disk, without waiting for it: the final fsync then
+// has little left to do. Errors are left to that fsync.
+func (v *volumeSet) writeback(off, n int64) {
+	for n > 0 {
+		i, in := v.locate(off)
+		m := min(n, v.partSize(i)-in)
+		if m <= 0 {
+			return
+		}
+		_ = unix.SyncFileRange(int(v.files[i].Fd()), in, m, unix.SYNC_FILE_RANGE_WRITE)
+		off, n = off+m, n-m
+	}
+}

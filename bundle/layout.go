@@ -24,6 +24,7 @@ type entry struct {
 	blob   *PlannedBlob // streamed content, or nil
 
 	written atomic.Int64 // streamed bytes in place so far
+	flushed atomic.Int64 // of those, how many the kernel was told to write out
 	done    atomic.Bool  // all bytes in place and verified
 }
 

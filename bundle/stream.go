@@ -72,7 +72,7 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	}
 	o.progress.Event(Event{Kind: EventPlanned, Total: streamTotal})
 
-	fh := &frontierHasher{r: dst, total: total, part: dst.part, streamed: streamed, notify: make(chan struct{}, 1), abort: make(chan struct{})}
+	fh := &frontierHasher{r: dst, vs: dst, total: total, part: dst.part, streamed: streamed, notify: make(chan struct{}, 1), abort: make(chan struct{})}
 	hashed := make(chan error, 1)
 	go func() { hashed <- fh.run(ctx) }()
 
@@ -106,6 +106,7 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 // end of the contiguous prefix that is final.
 type frontierHasher struct {
 	r        io.ReaderAt
+	vs       *volumeSet // the files, told to write out what is in place
 	total    int64
 	part     int64    // volume size: a new sum starts at each multiple
 	streamed []*entry // in file order
@@ -314,9 +315,27 @@ type placeWriter struct {
 
 func (pw *placeWriter) Write(b []byte) (int, error) {
 	n, err := pw.w.Write(b)
-	pw.e.written.Add(int64(n))
-	pw.fh.poke()
+	pw.fh.placed(pw.e, int64(n))
 	return n, err
+}
+
+// writebackChunk is how many bytes of a blob are written into the page
+// cache before the kernel is asked to start writing them to disk.
+const writebackChunk = 8 << 20
+
+// placed records that n more bytes of e are in place: the checksum may
+// follow them, and every writebackChunk bytes the kernel starts writing
+// them out (sync_file_range), so that the disk works while the blobs
+// arrive and the final fsync finds little left to write. Without it a
+// large bundle sits in the page cache until that fsync and the export
+// takes the download's time plus the whole flush.
+func (fh *frontierHasher) placed(e *entry, n int64) {
+	w := e.written.Add(n)
+	fh.poke()
+	if f := e.flushed.Load(); w-f >= writebackChunk && fh.vs != nil {
+		fh.vs.writeback(e.dataOffset()+f, w-f)
+		e.flushed.Store(w)
+	}
 }
 
 // Errors for content that does not match its descriptor.

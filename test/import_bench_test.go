@@ -99,10 +99,7 @@ func BenchmarkImportManySmall(b *testing.B) {
 	b.Logf("verification pass alone (ferry verify): wall %.2fs, CPU %.2fs", vst.wall.Seconds(), vst.cpu.Seconds())
 	b.Setenv("FERRY_PASSWORD", robotPW)
 	b.Setenv("HOME", dir) // no docker config of the machine's user, for either tool
-	rounds := 3
-	if v := os.Getenv("FERRY_BENCH_ROUNDS"); v != "" {
-		fmt.Sscan(v, &rounds)
-	}
+	rounds := benchRounds()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// Rounds alternate which tool goes first, and the ratio is of the
