@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-airgap/ferry/test/harness"
 )
@@ -113,6 +114,9 @@ func BenchmarkImportManySmall(b *testing.B) {
 			b.Logf("round %d: regsync %.2fs (CPU %.2fs, RSS %.1f MiB); ferry import %.2fs (CPU %.2fs, RSS %.1f MiB): ratio %.2f", round+1,
 				r.regsync.wall.Seconds(), r.regsync.cpu.Seconds(), float64(r.regsync.rss)/(1<<20),
 				r.ferry.wall.Seconds(), r.ferry.cpu.Seconds(), float64(r.ferry.rss)/(1<<20), r.ferry.wall.Seconds()/r.regsync.wall.Seconds())
+			b.Logf("round %d: registry CPU during regsync %.2fs target + %.2fs source (%.2f cores); during ferry %.2fs (%.2f cores)", round+1,
+				r.regsyncReg.Seconds(), r.regsyncSrc.Seconds(), (r.regsyncReg+r.regsyncSrc).Seconds()/r.regsync.wall.Seconds(),
+				r.ferryReg.Seconds(), r.ferryReg.Seconds()/r.ferry.wall.Seconds())
 			if r.base.wall > 0 {
 				bw = append(bw, r.base.wall.Seconds())
 				b.Logf("round %d: baseline ferry import %.2fs (CPU %.2fs, RSS %.1f MiB): ratio %.2f", round+1,
@@ -145,8 +149,11 @@ func BenchmarkImportManySmall(b *testing.B) {
 type importRound struct {
 	regsync, ferry, again runStats
 	base                  runStats // FERRY_BENCH_BASELINE_BIN's import, when set
-	images                int
-	first, regs, second   kinds
+	// CPU time of the registries during each tool's run: ferry's target;
+	// regsync's target and its source.
+	ferryReg, regsyncReg, regsyncSrc time.Duration
+	images                           int
+	first, regs, second              kinds
 }
 
 // importManySmallRound starts two empty targets, lets regsync copy the set
@@ -166,11 +173,13 @@ func importManySmallRound(b *testing.B, bin, regsync, bundlePath string, src *ha
 	if ferryFirst {
 		// The baseline goes first where ferry does, last where it does not.
 		r.base = baselineImport(b, args, fdst, users)
-		r.ferry = timedRun(b, bin, args...)
+		r.ferry, r.ferryReg = withCPU(fdst, func() runStats { return timedRun(b, bin, args...) })
 	}
-	r.regsync = timedRun(b, regsync, "once", "-v", "error", "-c", conf)
+	s0 := src.CPU()
+	r.regsync, r.regsyncReg = withCPU(rdst, func() runStats { return timedRun(b, regsync, "once", "-v", "error", "-c", conf) })
+	r.regsyncSrc = src.CPU() - s0
 	if !ferryFirst {
-		r.ferry = timedRun(b, bin, args...)
+		r.ferry, r.ferryReg = withCPU(fdst, func() runStats { return timedRun(b, bin, args...) })
 	}
 	var sum importSummary
 	if err := json.Unmarshal([]byte(r.ferry.stdout), &sum); err != nil {
@@ -188,6 +197,14 @@ func importManySmallRound(b *testing.B, bin, regsync, bundlePath string, src *ha
 		r.base = baselineImport(b, args, fdst, users)
 	}
 	return r
+}
+
+// withCPU runs f and returns what it returns and the CPU time reg used
+// meanwhile.
+func withCPU(reg *harness.Registry, f func() runStats) (runStats, time.Duration) {
+	c0 := reg.CPU()
+	st := f()
+	return st, reg.CPU() - c0
 }
 
 // baselineImport runs FERRY_BENCH_BASELINE_BIN's import (another ferry,

@@ -73,6 +73,9 @@ type Registry struct {
 	Requests func() []Request
 	// TokenRequests returns the calls to the token issuer (TokenAuth only).
 	TokenRequests func() []TokenRequest
+	// CPU returns the CPU time (user and system) the registry process has
+	// used so far; nil in process, 0 where the system does not tell.
+	CPU func() time.Duration
 }
 
 // TLS reports whether the registry speaks HTTPS.
@@ -172,6 +175,8 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	if opts.AccessLog {
 		reg.Requests = proc.out.requests
 	}
+	pid := proc.cmd.Process.Pid
+	reg.CPU = func() time.Duration { return processCPU(pid) }
 	if front != nil {
 		front.forwardTo(backendURL)
 		reg.URL = front.srv.URL
