@@ -11,57 +11,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// pushBlobs runs every blob task under the one jobs limit.
-func (p *pusher) pushBlobs(ctx context.Context) error {
-	p.plan()
-	var total int64
-	for _, t := range p.order {
-		if t.primary == nil {
-			total += t.size
-		}
-	}
-	p.o.Progress.Event(bundle.Event{Kind: bundle.EventPlanned, Total: total})
-	g := errgroup.Group{}
-	g.SetLimit(p.o.Jobs)
-	for _, t := range p.order {
-		if ctx.Err() != nil {
-			break
-		}
-		g.Go(func() error {
-			defer close(t.done)
-			t.err = p.ensureBlob(ctx, t)
-			if t.err != nil && t.primary == nil {
-				p.o.Progress.Event(bundle.Event{Kind: bundle.EventBlobFailed, Digest: t.digest, Err: t.err})
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	// Every blob task is done: say how much each over-quota project lacks
-	// before the errors are wrapped into the images' failures.
-	for proj, q := range p.quota {
-		q.Needed = p.stillNeeded(proj)
-	}
-	for _, im := range p.live() {
-		for _, t := range p.blobsOf(im) {
-			if t.how == "uploaded" || t.how == "mounted" {
-				im.upload += t.size
-			}
-			var de *damagedError
-			switch {
-			case errors.As(t.err, &de):
-				im.fail(t.digest.String(), t.err) // names the blob already
-			case t.err != nil:
-				im.fail(t.digest.String(), fmt.Errorf("blob %s: %w", t.digest, t.err))
-			}
-		}
-	}
-	return nil
-}
-
 // ensureBlob makes t's blob present in t's repository in as few requests
 // as the registry allows. A blob another repository of this import holds
 // (its primary's) is mounted from there: one request. Any other blob is

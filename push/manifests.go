@@ -2,37 +2,11 @@ package push
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/oci"
-	"golang.org/x/sync/errgroup"
 )
-
-// pushManifests pushes, per image, child manifests by digest, then the
-// image's own manifest or index once per tag (by digest only when it has
-// no tag to set): the tag appears only when everything under it exists,
-// and the manifest is not sent twice.
-func (p *pusher) pushManifests(ctx context.Context) error {
-	g := errgroup.Group{}
-	g.SetLimit(p.o.Jobs)
-	for _, im := range p.live() {
-		g.Go(func() error {
-			if err := p.pushImage(ctx, im); err != nil {
-				var me *manifestError
-				if errors.As(err, &me) {
-					im.fail(me.digest, err)
-				} else {
-					im.fail("", err)
-				}
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	return ctx.Err()
-}
 
 type manifestError struct {
 	digest string
@@ -42,6 +16,10 @@ type manifestError struct {
 func (e *manifestError) Error() string { return e.err.Error() }
 func (e *manifestError) Unwrap() error { return e.err }
 
+// pushImage pushes im's child manifests by digest, then its own manifest
+// or index once per tag (by digest only when it has no tag to set): the
+// tag appears only when everything under it exists, and the manifest is
+// not sent twice.
 func (p *pusher) pushImage(ctx context.Context, im *image) error {
 	rc, err := p.repo(ctx, im.repo)
 	if err != nil {

@@ -332,13 +332,13 @@ func (p *pusher) run(ctx context.Context) error {
 	return nil
 }
 
-// transfer pushes blobs, then manifests (after proving push access); in a
-// dry run it only asks the target what it lacks.
+// transfer pushes blobs and, per image once its blobs are in, manifests
+// and tags (after proving push access); in a dry run it only asks the target what it lacks.
 func (p *pusher) transfer(ctx context.Context) error {
 	if p.o.DryRun {
 		return p.dryRunBlobs(ctx)
 	}
-	for _, step := range []func(context.Context) error{p.checkPush, p.pushBlobs, p.pushManifests} {
+	for _, step := range []func(context.Context) error{p.checkPush, p.pushAll} {
 		if err := step(ctx); err != nil {
 			return err
 		}

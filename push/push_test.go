@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -791,5 +793,48 @@ func TestPushCorruptSharedBlob(t *testing.T) {
 		if needs && !strings.Contains(im.Error, "copy it again") {
 			t.Errorf("%s: error does not say what to do: %s", im.Repository, im.Error)
 		}
+	}
+}
+
+// TestPushImagesDoNotWaitForEachOther: an image's manifests and tags go
+// as soon as its own blobs are in place. While the upload of one image's
+// layer is held, other images are completed and tagged; the held image
+// is tagged only after its layer arrived.
+func TestPushImagesDoNotWaitForEachOther(t *testing.T) {
+	path, _ := testBundle(t)
+	d, held := uniqueLayer(t, path)
+	tg := newTarget(t)
+	tagged := make(chan struct{})
+	var once sync.Once
+	tg.refuse = func(r *http.Request) int {
+		_, kind, _ := split(r.URL.Path)
+		switch {
+		case kind == "manifests" && r.Method == http.MethodPut:
+			once.Do(func() { close(tagged) })
+		case kind == "uploads" && r.Method == http.MethodPut && r.URL.Query().Get("digest") == d.String():
+			select {
+			case <-tagged:
+			case <-time.After(10 * time.Second):
+				t.Errorf("no manifest was put while the upload of %s (image %s) was held", d, held.Target)
+			}
+		}
+		return 0
+	}
+	sum, err := run(t, path, tg.host+"/m", nil)
+	if err != nil {
+		t.Fatalf("push: %v\n%+v", err, sum)
+	}
+	uploaded := false
+	for _, r := range tg.requests() {
+		repo, kind, ref := split(r.Path)
+		switch {
+		case kind == "uploads" && r.Method == http.MethodPut && strings.Contains(r.Query, d.Hex):
+			uploaded = true
+		case kind == "manifests" && r.Method == http.MethodPut && repo == "m/"+held.Target && slices.Contains(held.Tags, ref) && !uploaded:
+			t.Errorf("%s %s before its layer %s was uploaded", r.Method, r.Path, d)
+		}
+	}
+	if !uploaded {
+		t.Errorf("layer %s was not uploaded", d)
 	}
 }
