@@ -112,7 +112,7 @@ func (c *Client) fetchBlob(ctx context.Context, g blobGetter, d v1.Hash, size in
 			return err
 		}
 		bp := copyBufs.Get().(*[]byte)
-		_, err = io.CopyBuffer(sink, vr, *bp)
+		err = copyHashing(sink, vr, *bp)
 		copyBufs.Put(bp)
 		_ = body.Close()
 		if err == nil {
@@ -182,6 +182,29 @@ func (c *Client) getBlob(ctx context.Context, g blobGetter, d v1.Hash) (io.ReadC
 	return resp.Body, nil
 }
 
+// copyHashing copies vr into sink, hashing each chunk on another goroutine
+// while the sink writes it: a large blob then costs the time of its hash,
+// not of its hash plus its write. The chunk is only read (by both) until
+// the next Read, which waits for its hash before it reuses buf.
+func copyHashing(sink io.Writer, vr *verifier, buf []byte) error {
+	vr.hashBehind()
+	defer vr.stopHashing()
+	for {
+		n, err := vr.Read(buf)
+		if n > 0 {
+			if _, werr := sink.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // verifier passes at most size bytes through and checks size and digest
 // at the end; read errors become *BlobError naming the bytes received.
 type verifier struct {
@@ -192,6 +215,49 @@ type verifier struct {
 	size   int64
 	n      int64
 	failed error
+	// With hashBehind, each chunk is hashed on another goroutine: Read
+	// hands it over and returns, the next Read waits for it first.
+	chunks  chan []byte
+	hashed  chan struct{}
+	pending bool
+}
+
+// hashBehind makes v hash on its own goroutine until stopHashing. The
+// caller must not change what a Read returned before its next Read (an
+// io.Reader may normally expect that), which is why only copyHashing uses
+// it.
+func (v *verifier) hashBehind() {
+	v.chunks, v.hashed = make(chan []byte), make(chan struct{})
+	go func() {
+		for c := range v.chunks {
+			v.h.Write(c)
+			v.hashed <- struct{}{}
+		}
+	}()
+}
+
+// waitHash waits until the last chunk handed over is hashed.
+func (v *verifier) waitHash() {
+	if v.pending {
+		<-v.hashed
+		v.pending = false
+	}
+}
+
+func (v *verifier) stopHashing() {
+	v.waitHash()
+	close(v.chunks)
+}
+
+func (v *verifier) hash(p []byte) {
+	if v.chunks == nil {
+		v.h.Write(p)
+		return
+	}
+	if len(p) > 0 {
+		v.chunks <- p
+		v.pending = true
+	}
 }
 
 func newVerifier(r io.Reader, host string, d v1.Hash, size int64) (*verifier, error) {
@@ -216,6 +282,7 @@ func (v *verifier) fail(err error) error {
 }
 
 func (v *verifier) Read(p []byte) (int, error) {
+	v.waitHash()
 	if v.failed != nil {
 		return 0, v.failed
 	}
@@ -239,7 +306,7 @@ func (v *verifier) Read(p []byte) (int, error) {
 	}
 	m, err := v.r.Read(p)
 	v.n += int64(m)
-	v.h.Write(p[:m])
+	v.hash(p[:m])
 	switch {
 	case err == io.EOF && v.n < v.size:
 		return m, v.fail(mismatch("the body ended at %d of %d bytes", v.n, v.size))
