@@ -192,8 +192,10 @@ func copyHashing(sink io.Writer, vr *verifier, buf []byte) error {
 	for {
 		n, err := vr.Read(buf)
 		if n > 0 {
-			if _, werr := sink.Write(buf[:n]); werr != nil {
+			if w, werr := sink.Write(buf[:n]); werr != nil {
 				return werr
+			} else if w < n {
+				return io.ErrShortWrite
 			}
 		}
 		if err == io.EOF {
