@@ -8,34 +8,26 @@ import (
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
-func TestDockerHubNormalization(t *testing.T) {
-	tests := []struct {
-		host      string
-		canonical string
-		hub       bool
-	}{
-		{"docker.io", "docker.io", true},
-		{"index.docker.io", "docker.io", true},
-		{"registry-1.docker.io", "docker.io", true},
-		{"registry.hub.docker.com", "docker.io", true},
-		{"Registry.Hub.Docker.COM", "docker.io", true},
-		{" docker.io ", "docker.io", true},
-		{"hub.docker.com", "hub.docker.com", false}, // the web site, not a registry
-		{"docker.io:443", "docker.io", true},        // the default https port names the same registry
-		{"harbor.local:443", "harbor.local", false},
-		{"Harbor.Example.com:8443", "harbor.example.com:8443", false},
-		{"localhost:5000", "localhost:5000", false},
-		{"quay.io", "quay.io", false},
-		{"harbor.local/Team", "harbor.local/Team", false},          // a path after the host is kept
-		{"registry.hub.docker.com/myorg", "docker.io/myorg", true}, // a host with a path prefix
-		{"", "", false},
+// TestCanonicalRegistry: a task's registry is its host made canonical by
+// names.CanonicalHost (whose own test holds the host rules: Docker Hub's
+// aliases, ports, case) with any path after it kept as written.
+func TestCanonicalRegistry(t *testing.T) {
+	tests := []struct{ registry, want string }{
+		{"Registry.Hub.Docker.COM", "docker.io"},
+		{" docker.io:443 ", "docker.io"},
+		{"Harbor.Example.com:8443", "harbor.example.com:8443"},
+		{"harbor.local/Team", "harbor.local/Team"},           // a path after the host is kept
+		{"registry.hub.docker.com/myorg", "docker.io/myorg"}, // a host with a path prefix
+		{" harbor.local:443/a/b ", "harbor.local/a/b"},
+		{"", ""},
 	}
 	for _, tt := range tests {
-		if got := mapping.CanonicalRegistry(tt.host); got != tt.canonical {
-			t.Errorf("CanonicalRegistry(%q) = %q, want %q", tt.host, got, tt.canonical)
+		if got := mapping.CanonicalRegistry(tt.registry); got != tt.want {
+			t.Errorf("CanonicalRegistry(%q) = %q, want %q", tt.registry, got, tt.want)
 		}
-		if got := names.IsDockerHub(tt.host); got != tt.hub {
-			t.Errorf("IsDockerHub(%q) = %v, want %v", tt.host, got, tt.hub)
+		host, _, _ := strings.Cut(strings.TrimSpace(tt.registry), "/")
+		if got, _, _ := strings.Cut(mapping.CanonicalRegistry(tt.registry), "/"); got != names.CanonicalHost(host) {
+			t.Errorf("CanonicalRegistry(%q) has host %q; names.CanonicalHost(%q) = %q", tt.registry, got, host, names.CanonicalHost(host))
 		}
 	}
 }
