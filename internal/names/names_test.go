@@ -60,19 +60,25 @@ func TestLibraryPath(t *testing.T) {
 	}
 }
 
-func TestValidRepository(t *testing.T) {
-	good := []string{"a", "redis", "library/redis", "cloudforet/spaceone/console", "a.b_c__d---e/f", "0/1", strings.Repeat("a", MaxNameLength)}
-	bad := []string{"", "Redis", "a//b", "/a", "a/", "a_", "_a", "a___b", "a..b", "a:b", "a@b", "a b", "../a", "a/../b", strings.Repeat("a", MaxNameLength+1)}
+// checkValid says which of good valid refuses and which of bad it accepts.
+func checkValid(t *testing.T, name string, valid func(string) bool, good, bad []string) {
+	t.Helper()
 	for _, s := range good {
-		if !ValidRepository(s) {
-			t.Errorf("ValidRepository(%q) = false", s)
+		if !valid(s) {
+			t.Errorf("%s(%q) = false", name, s)
 		}
 	}
 	for _, s := range bad {
-		if ValidRepository(s) {
-			t.Errorf("ValidRepository(%q) = true", s)
+		if valid(s) {
+			t.Errorf("%s(%q) = true", name, s)
 		}
 	}
+}
+
+func TestValidRepository(t *testing.T) {
+	good := []string{"a", "redis", "library/redis", "cloudforet/spaceone/console", "a.b_c__d---e/f", "0/1", strings.Repeat("a", MaxNameLength)}
+	bad := []string{"", "Redis", "a//b", "/a", "a/", "a_", "_a", "a___b", "a..b", "a:b", "a@b", "a b", "../a", "a/../b", strings.Repeat("a", MaxNameLength+1)}
+	checkValid(t, "ValidRepository", ValidRepository, good, bad)
 	if !ValidComponent("spaceone") || ValidComponent("a/b") || ValidComponent("") {
 		t.Error("ValidComponent accepts a path or refuses a component")
 	}
@@ -81,31 +87,13 @@ func TestValidRepository(t *testing.T) {
 func TestValidTag(t *testing.T) {
 	good := []string{"latest", "1.11.3", "v1.0.0-rc.1", "_x", "A", strings.Repeat("a", MaxTagLength)}
 	bad := []string{"", ".x", "-x", "a:b", "a/b", "a b", "a@b", strings.Repeat("a", MaxTagLength+1), "ümlaut"}
-	for _, s := range good {
-		if !ValidTag(s) {
-			t.Errorf("ValidTag(%q) = false", s)
-		}
-	}
-	for _, s := range bad {
-		if ValidTag(s) {
-			t.Errorf("ValidTag(%q) = true", s)
-		}
-	}
+	checkValid(t, "ValidTag", ValidTag, good, bad)
 }
 
 func TestValidHost(t *testing.T) {
 	good := []string{"docker.io", "localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000", "Harbor.Example.com"}
 	bad := []string{"", "https://x", "a/b", "-a.com", "a.com:", "a.com:123456", "a b"}
-	for _, s := range good {
-		if !ValidHost(s) {
-			t.Errorf("ValidHost(%q) = false", s)
-		}
-	}
-	for _, s := range bad {
-		if ValidHost(s) {
-			t.Errorf("ValidHost(%q) = true", s)
-		}
-	}
+	checkValid(t, "ValidHost", ValidHost, good, bad)
 }
 
 func TestLooksLikeHost(t *testing.T) {
