@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-airgap/ferry/internal/ctxio"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -175,7 +176,7 @@ func hashFile(ctx context.Context, path string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20)); err != nil {
+	if _, err := io.CopyBuffer(h, ctxio.Reader(ctx, f), make([]byte, 1<<20)); err != nil {
 		return "", fmt.Errorf("checksumming %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-airgap/ferry/internal/ctxio"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/errgroup"
 )
@@ -279,7 +280,7 @@ func streamBlob(ctx context.Context, f io.WriterAt, e *entry, buf []byte, fh *fr
 	h := sha256.New()
 	placed := &placeWriter{w: io.NewOffsetWriter(f, e.dataOffset()), e: e, fh: fh}
 	pw := &progressWriter{w: io.MultiWriter(placed, h), h: b.Digest, p: p}
-	n, err := io.CopyBuffer(pw, io.LimitReader(ctxReader{ctx, rc}, b.Size), buf)
+	n, err := io.CopyBuffer(pw, io.LimitReader(ctxio.Reader(ctx, rc), b.Size), buf)
 	pw.flush()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -343,15 +344,3 @@ var (
 	ErrDigestMismatch = errors.New("digest mismatch")
 	ErrShortBlob      = errors.New("blob shorter than its descriptor")
 )
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ferry-airgap/ferry/internal/ctxio"
 	"github.com/ferry-airgap/ferry/internal/names"
 	"github.com/ferry-airgap/ferry/internal/oci"
 )
@@ -262,7 +263,7 @@ func (r *Reader) hashBlob(ctx context.Context, h v1.Hash, p Progress) error {
 	}
 	hs := sha256.New()
 	pw := &progressWriter{w: hs, h: h, p: p}
-	if _, err := io.CopyBuffer(pw, ctxReader{ctx, sr}, make([]byte, 1<<20)); err != nil {
+	if _, err := io.CopyBuffer(pw, ctxio.Reader(ctx, sr), make([]byte, 1<<20)); err != nil {
 		return fmt.Errorf("%w: reading: %v", ErrCorrupt, err)
 	}
 	pw.flush()

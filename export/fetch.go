@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/ctxio"
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
@@ -101,22 +102,10 @@ func copyFromCache(ctx context.Context, w bundle.Sink, src blobSource, d v1.Desc
 // sameDigest reads r to its end and reports whether its SHA-256 is h.
 func sameDigest(ctx context.Context, r io.Reader, h v1.Hash) bool {
 	sum := sha256.New()
-	if _, err := io.CopyBuffer(sum, ctxReader{ctx, r}, make([]byte, 1<<20)); err != nil {
+	if _, err := io.CopyBuffer(sum, ctxio.Reader(ctx, r), make([]byte, 1<<20)); err != nil {
 		return false
 	}
 	return hex.EncodeToString(sum.Sum(nil)) == h.Hex
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // countingSink counts bytes received from a registry.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/ctxio"
 	"github.com/ferry-airgap/ferry/internal/defaults"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/serve"
@@ -344,7 +345,7 @@ func writeBlob(ctx context.Context, t *tree, rd *bundle.Reader, h v1.Hash, p bun
 		return 0, err
 	}
 	defer blob.Close()
-	r := ctxReader{ctx, blob}
+	r := ctxio.Reader(ctx, blob)
 	dst, _ := t.abs(storeRel(h))
 	tmp := tempName(dst)
 	var n int64

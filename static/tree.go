@@ -20,6 +20,7 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/atomicfile"
+	"github.com/ferry-airgap/ferry/internal/ctxio"
 )
 
 // Where things live inside DIR.
@@ -227,7 +228,7 @@ func (t *tree) hashed(ctx context.Context, rel string, h v1.Hash, size int64) (b
 	if err != nil || !st.Mode().IsRegular() || st.Size() != size {
 		return false, nil
 	}
-	if _, err := io.Copy(io.Discard, ctxReader{ctx, bundle.NewVerifier(f, h, size)}); err != nil {
+	if _, err := io.Copy(io.Discard, ctxio.Reader(ctx, bundle.NewVerifier(f, h, size))); err != nil {
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
@@ -235,19 +236,6 @@ func (t *tree) hashed(ctx context.Context, rel string, h v1.Hash, size int64) (b
 	}
 	t.record(rel, stampOf(st, h))
 	return true, nil
-}
-
-// ctxReader stops a long copy once its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func (t *tree) record(rel string, s stamp) {
@@ -355,7 +343,7 @@ func copyFile(ctx context.Context, src, dst string, h v1.Hash, size int64) error
 		return err
 	}
 	defer in.Close()
-	return writeNew(dst, ctxReader{ctx, bundle.NewVerifier(in, h, size)}, nil)
+	return writeNew(dst, ctxio.Reader(ctx, bundle.NewVerifier(in, h, size)), nil)
 }
 
 // writeNew writes r to a new file at p (mode 0644), synced; it removes
