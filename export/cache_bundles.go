@@ -55,6 +55,7 @@ type fileStamp struct {
 type partialNote struct {
 	Output string `json:"output"` // absolute
 	File   string `json:"file"`
+	note   string // the note's own path (not stored)
 }
 
 // blobSource is a place a blob's bytes can be copied from.
@@ -90,14 +91,7 @@ func (c *Cache) loadBundles() {
 			c.byBlob[hexpart] = append(c.byBlob[hexpart], blobSource{path: rec.Path, off: loc[0], trusted: true, stamp: rec.Stamp})
 		}
 	}
-	notes, _ := os.ReadDir(filepath.Join(c.dir, "partial"))
-	for _, e := range notes {
-		note := filepath.Join(c.dir, "partial", e.Name())
-		var p partialNote
-		if !readJSON(note, &p) {
-			_ = os.Remove(note)
-			continue
-		}
+	for _, p := range c.partials() {
 		blobs, err := bundle.PartialBlobs(p.File)
 		if err != nil {
 			continue // gone, or still being created: cleanPartials decides
@@ -222,14 +216,7 @@ func (c *Cache) cleanPartials(output string) {
 		return
 	}
 	abs, _ := filepath.Abs(output)
-	notes, _ := os.ReadDir(filepath.Join(c.dir, "partial"))
-	for _, e := range notes {
-		note := filepath.Join(c.dir, "partial", e.Name())
-		var p partialNote
-		if !readJSON(note, &p) {
-			_ = os.Remove(note)
-			continue
-		}
+	for _, p := range c.partials() {
 		if p.Output != abs {
 			unlock, err := lockOutput(p.Output)
 			if err != nil {
@@ -240,8 +227,26 @@ func (c *Cache) cleanPartials(output string) {
 		if strings.Contains(filepath.Base(p.File), ".tmp-") {
 			_ = os.Remove(p.File)
 		}
-		_ = os.Remove(note)
+		_ = os.Remove(p.note)
 	}
+}
+
+// partials reads the notes of unfinished bundles; a note that cannot be
+// read is removed.
+func (c *Cache) partials() []partialNote {
+	var out []partialNote
+	entries, _ := os.ReadDir(filepath.Join(c.dir, "partial"))
+	for _, e := range entries {
+		note := filepath.Join(c.dir, "partial", e.Name())
+		var p partialNote
+		if !readJSON(note, &p) {
+			_ = os.Remove(note)
+			continue
+		}
+		p.note = note
+		out = append(out, p)
+	}
+	return out
 }
 
 func readJSON(path string, v any) bool {
