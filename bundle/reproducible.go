@@ -52,9 +52,7 @@ func canonicalPlan(plan *Plan) *Plan {
 	out := *plan
 	out.Images = slices.Clone(plan.Images)
 	for i := range out.Images {
-		tags := slices.Clone(out.Images[i].Tags)
-		slices.Sort(tags)
-		out.Images[i].Tags = slices.Compact(tags)
+		out.Images[i].Tags = sortedTags(out.Images[i].Tags)
 	}
 	slices.SortStableFunc(out.Images, func(a, b PlannedImage) int {
 		return cmp.Or(cmp.Compare(a.Target, b.Target), cmp.Compare(a.Digest, b.Digest))
@@ -70,9 +68,7 @@ func canonicalPlan(plan *Plan) *Plan {
 	if plan.BaseImages != nil {
 		out.BaseImages = slices.Clone(plan.BaseImages)
 		for i := range out.BaseImages {
-			tags := slices.Clone(out.BaseImages[i].Tags)
-			slices.Sort(tags)
-			out.BaseImages[i].Tags = slices.Compact(tags)
+			out.BaseImages[i].Tags = sortedTags(out.BaseImages[i].Tags)
 		}
 		slices.SortStableFunc(out.BaseImages, func(a, b BaseImage) int {
 			return cmp.Or(cmp.Compare(a.Target, b.Target), cmp.Compare(a.Digest, b.Digest))
@@ -94,4 +90,11 @@ func contentID(rec *Record) string {
 	}
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:16])
+}
+
+// sortedTags returns a sorted copy of tags without duplicates.
+func sortedTags(tags []string) []string {
+	out := slices.Clone(tags)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
