@@ -176,7 +176,9 @@ func hashFile(ctx context.Context, path string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, ctxio.Reader(ctx, f), make([]byte, 1<<20)); err != nil {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	if _, err := io.CopyBuffer(h, ctxio.Reader(ctx, f), *bp); err != nil {
 		return "", fmt.Errorf("checksumming %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

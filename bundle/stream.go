@@ -204,14 +204,13 @@ func streamAll(ctx context.Context, f io.WriterAt, streamed []*entry, fh *fronti
 	defer cancel()
 	g, gctx := errgroup.WithContext(gctx)
 	g.SetLimit(o.jobs)
-	bufs := sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 	for _, e := range streamed {
 		if gctx.Err() != nil {
 			break
 		}
 		g.Go(func() error {
-			bp := bufs.Get().(*[]byte)
-			defer bufs.Put(bp)
+			bp := copyBufs.Get().(*[]byte)
+			defer copyBufs.Put(bp)
 			err := streamBlob(gctx, f, e, *bp, fh, o.progress)
 			if err == nil {
 				e.done.Store(true)

@@ -263,7 +263,9 @@ func (r *Reader) hashBlob(ctx context.Context, h v1.Hash, p Progress) error {
 	}
 	hs := sha256.New()
 	pw := &progressWriter{w: hs, h: h, p: p}
-	if _, err := io.CopyBuffer(pw, ctxio.Reader(ctx, sr), make([]byte, 1<<20)); err != nil {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	if _, err := io.CopyBuffer(pw, ctxio.Reader(ctx, sr), *bp); err != nil {
 		return fmt.Errorf("%w: reading: %v", ErrCorrupt, err)
 	}
 	pw.flush()
