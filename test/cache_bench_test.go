@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -71,17 +70,7 @@ func BenchmarkCacheHit(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	// VmHWM (the peak, it only grows) while the process still runs: rusage's
-	// Maxrss would include the test binary's RSS carried over vfork+exec.
-	var kb int64
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		fmt.Sscanf(line, "VmHWM: %d kB", &kb)
-	}
-	rssMiB := float64(kb) / 1024
+	rssMiB := float64(c.peakRSS(b)) / (1 << 20)
 	if code := c.stop(b); code != 0 {
 		b.Fatalf("ferry cache exit %d\n%s", code, c.stderr.String())
 	}

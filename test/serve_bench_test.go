@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -120,12 +119,9 @@ func BenchmarkServeBlob(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
+	rssMiB := float64(srv.peakRSS(b)) / (1 << 20)
 	if code := srv.stop(b); code != 0 {
 		b.Fatalf("ferry serve exit %d\n%s", code, srv.stderr.String())
-	}
-	var rssMiB float64
-	if ru, ok := srv.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rssMiB = float64(ru.Maxrss) / 1024 // Linux reports KiB
 	}
 	b.Logf("layer %d MiB, %d parallel clients: file %.0f MiB/s, ferry serve %.0f MiB/s (full GETs, digest-checked), ratio %.2f; unchecked Range GETs %.0f MiB/s; serve peak RSS %.1f MiB",
 		blobSize>>20, clients, fileMiBs, serveMiBs, ratio, rangeMiBs, rssMiB)

@@ -121,6 +121,18 @@ func (s *server) stop(t testing.TB) int {
 	return s.cmd.ProcessState.ExitCode()
 }
 
+// peakRSS returns the process's peak RSS so far, in bytes: its VmHWM, which
+// only grows. Read it before stop: rusage's Maxrss would include the test
+// binary's RSS, which Linux carries over the vfork+exec that started it.
+func (s *server) peakRSS(t testing.TB) int64 {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatalf("ferry %s: %v", s.name, err)
+	}
+	return vmHWM(status) * 1024
+}
+
 // served is a running `ferry serve`.
 type served struct{ *server }
 
