@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ferry-airgap/ferry/internal/writeback"
 )
 
 // kernelCopy copies with copy_file_range within one volume at a time. It
@@ -43,7 +45,7 @@ func (v *volumeSet) writeback(off, n int64) {
 		if m <= 0 {
 			return
 		}
-		_ = unix.SyncFileRange(int(v.files[i].Fd()), in, m, unix.SYNC_FILE_RANGE_WRITE)
+		writeback.Start(v.files[i], in, m)
 		off, n = off+m, n-m
 	}
 }

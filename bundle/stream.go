@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-airgap/ferry/internal/ctxio"
+	"github.com/ferry-airgap/ferry/internal/writeback"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/errgroup"
 )
@@ -319,12 +320,8 @@ func (pw *placeWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// writebackChunk is how many bytes of a blob are written into the page
-// cache before the kernel is asked to start writing them to disk.
-const writebackChunk = 8 << 20
-
 // placed records that n more bytes of e are in place: the checksum may
-// follow them, and every writebackChunk bytes the kernel starts writing
+// follow them, and every writeback.Chunk bytes the kernel starts writing
 // them out (sync_file_range), so that the disk works while the blobs
 // arrive and the final fsync finds little left to write. Without it a
 // large bundle sits in the page cache until that fsync and the export
@@ -332,7 +329,7 @@ const writebackChunk = 8 << 20
 func (fh *frontierHasher) placed(e *entry, n int64) {
 	w := e.written.Add(n)
 	fh.poke()
-	if f := e.flushed.Load(); w-f >= writebackChunk && fh.vs != nil {
+	if f := e.flushed.Load(); w-f >= writeback.Chunk && fh.vs != nil {
 		fh.vs.writeback(e.dataOffset()+f, w-f)
 		e.flushed.Store(w)
 	}

@@ -4,9 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ferry-airgap/ferry/internal/writeback"
 )
 
-// The kernel is told to write a blob out every writebackChunk bytes, from
+// The kernel is told to write a blob out every writeback.Chunk bytes, from
 // where the last request ended, across volume boundaries; a restarted
 // blob starts counting again.
 func TestPlacedWritesBackInChunks(t *testing.T) {
@@ -30,7 +32,7 @@ func TestPlacedWritesBackInChunks(t *testing.T) {
 		step := min(int64(1<<20), e.size-n)
 		fh.placed(e, step)
 		n += step
-		if got, want := e.flushed.Load(), n/writebackChunk*writebackChunk; got != want {
+		if got, want := e.flushed.Load(), n/writeback.Chunk*writeback.Chunk; got != want {
 			t.Fatalf("after %d bytes, %d handed to writeback; want %d", n, got, want)
 		}
 	}

@@ -340,16 +340,14 @@ func checkMissing(ctx context.Context, t *tree, missing map[v1.Hash]string) erro
 // writeBlob copies blob h out of rd into the store, digest checked, under
 // a temporary name renamed once complete. It returns the bytes written.
 func writeBlob(ctx context.Context, t *tree, rd *bundle.Reader, h v1.Hash, p bundle.Progress) (int64, error) {
-	blob, err := rd.Blob(h)
+	sec, err := rd.Section(h)
 	if err != nil {
 		return 0, err
 	}
-	defer blob.Close()
-	r := ctxio.Reader(ctx, blob)
 	dst, _ := t.abs(storeRel(h))
 	tmp := tempName(dst)
 	var n int64
-	if err := writeNew(tmp, r, func(k int64) {
+	if err := writeNew(tmp, ctxio.Reader(ctx, sec), h, sec.Size(), func(k int64) {
 		n += k
 		p.Event(bundle.Event{Kind: bundle.EventBytes, Digest: h, Bytes: k})
 	}); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/atomicfile"
 	"github.com/ferry-airgap/ferry/internal/ctxio"
+	"github.com/ferry-airgap/ferry/internal/writeback"
 )
 
 // Where things live inside DIR.
@@ -343,12 +344,14 @@ func copyFile(ctx context.Context, src, dst string, h v1.Hash, size int64) error
 		return err
 	}
 	defer in.Close()
-	return writeNew(dst, ctxio.Reader(ctx, bundle.NewVerifier(in, h, size)), nil)
+	return writeNew(dst, ctxio.Reader(ctx, in), h, size, nil)
 }
 
-// writeNew writes r to a new file at p (mode 0644), synced; it removes
-// the file after a failure. counted, if not nil, receives byte counts.
-func writeNew(p string, r io.Reader, counted func(int64)) error {
+// writeNew writes r, which must be the size bytes of blob h, to a new file
+// at p (mode 0644), synced, checking the digest as it goes
+// (bundle.CopyVerified); it removes the file after a failure. counted, if
+// not nil, receives byte counts.
+func writeNew(p string, r io.Reader, h v1.Hash, size int64, counted func(int64)) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
@@ -361,11 +364,13 @@ func writeNew(p string, r io.Reader, counted func(int64)) error {
 	if err := f.Chmod(0o644); err != nil { // whatever the umask
 		return fail(err)
 	}
-	var w io.Writer = f
+	// The kernel writes the file out while it is copied (every
+	// writeback.Chunk bytes), so the Sync below has little left to do.
+	var w io.Writer = &writeback.Writer{F: f}
 	if counted != nil {
-		w = countWriter{f, counted}
+		w = countWriter{w, counted}
 	}
-	if _, err := io.CopyBuffer(w, r, make([]byte, 1<<20)); err != nil {
+	if _, err := bundle.CopyVerified(w, r, h, size); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
