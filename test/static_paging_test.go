@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -70,12 +69,7 @@ func TestStaticTagPaging(t *testing.T) {
 		harness.FixtureSpec{Repo: "app/many", Tag: "Latest", Kind: harness.OCIImage, Bases: []string{"os"}, AppSize: 3000},
 		harness.FixtureSpec{Repo: "app/many", Tag: "latest", Kind: harness.OCIImage, AliasOf: "v000"})
 	fixtures := harness.Seed(t, reg, "", harness.FixtureSet{Specs: specs})
-	dir := t.TempDir()
-	bundlePath := exportAll(t, bin, reg, fixtures, dir)
-	tree := filepath.Join(dir, "tree")
-	addr := loopbackAddr(t)
-	unpackStatic(t, bin, tree, addr, bundlePath)
-	startNginx(t, filepath.Join(tree, "nginx.conf"), addr)
+	addr, _ := nginxOverTree(t, bin, reg, fixtures)
 
 	var all []string
 	for _, fx := range fixtures {

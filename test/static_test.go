@@ -162,6 +162,20 @@ func cranePath(t testing.TB) string {
 	return craneBin
 }
 
+// nginxOverTree exports fixtures from reg into a bundle in a new
+// temporary folder, unpacks it there as a static tree and serves the tree
+// with nginx. It returns nginx's address and the folder.
+func nginxOverTree(t *testing.T, bin string, reg *harness.Registry, fixtures []harness.Fixture) (addr, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	bundlePath := exportAll(t, bin, reg, fixtures, dir)
+	tree := filepath.Join(dir, "tree")
+	addr = loopbackAddr(t)
+	unpackStatic(t, bin, tree, addr, bundlePath)
+	startNginx(t, filepath.Join(tree, "nginx.conf"), addr)
+	return addr, dir
+}
+
 // unpackStatic runs ferry unpack --json and returns its summary.
 func unpackStatic(t *testing.T, bin, dir, listen string, bundles ...string) map[string]any {
 	t.Helper()
@@ -437,12 +451,7 @@ func TestStaticConformance(t *testing.T) {
 	bin := harness.BuildFerry(t)
 	reg := harness.StartRegistry(t, harness.RegistryOptions{})
 	fixtures := harness.Seed(t, reg, "", harness.SmallSet())
-	dir := t.TempDir()
-	bundlePath := exportAll(t, bin, reg, fixtures, dir)
-	tree := filepath.Join(dir, "tree")
-	addr := loopbackAddr(t)
-	unpackStatic(t, bin, tree, addr, bundlePath)
-	startNginx(t, filepath.Join(tree, "nginx.conf"), addr)
+	addr, dir := nginxOverTree(t, bin, reg, fixtures)
 
 	repo := "spaceone/plugin-a"
 	var tags, manifests, blobs []string
