@@ -142,8 +142,10 @@ func (c *Client) fetchBlob(ctx context.Context, g blobGetter, d v1.Hash, size in
 // OpenBlob starts a GET of blob d (size bytes) of repo through rt and
 // returns its body, checked as it is read: a body longer or shorter than
 // size, or of another digest, ends with a *BlobError (errors.Is
-// ErrBlobMismatch) instead of io.EOF, so a consumer that commits only at
-// EOF, such as an upload, never commits wrong bytes. Use it where the
+// ErrBlobMismatch) instead of io.EOF, and the Read that would complete a
+// wrong body returns none of its bytes (see verifier.Read), so a consumer
+// that commits only at its end, such as an upload, never completes wrong
+// bytes. Use it where the
 // consumer cannot be restarted; Client.Retry then restarts the whole step.
 func (c *Client) OpenBlob(ctx context.Context, rt http.RoundTripper, repo name.Repository, d v1.Hash, size int64) (io.ReadCloser, error) {
 	return c.openBlob(ctx, plainBlobs(rt, repo), d, size)
