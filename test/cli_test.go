@@ -195,14 +195,19 @@ tasks:
 		if err := os.Truncate(out, fi.Size()/2); err != nil {
 			t.Fatal(err)
 		}
-		for _, args := range [][]string{
-			{"verify", out, "--json"},
-			{"import", out, "--to", proxy.Host + "/t", "--json", "--ca-cert", proxy.CAFile, "--username", "alice"},
+		// verify reports a damaged bundle (exit 1); import refuses it as
+		// bad input before any request (exit 2). Both: kind bundle.
+		for _, tc := range []struct {
+			args []string
+			code int
+		}{
+			{[]string{"verify", out, "--json"}, 1},
+			{[]string{"import", out, "--to", proxy.Host + "/t", "--json", "--ca-cert", proxy.CAFile, "--username", "alice"}, 2},
 		} {
-			stdout, stderr, code := run(t, harness.RunOptions{}, args...)
+			stdout, stderr, code := run(t, harness.RunOptions{}, tc.args...)
 			_, e := jsonResult(t, stdout)
-			if code != 1 || e == nil || e.Kind != "bundle" {
-				t.Errorf("%s: exit %d, error %+v\nstdout %s\nstderr %s", args[0], code, e, stdout, stderr)
+			if code != tc.code || e == nil || e.Kind != "bundle" || e.ExitCode != tc.code {
+				t.Errorf("%s: exit %d, error %+v; want exit %d, kind bundle\nstdout %s\nstderr %s", tc.args[0], code, e, tc.code, stdout, stderr)
 			}
 		}
 	})

@@ -241,7 +241,7 @@ func TestJSONCarriesTheError(t *testing.T) {
 	}{
 		{[]string{"export", "-f", "/nonexistent.yaml", "--dry-run", "--json"}, "input", 2},
 		{[]string{"verify", "/nonexistent.tar", "--json"}, "input", 2},
-		{[]string{"inspect", writeTemp(t, "junk.tar", "not a tar at all, not a tar at all"), "--json"}, "bundle", 1},
+		{[]string{"inspect", writeTemp(t, "junk.tar", "not a tar at all, not a tar at all"), "--json"}, "input", 2},
 		{[]string{"import", "/nonexistent.tar", "--to", "r.example", "--json"}, "input", 2},
 		{[]string{"sync", "-f", m, "--to", "host//x", "--json"}, "input", 2},
 	} {
@@ -432,5 +432,27 @@ func TestCheckBundles(t *testing.T) {
 	err := checkBundles([]string{filepath.Join(filepath.Dir(first), "other.tar")})
 	if err == nil || exitCode(err) != exitBadUsage || !strings.Contains(err.Error(), "other.tar: no such file or directory") {
 		t.Errorf("missing bundle: %v", err)
+	}
+}
+
+// TestVerifyNotABundle: a mapping file given to verify or inspect is the
+// wrong file, not a damaged bundle: exit 2, "not a ferry bundle", and no
+// advice to copy it again.
+func TestVerifyNotABundle(t *testing.T) {
+	yaml := "tasks:\n  - name: cloudforet\n    source:\n      registry: docker.io\n    mappings:\n" +
+		strings.Repeat("      - from: cloudforet/console\n        tags: ['regex: ^1\\.12\\.']\n", 12)
+	m := writeTemp(t, "mappings.yaml", yaml)
+	small := writeTemp(t, "small.yaml", "tasks: []\n")
+	for _, args := range [][]string{
+		{"verify", m}, {"verify", small}, {"verify", m, "--json"}, {"inspect", m},
+	} {
+		res := runCLI(t, context.Background(), neverCalled(t), "", args...)
+		out := res.stdout + res.stderr
+		if res.code != exitBadUsage || !strings.Contains(out, "not a ferry bundle") || strings.Contains(out, "copy it again") {
+			t.Errorf("%v: exit %d, want 2 and \"not a ferry bundle\" without \"copy it again\"\nstdout:\n%s\nstderr:\n%s", args, res.code, res.stdout, res.stderr)
+		}
+		if slices.Contains(args, "--json") && !strings.Contains(res.stdout, `"kind": "input"`) {
+			t.Errorf("%v: --json error is not of kind input:\n%s", args, res.stdout)
+		}
 	}
 }

@@ -33,7 +33,12 @@ func isUsage(err error) bool {
 		errors.Is(err, registry.ErrConfig) ||
 		errors.Is(err, export.ErrOutput) ||
 		errors.Is(err, inventory.ErrInvalid) ||
-		errors.Is(err, push.ErrHaveTarget)
+		errors.Is(err, push.ErrHaveTarget) ||
+		// A file that is not a bundle, or a bundle import refused when
+		// it opened it (a hostile or truncated structure), before any
+		// request.
+		errors.Is(err, bundle.ErrNotBundle) ||
+		errors.Is(err, push.ErrBundleRefused)
 }
 
 func hint(err error) string {
@@ -42,6 +47,8 @@ func hint(err error) string {
 		return "check the username and password; pass a password with --password-stdin (single-quote robot$ names in a shell)"
 	case errors.Is(err, registry.ErrTLS):
 		return "trust the registry's CA with --ca-cert FILE or --certs-dir DIR, or (for tests only) --insecure-skip-tls-verify"
+	case errors.Is(err, bundle.ErrNotBundle):
+		return "give the .tar file ferry export wrote (or its first volume, BUNDLE.tar.000); mapping files go to -f"
 	case errors.Is(err, bundle.ErrCorrupt):
 		return "the bundle is damaged: compare it with its .sha256 file (sha256sum -c) and copy it again"
 	case errors.Is(err, context.Canceled):
@@ -102,14 +109,18 @@ func errorKind(err error) string {
 	switch {
 	case errors.As(err, &ie):
 		return "interrupted"
+	case errors.Is(err, bundle.ErrNotBundle):
+		return "input"
+	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrVerify),
+		errors.Is(err, bundle.ErrDigestMismatch), errors.Is(err, bundle.ErrShortBlob),
+		errors.Is(err, bundle.ErrUnsigned), errors.Is(err, bundle.ErrBadSignature):
+		// Before input: a bundle refused before any request is exit 2,
+		// and still of kind bundle.
+		return "bundle"
 	case isUsage(err), errors.Is(err, fs.ErrNotExist) && !errors.Is(err, bundle.ErrCorrupt):
 		return "input"
 	case errors.Is(err, registry.ErrUnauthorized), errors.Is(err, registry.ErrDenied):
 		return "auth"
-	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrVerify),
-		errors.Is(err, bundle.ErrDigestMismatch), errors.Is(err, bundle.ErrShortBlob),
-		errors.Is(err, bundle.ErrUnsigned), errors.Is(err, bundle.ErrBadSignature):
-		return "bundle"
 	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, registry.ErrTLS), errors.Is(err, registry.ErrRateLimited),
 		errors.Is(err, registry.ErrPlainHTTPRefused), errors.As(err, &ne):
 		return "network"
