@@ -456,3 +456,29 @@ func TestVerifyNotABundle(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffJSONErrorObject: diff --json fails with the error object every
+// command prints ({"error": {"message", "kind", "exitCode"}}), not a
+// bare string, and only once.
+func TestDiffJSONErrorObject(t *testing.T) {
+	junk := writeTemp(t, "junk.tar", "not a tar at all, not a tar at all")
+	for _, tc := range []struct {
+		args []string
+		kind string
+	}{
+		{[]string{"diff", "--json", junk, junk}, "input"},
+		{[]string{"diff", "--json", junk}, "input"},
+		{[]string{"diff", "--json", filepath.Join(t.TempDir(), "missing.tar"), junk}, "input"},
+	} {
+		res := runCLI(t, context.Background(), neverCalled(t), "", tc.args...)
+		var out struct{ Error *jsonError }
+		dec := json.NewDecoder(strings.NewReader(res.stdout))
+		if err := dec.Decode(&out); err != nil || out.Error == nil || dec.More() {
+			t.Errorf("%v: stdout is not one error object (err %v):\n%s", tc.args, err, res.stdout)
+			continue
+		}
+		if out.Error.Kind != tc.kind || out.Error.ExitCode != exitBadUsage || res.code != exitBadUsage || out.Error.Message == "" {
+			t.Errorf("%v: exit %d, error %+v; want kind %s, exit 2", tc.args, res.code, out.Error, tc.kind)
+		}
+	}
+}

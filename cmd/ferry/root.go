@@ -92,7 +92,7 @@ failure is also an "error" object on stdout.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what ferry does to stderr")
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
-	root.AddCommand(newExportCmd(e, r.export), newInspectCmd(e), newVerifyCmd(e), newImportCmd(e, r.push), newServeCmd(e), newMirrorsCmd(e), newKeygenCmd(e), newSyncCmd(e, r.sync), newDiffCmd(), newCacheCmd(e), newUnpackCmd(e), newInventoryCmd(e))
+	root.AddCommand(newExportCmd(e, r.export), newInspectCmd(e), newVerifyCmd(e), newImportCmd(e, r.push), newServeCmd(e), newMirrorsCmd(e), newKeygenCmd(e), newSyncCmd(e, r.sync), newDiffCmd(e), newCacheCmd(e), newUnpackCmd(e), newInventoryCmd(e))
 	return root
 }
 
