@@ -181,6 +181,18 @@ tasks:
 		if code != 1 || e == nil || e.Kind != "network" || e.Registry != down {
 			t.Fatalf("exit %d, error %+v\nstdout %s\nstderr %s", code, e, stdout, stderr)
 		}
+		// Without credentials to check first, each image fails on its own
+		// (connection refused); the run that failed by them is still of
+		// kind network.
+		dm := writeFile(t, filepath.Join(t.TempDir(), "sync-down.yaml"), "tasks:\n  - name: d\n    source:\n      registry: "+down+
+			"\n    target:\n      registry: "+down+"/m\n    mappings:\n      - from: a/b\n        tags: ['1']\n      - from: a/c\n        tags: ['1']\n")
+		stdout, stderr, code = run(t, harness.RunOptions{}, "sync", "-f", dm, "--json", "--plain-http")
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		var last struct{ Error *cliError }
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || code != 1 || last.Error == nil ||
+			last.Error.Kind != "network" || last.Error.Registry != down {
+			t.Errorf("sync to a closed port: exit %d, last line %s (%v)\nstderr %s", code, lines[len(lines)-1], err, stderr)
+		}
 	})
 
 	t.Run("json: truncated bundle", func(t *testing.T) {

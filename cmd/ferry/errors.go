@@ -101,7 +101,37 @@ func describeError(err error) *jsonError {
 	return je
 }
 
+// causer is an error that stands for several failures (a sync whose
+// tasks failed, each for its images) and gives their errors.
+type causer interface{ Causes() []error }
+
+// errorKind is the --json kind of err. A run that failed as a whole
+// because its parts failed takes their kind when they all share one
+// (every image failed to reach an unreachable registry: network).
 func errorKind(err error) string {
+	k := ownKind(err)
+	if k != "failed" {
+		return k
+	}
+	var c causer
+	if !errors.As(err, &c) {
+		return k
+	}
+	common := ""
+	for _, cause := range c.Causes() {
+		ck := errorKind(cause)
+		if ck == "input" || ck == "interrupted" || (common != "" && ck != common) {
+			return k
+		}
+		common = ck
+	}
+	if common == "" {
+		return k
+	}
+	return common
+}
+
+func ownKind(err error) string {
 	var (
 		ie interrupted
 		ne net.Error
@@ -128,8 +158,29 @@ func errorKind(err error) string {
 	return "failed"
 }
 
-// errorRegistry is the registry a registry error names, if any.
+// errorRegistry is the registry a registry error names, if any: for a
+// run that failed by its parts (causer), the one registry all of them
+// name.
 func errorRegistry(err error) string {
+	if r := ownRegistry(err); r != "" {
+		return r
+	}
+	var c causer
+	if !errors.As(err, &c) {
+		return ""
+	}
+	common := ""
+	for _, cause := range c.Causes() {
+		r := errorRegistry(cause)
+		if r == "" || (common != "" && r != common) {
+			return ""
+		}
+		common = r
+	}
+	return common
+}
+
+func ownRegistry(err error) string {
 	var (
 		re  *registry.Error
 		ae  *registry.AuthError
