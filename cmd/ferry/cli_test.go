@@ -482,3 +482,20 @@ func TestDiffJSONErrorObject(t *testing.T) {
 		}
 	}
 }
+
+// TestKeygenSaysWhereKeysGo: the same key pair signs bundles (outside) or
+// inventories (inside); keygen's words fit both, and its help names both.
+func TestKeygenSaysWhereKeysGo(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "site.key")
+	res := runCLI(t, context.Background(), neverCalled(t), "", "keygen", "-o", key)
+	if res.code != 0 || strings.Contains(res.stdout, "export side") ||
+		!strings.Contains(res.stdout, "side that signs") || !strings.Contains(res.stdout, "side that checks") {
+		t.Errorf("keygen: exit %d, stdout:\n%s", res.code, res.stdout)
+	}
+	help := runCLI(t, context.Background(), neverCalled(t), "", "keygen", "--help")
+	for _, want := range []string{"inventories: KEY stays inside", "bundles:     KEY stays on the export side", "ferry inventory", "--have have.json --trust-key site.key.pub"} {
+		if !strings.Contains(help.stdout, want) {
+			t.Errorf("keygen --help lacks %q:\n%s", want, help.stdout)
+		}
+	}
+}
