@@ -499,3 +499,47 @@ func TestKeygenSaysWhereKeysGo(t *testing.T) {
 		}
 	}
 }
+
+// TestManyTagsKeepTableRowsNarrow: an image with 152 tags gets a table
+// row of the first few tags and "… and N more" (a moved tag among them
+// comes first); --json still lists every tag.
+func TestManyTagsKeepTableRowsNarrow(t *testing.T) {
+	var names []string
+	var results []push.TagResult
+	for i := range 152 {
+		names = append(names, fmt.Sprintf("build-%04d", i))
+		results = append(results, push.TagResult{Tag: names[i], Status: push.TagPushed})
+	}
+	results[100] = push.TagResult{Tag: names[100], Status: push.TagMoved, Previous: "sha256:" + strings.Repeat("b", 64)}
+	widest := func(out string) int {
+		w := 0
+		for _, l := range strings.Split(out, "\n") {
+			w = max(w, len(l))
+		}
+		return w
+	}
+
+	var b strings.Builder
+	printExportSummary(&b, &export.Summary{Images: []export.ImageSummary{{Source: "docker.io/cloudforet/console", Digest: "sha256:" + strings.Repeat("a", 64),
+		Target: "cloudforet/console", Tags: names, Size: 1 << 20}}})
+	if w := widest(b.String()); w > 200 || !strings.Contains(b.String(), "build-0000,build-0001,build-0002,build-0003,build-0004,… and 147 more") {
+		t.Errorf("export table (widest line %d):\n%s", w, b.String())
+	}
+
+	sum := &push.Summary{Target: "r.example/p", Pushed: 1, Images: []push.ImageResult{{Repository: "r.example/p/cloudforet/console",
+		Digest: "sha256:" + strings.Repeat("a", 64), Status: push.StatusPushed, Tags: results}}}
+	b.Reset()
+	printImportSummary(&b, sum)
+	if w := widest(b.String()); w > 200 || !strings.Contains(b.String(), "build-0100 (moved sha256:bbbbbbbbbbbb → sha256:aaaaaaaaaaaa),build-0000,") ||
+		!strings.Contains(b.String(), "… and 147 more") {
+		t.Errorf("import table (widest line %d):\n%s", w, b.String())
+	}
+
+	bundlePath := writeTemp(t, "b.tar", "x")
+	r := runners{push: func(context.Context, push.Options) (*push.Summary, error) { return sum, nil }}
+	res := runCLI(t, context.Background(), r, "", "import", bundlePath, "--to", "r.example/p", "--json")
+	var out push.Summary
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || len(out.Images) != 1 || len(out.Images[0].Tags) != 152 {
+		t.Errorf("import --json: exit %d, %v; want all 152 tags:\n%.300s", res.code, err, res.stdout)
+	}
+}
