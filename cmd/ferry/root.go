@@ -62,7 +62,8 @@ every blob stored once. On the internal side, 'ferry import' checks every
 byte and pushes the bundle into Harbor or any registry.
 
 Exit status: 0 success; 1 the operation failed; 2 bad usage or bad input
-(unknown command or flag, malformed --to, a missing input file, an output
+(unknown command or flag, malformed --to, a missing input file, a file
+that is not a bundle, a bundle import refuses when it opens it, an output
 that would overwrite an input): nothing was sent to any registry; 130 or 143
 interrupted by SIGINT or SIGTERM (nothing is left half-written; serve,
 cache and sync --watch, which run until stopped, exit 0). With --json, a
