@@ -62,6 +62,9 @@ var (
 	// ErrCorrupt: the bundle is damaged or hostile (bad tar, bad entry,
 	// digest mismatch, missing blob).
 	ErrCorrupt = errors.New("bundle is corrupt")
+	// ErrNotBundle: the file is not a ferry bundle at all (not a tar, or
+	// a tar without oci-layout and ferry.json): the wrong file was given.
+	ErrNotBundle = errors.New("not a ferry bundle")
 	// ErrUnsupported: a newer format version or an unknown digest algorithm.
 	ErrUnsupported = errors.New("unsupported bundle")
 	// ErrUnsigned: a trusted key was required but the bundle has no

@@ -272,7 +272,19 @@ func TestHostileBundles(t *testing.T) {
 			sig := tarEntry{hdr: tar.Header{Name: SigFile, Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("not a signature")}
 			return append(e[:i+1], append([]tarEntry{sig}, e[i+1:]...)...)
 		}), "ferry.sig is 15 bytes", false},
-		{"not a tar", []byte("this is not a tar file at all, just text that goes on for a while ............................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................."), "reading tar header", false},
+		{"entry hidden after the end-of-archive marker", append(buildTar(t, good),
+			buildTar(t, []tarEntry{{hdr: tar.Header{Name: "../../evil", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")}})...),
+			`entry "../../evil" is hidden after the end-of-archive marker`, false},
+		{"data after the end-of-archive marker", append(buildTar(t, good), append(make([]byte, 700), 'x')...),
+			"data after the end-of-archive marker", false},
+		{"truncated last header", func() []byte {
+			b := buildTar(t, good)
+			evil := buildTar(t, []tarEntry{{hdr: tar.Header{Name: "proj.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")}})
+			return append(b[:len(b)-1024], evil[:300]...)
+		}(), "reading tar header at offset", false},
+		{"a tar that is not a bundle", buildTar(t, []tarEntry{{hdr: tar.Header{Name: "notes.txt", Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte("x")}}),
+			"unexpected entry", false},
+		{"not a tar", []byte("this is not a tar file at all, just text that goes on for a while ............................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................."), "not a ferry bundle: not a tar archive", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -288,8 +300,8 @@ func TestHostileBundles(t *testing.T) {
 					r.Close()
 					t.Fatalf("Open accepted a hostile bundle")
 				}
-				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) {
-					t.Errorf("error %v wraps neither ErrCorrupt nor ErrUnsupported", err)
+				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, ErrNotBundle) {
+					t.Errorf("error %v wraps neither ErrCorrupt, ErrUnsupported nor ErrNotBundle", err)
 				}
 				if !strings.Contains(err.Error(), c.want) {
 					t.Errorf("error %q does not say %q", err, c.want)

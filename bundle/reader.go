@@ -59,6 +59,9 @@ func Open(path string) (*Reader, error) {
 	r, err := newReader(path, vs)
 	if err != nil {
 		_ = vs.close()
+		if errors.Is(err, ErrNotBundle) {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 		return nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
 	r.volumes = names
@@ -119,6 +122,18 @@ func checkCompressed(r io.ReaderAt) error {
 
 // scan reads every tar header and records where content lies, refusing
 // anything a ferry bundle cannot hold.
+//
+// Pre-scan premise: Open reads every header, from the first to the
+// end-of-archive marker and the zeros after it, before any content is
+// read or any request is sent (headers are 512-byte blocks found by
+// seeking past contents, so this costs one small read per entry), and
+// the tar cannot change while it is open. Only content (digests) is then
+// checked as it streams. A hostile entry anywhere, even after the last
+// image's blobs or hidden after the end-of-archive marker, or a truncated
+// last header, so stops an import before its first request.
+// TestHostileBundles and test.TestImportHostileTailPushesNothing
+// break it with a trailing ../../evil entry, a trailing link, a cut last
+// header and an entry after the marker.
 func scan(f io.ReaderAt, size int64) (map[string]span, error) {
 	sr := io.NewSectionReader(f, 0, size)
 	tr := tar.NewReader(sr)
@@ -127,11 +142,17 @@ func scan(f io.ReaderAt, size int64) (map[string]span, error) {
 	for i := 0; ; i++ {
 		hdrStart, _ := sr.Seek(0, io.SeekCurrent)
 		hdr, err := tr.Next()
+		if hdrStart == 0 && err != nil {
+			return nil, notTar(size, err)
+		}
 		if err == io.EOF {
 			// A complete archive ends with two zero blocks; without them the
 			// file was cut at an entry boundary.
 			if size-end < 1024 {
 				return nil, fmt.Errorf("%w: the end-of-archive marker is missing after offset %d (truncated?)", ErrCorrupt, end)
+			}
+			if err := zerosAfter(f, end+1024, size); err != nil {
+				return nil, err
 			}
 			break
 		}
@@ -156,7 +177,52 @@ func scan(f io.ReaderAt, size int64) (map[string]span, error) {
 		entries[name] = span{offset: start, size: hdr.Size, order: i}
 		end = start + (hdr.Size+511)&^511
 	}
+	if _, ok := entries[LayoutFile]; !ok {
+		if _, ok := entries[RecordFile]; !ok {
+			return nil, fmt.Errorf("%w: a tar without %s or %s", ErrNotBundle, LayoutFile, RecordFile)
+		}
+	}
 	return entries, nil
+}
+
+// notTar describes a file whose first tar header cannot be read.
+func notTar(size int64, err error) error {
+	switch {
+	case size == 0:
+		return fmt.Errorf("%w: the file is empty", ErrNotBundle)
+	case size < 512:
+		return fmt.Errorf("%w: %d bytes, shorter than one tar header", ErrNotBundle, size)
+	}
+	return fmt.Errorf("%w: not a tar archive (%v)", ErrNotBundle, err)
+}
+
+// zerosAfter checks that the file holds only zeros from off to size: tar
+// writers pad after the end-of-archive marker with zeros, and anything
+// else there is an entry that tar tools reading past the marker (GNU tar
+// --ignore-zeros) would extract.
+func zerosAfter(f io.ReaderAt, off, size int64) error {
+	buf := make([]byte, 64<<10)
+	for off < size {
+		n := int(min(int64(len(buf)), size-off))
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			return fmt.Errorf("%w: reading after the end-of-archive marker at offset %d: %v", ErrCorrupt, off, err)
+		}
+		for i, b := range buf[:n] {
+			if b != 0 {
+				at := off + int64(i)
+				var hdr [512]byte
+				blk := at &^ 511
+				if _, err := f.ReadAt(hdr[:], blk); err == nil {
+					if h, err := tar.NewReader(bytes.NewReader(hdr[:])).Next(); err == nil {
+						return fmt.Errorf("%w: entry %q is hidden after the end-of-archive marker (offset %d)", ErrCorrupt, clip(h.Name), blk)
+					}
+				}
+				return fmt.Errorf("%w: data after the end-of-archive marker at offset %d", ErrCorrupt, at)
+			}
+		}
+		off += int64(n)
+	}
+	return nil
 }
 
 // checkEntry validates one header and returns the entry's name, or "" for

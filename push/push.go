@@ -144,6 +144,10 @@ type Failure struct {
 // ErrFailed: some images failed; the summary lists each with its reason.
 var ErrFailed = errors.New("import failed")
 
+// ErrBundleRefused: the bundle's structure was refused when it was opened,
+// before any request to the target (bad input, not a failed transfer).
+var ErrBundleRefused = errors.New("refused before any request; nothing was pushed")
+
 // Target is a parsed --to value.
 type Target struct {
 	Registry string // host[:port]
@@ -230,15 +234,18 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	sum := &Summary{Bundle: o.Bundle, Target: tgt.String(), DryRun: o.DryRun, Images: []ImageResult{}, Failures: []Failure{},
 		Warnings: slices.Clone(o.Warnings)}
 	defer func() { sum.Seconds = time.Since(start).Seconds() }()
-	host, err := o.targetHost(tgt.Registry)
-	if err != nil {
-		return sum, err
-	}
+	// The bundle first: Open reads every tar header (bundle.scan), so a
+	// structurally hostile or truncated bundle is refused before the
+	// credentials are resolved and before any request.
 	src, closeSrc, err := o.openSource()
 	if err != nil {
 		return sum, err
 	}
 	defer closeSrc()
+	host, err := o.targetHost(tgt.Registry)
+	if err != nil {
+		return sum, err
+	}
 	images, err := planImages(src, tgt)
 	if err != nil {
 		return sum, err
@@ -288,7 +295,7 @@ func (o *Options) openSource() (Source, func(), error) {
 	}
 	r, err := bundle.Open(o.Bundle)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w (%w)", err, ErrBundleRefused)
 	}
 	if len(o.TrustKeys) > 0 {
 		if _, err := r.CheckSignature(o.TrustKeys); err != nil {

@@ -690,8 +690,8 @@ func TestPushHostileBundlePushesNothing(t *testing.T) {
 	}
 	tg := newTarget(t)
 	_, err := run(t, path, tg.host, nil)
-	if err == nil || !errors.Is(err, bundle.ErrCorrupt) {
-		t.Fatalf("err = %v, want ErrCorrupt", err)
+	if !errors.Is(err, bundle.ErrNotBundle) || !errors.Is(err, push.ErrBundleRefused) {
+		t.Fatalf("err = %v, want ErrNotBundle and ErrBundleRefused", err)
 	}
 	if n := len(tg.requests()); n != 0 {
 		t.Errorf("%d requests sent for a hostile bundle", n)

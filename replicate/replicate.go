@@ -99,6 +99,8 @@ type Round struct {
 	// Error is why the round failed, if it did.
 	Error string `json:"error,omitempty"`
 	Err   error  `json:"-"`
+
+	causes []error // the failures' errors, for Err
 }
 
 // ImageResult is one image of a round.
@@ -119,6 +121,22 @@ type Failure struct {
 
 // ErrFailed: a round failed; its Round says what and why.
 var ErrFailed = errors.New("sync failed")
+
+// failedError wraps ErrFailed with the errors that made it (each failed
+// image's or task's, typed where they are), so that a caller can classify
+// the whole run: ferry's --json kind is "network" when every one of them
+// was a network failure.
+type failedError struct {
+	msg    string
+	causes []error
+}
+
+func (e *failedError) Error() string { return e.msg }
+
+func (e *failedError) Unwrap() error { return ErrFailed }
+
+// Causes returns the errors the failure stands for.
+func (e *failedError) Causes() []error { return e.causes }
 
 // Syncer runs rounds. It remembers, across rounds, the digest a
 // platform-subset index got in the target, so that such an image, too,
@@ -206,7 +224,13 @@ func Run(ctx context.Context, o Options) ([]Round, error) {
 		}
 	}
 	if failed > 0 {
-		return rounds, fmt.Errorf("%w: %d of %d tasks failed (listed above)", ErrFailed, failed, len(tasks))
+		var causes []error
+		for _, r := range rounds {
+			if r.Err != nil {
+				causes = append(causes, r.Err)
+			}
+		}
+		return rounds, &failedError{msg: fmt.Sprintf("%v: %d of %d tasks failed (listed above)", ErrFailed, failed, len(tasks)), causes: causes}
 	}
 	return rounds, nil
 }
@@ -270,7 +294,7 @@ func (s *Syncer) Round(ctx context.Context, t *mapping.Task) Round {
 	case ctx.Err() != nil:
 		r.Err = fmt.Errorf("task %q stopped: %w", t.Name, ctx.Err())
 	case r.Failed > 0:
-		r.Err = fmt.Errorf("%w: task %q: %d image(s) or tag(s) failed", ErrFailed, t.Name, r.Failed)
+		r.Err = &failedError{msg: fmt.Sprintf("%v: task %q: %d image(s) or tag(s) failed", ErrFailed, t.Name, r.Failed), causes: r.causes}
 	}
 	return r
 }
@@ -322,6 +346,7 @@ func (r *Round) addResolution(res *mapping.Resolution, st *roundState) {
 	r.Pulls = res.ManifestGETs
 	for _, f := range res.Failures {
 		r.Failures = append(r.Failures, Failure{Image: f.Source, Error: f.Err.Error()})
+		r.causes = append(r.causes, f.Err)
 		r.Failed++
 	}
 	for _, g := range mapping.GroupImages(res.Skipped) {
@@ -402,6 +427,7 @@ func (s *Syncer) addPushed(r *Round, sum *push.Summary, src *registrySource, loo
 	}
 	for _, f := range sum.Failures {
 		r.Failures = append(r.Failures, Failure{Image: f.Image, Error: f.Error})
+		r.causes = append(r.causes, errors.New(f.Error)) // untyped: classifies as failed
 	}
 }
 

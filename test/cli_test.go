@@ -181,6 +181,18 @@ tasks:
 		if code != 1 || e == nil || e.Kind != "network" || e.Registry != down {
 			t.Fatalf("exit %d, error %+v\nstdout %s\nstderr %s", code, e, stdout, stderr)
 		}
+		// Without credentials to check first, each image fails on its own
+		// (connection refused); the run that failed by them is still of
+		// kind network.
+		dm := writeFile(t, filepath.Join(t.TempDir(), "sync-down.yaml"), "tasks:\n  - name: d\n    source:\n      registry: "+down+
+			"\n    target:\n      registry: "+down+"/m\n    mappings:\n      - from: a/b\n        tags: ['1']\n      - from: a/c\n        tags: ['1']\n")
+		stdout, stderr, code = run(t, harness.RunOptions{}, "sync", "-f", dm, "--json", "--plain-http")
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		var last struct{ Error *cliError }
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || code != 1 || last.Error == nil ||
+			last.Error.Kind != "network" || last.Error.Registry != down {
+			t.Errorf("sync to a closed port: exit %d, last line %s (%v)\nstderr %s", code, lines[len(lines)-1], err, stderr)
+		}
 	})
 
 	t.Run("json: truncated bundle", func(t *testing.T) {
@@ -195,14 +207,19 @@ tasks:
 		if err := os.Truncate(out, fi.Size()/2); err != nil {
 			t.Fatal(err)
 		}
-		for _, args := range [][]string{
-			{"verify", out, "--json"},
-			{"import", out, "--to", proxy.Host + "/t", "--json", "--ca-cert", proxy.CAFile, "--username", "alice"},
+		// verify reports a damaged bundle (exit 1); import refuses it as
+		// bad input before any request (exit 2). Both: kind bundle.
+		for _, tc := range []struct {
+			args []string
+			code int
+		}{
+			{[]string{"verify", out, "--json"}, 1},
+			{[]string{"import", out, "--to", proxy.Host + "/t", "--json", "--ca-cert", proxy.CAFile, "--username", "alice"}, 2},
 		} {
-			stdout, stderr, code := run(t, harness.RunOptions{}, args...)
+			stdout, stderr, code := run(t, harness.RunOptions{}, tc.args...)
 			_, e := jsonResult(t, stdout)
-			if code != 1 || e == nil || e.Kind != "bundle" {
-				t.Errorf("%s: exit %d, error %+v\nstdout %s\nstderr %s", args[0], code, e, stdout, stderr)
+			if code != tc.code || e == nil || e.Kind != "bundle" || e.ExitCode != tc.code {
+				t.Errorf("%s: exit %d, error %+v; want exit %d, kind bundle\nstdout %s\nstderr %s", tc.args[0], code, e, tc.code, stdout, stderr)
 			}
 		}
 	})

@@ -183,7 +183,7 @@ func checkDiffHostile(t *testing.T, bin, dir, good string) {
 		want string
 	}{
 		{[]string{filepath.Join(dir, "missing.tar"), good}, "OLD: opening bundle"},
-		{[]string{good, notBundle}, "NEW: bundle " + notBundle},
+		{[]string{good, notBundle}, "NEW: " + notBundle + ": not a ferry bundle"},
 		{[]string{good, truncated}, "NEW: bundle " + truncated},
 		{[]string{good}, "diff needs two bundles"},
 	} {
@@ -192,9 +192,11 @@ func checkDiffHostile(t *testing.T, bin, dir, good string) {
 			t.Errorf("diff %v: exit %d, want 2 and %q\nstdout:\n%s\nstderr:\n%s", c.args, code, c.want, stdout, stderr)
 		}
 	}
+	// The error object every command prints, not a bare string.
 	stdout, _, code := harness.Run(t, bin, "diff", "--json", good, truncated)
-	var e struct{ Error string }
-	if code != 2 || json.Unmarshal([]byte(stdout), &e) != nil || !strings.Contains(e.Error, "truncated.tar") {
+	var e struct{ Error cliError }
+	if code != 2 || json.Unmarshal([]byte(stdout), &e) != nil || !strings.Contains(e.Error.Message, "truncated.tar") ||
+		e.Error.Kind != "bundle" || e.Error.ExitCode != 2 {
 		t.Errorf("diff --json of a truncated bundle: exit %d, stdout %q", code, stdout)
 	}
 }

@@ -241,7 +241,7 @@ func TestJSONCarriesTheError(t *testing.T) {
 	}{
 		{[]string{"export", "-f", "/nonexistent.yaml", "--dry-run", "--json"}, "input", 2},
 		{[]string{"verify", "/nonexistent.tar", "--json"}, "input", 2},
-		{[]string{"inspect", writeTemp(t, "junk.tar", "not a tar at all, not a tar at all"), "--json"}, "bundle", 1},
+		{[]string{"inspect", writeTemp(t, "junk.tar", "not a tar at all, not a tar at all"), "--json"}, "input", 2},
 		{[]string{"import", "/nonexistent.tar", "--to", "r.example", "--json"}, "input", 2},
 		{[]string{"sync", "-f", m, "--to", "host//x", "--json"}, "input", 2},
 	} {
@@ -432,5 +432,114 @@ func TestCheckBundles(t *testing.T) {
 	err := checkBundles([]string{filepath.Join(filepath.Dir(first), "other.tar")})
 	if err == nil || exitCode(err) != exitBadUsage || !strings.Contains(err.Error(), "other.tar: no such file or directory") {
 		t.Errorf("missing bundle: %v", err)
+	}
+}
+
+// TestVerifyNotABundle: a mapping file given to verify or inspect is the
+// wrong file, not a damaged bundle: exit 2, "not a ferry bundle", and no
+// advice to copy it again.
+func TestVerifyNotABundle(t *testing.T) {
+	yaml := "tasks:\n  - name: cloudforet\n    source:\n      registry: docker.io\n    mappings:\n" +
+		strings.Repeat("      - from: cloudforet/console\n        tags: ['regex: ^1\\.12\\.']\n", 12)
+	m := writeTemp(t, "mappings.yaml", yaml)
+	small := writeTemp(t, "small.yaml", "tasks: []\n")
+	for _, args := range [][]string{
+		{"verify", m}, {"verify", small}, {"verify", m, "--json"}, {"inspect", m},
+	} {
+		res := runCLI(t, context.Background(), neverCalled(t), "", args...)
+		out := res.stdout + res.stderr
+		if res.code != exitBadUsage || !strings.Contains(out, "not a ferry bundle") || strings.Contains(out, "copy it again") {
+			t.Errorf("%v: exit %d, want 2 and \"not a ferry bundle\" without \"copy it again\"\nstdout:\n%s\nstderr:\n%s", args, res.code, res.stdout, res.stderr)
+		}
+		if slices.Contains(args, "--json") && !strings.Contains(res.stdout, `"kind": "input"`) {
+			t.Errorf("%v: --json error is not of kind input:\n%s", args, res.stdout)
+		}
+	}
+}
+
+// TestDiffJSONErrorObject: diff --json fails with the error object every
+// command prints ({"error": {"message", "kind", "exitCode"}}), not a
+// bare string, and only once.
+func TestDiffJSONErrorObject(t *testing.T) {
+	junk := writeTemp(t, "junk.tar", "not a tar at all, not a tar at all")
+	for _, tc := range []struct {
+		args []string
+		kind string
+	}{
+		{[]string{"diff", "--json", junk, junk}, "input"},
+		{[]string{"diff", "--json", junk}, "input"},
+		{[]string{"diff", "--json", filepath.Join(t.TempDir(), "missing.tar"), junk}, "input"},
+	} {
+		res := runCLI(t, context.Background(), neverCalled(t), "", tc.args...)
+		var out struct{ Error *jsonError }
+		dec := json.NewDecoder(strings.NewReader(res.stdout))
+		if err := dec.Decode(&out); err != nil || out.Error == nil || dec.More() {
+			t.Errorf("%v: stdout is not one error object (err %v):\n%s", tc.args, err, res.stdout)
+			continue
+		}
+		if out.Error.Kind != tc.kind || out.Error.ExitCode != exitBadUsage || res.code != exitBadUsage || out.Error.Message == "" {
+			t.Errorf("%v: exit %d, error %+v; want kind %s, exit 2", tc.args, res.code, out.Error, tc.kind)
+		}
+	}
+}
+
+// TestKeygenSaysWhereKeysGo: the same key pair signs bundles (outside) or
+// inventories (inside); keygen's words fit both, and its help names both.
+func TestKeygenSaysWhereKeysGo(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "site.key")
+	res := runCLI(t, context.Background(), neverCalled(t), "", "keygen", "-o", key)
+	if res.code != 0 || strings.Contains(res.stdout, "export side") ||
+		!strings.Contains(res.stdout, "side that signs") || !strings.Contains(res.stdout, "side that checks") {
+		t.Errorf("keygen: exit %d, stdout:\n%s", res.code, res.stdout)
+	}
+	help := runCLI(t, context.Background(), neverCalled(t), "", "keygen", "--help")
+	for _, want := range []string{"inventories: KEY stays inside", "bundles:     KEY stays on the export side", "ferry inventory", "--have have.json --trust-key site.key.pub"} {
+		if !strings.Contains(help.stdout, want) {
+			t.Errorf("keygen --help lacks %q:\n%s", want, help.stdout)
+		}
+	}
+}
+
+// TestManyTagsKeepTableRowsNarrow: an image with 152 tags gets a table
+// row of the first few tags and "… and N more" (a moved tag among them
+// comes first); --json still lists every tag.
+func TestManyTagsKeepTableRowsNarrow(t *testing.T) {
+	var names []string
+	var results []push.TagResult
+	for i := range 152 {
+		names = append(names, fmt.Sprintf("build-%04d", i))
+		results = append(results, push.TagResult{Tag: names[i], Status: push.TagPushed})
+	}
+	results[100] = push.TagResult{Tag: names[100], Status: push.TagMoved, Previous: "sha256:" + strings.Repeat("b", 64)}
+	widest := func(out string) int {
+		w := 0
+		for _, l := range strings.Split(out, "\n") {
+			w = max(w, len(l))
+		}
+		return w
+	}
+
+	var b strings.Builder
+	printExportSummary(&b, &export.Summary{Images: []export.ImageSummary{{Source: "docker.io/cloudforet/console", Digest: "sha256:" + strings.Repeat("a", 64),
+		Target: "cloudforet/console", Tags: names, Size: 1 << 20}}})
+	if w := widest(b.String()); w > 200 || !strings.Contains(b.String(), "build-0000,build-0001,build-0002,build-0003,build-0004,… and 147 more") {
+		t.Errorf("export table (widest line %d):\n%s", w, b.String())
+	}
+
+	sum := &push.Summary{Target: "r.example/p", Pushed: 1, Images: []push.ImageResult{{Repository: "r.example/p/cloudforet/console",
+		Digest: "sha256:" + strings.Repeat("a", 64), Status: push.StatusPushed, Tags: results}}}
+	b.Reset()
+	printImportSummary(&b, sum)
+	if w := widest(b.String()); w > 200 || !strings.Contains(b.String(), "build-0100 (moved sha256:bbbbbbbbbbbb → sha256:aaaaaaaaaaaa),build-0000,") ||
+		!strings.Contains(b.String(), "… and 147 more") {
+		t.Errorf("import table (widest line %d):\n%s", w, b.String())
+	}
+
+	bundlePath := writeTemp(t, "b.tar", "x")
+	r := runners{push: func(context.Context, push.Options) (*push.Summary, error) { return sum, nil }}
+	res := runCLI(t, context.Background(), r, "", "import", bundlePath, "--to", "r.example/p", "--json")
+	var out push.Summary
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || len(out.Images) != 1 || len(out.Images[0].Tags) != 152 {
+		t.Errorf("import --json: exit %d, %v; want all 152 tags:\n%.300s", res.code, err, res.stdout)
 	}
 }

@@ -22,8 +22,8 @@ type exitStatus int
 
 func (s exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
 
-func newDiffCmd() *cobra.Command {
-	var asJSON, exitCode bool
+func newDiffCmd(e *env) *cobra.Command {
+	var exitCode bool
 	cmd := &cobra.Command{
 		Use:   "diff OLD.tar NEW.tar",
 		Short: "Show what changed between two bundles: tags added, removed and moved, new bytes",
@@ -55,12 +55,9 @@ they differ; 2 when a bundle cannot be read (missing, not a bundle, damaged).`,
 			out := cmd.OutOrStdout()
 			res, err := diffBundles(cmd, args[0], args[1])
 			if err != nil {
-				if asJSON {
-					_ = json.NewEncoder(out).Encode(map[string]string{"error": err.Error()})
-				}
-				return err
+				return err // with --json, main writes the error object
 			}
-			if asJSON {
+			if e.json {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				err = enc.Encode(res)
@@ -76,7 +73,7 @@ they differ; 2 when a bundle cannot be read (missing, not a bundle, damaged).`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the differences as JSON")
+	cmd.Flags().BoolVar(&e.json, "json", false, "print the differences as JSON (an \"error\" object on failure)")
 	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "exit 1 when the bundles differ (like git diff --exit-code)")
 	return cmd
 }

@@ -33,7 +33,12 @@ func isUsage(err error) bool {
 		errors.Is(err, registry.ErrConfig) ||
 		errors.Is(err, export.ErrOutput) ||
 		errors.Is(err, inventory.ErrInvalid) ||
-		errors.Is(err, push.ErrHaveTarget)
+		errors.Is(err, push.ErrHaveTarget) ||
+		// A file that is not a bundle, or a bundle import refused when
+		// it opened it (a hostile or truncated structure), before any
+		// request.
+		errors.Is(err, bundle.ErrNotBundle) ||
+		errors.Is(err, push.ErrBundleRefused)
 }
 
 func hint(err error) string {
@@ -42,6 +47,8 @@ func hint(err error) string {
 		return "check the username and password; pass a password with --password-stdin (single-quote robot$ names in a shell)"
 	case errors.Is(err, registry.ErrTLS):
 		return "trust the registry's CA with --ca-cert FILE or --certs-dir DIR, or (for tests only) --insecure-skip-tls-verify"
+	case errors.Is(err, bundle.ErrNotBundle):
+		return "give the .tar file ferry export wrote (or its first volume, BUNDLE.tar.000); mapping files go to -f"
 	case errors.Is(err, bundle.ErrCorrupt):
 		return "the bundle is damaged: compare it with its .sha256 file (sha256sum -c) and copy it again"
 	case errors.Is(err, context.Canceled):
@@ -94,7 +101,37 @@ func describeError(err error) *jsonError {
 	return je
 }
 
+// causer is an error that stands for several failures (a sync whose
+// tasks failed, each for its images) and gives their errors.
+type causer interface{ Causes() []error }
+
+// errorKind is the --json kind of err. A run that failed as a whole
+// because its parts failed takes their kind when they all share one
+// (every image failed to reach an unreachable registry: network).
 func errorKind(err error) string {
+	k := ownKind(err)
+	if k != "failed" {
+		return k
+	}
+	var c causer
+	if !errors.As(err, &c) {
+		return k
+	}
+	common := ""
+	for _, cause := range c.Causes() {
+		ck := errorKind(cause)
+		if ck == "input" || ck == "interrupted" || (common != "" && ck != common) {
+			return k
+		}
+		common = ck
+	}
+	if common == "" {
+		return k
+	}
+	return common
+}
+
+func ownKind(err error) string {
 	var (
 		ie interrupted
 		ne net.Error
@@ -102,14 +139,18 @@ func errorKind(err error) string {
 	switch {
 	case errors.As(err, &ie):
 		return "interrupted"
+	case errors.Is(err, bundle.ErrNotBundle):
+		return "input"
+	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrVerify),
+		errors.Is(err, bundle.ErrDigestMismatch), errors.Is(err, bundle.ErrShortBlob),
+		errors.Is(err, bundle.ErrUnsigned), errors.Is(err, bundle.ErrBadSignature):
+		// Before input: a bundle refused before any request is exit 2,
+		// and still of kind bundle.
+		return "bundle"
 	case isUsage(err), errors.Is(err, fs.ErrNotExist) && !errors.Is(err, bundle.ErrCorrupt):
 		return "input"
 	case errors.Is(err, registry.ErrUnauthorized), errors.Is(err, registry.ErrDenied):
 		return "auth"
-	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrVerify),
-		errors.Is(err, bundle.ErrDigestMismatch), errors.Is(err, bundle.ErrShortBlob),
-		errors.Is(err, bundle.ErrUnsigned), errors.Is(err, bundle.ErrBadSignature):
-		return "bundle"
 	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, registry.ErrTLS), errors.Is(err, registry.ErrRateLimited),
 		errors.Is(err, registry.ErrPlainHTTPRefused), errors.As(err, &ne):
 		return "network"
@@ -117,8 +158,29 @@ func errorKind(err error) string {
 	return "failed"
 }
 
-// errorRegistry is the registry a registry error names, if any.
+// errorRegistry is the registry a registry error names, if any: for a
+// run that failed by its parts (causer), the one registry all of them
+// name.
 func errorRegistry(err error) string {
+	if r := ownRegistry(err); r != "" {
+		return r
+	}
+	var c causer
+	if !errors.As(err, &c) {
+		return ""
+	}
+	common := ""
+	for _, cause := range c.Causes() {
+		r := errorRegistry(cause)
+		if r == "" || (common != "" && r != common) {
+			return ""
+		}
+		common = r
+	}
+	return common
+}
+
+func ownRegistry(err error) string {
 	var (
 		re  *registry.Error
 		ae  *registry.AuthError

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -27,5 +31,39 @@ func TestDescribeErrorTypedBlob(t *testing.T) {
 	}
 	if je.ExitCode != exitFailed || je.Message != err.Error() {
 		t.Errorf("exit %d, message %q", je.ExitCode, je.Message)
+	}
+}
+
+// failedRun is an error that stands for its parts' failures (causer), as
+// a sync whose tasks failed is.
+type failedRun []error
+
+func (f failedRun) Error() string   { return "sync failed: 1 of 1 tasks failed" }
+func (f failedRun) Causes() []error { return f }
+
+// TestRunFailedByItsPartsTakesTheirKind: a run that failed because every
+// image failed to reach a registry that refuses connections is of kind
+// network and names the registry; mixed causes stay failed.
+func TestRunFailedByItsPartsTakesTheirKind(t *testing.T) {
+	refused := func(host string) error {
+		return fmt.Errorf("connecting to %s for a/b: %w", host, registry.Explain(&url.Error{Op: "Get", URL: "https://" + host + "/v2/",
+			Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}))
+	}
+	for _, tc := range []struct {
+		err      error
+		kind     string
+		registry string
+	}{
+		{failedRun{refused("r.example:5000"), refused("r.example:5000")}, "network", "r.example:5000"},
+		{failedRun{failedRun{refused("r.example:5000")}}, "network", "r.example:5000"},
+		{failedRun{refused("a.example"), refused("b.example")}, "network", ""},
+		{failedRun{refused("r.example:5000"), errors.New("manifest unknown")}, "failed", ""},
+		{failedRun{refused("r.example:5000"), fmt.Errorf("x: %w", registry.ErrUnauthorized)}, "failed", ""},
+		{failedRun{}, "failed", ""},
+	} {
+		je := describeError(tc.err)
+		if je.Kind != tc.kind || je.Registry != tc.registry || je.ExitCode != exitFailed {
+			t.Errorf("%v: kind %s, registry %q, exit %d; want %s, %q, 1", []error(tc.err.(failedRun)), je.Kind, je.Registry, je.ExitCode, tc.kind, tc.registry)
+		}
 	}
 }

@@ -210,7 +210,7 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		fmt.Fprintln(tw, "SOURCE\tDIGEST\tTARGET\tTAGS\tPLATFORMS\tSIZE")
 		for _, im := range s.Images {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", im.Source, shortDigest(im.Digest), im.Target,
-				strings.Join(im.Tags, ","), kindOrPlatforms(im.Kind, im.Platforms), units.Bytes(im.Size))
+				tagList(im.Tags), kindOrPlatforms(im.Kind, im.Platforms), units.Bytes(im.Size))
 		}
 		_ = tw.Flush()
 	}

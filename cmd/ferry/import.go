@@ -160,18 +160,20 @@ func printImportSummary(w io.Writer, s *push.Summary) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REPOSITORY\tTAGS\tDIGEST\tSTATUS\tUPLOAD")
 	for _, im := range s.Images {
-		var tags []string
+		// Moved tags first: when the cell shows only the first few, the
+		// moves are what must not be hidden.
+		var moved, tags []string
 		for _, t := range im.Tags {
 			switch {
 			case t.Previous != "":
-				tags = append(tags, fmt.Sprintf("%s (%s %s → %s)", t.Tag, t.Status, shortDigest(t.Previous), shortDigest(im.Digest)))
+				moved = append(moved, fmt.Sprintf("%s (%s %s → %s)", t.Tag, t.Status, shortDigest(t.Previous), shortDigest(im.Digest)))
 			case t.Status != push.TagPushed && t.Status != push.TagNew:
 				tags = append(tags, fmt.Sprintf("%s (%s)", t.Tag, t.Status))
 			default:
 				tags = append(tags, t.Tag)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Repository, strings.Join(tags, ","), shortDigest(im.Digest), im.Status, units.Bytes(im.Upload))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Repository, tagList(append(moved, tags...)), shortDigest(im.Digest), im.Status, units.Bytes(im.Upload))
 	}
 	_ = tw.Flush()
 	if s.DryRun {

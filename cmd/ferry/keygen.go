@@ -18,18 +18,30 @@ func newKeygenCmd(e *env) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "keygen -o KEY",
-		Short: "Make an Ed25519 key pair to sign bundles (export --sign-key KEY, verify/import --trust-key KEY.pub)",
+		Short: "Make an Ed25519 key pair to sign bundles or inventories (--sign-key KEY, --trust-key KEY.pub)",
 		Long: `Write a new Ed25519 private key to KEY (PKCS#8 PEM, mode 0600) and its public
-key to KEY.pub (PKIX PEM). Keep KEY on the export side; carry KEY.pub to the
-internal side once, by a channel you trust, and pass it to
-'ferry verify --trust-key' and 'ferry import --trust-key'.
+key to KEY.pub (PKIX PEM). Keep KEY on the side that signs; carry KEY.pub
+once, by a channel you trust, to the side that checks:
+
+  bundles:     KEY stays on the export side (ferry export --sign-key KEY);
+               KEY.pub goes inside (ferry verify/import --trust-key KEY.pub)
+  inventories: KEY stays inside (ferry inventory --sign-key KEY);
+               KEY.pub goes out (ferry export --have ... --trust-key KEY.pub)
+
+Use one key pair per direction.
 
 Both files are what openssl reads and writes: the signature of a bundle can
 also be checked with 'openssl pkeyutl -verify -pubin -inkey KEY.pub -rawin ...'
 (see docs/signing.md).`,
-		Example: `  ferry keygen -o ferry.key
+		Example: `  # bundles: sign outside, check inside
+  ferry keygen -o ferry.key
   ferry export -f images.yaml -o bundle.tar --sign-key ferry.key
-  ferry import bundle.tar --to harbor.internal --trust-key ferry.key.pub`,
+  ferry import bundle.tar --to harbor.internal --trust-key ferry.key.pub
+
+  # inventories: sign inside, check outside
+  ferry keygen -o site.key
+  ferry inventory -f images.yaml --to harbor.internal -o have.json --sign-key site.key
+  ferry export -f images.yaml -o update.tar --have have.json --trust-key site.key.pub`,
 		Args: cobra.NoArgs,
 		RunE: func(_ *cobra.Command, _ []string) error {
 			if out == "" {
@@ -73,6 +85,7 @@ func runKeygen(e *env, out string, force bool) error {
 		_ = os.Remove(out)
 		return fmt.Errorf("writing public key: %w", err)
 	}
-	fmt.Fprintf(e.stdout, "wrote %s (private: keep it on the export side) and %s (public)\nkey id sha256:%s\n", out, pubPath, bundle.KeyID(pub))
+	fmt.Fprintf(e.stdout, "wrote %s (private: keep it on the side that signs, with --sign-key) and %s (public: carry it to the side that checks, for --trust-key)\n"+
+		"key id sha256:%s\n", out, pubPath, bundle.KeyID(pub))
 	return nil
 }

@@ -206,3 +206,18 @@ func stdinFiles(e *env, files []string) ([]string, func(), error) {
 	}
 	return out, cleanup, nil
 }
+
+// maxTagsShown is how many tags a row of a human table shows; --json
+// lists them all.
+const maxTagsShown = 5
+
+// tagList joins the tags of one table row: the first maxTagsShown, then
+// "… and N more", so that an image with hundreds of tags (one per
+// build, all on one digest) does not make its row thousands of
+// characters wide.
+func tagList(tags []string) string {
+	if len(tags) <= maxTagsShown {
+		return strings.Join(tags, ",")
+	}
+	return fmt.Sprintf("%s,… and %d more", strings.Join(tags[:maxTagsShown], ","), len(tags)-maxTagsShown)
+}

@@ -62,7 +62,8 @@ every blob stored once. On the internal side, 'ferry import' checks every
 byte and pushes the bundle into Harbor or any registry.
 
 Exit status: 0 success; 1 the operation failed; 2 bad usage or bad input
-(unknown command or flag, malformed --to, a missing input file, an output
+(unknown command or flag, malformed --to, a missing input file, a file
+that is not a bundle, a bundle import refuses when it opens it, an output
 that would overwrite an input): nothing was sent to any registry; 130 or 143
 interrupted by SIGINT or SIGTERM (nothing is left half-written; serve,
 cache and sync --watch, which run until stopped, exit 0). With --json, a
@@ -92,7 +93,7 @@ failure is also an "error" object on stdout.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what ferry does to stderr")
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
-	root.AddCommand(newExportCmd(e, r.export), newInspectCmd(e), newVerifyCmd(e), newImportCmd(e, r.push), newServeCmd(e), newMirrorsCmd(e), newKeygenCmd(e), newSyncCmd(e, r.sync), newDiffCmd(), newCacheCmd(e), newUnpackCmd(e), newInventoryCmd(e))
+	root.AddCommand(newExportCmd(e, r.export), newInspectCmd(e), newVerifyCmd(e), newImportCmd(e, r.push), newServeCmd(e), newMirrorsCmd(e), newKeygenCmd(e), newSyncCmd(e, r.sync), newDiffCmd(e), newCacheCmd(e), newUnpackCmd(e), newInventoryCmd(e))
 	return root
 }
 

@@ -35,8 +35,9 @@
 //   - Client.FetchBlob verifies size and digest as bytes pass into a
 //     restartable Sink and fetches a blob that does not match once more
 //     from scratch (Sink.Reset); Client.OpenBlob is the same check for a
-//     consumer that cannot restart (its Read ends with the error instead
-//     of io.EOF). Both fail with a *BlobError naming blob, registry and
+//     consumer that cannot restart (the Read that would complete a wrong
+//     blob returns the error and none of its bytes, so an upload it feeds
+//     ends short and the registry commits nothing). Both fail with a *BlobError naming blob, registry and
 //     bytes received; the caller adds the image.
 //   - Client.Retry restarts a whole step (a blob upload in a new session,
 //     sent under SingleAttempt) on transient errors and once on a digest

@@ -142,8 +142,10 @@ func (c *Client) fetchBlob(ctx context.Context, g blobGetter, d v1.Hash, size in
 // OpenBlob starts a GET of blob d (size bytes) of repo through rt and
 // returns its body, checked as it is read: a body longer or shorter than
 // size, or of another digest, ends with a *BlobError (errors.Is
-// ErrBlobMismatch) instead of io.EOF, so a consumer that commits only at
-// EOF, such as an upload, never commits wrong bytes. Use it where the
+// ErrBlobMismatch) instead of io.EOF, and the Read that would complete a
+// wrong body returns none of its bytes (see verifier.Read), so a consumer
+// that commits only at its end, such as an upload, never completes wrong
+// bytes. Use it where the
 // consumer cannot be restarted; Client.Retry then restarts the whole step.
 func (c *Client) OpenBlob(ctx context.Context, rt http.RoundTripper, repo name.Repository, d v1.Hash, size int64) (io.ReadCloser, error) {
 	return c.openBlob(ctx, plainBlobs(rt, repo), d, size)
@@ -217,6 +219,7 @@ type verifier struct {
 	size   int64
 	n      int64
 	failed error
+	done   bool // all bytes in and checked: the next Read is io.EOF
 	// With hashBehind, each chunk is hashed on another goroutine: Read
 	// hands it over and returns, the next Read waits for it first.
 	chunks  chan []byte
@@ -283,23 +286,30 @@ func (v *verifier) fail(err error) error {
 	return v.failed
 }
 
+// Read hands over the blob's bytes, except those of the Read that
+// completes it: that Read first checks that the body ends there and that
+// the digest matches, and on a mismatch returns none of its bytes, only
+// the error.
+//
+// Hold-back premise: a consumer commits only at its end (an upload PUT
+// commits when its body reaches Content-Length; a Sink is renamed into
+// place after the last Write), so withholding the last chunk of wrong
+// bytes keeps every consumer from completing them. push's holdLast reads
+// the last byte in a Read of its own, so a damaged upload always ends at
+// least one byte short. TestOpenBlobHoldsBackWrongLastChunk and
+// test.TestSyncWrongBytesNeverCompleteUpload break it with wrong bytes of
+// the right size.
 func (v *verifier) Read(p []byte) (int, error) {
 	v.waitHash()
 	if v.failed != nil {
 		return 0, v.failed
 	}
-	if v.n == v.size {
-		// All bytes are in: the body must end here.
-		var one [1]byte
-		m, err := io.ReadFull(v.r, one[:])
-		if m > 0 {
-			return 0, v.fail(mismatch("more than the %d bytes of its descriptor", v.size))
-		}
-		if err != nil && err != io.EOF {
-			return 0, v.fail(err)
-		}
-		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.d.Hex {
-			return 0, v.fail(mismatch("content is %s:%s", v.d.Algorithm, got))
+	if v.done {
+		return 0, io.EOF
+	}
+	if v.n == v.size { // an empty blob
+		if err := v.finish(nil); err != nil {
+			return 0, err
 		}
 		return 0, io.EOF
 	}
@@ -310,14 +320,39 @@ func (v *verifier) Read(p []byte) (int, error) {
 	v.n += int64(m)
 	v.hash(p[:m])
 	switch {
-	case err == io.EOF && v.n < v.size:
-		return m, v.fail(mismatch("the body ended at %d of %d bytes", v.n, v.size))
-	case err == io.EOF:
-		return m, nil // checked on the next Read
-	case err != nil:
+	case err != nil && err != io.EOF:
 		return m, v.fail(err)
+	case v.n == v.size:
+		if ferr := v.finish(err); ferr != nil {
+			return 0, ferr // the completing bytes are held back
+		}
+		return m, nil
+	case err == io.EOF:
+		return m, v.fail(mismatch("the body ended at %d of %d bytes", v.n, v.size))
 	}
 	return m, nil
+}
+
+// finish checks a body whose size bytes are all in (err is the error of
+// the Read that brought the last of them: nil or io.EOF): it must end
+// there, and its digest must match.
+func (v *verifier) finish(err error) error {
+	v.waitHash()
+	if err == nil {
+		var one [1]byte
+		m, err := io.ReadFull(v.r, one[:])
+		if m > 0 {
+			return v.fail(mismatch("more than the %d bytes of its descriptor", v.size))
+		}
+		if err != nil && err != io.EOF {
+			return v.fail(err)
+		}
+	}
+	if got := hex.EncodeToString(v.h.Sum(nil)); got != v.d.Hex {
+		return v.fail(mismatch("content is %s:%s", v.d.Algorithm, got))
+	}
+	v.done = true
+	return nil
 }
 
 // Retry runs op until it succeeds or fails for good, within the client's

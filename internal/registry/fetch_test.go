@@ -425,3 +425,74 @@ func TestRetryRestartsTransientSteps(t *testing.T) {
 		t.Fatalf("calls %d err %v, want a mismatch tried twice", calls, err)
 	}
 }
+
+// Wrong bytes of the right size: the Read that would complete the blob
+// hands over none of its bytes, only the mismatch, so an upload fed from
+// OpenBlob (push's holdLast reads the last byte on its own) always ends
+// short of its Content-Length, and a Sink never holds a complete wrong
+// body. A good blob read the same way ends with its last byte, then EOF.
+func TestOpenBlobHoldsBackWrongLastChunk(t *testing.T) {
+	const size = 64 << 10
+	s := newBlobServer(t, size, true, fault{corrupt: true}, fault{corrupt: true}, fault{corrupt: true}, fault{corrupt: true})
+	c, _ := newTestClient(t, Options{Retry: RetryPolicy{Attempts: 3, Base: time.Millisecond, MaxWait: time.Second}})
+	open := func() io.ReadCloser {
+		t.Helper()
+		rc, err := c.OpenBlob(context.Background(), c.Transport(), s.repo(t), s.digest, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rc.Close() })
+		return rc
+	}
+
+	// As holdLast reads: all but the last byte, then the last alone.
+	rc := open()
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(rc, buf[:size-1]); err != nil {
+		t.Fatalf("reading all but the last byte: %v (the damage is in the middle, not yet known)", err)
+	}
+	if n, err := rc.Read(buf[size-1:]); n != 0 || !errors.Is(err, ErrBlobMismatch) {
+		t.Fatalf("last byte: read %d, err %v; want 0 bytes and ErrBlobMismatch", n, err)
+	}
+
+	// With large reads: the chunk that completes the body is withheld.
+	got, err := io.ReadAll(open())
+	if !errors.Is(err, ErrBlobMismatch) || len(got) >= size {
+		t.Fatalf("read %d of %d bytes, err %v; want fewer bytes and ErrBlobMismatch", len(got), size, err)
+	}
+
+	// FetchBlob (two tries): the sink never holds all size bytes.
+	sink := &maxSink{}
+	if err := c.FetchBlob(context.Background(), c.Transport(), s.repo(t), s.digest, size, sink); !errors.Is(err, ErrBlobMismatch) {
+		t.Fatalf("FetchBlob: %v, want ErrBlobMismatch", err)
+	}
+	if sink.max >= size || sink.resets != 1 {
+		t.Errorf("sink held up to %d of %d bytes, reset %d times; want less than the size, one reset", sink.max, size, sink.resets)
+	}
+
+	// The server is honest now: the same reads end with the last byte.
+	rc = open()
+	if _, err := io.ReadFull(rc, buf[:size-1]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rc.Read(buf[size-1:]); n != 1 || err != nil || !bytes.Equal(buf, s.blob) {
+		t.Fatalf("last byte of a good blob: read %d, err %v, equal %v", n, err, bytes.Equal(buf, s.blob))
+	}
+	if n, err := rc.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("after the last byte: read %d, err %v; want EOF", n, err)
+	}
+}
+
+// maxSink is a Sink that remembers the most bytes it ever held.
+type maxSink struct {
+	n, max int
+	resets int
+}
+
+func (m *maxSink) Write(p []byte) (int, error) {
+	m.n += len(p)
+	m.max = max(m.max, m.n)
+	return len(p), nil
+}
+
+func (m *maxSink) Reset() error { m.n = 0; m.resets++; return nil }

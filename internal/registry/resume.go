@@ -221,16 +221,47 @@ func (b *resumeBody) reopen() (io.ReadCloser, error) {
 }
 
 // sameContent checks that a resumed response is of the same content.
+//
+// Resume premise: the second response continues the bytes of the first.
+// A content-addressed URL guarantees it (and the caller checks the digest
+// the URL names). Any other URL (a manifest by tag) may answer with other
+// content at any moment, so the resumed response must vouch for it with
+// the validator the first one carried: the same Docker-Content-Digest, or
+// the same strong ETag (also sent as If-Range, so a range-capable server
+// answers a changed resource with a full 200 of the new content, which
+// is refused here too). A validator both responses carry must agree; a
+// resumed response that carries none the first did is refused, and the
+// read fails rather than splicing two bodies. TestResumeByTagNeedsSameValidator
+// breaks it with a tag that moves mid-resume and a resumed response
+// without the digest header.
 func (b *resumeBody) sameContent(resp *http.Response) error {
+	d, etag := resp.Header.Get("Docker-Content-Digest"), resp.Header.Get("ETag")
+	if b.digest != "" && d != "" && d != b.digest {
+		return fmt.Errorf("content changed while resuming: %s, was %s", d, b.digest)
+	}
+	if b.fixed {
+		return nil
+	}
+	if b.etag != "" && etag != "" && etag != b.etag {
+		return fmt.Errorf("content changed while resuming: ETag %q, was %q", etag, b.etag)
+	}
+	if (b.digest != "" && d == b.digest) || (b.etag != "" && etag == b.etag) {
+		return nil
+	}
+	return fmt.Errorf("cannot resume: the new response carries neither the Docker-Content-Digest nor the strong ETag of the first (%s), so it may be other content (a tag that moved)",
+		b.validators())
+}
+
+// validators names the validators of the first response, for errors.
+func (b *resumeBody) validators() string {
+	var v []string
 	if b.digest != "" {
-		if d := resp.Header.Get("Docker-Content-Digest"); d != "" && d != b.digest {
-			return fmt.Errorf("content changed while resuming: %s, was %s", d, b.digest)
-		}
+		v = append(v, "Docker-Content-Digest "+b.digest)
 	}
-	if !b.fixed && b.digest == "" && resp.Header.Get("ETag") != b.etag {
-		return fmt.Errorf("content changed while resuming: ETag %q, was %q", resp.Header.Get("ETag"), b.etag)
+	if b.etag != "" {
+		v = append(v, "ETag "+b.etag)
 	}
-	return nil
+	return strings.Join(v, ", ")
 }
 
 // rangeStart parses the first byte position of "bytes START-END/TOTAL".
