@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -334,7 +333,7 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 	}
 	wr, werr := bundle.Write(ctx, o.Output, plan, opts...)
 	if werr == nil {
-		o.cache.recordBundle(wr)
+		o.cache.recordBundle(wr, nil)
 		o.cache.cleanPartials(o.Output)
 	}
 	for _, f := range bundle.Failures(werr) {
@@ -354,26 +353,6 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 		return fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
 	}
 	return nil
-}
-
-// upToDate reports whether the output already is, byte for byte, the
-// bundle the plan makes (bundle.Current): then nothing is written. The
-// layers' bytes are vouched for by the cache's record of the file (its
-// identity unchanged since ferry wrote and hashed it), or else by hashing
-// the file again against its .sha256 (reading only).
-func (o *runner) upToDate(ctx context.Context, plan *bundle.Plan, opts []bundle.WriteOption) (*bundle.Result, bool) {
-	if _, err := os.Stat(o.Output); err != nil {
-		return nil, false
-	}
-	wr, err := bundle.Current(ctx, o.Output, plan, o.cache.trust(o.Output), opts...)
-	if err != nil {
-		o.Logger.Info("writing the bundle", "output", o.Output, "because", err.Error())
-		return nil, false
-	}
-	o.Logger.Info("bundle is up to date; nothing written", "output", o.Output, "id", wr.Record.ID)
-	o.cache.recordBundle(wr)
-	o.cache.cleanPartials(o.Output)
-	return wr, true
 }
 
 // summarizeWritten summarizes the images the bundle holds (with

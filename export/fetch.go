@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/ctxio"
+	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
@@ -33,6 +35,9 @@ func (m *memSink) Reset() error { m.Buffer.Reset(); return nil }
 func fetcher(o *runner, im *mapping.Image, d v1.Descriptor, keep bool) bundle.Fetcher {
 	return func(ctx context.Context, w bundle.Sink) error {
 		for _, src := range o.cache.sources(d.Digest, d.Size) {
+			if src.trusted && src.size != d.Size {
+				return recordedSizeMismatch(src, d)
+			}
 			if copyFromCache(ctx, w, src, d, o.Logger) {
 				o.fromCache.Add(d.Size)
 				return nil
@@ -68,12 +73,27 @@ func fetcher(o *runner, im *mapping.Image, d v1.Descriptor, keep bool) bundle.Fe
 	}
 }
 
+// recordedSizeMismatch is the error for a descriptor whose size is not
+// the size of the blob it names. A recorded source's size is the blob's
+// true size: ferry verified those bytes against the digest when it wrote
+// the bundle, and content of one digest has one size. No registry can
+// serve such a descriptor either (FetchBlob refuses a body of another
+// size), so the blob fails here as it would there, with the same
+// ErrBlobMismatch, and nothing is copied.
+func recordedSizeMismatch(src blobSource, d v1.Descriptor) error {
+	return fmt.Errorf("blob %s: %w: its descriptor says %d bytes, the blob is %d bytes (as verified in %s)",
+		d.Digest, registry.ErrBlobMismatch, d.Size, src.size, src.path)
+}
+
 // copyFromCache copies blob d from src into w and reports whether it did.
 // A source recorded as verified whose file is unchanged is copied as it
 // is, in the kernel when w takes files (bundle.FileSink); any other source
 // is hashed first and used only if its bytes have d's digest. After false
 // the caller resets w.
 func copyFromCache(ctx context.Context, w bundle.Sink, src blobSource, d v1.Descriptor, log *slog.Logger) bool {
+	if src.size != d.Size {
+		return false // not this blob as d describes it: hashing would fail
+	}
 	f, err := os.Open(src.path)
 	if err != nil {
 		return false
