@@ -105,6 +105,10 @@ type Summary struct {
 	Output    string `json:"output,omitempty"`
 	Base      string `json:"base,omitempty"`      // id of the bundle this delta builds on
 	BaseBlobs int    `json:"baseBlobs,omitempty"` // blobs left to the base (or held per --have)
+	// BaseBytes: the bytes of the blobs the bundle's images need that it
+	// leaves out (to the base bundle, or because --have says the target
+	// holds them); not counted as saved by deduplication.
+	BaseBytes int64 `json:"baseBytes,omitempty"`
 	// Have: the inventories the bundle was cut against (--have).
 	Have      []bundle.HaveRef `json:"have,omitempty"`
 	Volumes   []string         `json:"volumes,omitempty"`
@@ -183,6 +187,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 // setDefaults checks o and fills in the defaults.
 func (o *Options) setDefaults() error {
+	if _, _, err := bundle.SourceDateEpoch(); err != nil {
+		return err // found before any request, not when the bundle is written
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -263,10 +270,9 @@ func (o *runner) resolve(ctx context.Context, sum *Summary) (*mapping.Resolution
 		return nil, err
 	}
 	res.Images = append(ch.oci, res.Images...)
-	for _, w := range ch.warnUncarried(res.Images) {
-		o.Logger.Warn(w)
-		sum.Warnings = append(sum.Warnings, w)
-	}
+	// The warnings go into the summary only: the command prints them
+	// (logging them too printed each one twice).
+	sum.Warnings = append(sum.Warnings, ch.warnUncarried(res.Images)...)
 	sum.ManifestGETs = res.ManifestGETs
 	for _, f := range res.Failures {
 		sum.Failures = append(sum.Failures, FailureSummary{Task: f.Task, Source: f.Source, Error: f.Err.Error()})
@@ -702,11 +708,13 @@ func summarize(sum *Summary, plan *bundle.Plan) {
 		sum.Tags += len(pi.Tags)
 		sum.Logical += size
 	}
-	sum.Blobs, sum.Bytes = 0, 0
+	sum.Blobs, sum.Bytes, sum.BaseBytes = 0, 0, 0
 	for h := range used {
 		if stored[h] {
 			sum.Blobs++
 			sum.Bytes += sizes[h]
+		} else {
+			sum.BaseBytes += sizes[h]
 		}
 	}
 }
