@@ -75,14 +75,35 @@ type partialNote struct {
 	note   string // the note's own path (not stored)
 }
 
-// blobSource is a place a blob's bytes can be copied from.
+// blobSource is a place a blob's bytes can be copied from: one stretch of
+// one file, or, for a recorded bundle in volumes, consecutive stretches of
+// consecutive volumes.
 type blobSource struct {
-	path    string
-	off     int64
-	size    int64     // the blob's size as the record or the partial's header gives it
-	trusted bool      // verified when recorded, file unchanged since: no re-hash
-	stamp   fileStamp // the file's identity when trusted
+	parts   []sourcePart
+	size    int64 // the blob's size as the record or the partial's header gives it
+	trusted bool  // verified when recorded, files unchanged since: no re-hash
 	forget  func()
+}
+
+// sourcePart is n bytes of the file at path from offset off; stamp is the
+// file's identity when the source is trusted.
+type sourcePart struct {
+	path   string
+	off, n int64
+	stamp  fileStamp
+}
+
+// where names the source in messages.
+func (s blobSource) where() string {
+	if len(s.parts) == 0 {
+		return "(nowhere)"
+	}
+	return s.parts[0].path
+}
+
+// oneFile is a source of size bytes at off in the file at path.
+func oneFile(path string, off, size int64) blobSource {
+	return blobSource{parts: []sourcePart{{path: path, off: off, n: size}}, size: size}
 }
 
 func keyOf(path string) string {
@@ -119,7 +140,7 @@ func (c *Cache) loadBundles() {
 			continue // gone, or still being created: cleanPartials decides
 		}
 		for h, loc := range blobs {
-			c.byBlob[h.Hex] = append(c.byBlob[h.Hex], blobSource{path: p.File, off: loc[0], size: loc[1]})
+			c.byBlob[h.Hex] = append(c.byBlob[h.Hex], oneFile(p.File, loc[0], loc[1]))
 		}
 	}
 }
@@ -149,17 +170,24 @@ func sameStamp(path string, want fileStamp) bool {
 }
 
 // source is where the blob at loc (offset, size in the bundle) can be
-// copied from: the file itself, or the one volume that holds all of it.
+// copied from: the file itself, or the volumes that hold it, in order.
 func (rec *bundleRecord) source(loc [2]int64) (blobSource, bool) {
+	src := blobSource{size: loc[1], trusted: true}
 	if len(rec.Volumes) == 0 {
-		return blobSource{path: rec.Path, off: loc[0], size: loc[1], trusted: true, stamp: rec.Stamp}, true
+		src.parts = []sourcePart{{path: rec.Path, off: loc[0], n: loc[1], stamp: rec.Stamp}}
+		return src, true
 	}
+	off, end := loc[0], loc[0]+loc[1]
 	for _, v := range rec.Volumes {
-		if loc[0] >= v.Start && loc[0]+loc[1] <= v.Start+v.Stamp.Size {
-			return blobSource{path: v.Path, off: loc[0] - v.Start, size: loc[1], trusted: true, stamp: v.Stamp}, true
+		vend := v.Start + v.Stamp.Size
+		if off >= end || off < v.Start || off >= vend {
+			continue
 		}
+		n := min(end, vend) - off
+		src.parts = append(src.parts, sourcePart{path: v.Path, off: off - v.Start, n: n, stamp: v.Stamp})
+		off += n
 	}
-	return blobSource{}, false // spans two volumes
+	return src, off == end // false: the volumes end before the blob does
 }
 
 // sources lists where the bytes of h (of size bytes) may be copied from:
@@ -173,7 +201,9 @@ func (c *Cache) sources(h v1.Hash, size int64) []blobSource {
 		if st.Size() != size {
 			c.forget(h)
 		} else {
-			out = append(out, blobSource{path: c.path(h), size: size, forget: func() { c.forget(h) }})
+			src := oneFile(c.path(h), 0, size)
+			src.forget = func() { c.forget(h) }
+			out = append(out, src)
 		}
 	}
 	return out

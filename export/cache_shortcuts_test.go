@@ -113,9 +113,10 @@ func TestCacheRecordGone(t *testing.T) {
 }
 
 // TestCacheRecordsVolumes: a bundle written in volumes is recorded (it
-// panicked): a layer within one volume is copied from that volume, exactly;
-// one that spans two is not a source; the record never vouches for the
-// output; a volume removed drops the whole record.
+// panicked): a layer within one volume is copied from that volume, one
+// that spans two from both, exactly; the record never vouches for the
+// output; a volume changed in place makes the sources known before unused,
+// and a volume removed drops the whole record.
 func TestCacheRecordsVolumes(t *testing.T) {
 	needStamps(t)
 	dir := t.TempDir()
@@ -135,24 +136,26 @@ func TestCacheRecordsVolumes(t *testing.T) {
 	must(t, err)
 	vol := fakeInfo(t, res.Volumes[0]).Size() // every volume but the last
 	var within, spanning int
+	var spanned blobSource
+	var spannedDesc v1.Descriptor
 	for _, l := range layers {
 		d := v1.Descriptor{Digest: digestOf(l), Size: int64(len(l))}
 		srcs := c.sources(d.Digest, d.Size)
 		off := res.BlobOffsets[d.Digest]
-		if off/vol != (off+d.Size-1)/vol {
-			spanning++
-			if len(srcs) != 0 {
-				t.Errorf("a layer that spans two volumes is a source: %+v", srcs)
-			}
-			continue
+		first, last := off/vol, (off+d.Size-1)/vol
+		if len(srcs) != 1 || !srcs[0].trusted || len(srcs[0].parts) != int(last-first+1) ||
+			srcs[0].parts[0].path != filepath.Join(dir, fmt.Sprintf("b.tar.%03d", first)) {
+			t.Fatalf("sources %+v: want the volumes %d..%d holding the layer, trusted", srcs, first, last)
 		}
-		within++
-		if len(srcs) != 1 || !srcs[0].trusted || srcs[0].path != filepath.Join(dir, fmt.Sprintf("b.tar.%03d", off/vol)) {
-			t.Fatalf("sources %+v: want the one volume holding the layer, trusted", srcs)
+		if first == last {
+			within++
+		} else {
+			spanning++
+			spanned, spannedDesc = srcs[0], d
 		}
 		var got memSink
 		if !copyFromCache(context.Background(), &got, srcs[0], d, slog.New(slog.DiscardHandler)) || !bytes.Equal(got.Bytes(), l) {
-			t.Error("the layer was not copied exactly from its volume")
+			t.Error("the layer was not copied exactly from its volumes")
 		}
 	}
 	if within == 0 || spanning == 0 {
@@ -161,6 +164,23 @@ func TestCacheRecordsVolumes(t *testing.T) {
 	if c.trust(out)(fakeInfo(t, res.Volumes[0]), res.SHA256) {
 		t.Error("a record of volumes vouches for an output")
 	}
+
+	// The second volume of a spanning layer changed in place, its mtime
+	// put back: that layer's source, known before, is not used.
+	second := spanned.parts[1].path
+	info := fakeInfo(t, second)
+	time.Sleep(20 * time.Millisecond) // file times tick with the kernel's clock
+	f, err := os.OpenFile(second, os.O_RDWR, 0)
+	must(t, err)
+	_, err = f.WriteAt([]byte("X"), spanned.parts[1].off)
+	must(t, err)
+	must(t, f.Close())
+	must(t, os.Chtimes(second, info.ModTime(), info.ModTime()))
+	var got memSink
+	if copyFromCache(context.Background(), &got, spanned, spannedDesc, slog.New(slog.DiscardHandler)) {
+		t.Error("a layer was copied from a volume changed since it was recorded")
+	}
+
 	must(t, os.Remove(res.Volumes[1]))
 	c, err = OpenCache(filepath.Join(dir, "cache"))
 	must(t, err)
