@@ -332,19 +332,27 @@ func (c *Cache) trust(path string) bundle.Trust {
 }
 
 // notePartial notes the temporary files of the bundle being written for
-// output, so that a later run can take blobs from them.
+// output, so that a later run can take blobs from them (the first volume
+// of a bundle in volumes is read like a single file; a later volume does
+// not start with a tar header and yields nothing) and removes them.
+// Premise: none; what is taken from them is hashed first (copyFromCache).
 func (c *Cache) notePartial(output string, files []string) {
-	if c == nil || len(files) != 1 {
-		return // volumes: not resumed from
-	}
-	abs, err1 := filepath.Abs(output)
-	file, err2 := filepath.Abs(files[0])
-	if err1 != nil || err2 != nil {
+	if c == nil {
 		return
 	}
-	data, err := json.Marshal(partialNote{Output: abs, File: file})
-	if err == nil {
-		_ = atomicfile.WriteFile(filepath.Join(c.dir, "partial", keyOf(file)+".json"), data, 0o644)
+	abs, err := filepath.Abs(output)
+	if err != nil {
+		return
+	}
+	for _, f := range files {
+		file, err := filepath.Abs(f)
+		if err != nil {
+			continue
+		}
+		data, err := json.Marshal(partialNote{Output: abs, File: file})
+		if err == nil {
+			_ = atomicfile.WriteFile(filepath.Join(c.dir, "partial", keyOf(file)+".json"), data, 0o644)
+		}
 	}
 }
 

@@ -341,6 +341,7 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 	if werr == nil {
 		o.cache.recordBundle(wr, nil)
 		o.cache.cleanPartials(o.Output)
+		removeStaleTemps(o.Output)
 	}
 	for _, f := range bundle.Failures(werr) {
 		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})

@@ -59,6 +59,7 @@ func (o *runner) upToDate(ctx context.Context, plan *bundle.Plan, opts []bundle.
 	o.Logger.Info("bundle is up to date; nothing written", "output", o.Output, "id", wr.Record.ID)
 	o.cache.recordBundle(wr, seen)
 	o.cache.cleanPartials(o.Output)
+	removeStaleTemps(o.Output)
 	return wr, true
 }
 
