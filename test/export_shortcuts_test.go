@@ -52,6 +52,15 @@ func shortcutMapping(t *testing.T, dir, host string) string {
 		"\n    mappings:\n      - from: large/blob\n        tags: [latest]\n      - from: app/web\n        tags: ['regex: ^[0-9]+$']\n")
 }
 
+func parseShortcutSummary(t *testing.T, stdout string) shortcutSummary {
+	t.Helper()
+	var s shortcutSummary
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatalf("export --json summary: %v\n%s", err, stdout)
+	}
+	return s
+}
+
 // checkBundle verifies the bundle with ferry verify, then reads it (its
 // volumes joined) and checks that every blob has its digest and that each
 // image is at the digest the source registry serves.
