@@ -352,3 +352,40 @@ func TestExportBadSourceDateEpochNoRequest(t *testing.T) {
 		t.Errorf("%d requests were made:\n%s", n, counter)
 	}
 }
+
+// TestChartWarningOnce: a chart image the bundle does not carry is warned
+// about once on stderr (it was printed twice: logged, and again from the
+// summary), and listed once in the --json summary.
+func TestChartWarningOnce(t *testing.T) {
+	h := newHelm(t)
+	bin := harness.BuildFerry(t)
+	repo := makeChartRepo(t, h, "registry.example/team/web:1.0", "registry.example/team/hook:2.0", "1.0.0")
+	m := writeChartMapping(t, "charts:\n  - {repo: '"+repo.URL+"', name: demo, version: 1.0.0}\n")
+	dir := t.TempDir()
+	warnings := []string{
+		"template demo/templates/deployment.yaml uses image registry.example/team/web:1.0, which the bundle does not carry",
+		"template demo/templates/tests/test-connection.yaml uses image registry.example/team/hook:2.0, which the bundle does not carry",
+	}
+	stdout, stderr, code := harness.Run(t, bin, "export", "-f", m, "-o", filepath.Join(dir, "b.tar"))
+	if code != 0 {
+		t.Fatalf("export: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, w := range warnings {
+		if n := strings.Count(stderr, w); n != 1 {
+			t.Errorf("warning %q printed %d times, want once:\n%s", w, n, stderr)
+		}
+	}
+	stdout, stderr, code = harness.Run(t, bin, "export", "--json", "-f", m, "-o", filepath.Join(dir, "j.tar"))
+	if code != 0 {
+		t.Fatalf("export --json: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	var s struct {
+		Warnings []string `json:"warnings"`
+	}
+	mustDo(t, json.Unmarshal([]byte(stdout), &s))
+	for _, w := range warnings {
+		if n := strings.Count(strings.Join(s.Warnings, "\n"), w); n != 1 || strings.Count(stderr, w) != 1 {
+			t.Errorf("--json: warning %q listed %d times in the summary, printed %d times on stderr; want once each", w, n, strings.Count(stderr, w))
+		}
+	}
+}
