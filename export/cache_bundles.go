@@ -29,11 +29,16 @@ import (
 // digest before it pushes, and ferry verify finds it.
 //
 // A bundle written as volumes (--split) is recorded the same way, one
-// identity per volume: a blob whose bytes lie within one volume is copied
-// from that volume while the volume's identity is unchanged (a blob that
-// spans two volumes is not recorded and is fetched again). Any volume that
-// is missing or changed drops the whole record. Such a record never vouches
-// for an output: bundle.Current writes volumes again anyway.
+// identity per volume: a blob is copied from the volumes that hold its
+// bytes (a stretch of each, in order), each stretch only while its volume
+// has its recorded identity. Any volume that is missing or changed drops
+// the whole record. Such a record never vouches for an output:
+// bundle.Current writes volumes again anyway.
+//
+// A recorded blob's size is its true size (its bytes had its digest): a
+// new manifest that gives the same digest another size is refused as the
+// registry would refuse it (recordedSizeMismatch), never copied for the
+// size it claims.
 //
 // An export that fails or is killed leaves its unfinished bundle beside
 // the output (.NAME.tmp-*); a note under partial/ names it. The next
