@@ -35,21 +35,19 @@ func (o *runner) upToDate(ctx context.Context, plan *bundle.Plan, opts []bundle.
 	}
 	recorded := o.cache.trust(o.Output)
 	var seen os.FileInfo
-	var vouched bool
 	var verr error
+	// The wrapper answers yes after its own check, so that Current does not
+	// read the file a second time; the check's verdict (verr) is applied
+	// below.
 	trust := func(info os.FileInfo, sum string) bool {
 		seen = info
-		if recorded != nil && recorded(info, sum) {
-			vouched = true
-			return true
+		if recorded == nil || !recorded(info, sum) {
+			verr = verifyBundleFile(ctx, o.Output, sum)
 		}
-		verr = verifyBundleFile(ctx, o.Output, sum)
-		return verr == nil
+		return true
 	}
 	wr, err := bundle.Current(ctx, o.Output, plan, trust, opts...)
-	if err == nil && !vouched && verr != nil {
-		// Current hashed the file again and found its .sha256 right: the
-		// checksum was written to match bytes that are not the blobs.
+	if err == nil && verr != nil {
 		err = fmt.Errorf("%w: %v", bundle.ErrNotCurrent, verr)
 	}
 	if err != nil {
