@@ -220,7 +220,7 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 	switch {
 	case s.DryRun:
 		fmt.Fprintf(w, "dry run: %s, %s, %s, %s (%s before deduplication); nothing transferred\n",
-			plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.Bytes), units.Bytes(s.Logical))
+			plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.Bytes), units.Bytes(s.Logical-s.BaseBytes))
 		if multi := multiPlatform(s); multi > 0 {
 			fmt.Fprintf(w, "note: %s keep their whole upstream index (same digests as upstream); --platform or a mapping's platform: narrows it (a rewritten index, new digest)\n", plural(multi, "multi-platform image"))
 		}

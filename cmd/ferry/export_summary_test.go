@@ -52,6 +52,13 @@ func TestExportSummaryLeftOut(t *testing.T) {
 		}
 	}
 	b.Reset()
+	s.DryRun = true
+	printExportSummary(&b, s)
+	if !strings.Contains(b.String(), "1000 B (1.5 KiB before deduplication)") || !strings.Contains(b.String(), "left out 3 blobs (2.0 KiB)") {
+		t.Errorf("--have --dry-run summary:\n%s", b.String())
+	}
+	b.Reset()
+	s.DryRun = false
 	s.Have, s.Base = nil, "prev-id"
 	printExportSummary(&b, s)
 	if !strings.Contains(b.String(), "(saved 500 B by deduplication)") || !strings.Contains(b.String(), "delta of bundle prev-id: 3 blobs (2.0 KiB) left to it") {
