@@ -91,6 +91,13 @@ func recordedSizeMismatch(src blobSource, d v1.Descriptor) error {
 // file has the identity recorded with it; any other source (one file) is
 // hashed first and used only if its bytes have d's digest. After false the
 // caller resets w.
+//
+// Premise of the unhashed copy: a recorded file's bytes are those ferry
+// verified when it recorded it (recordBundle), as long as its device,
+// inode, size, modification and change time are the recorded ones; any
+// write, truncation, rename over it or replacement changes them. The size
+// is not taken from the descriptor on trust: src.size, the size verified
+// with the digest, must equal it.
 func copyFromCache(ctx context.Context, w bundle.Sink, src blobSource, d v1.Descriptor, log *slog.Logger) bool {
 	if src.size != d.Size {
 		return false // not this blob as d describes it: hashing would fail
