@@ -28,6 +28,18 @@ import (
 // system (a bit flipped on the medium): ferry import checks every blob's
 // digest before it pushes, and ferry verify finds it.
 //
+// A bundle written as volumes (--split) is recorded the same way, one
+// identity per volume: a blob is copied from the volumes that hold its
+// bytes (a stretch of each, in order), each stretch only while its volume
+// has its recorded identity. Any volume that is missing or changed drops
+// the whole record. Such a record never vouches for an output:
+// bundle.Current writes volumes again anyway.
+//
+// A recorded blob's size is its true size (its bytes had its digest): a
+// new manifest that gives the same digest another size is refused as the
+// registry would refuse it (recordedSizeMismatch), never copied for the
+// size it claims.
+//
 // An export that fails or is killed leaves its unfinished bundle beside
 // the output (.NAME.tmp-*); a note under partial/ names it. The next
 // export takes from it the blobs whose bytes have the right digest (it
@@ -37,10 +49,20 @@ const maxBundles = 8
 
 // bundleRecord is one bundle the cache can read blobs back from.
 type bundleRecord struct {
-	Path   string              `json:"path"` // absolute
+	Path   string              `json:"path"` // absolute (the output; for volumes, their base name)
 	Stamp  fileStamp           `json:"stamp"`
 	SHA256 string              `json:"sha256"`
-	Blobs  map[string][2]int64 `json:"blobs"` // hex → offset, size
+	Blobs  map[string][2]int64 `json:"blobs"` // hex → offset, size (from the first byte of the bundle)
+	// Volumes, for a bundle written in volumes: each file with its identity
+	// and where it starts in the bundle. Path and Stamp are then unused.
+	Volumes []volumeRecord `json:"volumes,omitempty"`
+}
+
+// volumeRecord is one volume of a recorded bundle.
+type volumeRecord struct {
+	Path  string    `json:"path"` // absolute
+	Stamp fileStamp `json:"stamp"`
+	Start int64     `json:"start"` // offset of its first byte in the bundle
 }
 
 // fileStamp is a file's identity: it changes with any write to the file.
@@ -58,13 +80,35 @@ type partialNote struct {
 	note   string // the note's own path (not stored)
 }
 
-// blobSource is a place a blob's bytes can be copied from.
+// blobSource is a place a blob's bytes can be copied from: one stretch of
+// one file, or, for a recorded bundle in volumes, consecutive stretches of
+// consecutive volumes.
 type blobSource struct {
-	path    string
-	off     int64
-	trusted bool      // verified when recorded, file unchanged since: no re-hash
-	stamp   fileStamp // the file's identity when trusted
+	parts   []sourcePart
+	size    int64 // the blob's size as the record or the partial's header gives it
+	trusted bool  // verified when recorded, files unchanged since: no re-hash
 	forget  func()
+}
+
+// sourcePart is n bytes of the file at path from offset off; stamp is the
+// file's identity when the source is trusted.
+type sourcePart struct {
+	path   string
+	off, n int64
+	stamp  fileStamp
+}
+
+// where names the source in messages.
+func (s blobSource) where() string {
+	if len(s.parts) == 0 {
+		return "(nowhere)"
+	}
+	return s.parts[0].path
+}
+
+// oneFile is a source of size bytes at off in the file at path.
+func oneFile(path string, off, size int64) blobSource {
+	return blobSource{parts: []sourcePart{{path: path, off: off, n: size}}, size: size}
 }
 
 func keyOf(path string) string {
@@ -72,23 +116,27 @@ func keyOf(path string) string {
 	return hex.EncodeToString(s[:12])
 }
 
-// loadBundles reads the bundle records and the partial notes.
+// loadBundles reads the bundle records and the partial notes. A record
+// whose file (or any of whose volumes) is gone, moved, or changed is
+// removed: its bytes are no longer those ferry verified.
 func (c *Cache) loadBundles() {
 	c.byBlob = map[string][]blobSource{}
 	entries, _ := os.ReadDir(filepath.Join(c.dir, "bundles"))
 	for _, e := range entries {
+		name := filepath.Join(c.dir, "bundles", e.Name())
 		var rec bundleRecord
-		if !readJSON(filepath.Join(c.dir, "bundles", e.Name()), &rec) {
+		if !readJSON(name, &rec) {
 			continue
 		}
-		info, err := os.Stat(rec.Path)
-		if st, ok := stampOf(info); err != nil || !ok || st != rec.Stamp {
-			_ = os.Remove(filepath.Join(c.dir, "bundles", e.Name())) // replaced or changed
+		if !rec.unchanged() {
+			_ = os.Remove(name) // deleted, moved, replaced or changed
 			continue
 		}
 		c.records = append(c.records, &rec)
 		for hexpart, loc := range rec.Blobs {
-			c.byBlob[hexpart] = append(c.byBlob[hexpart], blobSource{path: rec.Path, off: loc[0], trusted: true, stamp: rec.Stamp})
+			if src, ok := rec.source(loc); ok {
+				c.byBlob[hexpart] = append(c.byBlob[hexpart], src)
+			}
 		}
 	}
 	for _, p := range c.partials() {
@@ -97,9 +145,54 @@ func (c *Cache) loadBundles() {
 			continue // gone, or still being created: cleanPartials decides
 		}
 		for h, loc := range blobs {
-			c.byBlob[h.Hex] = append(c.byBlob[h.Hex], blobSource{path: p.File, off: loc[0]})
+			c.byBlob[h.Hex] = append(c.byBlob[h.Hex], oneFile(p.File, loc[0], loc[1]))
 		}
 	}
+}
+
+// unchanged reports whether every file of the record still has the
+// identity it had when recorded.
+func (rec *bundleRecord) unchanged() bool {
+	if len(rec.Volumes) == 0 {
+		return sameStamp(rec.Path, rec.Stamp)
+	}
+	for _, v := range rec.Volumes {
+		if !sameStamp(v.Path, v.Stamp) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameStamp reports whether the file at path exists and has identity want.
+func sameStamp(path string, want fileStamp) bool {
+	info, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := stampOf(info)
+	return ok && st == want
+}
+
+// source is where the blob at loc (offset, size in the bundle) can be
+// copied from: the file itself, or the volumes that hold it, in order.
+func (rec *bundleRecord) source(loc [2]int64) (blobSource, bool) {
+	src := blobSource{size: loc[1], trusted: true}
+	if len(rec.Volumes) == 0 {
+		src.parts = []sourcePart{{path: rec.Path, off: loc[0], n: loc[1], stamp: rec.Stamp}}
+		return src, true
+	}
+	off, end := loc[0], loc[0]+loc[1]
+	for _, v := range rec.Volumes {
+		vend := v.Start + v.Stamp.Size
+		if off >= end || off < v.Start || off >= vend {
+			continue
+		}
+		n := min(end, vend) - off
+		src.parts = append(src.parts, sourcePart{path: v.Path, off: off - v.Start, n: n, stamp: v.Stamp})
+		off += n
+	}
+	return src, off == end // false: the volumes end before the blob does
 }
 
 // sources lists where the bytes of h (of size bytes) may be copied from:
@@ -113,16 +206,27 @@ func (c *Cache) sources(h v1.Hash, size int64) []blobSource {
 		if st.Size() != size {
 			c.forget(h)
 		} else {
-			out = append(out, blobSource{path: c.path(h), forget: func() { c.forget(h) }})
+			src := oneFile(c.path(h), 0, size)
+			src.forget = func() { c.forget(h) }
+			out = append(out, src)
 		}
 	}
 	return out
 }
 
-// recordBundle records the bundle res describes as a source of blobs
-// (a single file only), replacing the record of its path.
-func (c *Cache) recordBundle(res *bundle.Result) {
-	if c == nil || res == nil {
+// recordBundle records the bundle res describes (one file or its
+// volumes) as a source of blobs, replacing the record of its path. seen,
+// when not nil, is the output file as it was when its bytes were hashed
+// (an output found up to date): the record is then written only if the
+// file still has that identity.
+//
+// Premise: res describes bytes ferry has just verified (written by
+// bundle.Write, which checked every blob's digest and computed the
+// checksum, or hashed again by upToDate), and nothing wrote to the files
+// between that and the stat below. Any later write changes the identity
+// recorded here, and the record is then dropped.
+func (c *Cache) recordBundle(res *bundle.Result, seen os.FileInfo) {
+	if c == nil || res == nil || res.Record == nil {
 		return
 	}
 	abs, err := filepath.Abs(res.Path)
@@ -130,24 +234,60 @@ func (c *Cache) recordBundle(res *bundle.Result) {
 		return
 	}
 	name := filepath.Join(c.dir, "bundles", keyOf(abs)+".json")
-	info, err := os.Stat(abs)
-	st, ok := stampOf(info)
-	if err != nil || !ok || len(res.Volumes) != 1 || res.SHA256 == "" {
+	rec, ok := newRecord(abs, res)
+	if ok && seen != nil {
+		st, sok := stampOf(seen)
+		ok = sok && len(rec.Volumes) == 0 && st == rec.Stamp
+	}
+	if !ok {
 		_ = os.Remove(name)
 		return
 	}
-	rec := bundleRecord{Path: abs, Stamp: st, SHA256: res.SHA256, Blobs: map[string][2]int64{}}
 	for _, b := range res.Record.Blobs {
 		h, err := bundle.ParseDigest(b.Digest)
 		if off, ok := res.BlobOffsets[h]; err == nil && ok {
 			rec.Blobs[h.Hex] = [2]int64{off, b.Size}
 		}
 	}
-	data, err := json.Marshal(&rec)
+	data, err := json.Marshal(rec)
 	if err == nil {
 		_ = atomicfile.WriteFile(name, data, 0o644)
 	}
 	c.pruneBundles()
+}
+
+// newRecord takes the identity of the bundle's file, or of each of its
+// volumes; ok is false when one cannot be taken (a file is missing, or no
+// identity can be read on this system).
+func newRecord(abs string, res *bundle.Result) (*bundleRecord, bool) {
+	rec := &bundleRecord{Path: abs, SHA256: res.SHA256, Blobs: map[string][2]int64{}}
+	if len(res.Volumes) <= 1 {
+		info, err := os.Stat(abs)
+		if err != nil || res.SHA256 == "" {
+			return nil, false
+		}
+		st, ok := stampOf(info)
+		rec.Stamp = st
+		return rec, ok
+	}
+	var start int64
+	for _, v := range res.Volumes {
+		vabs, err := filepath.Abs(v)
+		if err != nil {
+			return nil, false
+		}
+		info, err := os.Stat(vabs)
+		if err != nil {
+			return nil, false
+		}
+		st, ok := stampOf(info)
+		if !ok {
+			return nil, false
+		}
+		rec.Volumes = append(rec.Volumes, volumeRecord{Path: vabs, Stamp: st, Start: start})
+		start += st.Size
+	}
+	return rec, true
 }
 
 // pruneBundles keeps the newest maxBundles records.
@@ -171,6 +311,12 @@ func (c *Cache) pruneBundles() {
 
 // trust vouches for the output at path when the cache recorded it with
 // this identity and this checksum.
+//
+// Premise: the record was written by ferry right after it verified every
+// byte of the file (recordBundle); a file whose device, inode, size,
+// modification and change time are all unchanged since was not written
+// to. Records of volumes never vouch (a bundle in volumes is written
+// again).
 func (c *Cache) trust(path string) bundle.Trust {
 	if c == nil {
 		return nil
@@ -182,7 +328,7 @@ func (c *Cache) trust(path string) bundle.Trust {
 	return func(info os.FileInfo, sum string) bool {
 		st, ok := stampOf(info)
 		for _, rec := range c.records {
-			if ok && rec.Path == abs && rec.Stamp == st && rec.SHA256 == sum {
+			if ok && len(rec.Volumes) == 0 && rec.Path == abs && rec.Stamp == st && rec.SHA256 == sum {
 				return true
 			}
 		}
@@ -191,19 +337,27 @@ func (c *Cache) trust(path string) bundle.Trust {
 }
 
 // notePartial notes the temporary files of the bundle being written for
-// output, so that a later run can take blobs from them.
+// output, so that a later run can take blobs from them (the first volume
+// of a bundle in volumes is read like a single file; a later volume does
+// not start with a tar header and yields nothing) and removes them.
+// Premise: none; what is taken from them is hashed first (copyFromCache).
 func (c *Cache) notePartial(output string, files []string) {
-	if c == nil || len(files) != 1 {
-		return // volumes: not resumed from
-	}
-	abs, err1 := filepath.Abs(output)
-	file, err2 := filepath.Abs(files[0])
-	if err1 != nil || err2 != nil {
+	if c == nil {
 		return
 	}
-	data, err := json.Marshal(partialNote{Output: abs, File: file})
-	if err == nil {
-		_ = atomicfile.WriteFile(filepath.Join(c.dir, "partial", keyOf(file)+".json"), data, 0o644)
+	abs, err := filepath.Abs(output)
+	if err != nil {
+		return
+	}
+	for _, f := range files {
+		file, err := filepath.Abs(f)
+		if err != nil {
+			continue
+		}
+		data, err := json.Marshal(partialNote{Output: abs, File: file})
+		if err == nil {
+			_ = atomicfile.WriteFile(filepath.Join(c.dir, "partial", keyOf(file)+".json"), data, 0o644)
+		}
 	}
 }
 

@@ -49,7 +49,7 @@ func TestCacheRecordsBundles(t *testing.T) {
 	out := filepath.Join(dir, "b.tar")
 	res := tinyBundle(t, out, layer)
 	c, _ := OpenCache(filepath.Join(dir, "cache"))
-	c.recordBundle(res)
+	c.recordBundle(res, nil)
 
 	c, _ = OpenCache(filepath.Join(dir, "cache"))
 	srcs := c.sources(h, int64(len(layer)))

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -106,6 +105,10 @@ type Summary struct {
 	Output    string `json:"output,omitempty"`
 	Base      string `json:"base,omitempty"`      // id of the bundle this delta builds on
 	BaseBlobs int    `json:"baseBlobs,omitempty"` // blobs left to the base (or held per --have)
+	// BaseBytes: the bytes of the blobs the bundle's images need that it
+	// leaves out (to the base bundle, or because --have says the target
+	// holds them); not counted as saved by deduplication.
+	BaseBytes int64 `json:"baseBytes,omitempty"`
 	// Have: the inventories the bundle was cut against (--have).
 	Have      []bundle.HaveRef `json:"have,omitempty"`
 	Volumes   []string         `json:"volumes,omitempty"`
@@ -184,6 +187,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 // setDefaults checks o and fills in the defaults.
 func (o *Options) setDefaults() error {
+	if _, _, err := bundle.SourceDateEpoch(); err != nil {
+		return err // found before any request, not when the bundle is written
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -264,10 +270,9 @@ func (o *runner) resolve(ctx context.Context, sum *Summary) (*mapping.Resolution
 		return nil, err
 	}
 	res.Images = append(ch.oci, res.Images...)
-	for _, w := range ch.warnUncarried(res.Images) {
-		o.Logger.Warn(w)
-		sum.Warnings = append(sum.Warnings, w)
-	}
+	// The warnings go into the summary only: the command prints them
+	// (logging them too printed each one twice).
+	sum.Warnings = append(sum.Warnings, ch.warnUncarried(res.Images)...)
 	sum.ManifestGETs = res.ManifestGETs
 	for _, f := range res.Failures {
 		sum.Failures = append(sum.Failures, FailureSummary{Task: f.Task, Source: f.Source, Error: f.Err.Error()})
@@ -334,8 +339,9 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 	}
 	wr, werr := bundle.Write(ctx, o.Output, plan, opts...)
 	if werr == nil {
-		o.cache.recordBundle(wr)
+		o.cache.recordBundle(wr, nil)
 		o.cache.cleanPartials(o.Output)
+		removeStaleTemps(o.Output)
 	}
 	for _, f := range bundle.Failures(werr) {
 		sum.Failures = append(sum.Failures, FailureSummary{Source: f.Image, Error: f.Err.Error()})
@@ -354,26 +360,6 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 		return fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
 	}
 	return nil
-}
-
-// upToDate reports whether the output already is, byte for byte, the
-// bundle the plan makes (bundle.Current): then nothing is written. The
-// layers' bytes are vouched for by the cache's record of the file (its
-// identity unchanged since ferry wrote and hashed it), or else by hashing
-// the file again against its .sha256 (reading only).
-func (o *runner) upToDate(ctx context.Context, plan *bundle.Plan, opts []bundle.WriteOption) (*bundle.Result, bool) {
-	if _, err := os.Stat(o.Output); err != nil {
-		return nil, false
-	}
-	wr, err := bundle.Current(ctx, o.Output, plan, o.cache.trust(o.Output), opts...)
-	if err != nil {
-		o.Logger.Info("writing the bundle", "output", o.Output, "because", err.Error())
-		return nil, false
-	}
-	o.Logger.Info("bundle is up to date; nothing written", "output", o.Output, "id", wr.Record.ID)
-	o.cache.recordBundle(wr)
-	o.cache.cleanPartials(o.Output)
-	return wr, true
 }
 
 // summarizeWritten summarizes the images the bundle holds (with
@@ -723,11 +709,13 @@ func summarize(sum *Summary, plan *bundle.Plan) {
 		sum.Tags += len(pi.Tags)
 		sum.Logical += size
 	}
-	sum.Blobs, sum.Bytes = 0, 0
+	sum.Blobs, sum.Bytes, sum.BaseBytes = 0, 0, 0
 	for h := range used {
 		if stored[h] {
 			sum.Blobs++
 			sum.Bytes += sizes[h]
+		} else {
+			sum.BaseBytes += sizes[h]
 		}
 	}
 }

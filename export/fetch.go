@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/ctxio"
+	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/mapping"
 )
 
@@ -33,6 +35,9 @@ func (m *memSink) Reset() error { m.Buffer.Reset(); return nil }
 func fetcher(o *runner, im *mapping.Image, d v1.Descriptor, keep bool) bundle.Fetcher {
 	return func(ctx context.Context, w bundle.Sink) error {
 		for _, src := range o.cache.sources(d.Digest, d.Size) {
+			if src.trusted && src.size != d.Size {
+				return recordedSizeMismatch(src, d)
+			}
 			if copyFromCache(ctx, w, src, d, o.Logger) {
 				o.fromCache.Add(d.Size)
 				return nil
@@ -68,34 +73,71 @@ func fetcher(o *runner, im *mapping.Image, d v1.Descriptor, keep bool) bundle.Fe
 	}
 }
 
+// recordedSizeMismatch is the error for a descriptor whose size is not
+// the size of the blob it names. A recorded source's size is the blob's
+// true size: ferry verified those bytes against the digest when it wrote
+// the bundle, and content of one digest has one size. No registry can
+// serve such a descriptor either (FetchBlob refuses a body of another
+// size), so the blob fails here as it would there, with the same
+// ErrBlobMismatch, and nothing is copied.
+func recordedSizeMismatch(src blobSource, d v1.Descriptor) error {
+	return fmt.Errorf("blob %s: %w: its descriptor says %d bytes, the blob is %d bytes (as verified in %s)",
+		d.Digest, registry.ErrBlobMismatch, d.Size, src.size, src.where())
+}
+
 // copyFromCache copies blob d from src into w and reports whether it did.
-// A source recorded as verified whose file is unchanged is copied as it
-// is, in the kernel when w takes files (bundle.FileSink); any other source
-// is hashed first and used only if its bytes have d's digest. After false
-// the caller resets w.
+// A source recorded as verified is copied as it is, part by part, in the
+// kernel when w takes files (bundle.FileSink), each part only while its
+// file has the identity recorded with it; any other source (one file) is
+// hashed first and used only if its bytes have d's digest. After false the
+// caller resets w.
+//
+// Premise of the unhashed copy: a recorded file's bytes are those ferry
+// verified when it recorded it (recordBundle), as long as its device,
+// inode, size, modification and change time are the recorded ones; any
+// write, truncation, rename over it or replacement changes them. The size
+// is not taken from the descriptor on trust: src.size, the size verified
+// with the digest, must equal it.
 func copyFromCache(ctx context.Context, w bundle.Sink, src blobSource, d v1.Descriptor, log *slog.Logger) bool {
-	f, err := os.Open(src.path)
+	if src.size != d.Size {
+		return false // not this blob as d describes it: hashing would fail
+	}
+	if src.trusted {
+		for _, p := range src.parts {
+			if !copyPart(ctx, w, p, true, d, log) {
+				return false
+			}
+		}
+		return true
+	}
+	return len(src.parts) == 1 && copyPart(ctx, w, src.parts[0], false, d, log)
+}
+
+// copyPart appends part p of blob d to w: after checking that its file is
+// unchanged (trusted), or that its bytes have d's digest.
+func copyPart(ctx context.Context, w bundle.Sink, p sourcePart, trusted bool, d v1.Descriptor, log *slog.Logger) bool {
+	f, err := os.Open(p.path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	if src.trusted {
+	if trusted {
 		info, err := f.Stat()
-		if st, ok := stampOf(info); err != nil || !ok || st != src.stamp {
+		if st, ok := stampOf(info); err != nil || !ok || st != p.stamp {
 			return false // changed since it was recorded
 		}
-	} else if !sameDigest(ctx, io.NewSectionReader(f, src.off, d.Size), d.Digest) {
-		log.Debug("cached bytes do not match their digest; not used", "blob", d.Digest, "file", src.path)
+	} else if !sameDigest(ctx, io.NewSectionReader(f, p.off, p.n), d.Digest) {
+		log.Debug("cached bytes do not match their digest; not used", "blob", d.Digest, "file", p.path)
 		return false
 	}
 	if fs, ok := w.(bundle.FileSink); ok {
-		if err := fs.CopyFrom(ctx, f, src.off, d.Size); err != nil {
-			log.Debug("copying from the cache failed", "blob", d.Digest, "file", src.path, "err", err)
+		if err := fs.CopyFrom(ctx, f, p.off, p.n); err != nil {
+			log.Debug("copying from the cache failed", "blob", d.Digest, "file", p.path, "err", err)
 			return false
 		}
 		return true
 	}
-	_, err = io.Copy(w, io.NewSectionReader(f, src.off, d.Size))
+	_, err = io.Copy(w, io.NewSectionReader(f, p.off, p.n))
 	return err == nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/ferry-airgap/ferry/bundle"
 )
@@ -69,6 +70,46 @@ func isBundle(path string) (bool, error) {
 		return false, nil
 	}
 	return h.Name == bundle.LayoutFile, nil
+}
+
+// removeStaleTemps removes the temporary files that exports of output
+// killed before they could clean up left beside it (.NAME.tmp-* and, for
+// volumes, .NAME.NNN.tmp-*: bundle.Write's names). Premise: the caller
+// holds output's lock (lockOutput) and has just written or confirmed the
+// bundle, so no live export is writing these files: only an export of
+// output writes them, and it holds the same lock while it does.
+func removeStaleTemps(output string) {
+	dir, base := filepath.Split(output)
+	if dir == "" {
+		dir = "."
+	}
+	for _, pattern := range []string{"." + base + ".tmp-*", "." + base + ".[0-9][0-9][0-9].tmp-*"} {
+		names, _ := filepath.Glob(filepath.Join(dir, globEscape(pattern)))
+		for _, n := range names {
+			if info, err := os.Lstat(n); err == nil && info.Mode().IsRegular() {
+				_ = os.Remove(n)
+			}
+		}
+	}
+}
+
+// globEscape escapes glob metacharacters in the part of pattern before
+// ".tmp-*" that comes from the file name, keeping the pattern's own.
+func globEscape(pattern string) string {
+	name, rest, _ := strings.Cut(pattern, ".tmp-")
+	digits := strings.HasSuffix(name, ".[0-9][0-9][0-9]")
+	name = strings.TrimSuffix(name, ".[0-9][0-9][0-9]")
+	var b strings.Builder
+	for _, r := range name {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	if digits {
+		b.WriteString(".[0-9][0-9][0-9]")
+	}
+	return b.String() + ".tmp-" + rest
 }
 
 // samePath reports whether a and b name the same file: the same clean

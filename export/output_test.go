@@ -62,3 +62,29 @@ func TestCheckOutput(t *testing.T) {
 		t.Errorf("notes changed: %q", data)
 	}
 }
+
+// TestRemoveStaleTemps: the temporary files killed exports of the output
+// left (one file, or volumes) are removed; those of other outputs, and
+// names that only look alike, are kept.
+func TestRemoveStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "b[1].tar")
+	stale := []string{".b[1].tar.tmp-123", ".b[1].tar.000.tmp-9", ".b[1].tar.012.tmp-77"}
+	kept := []string{"b[1].tar", ".b[1].tar.sha256", ".other.tar.tmp-1", ".b[1].tarx.tmp-1", ".b[1].tar.0001.tmp-1", "b1.tar.tmp-2"}
+	for _, n := range append(append([]string(nil), stale...), kept...) {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStaleTemps(out)
+	for _, n := range stale {
+		if _, err := os.Stat(filepath.Join(dir, n)); !os.IsNotExist(err) {
+			t.Errorf("%s was left", n)
+		}
+	}
+	for _, n := range kept {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s was removed", n)
+		}
+	}
+}

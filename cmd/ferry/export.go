@@ -151,6 +151,9 @@ func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
 	if f.passwordStdin && slices.Contains(f.files, "-") {
 		return export.Options{}, none, usagef("-f - and --password-stdin both read standard input; give the password in $FERRY_PASSWORD")
 	}
+	if _, _, err := bundle.SourceDateEpoch(); err != nil {
+		return export.Options{}, none, usageError{err} // before any request: it would fail only when writing
+	}
 	inputs := append(slices.Clone(f.files), f.since, f.signKey)
 	inputs = append(inputs, f.have...)
 	if f.output != "" && !f.dryRun {
@@ -217,7 +220,7 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 	switch {
 	case s.DryRun:
 		fmt.Fprintf(w, "dry run: %s, %s, %s, %s (%s before deduplication); nothing transferred\n",
-			plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.Bytes), units.Bytes(s.Logical))
+			plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.Bytes), units.Bytes(s.Logical-s.BaseBytes))
 		if multi := multiPlatform(s); multi > 0 {
 			fmt.Fprintf(w, "note: %s keep their whole upstream index (same digests as upstream); --platform or a mapping's platform: narrows it (a rewritten index, new digest)\n", plural(multi, "multi-platform image"))
 		}
@@ -227,7 +230,7 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		fmt.Fprintf(w, "sha256 %s  (check with: sha256sum -c %s.sha256)\n", s.SHA256, s.Output)
 	case s.Output != "":
 		fmt.Fprintf(w, "wrote %s: %s, %s, %s, %s (saved %s by deduplication) in %.1fs\n",
-			s.Output, plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.BundleLen), units.Bytes(s.Logical-s.Bytes), s.Seconds)
+			s.Output, plural(len(s.Images), "image"), plural(s.Tags, "tag"), plural(s.Blobs, "unique blob"), units.Bytes(s.BundleLen), units.Bytes(s.Logical-s.Bytes-s.BaseBytes), s.Seconds)
 		if len(s.Volumes) > 0 {
 			fmt.Fprintf(w, "in %s: %s ... %s (check with: sha256sum -c %s.sha256)\n", plural(len(s.Volumes), "volume"), s.Volumes[0], s.Volumes[len(s.Volumes)-1], s.Output)
 		} else {
@@ -235,10 +238,13 @@ func printExportSummary(w io.Writer, s *export.Summary) {
 		}
 	}
 	for _, h := range s.Have {
-		fmt.Fprintf(w, "cut against inventory %s of %s (taken %s): %d blobs it holds left out\n", h.ID, h.Target(), h.Created.Format("2006-01-02 15:04:05Z07:00"), s.BaseBlobs)
+		fmt.Fprintf(w, "cut against inventory %s of %s (taken %s)\n", h.ID, h.Target(), h.Created.Format("2006-01-02 15:04:05Z07:00"))
+	}
+	if len(s.Have) > 0 {
+		fmt.Fprintf(w, "left out %s (%s): the inventories say the target has them\n", plural(s.BaseBlobs, "blob"), units.Bytes(s.BaseBytes))
 	}
 	if s.Base != "" {
-		fmt.Fprintf(w, "delta of bundle %s: %s left to it (import that bundle first)\n", s.Base, plural(s.BaseBlobs, "blob"))
+		fmt.Fprintf(w, "delta of bundle %s: %s (%s) left to it (import that bundle first)\n", s.Base, plural(s.BaseBlobs, "blob"), units.Bytes(s.BaseBytes))
 	}
 	if s.ImagesUnchanged > 0 || s.BytesFromCache > 0 {
 		fmt.Fprintf(w, "%s new, %d unchanged; %s downloaded, %s from the cache\n",
