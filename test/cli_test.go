@@ -183,7 +183,11 @@ tasks:
 		}
 		// Without credentials to check first, each image fails on its own
 		// (connection refused); the run that failed by them is still of
-		// kind network.
+		// kind network, for export as for sync.
+		stdout, stderr, code = run(t, harness.RunOptions{}, "export", "-f", m, "--dry-run", "--json", "--plain-http")
+		if _, e := jsonResult(t, stdout); code != 1 || e == nil || e.Kind != "network" || e.Registry != down {
+			t.Errorf("export from a closed port without credentials: exit %d, error %+v\nstdout %s\nstderr %s", code, e, stdout, stderr)
+		}
 		dm := writeFile(t, filepath.Join(t.TempDir(), "sync-down.yaml"), "tasks:\n  - name: d\n    source:\n      registry: "+down+
 			"\n    target:\n      registry: "+down+"/m\n    mappings:\n      - from: a/b\n        tags: ['1']\n      - from: a/c\n        tags: ['1']\n")
 		stdout, stderr, code = run(t, harness.RunOptions{}, "sync", "-f", dm, "--json", "--plain-http")
