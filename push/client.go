@@ -22,7 +22,6 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/internal/units"
 )
 
 // manifestAccept is what a HEAD for a manifest accepts.
@@ -430,37 +429,6 @@ func (c *repoClient) putManifest(ctx context.Context, ref string, data []byte, m
 		return fmt.Errorf("registry %s stored %s:%s as %s, expected %s", c.host, c.repo, ref, got, want)
 	}
 	return nil
-}
-
-// QuotaError: Harbor (or another registry) refused an upload or manifest
-// because a storage quota is exceeded.
-type QuotaError struct {
-	Registry string
-	Project  string
-	Needed   int64 // bytes of the project's blobs still missing at the end of the run
-	Err      error
-}
-
-func (e *QuotaError) Error() string {
-	need := ""
-	if e.Needed > 0 {
-		need = fmt.Sprintf("; %d more bytes (%s) are needed for the images of this project", e.Needed, units.Bytes(e.Needed))
-	}
-	return fmt.Sprintf("storage quota of project %q on %s exceeded%s: raise the project quota in Harbor or free space, then import again (what is there is kept): %v",
-		e.Project, e.Registry, need, e.Err)
-}
-
-func (e *QuotaError) Unwrap() error { return e.Err }
-
-// Is makes errors.Is(err, ErrQuota) true.
-func (e *QuotaError) Is(target error) bool { return target == ErrQuota }
-
-// ErrQuota: a storage quota is exceeded.
-var ErrQuota = errors.New("quota exceeded")
-
-func isQuota(err error) bool {
-	var he *httpError
-	return errors.As(err, &he) && he.status == http.StatusForbidden && strings.Contains(strings.ToLower(he.body), "quota")
 }
 
 // projects returns the distinct projects of the live images, sorted.
