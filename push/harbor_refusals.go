@@ -453,7 +453,7 @@ func (p *pusher) refusalFailure() error {
 	r := p.refusals[refusalKey{p.sum.Refusals[0].Kind, p.sum.Refusals[0].Project}]
 	rest := ""
 	if n := len(p.images) - p.sum.Failed; n > 0 && !p.o.DryRun {
-		rest = fmt.Sprintf("; the other %s complete", plural(n, "image")) + map[bool]string{true: " is", false: " are"}[n == 1]
+		rest = fmt.Sprintf("; the other %s", plural(n, "image")) + map[bool]string{true: " is", false: " are"}[n == 1] + " complete"
 	}
 	return &runRefusal{r: r, rest: rest, dryRun: p.o.DryRun}
 }
