@@ -273,11 +273,13 @@ func fileSize(t *testing.T, path string) int64 {
 
 // TestHarborSyncAndMirrors: `ferry sync` copies a task into a Harbor
 // project (target auth in the mapping file, as Cloudforet's files carry
-// it); a second round copies nothing. `ferry mirrors --registry HARBOR
-// --prefix PROJECT` then prints a containerd hosts.toml whose mirror URL,
-// followed the way containerd does (override_path, Harbor's token
-// challenge), serves the upstream names with their digests; and the
-// ImageDigestMirrorSet names HARBOR/PROJECT/... too.
+// it); a second round copies nothing. For the same images as Docker Hub's
+// (imported: up to date), `ferry mirrors --registry http://HARBOR/PROJECT`
+// prints a containerd hosts.toml whose mirror URL, followed the way
+// containerd does (override_path, Harbor's token challenge), serves
+// docker.io/REPO with its digest; a registries.conf mirror at
+// HARBOR/PROJECT; no Docker registry-mirrors (it cannot carry the project
+// path); and an ImageDigestMirrorSet to HARBOR/PROJECT/REPO.
 func TestHarborSyncAndMirrors(t *testing.T) {
 	t.Parallel()
 	h := harness.StartHarbor(t)
@@ -329,24 +331,41 @@ tasks:
 		t.Errorf("second sync round copied %d, unchanged %d; want 0 and 2", r.Copied, r.Unchanged)
 	}
 
-	// The same images as a bundle, for mirrors.
-	bundle := exportFrom(t, bin, src, fx)
-	stdout, stderr, code := harness.Run(t, bin, "mirrors", bundle, "--registry", "http://"+h.Host, "--prefix", proj)
+	// The same images as Docker Hub's (fetched from the test's registry with
+	// --mirror), for mirrors: docker.io/library/redis is HARBOR/PROJECT/library/redis.
+	hub := writeFile(t, filepath.Join(dir, "hub.yaml"), "tasks:\n  - name: hub\n    source:\n      registry: docker.io\n    mappings:\n"+
+		"      - from: library/redis\n        tags: ['7.2.4']\n      - from: spaceone/console\n        tags: ['1.11.0']\n")
+	bundle := filepath.Join(dir, "hub.tar")
+	if _, stderr, code := harness.RunWith(t, harness.RunOptions{Env: impEnv(t)}, bin, "export", "-q", "-f", hub, "-o", bundle, "--mirror", "docker.io="+src.Host); code != 0 {
+		t.Fatalf("export from docker.io through --mirror: exit %d\n%s", code, stderr)
+	}
+	if sum, stderr, code := importHarbor(t, bin, h, bundle, proj, user, secret); code != 0 || sum.UpToDate != 2 {
+		t.Fatalf("import of what sync copied: exit %d, %d up to date\n%s", code, sum.UpToDate, stderr)
+	}
+	stdout, stderr, code := harness.Run(t, bin, "mirrors", bundle, "--registry", "http://"+h.Host+"/"+proj)
 	if code != 0 {
 		t.Fatalf("mirrors: exit %d\n%s", code, stderr)
 	}
 	hostURL := "http://" + h.Host + "/v2/" + proj
 	toml := "[host." + fmt.Sprintf("%q", hostURL) + "]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"
-	if !strings.Contains(stdout, "/etc/containerd/certs.d/"+src.Host+"/hosts.toml") || !strings.Contains(stdout, toml) {
-		t.Fatalf("mirrors has no containerd host %s with override_path:\n%s", hostURL, stdout)
+	if !strings.Contains(stdout, "/etc/containerd/certs.d/docker.io/hosts.toml") || !strings.Contains(stdout, toml) {
+		t.Fatalf("mirrors has no containerd host %s with override_path for docker.io:\n%s", hostURL, stdout)
+	}
+	conf := "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"" + h.Host + "/" + proj + "\"\ninsecure = true\n"
+	if !strings.Contains(stdout, conf) {
+		t.Errorf("mirrors has no registries.conf mirror %s/%s for docker.io:\n%s", h.Host, proj, stdout)
+	}
+	if !strings.Contains(stdout, "Not applicable: Docker Hub images are served under \""+proj+"\"") {
+		t.Errorf("mirrors offers Docker a registry-mirrors entry, which cannot carry the project path:\n%s", stdout)
 	}
 	for _, f := range fx {
-		if !strings.Contains(stdout, "      - "+h.Host+"/"+proj+"/"+f.Repo+"\n") {
-			t.Errorf("the ImageDigestMirrorSet does not send %s to %s/%s/%s:\n%s", f.Repo, h.Host, proj, f.Repo, stdout)
+		if !strings.Contains(stdout, "  - source: docker.io/"+f.Repo+"\n    mirrors:\n      - "+h.Host+"/"+proj+"/"+f.Repo+"\n") {
+			t.Errorf("the ImageDigestMirrorSet does not send docker.io/%s to %s/%s/%s:\n%s", f.Repo, h.Host, proj, f.Repo, stdout)
 		}
-		// What containerd does with that host for SRC/REPO:TAG.
+		// What containerd does with that host for docker.io/REPO:TAG (and
+		// registries.conf's location gives the same HARBOR/PROJECT/REPO).
 		if d := containerdMirrorGet(t, hostURL, f.Repo, f.Tag, user, secret); d != f.Digest {
-			t.Errorf("through the mirror, %s/%s resolves to %q, want %s", src.Host, f.Ref(), d, f.Digest)
+			t.Errorf("through the mirror, docker.io/%s resolves to %q, want %s", f.Ref(), d, f.Digest)
 		}
 	}
 }
