@@ -160,7 +160,7 @@ func TestHarborSignaturesAreAccessories(t *testing.T) {
 	if kinds[sig.Digest.String()] != "signature.cosign" {
 		t.Errorf("Harbor does not list the cosign signature %s as an accessory of %s: %+v", sig.Digest, fx[0].Digest, acc)
 	}
-	if _, ok := kinds[sbom.String()]; !ok {
+	if kinds[sbom.String()] != "subject.accessory" {
 		t.Errorf("Harbor does not list the SBOM %s as an accessory of %s: %+v", sbom, fx[0].Digest, acc)
 	}
 	// The same through the artifact list, as the UI reads it.

@@ -130,6 +130,11 @@ func TestHarborQuotaExceeded(t *testing.T) {
 
 	proj := h.NewProject(t, "quota")
 	quotaID := h.SetQuota(t, proj, 100<<10) // the base and one app layer fit, not four
+	// A dry run says how much the import would upload: more than the quota.
+	dry, stderr, code := importHarbor(t, bin, h, bundle, proj, h.Admin, h.AdminPassword, "--dry-run")
+	if code != 0 || dry.BytesToUpload <= 100<<10 {
+		t.Fatalf("dry run: exit %d, %d bytes to upload\n%s", code, dry.BytesToUpload, stderr)
+	}
 	sum, stderr, code := importHarbor(t, bin, h, bundle, proj, h.Admin, h.AdminPassword)
 	if code != 1 {
 		t.Fatalf("import over quota: exit %d, want 1\n%s", code, stderr)
@@ -224,6 +229,25 @@ func TestHarborImmutableTagRefused(t *testing.T) {
 	if _, stderr, code := importHarbor(t, bin, h, first, proj, h.Admin, h.AdminPassword); code != 0 {
 		t.Fatalf("first import: exit %d\n%s", code, stderr)
 	}
+	// A dry run names the tag that would move.
+	dry, stderr, code := importHarbor(t, bin, h, second, proj, h.Admin, h.AdminPassword, "--dry-run")
+	if code != 0 {
+		t.Fatalf("dry run: exit %d\n%s", code, stderr)
+	}
+	moves := 0
+	for _, im := range dry.Images {
+		for _, tg := range im.Tags {
+			if tg.Status == "would move" {
+				moves++
+				if !strings.HasSuffix(im.Repository, "/app/a") || tg.Tag != "1.0" || tg.Previous != fx1[0].Digest {
+					t.Errorf("dry run: %s:%s would move from %s", im.Repository, tg.Tag, tg.Previous)
+				}
+			}
+		}
+	}
+	if moves != 1 {
+		t.Errorf("dry run lists %d tags that would move, want 1 (app/a:1.0)", moves)
+	}
 	sum, stderr, code := importHarbor(t, bin, h, second, proj, h.Admin, h.AdminPassword)
 	if code != 1 {
 		t.Fatalf("import moving an immutable tag: exit %d, want 1\n%s", code, stderr)
@@ -314,6 +338,9 @@ func TestHarborRefusesProxyCacheProject(t *testing.T) {
 		}
 		if who.user == h.Admin && !strings.Contains(sum.Error.Message, upstream.URL) {
 			t.Errorf("admin's error message does not name the upstream %s: %s", upstream.URL, sum.Error.Message)
+		}
+		if who.user == user && !strings.Contains(sum.Error.Message, "Harbor registry endpoint ") {
+			t.Errorf("robot's error message does not name the registry endpoint by its id: %s", sum.Error.Message)
 		}
 		if !strings.Contains(sum.Error.Hint, "normal project") {
 			t.Errorf("hint: %s", sum.Error.Hint)
