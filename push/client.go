@@ -102,6 +102,10 @@ func (p *pusher) checkPush(ctx context.Context) error {
 			if errors.As(err, &pe) {
 				return err
 			}
+			if isRefusal(err) { // a proxy-cache project Harbor's API did not show (harbor_refusals.go)
+				p.failProject(project(repo), p.refusalErr(project(repo), err, 0, ""))
+				continue
+			}
 			return fmt.Errorf("checking push access to %s/%s as %s before uploading: %w", p.tgt.Registry, repo, p.host.Who(), err)
 		}
 		rc.cancelUpload(ctx, loc)
