@@ -227,6 +227,13 @@ type harborProject struct {
 
 // project looks proj up in Harbor's project list, which robot accounts
 // may read too; ok is false when Harbor does not show it.
+//
+// Shortcut: one page. name= matches part of a name, so the exact project
+// is trusted to be among the first 100 projects whose name contains it.
+// Where it is not (or Harbor hides it), ok is false and the callers lose
+// only their explanation: a proxy-cache project is then recognised by the
+// push's 403 (TestHarborProxyCacheHiddenFromAPI), a quota by Harbor's
+// message (TestQuotaFromHarborMessage).
 func (h *harborAPI) project(ctx context.Context, proj string) (harborProject, bool) {
 	q := url.Values{"name": {proj}, "page_size": {"100"}}
 	code, body, err := h.call(ctx, http.MethodGet, "/api/v2.0/projects?"+q.Encode(), nil, true)
