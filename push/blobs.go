@@ -64,8 +64,8 @@ func (p *pusher) findOwn(ctx context.Context, rc *repoClient, t *blobTask) (bool
 		return true, nil
 	case err == nil && loc != "":
 		rc.cancelUpload(ctx, loc)
-	case err != nil && isQuota(err):
-		return true, p.quotaErr(t.project, err)
+	case err != nil && isRefusal(err):
+		return true, p.refusalErr(t.project, err, 0, "")
 	}
 	return false, ctx.Err()
 }
@@ -81,8 +81,8 @@ func (p *pusher) mountOrUpload(ctx context.Context, rc *repoClient, t *blobTask)
 		return nil
 	case err == nil && loc != "":
 		return p.upload(ctx, rc, t, loc)
-	case err != nil && isQuota(err):
-		return p.quotaErr(t.project, err)
+	case err != nil && isRefusal(err):
+		return p.refusalErr(t.project, err, 0, "")
 	case err != nil && ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:
@@ -94,8 +94,8 @@ func (p *pusher) mountOrUpload(ctx context.Context, rc *repoClient, t *blobTask)
 	}
 	loc, err = rc.startUpload(ctx)
 	if err != nil {
-		if isQuota(err) {
-			return p.quotaErr(t.project, err)
+		if isRefusal(err) {
+			return p.refusalErr(t.project, err, 0, "")
 		}
 		return err
 	}
@@ -121,8 +121,8 @@ func (p *pusher) mountFrom(ctx context.Context, rc *repoClient, t *blobTask, fro
 	case err == nil && loc != "":
 		// 202: the registry would not mount but opened an upload.
 		return true, p.upload(ctx, rc, t, loc)
-	case err != nil && isQuota(err):
-		return true, p.quotaErr(t.project, err)
+	case err != nil && isRefusal(err):
+		return true, p.refusalErr(t.project, err, 0, "")
 	}
 	p.o.Logger.Info("mount refused; uploading", "blob", t.digest.String(), "from", from, "to", t.repo, "error", errString(err))
 	return false, nil
@@ -179,8 +179,8 @@ func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc st
 		err = fmt.Errorf("reading from %s: %w", p.src.Name(), err)
 	}
 	if err != nil {
-		if isQuota(err) {
-			return p.quotaErr(t.project, err)
+		if isRefusal(err) {
+			return p.refusalErr(t.project, err, 0, "")
 		}
 		return err
 	}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/registry"
-	"github.com/ferry-airgap/ferry/internal/units"
 )
 
 // manifestAccept is what a HEAD for a manifest accepts.
@@ -102,6 +101,10 @@ func (p *pusher) checkPush(ctx context.Context) error {
 			var pe *HarborProjectError
 			if errors.As(err, &pe) {
 				return err
+			}
+			if isRefusal(err) { // a proxy-cache project Harbor's API did not show (harbor_refusals.go)
+				p.failProject(project(repo), p.refusalErr(project(repo), err, 0, ""))
+				continue
 			}
 			return fmt.Errorf("checking push access to %s/%s as %s before uploading: %w", p.tgt.Registry, repo, p.host.Who(), err)
 		}
@@ -430,37 +433,6 @@ func (c *repoClient) putManifest(ctx context.Context, ref string, data []byte, m
 		return fmt.Errorf("registry %s stored %s:%s as %s, expected %s", c.host, c.repo, ref, got, want)
 	}
 	return nil
-}
-
-// QuotaError: Harbor (or another registry) refused an upload or manifest
-// because a storage quota is exceeded.
-type QuotaError struct {
-	Registry string
-	Project  string
-	Needed   int64 // bytes of the project's blobs still missing at the end of the run
-	Err      error
-}
-
-func (e *QuotaError) Error() string {
-	need := ""
-	if e.Needed > 0 {
-		need = fmt.Sprintf("; %d more bytes (%s) are needed for the images of this project", e.Needed, units.Bytes(e.Needed))
-	}
-	return fmt.Sprintf("storage quota of project %q on %s exceeded%s: raise the project quota in Harbor or free space, then import again (what is there is kept): %v",
-		e.Project, e.Registry, need, e.Err)
-}
-
-func (e *QuotaError) Unwrap() error { return e.Err }
-
-// Is makes errors.Is(err, ErrQuota) true.
-func (e *QuotaError) Is(target error) bool { return target == ErrQuota }
-
-// ErrQuota: a storage quota is exceeded.
-var ErrQuota = errors.New("quota exceeded")
-
-func isQuota(err error) bool {
-	var he *httpError
-	return errors.As(err, &he) && he.status == http.StatusForbidden && strings.Contains(strings.ToLower(he.body), "quota")
 }
 
 // projects returns the distinct projects of the live images, sorted.

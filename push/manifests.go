@@ -59,8 +59,8 @@ func (p *pusher) pushImage(ctx context.Context, im *image) error {
 				o.err = rc.putManifest(ctx, n.Digest.String(), n.Data, string(n.MediaType), n.Digest)
 			})
 			if o.err != nil {
-				if isQuota(o.err) {
-					return &manifestError{n.Digest.String(), p.quotaErr(project(im.repo), o.err, n.Size)}
+				if isRefusal(o.err) {
+					return &manifestError{n.Digest.String(), p.refusalErr(project(im.repo), o.err, n.Size, "")}
 				}
 				return &manifestError{n.Digest.String(), fmt.Errorf("manifest %s: %w", n.Digest, o.err)}
 			}
@@ -70,7 +70,9 @@ func (p *pusher) pushImage(ctx context.Context, im *image) error {
 			return err
 		}
 	}
-	// Tags last: the image is complete in the repository now.
+	// Tags last: the image is complete in the repository now. A tag an
+	// immutable rule keeps where it is does not stop the image's others.
+	var immutable error
 	for i, tag := range im.rec.Tags {
 		if im.current[i] == im.digest.String() {
 			continue
@@ -79,11 +81,16 @@ func (p *pusher) pushImage(ctx context.Context, im *image) error {
 			return fmt.Errorf("tag %s:%s: manifest %s is not in this delta bundle: import bundle %s (its base) first", im.repo, tag, im.digest, p.base())
 		}
 		if err := rc.putManifest(ctx, tag, im.tree.Data, string(im.tree.MediaType), im.digest); err != nil {
-			if isQuota(err) {
-				err = p.quotaErr(project(im.repo), err, int64(len(im.tree.Data)))
+			if refusalKind(err) == RefusedImmutable {
+				immutable = p.refusalErr(project(im.repo), err, 0, im.repo+":"+tag)
+				im.refusedTags = append(im.refusedTags, tag)
+				continue
+			}
+			if isRefusal(err) {
+				return p.refusalErr(project(im.repo), err, int64(len(im.tree.Data)), "")
 			}
 			return fmt.Errorf("tag %s:%s: %w", im.repo, tag, err)
 		}
 	}
-	return nil
+	return immutable
 }

@@ -40,13 +40,6 @@ func (p *pusher) pushAll(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// Say how much each over-quota project lacks, now that every blob
-	// task is done (a manifest's quota error already counted it).
-	for proj, q := range p.quota {
-		if q.Needed == 0 {
-			q.Needed = p.stillNeeded(proj)
-		}
-	}
 	return nil
 }
 

@@ -109,7 +109,10 @@ type Summary struct {
 	BytesToUpload int64     `json:"bytesToUpload,omitempty"`
 	Seconds       float64   `json:"seconds"`
 	Failures      []Failure `json:"failures"`
-	Warnings      []string  `json:"warnings,omitempty"`
+	// Refusals are Harbor's policy refusals (quota, immutable tags,
+	// proxy-cache projects), each once, with the images it stopped.
+	Refusals []Refusal `json:"refusals,omitempty"`
+	Warnings []string  `json:"warnings,omitempty"`
 }
 
 // ImageResult is one image of the bundle.
@@ -139,6 +142,9 @@ type Failure struct {
 	Image string `json:"image"`          // REPOSITORY:TAG[,TAG]
 	Blob  string `json:"blob,omitempty"` // the blob or manifest that failed, if one did
 	Error string `json:"error"`
+	// Refusal is the kind of the Harbor policy refusal that stopped it
+	// (see Summary.Refusals), if one did.
+	Refusal string `json:"refusal,omitempty"`
 }
 
 // ErrFailed: some images failed; the summary lists each with its reason.
@@ -206,6 +212,9 @@ type image struct {
 	complete bool   // the manifest is in the target repository already
 	current  []string
 	upload   int64
+	// refusedTags are the tags an immutable rule kept where they were;
+	// the image's other tags were pushed.
+	refusedTags []string
 }
 
 func (im *image) ref() string {
@@ -313,13 +322,17 @@ func (p *pusher) run(ctx context.Context) error {
 		p.summarize()
 		return fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(p.images))
 	}
-	for _, step := range []func(context.Context) error{p.checkHaveTarget, p.connect, p.checkHave, p.harborProjects, p.survey, p.verifySource} {
+	for _, step := range []func(context.Context) error{p.checkHaveTarget, p.connect, p.checkHave, p.harborProjects, p.checkProxyCache, p.survey, p.verifySource} {
 		if err := step(ctx); err != nil {
 			return err
 		}
 	}
 	if len(p.live()) == 0 {
+		p.explainRefusals(ctx)
 		p.summarize()
+		if err := p.refusalFailure(); err != nil {
+			return err
+		}
 		return fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(p.images))
 	}
 	if err := p.checkBase(ctx); err != nil {
@@ -328,7 +341,13 @@ func (p *pusher) run(ctx context.Context) error {
 	if err := p.transfer(ctx); err != nil {
 		return err
 	}
+	// Every task is done: how much an over-quota project lacks, which
+	// rule refused, which images each refusal stopped.
+	p.explainRefusals(ctx)
 	p.summarize()
+	if err := p.refusalFailure(); err != nil {
+		return err
+	}
 	if p.sum.Failed > 0 {
 		verb := "failed"
 		if p.o.DryRun {
@@ -428,7 +447,7 @@ type pusher struct {
 	blobs     map[key]*blobTask
 	order     []*blobTask
 	manifests map[key]*onceErr
-	quota     map[string]*QuotaError
+	refusals  map[refusalKey]*RefusalError // Harbor's policy refusals, one per project and kind
 	// newProjects are Harbor projects a dry run would create: their
 	// repositories are known to be empty.
 	newProjects map[string]bool

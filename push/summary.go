@@ -1,6 +1,7 @@
 package push
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/ferry-airgap/ferry/bundle"
@@ -47,6 +48,7 @@ func (p *pusher) summarize() {
 		s.Harbor = true
 		s.ProjectsCreated = p.harbor.created
 	}
+	p.summarizeRefusals()
 }
 
 // imageResult says what became (or, in a dry run, would become) of im
@@ -62,7 +64,7 @@ func (p *pusher) imageResult(im *image) ImageResult {
 			cur = im.current[i]
 		}
 		switch {
-		case im.err != nil && cur != im.rec.Digest:
+		case im.err != nil && cur != im.rec.Digest && (len(im.refusedTags) == 0 || slices.Contains(im.refusedTags, tag)):
 			tr.Status = TagNotDone
 		case cur == im.rec.Digest:
 			tr.Status = TagUpToDate
@@ -115,24 +117,4 @@ func (p *pusher) stillNeeded(proj string) int64 {
 		}
 	}
 	return n
-}
-
-// quotaErr returns the one QuotaError of project proj. Created during the
-// manifest pass, it needs at least the manifest's size (and the blobs that
-// are still missing); during the blob pass Needed is filled in at its end.
-func (p *pusher) quotaErr(proj string, err error, manifestSize ...int64) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.quota == nil {
-		p.quota = map[string]*QuotaError{}
-	}
-	q, ok := p.quota[proj]
-	if !ok {
-		q = &QuotaError{Registry: p.tgt.Registry, Project: proj, Err: err}
-		if len(manifestSize) > 0 {
-			q.Needed = manifestSize[0] + p.stillNeeded(proj)
-		}
-		p.quota[proj] = q
-	}
-	return q
 }

@@ -13,7 +13,8 @@ import (
 // MirrorOptions describe the registry clients should pull from.
 type MirrorOptions struct {
 	// Registry is HOST[:PORT] (HTTPS assumed) or a URL with http:// or
-	// https://, without a path.
+	// https://; a /PATH after it is the Prefix (as 'ferry import --to'
+	// takes it: HARBOR/PROJECT).
 	Registry string
 	// Prefix is the leading path the images sit under there (ferry serve
 	// --prefix, or the project/path ferry import pushed to).
@@ -59,9 +60,15 @@ var ErrMirrorOptions = errors.New("bad mirror options")
 
 // Mirrors works out how clients reach the images of recs through o.Registry.
 func Mirrors(recs []*bundle.Record, o MirrorOptions) (*MirrorSet, error) {
-	scheme, host, err := mirrorRegistry(o.Registry)
+	scheme, host, path, err := mirrorRegistry(o.Registry)
 	if err != nil {
 		return nil, err
+	}
+	switch {
+	case path != "" && o.Prefix != "" && strings.Trim(o.Prefix, "/") != path:
+		return nil, fmt.Errorf("%w: --registry %s names the path %q and --prefix says %q: give one", ErrMirrorOptions, o.Registry, path, o.Prefix)
+	case path != "":
+		o.Prefix = path // HARBOR/PROJECT, as import's --to
 	}
 	prefix, err := cleanPrefix(o.Prefix)
 	if err != nil {
@@ -89,18 +96,19 @@ func Mirrors(recs []*bundle.Record, o MirrorOptions) (*MirrorSet, error) {
 	return ms, nil
 }
 
-// mirrorRegistry splits --registry (HOST[:PORT] or http(s)://HOST[:PORT])
-// into scheme and host.
-func mirrorRegistry(registry string) (scheme, host string, err error) {
+// mirrorRegistry splits --registry (HOST[:PORT] or http(s)://HOST[:PORT],
+// optionally followed by /PATH as 'ferry import --to' takes it) into
+// scheme, host and path.
+func mirrorRegistry(registry string) (scheme, host, path string, err error) {
 	scheme, host = "https", registry
 	if s, rest, ok := strings.Cut(registry, "://"); ok {
 		scheme, host = strings.ToLower(s), rest
 	}
-	host = strings.TrimSuffix(host, "/")
-	if (scheme != "https" && scheme != "http") || host == "" || strings.ContainsAny(host, "/?#@ ") {
-		return "", "", fmt.Errorf("%w: registry %q: want HOST[:PORT] or http(s)://HOST[:PORT] without a path", ErrMirrorOptions, registry)
+	host, path, _ = strings.Cut(strings.TrimSuffix(host, "/"), "/")
+	if (scheme != "https" && scheme != "http") || host == "" || strings.ContainsAny(host, "?#@ ") {
+		return "", "", "", fmt.Errorf("%w: registry %q: want HOST[:PORT][/PATH] or http(s)://HOST[:PORT][/PATH]", ErrMirrorOptions, registry)
 	}
-	return scheme, host, nil
+	return scheme, host, path, nil
 }
 
 // mirrorImage is one image of a bundle: its source repository (under its
@@ -224,9 +232,10 @@ func upstreamServer(u string) string {
 	return "https://" + u
 }
 
-// Write prints the three configurations: containerd hosts.toml files (one
+// Write prints the client configurations: containerd hosts.toml files (one
 // per upstream registry, each headed by the path it belongs at), the
-// Docker daemon.json hint, and the OpenShift ImageDigestMirrorSet.
+// Docker daemon.json hint, a registries.conf drop-in for Podman and CRI-O,
+// and the OpenShift ImageDigestMirrorSet.
 func (ms *MirrorSet) Write(w io.Writer) error {
 	ew := &errWriter{w: w}
 	p := ew.printf
@@ -287,6 +296,8 @@ func (ms *MirrorSet) Write(w io.Writer) error {
 		}
 	}
 
+	ms.writeRegistriesConf(p)
+
 	p("\n# ==== OpenShift (oc apply -f -): pulls by digest; tags need an ImageTagMirrorSet ====\n")
 	p("---\napiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: %s\nspec:\n  imageDigestMirrors:\n", ms.Name)
 	srcs := make([]string, 0, len(ms.Digest))
@@ -322,5 +333,30 @@ type errWriter struct {
 func (e *errWriter) printf(format string, args ...any) {
 	if e.err == nil {
 		_, e.err = fmt.Fprintf(e.w, format, args...)
+	}
+}
+
+// writeRegistriesConf prints the containers-registries.conf(5) drop-in
+// (Podman, CRI-O, Buildah, skopeo): per upstream registry, a mirror whose
+// location carries the leading path, which replaces the matched prefix,
+// so UPSTREAM/REPO is pulled as HOST/PATH/REPO.
+func (ms *MirrorSet) writeRegistriesConf(p func(string, ...any)) {
+	p("\n# ==== Podman, CRI-O, skopeo (/etc/containers/registries.conf.d/ferry.conf) ====\n")
+	for _, m := range ms.Mirrors {
+		if len(m.Reachable) == 0 {
+			continue
+		}
+		location := ms.Host
+		if m.Path != "" {
+			location += "/" + m.Path
+		}
+		p("\n[[registry]]\nprefix = %q\nlocation = %q\n", m.Upstream, m.Upstream)
+		p("[[registry.mirror]]\nlocation = %q\n", location)
+		if ms.Scheme == "http" {
+			p("insecure = true\n")
+		}
+		for _, r := range m.Unreachable {
+			p("# NOT mirrored: %s\n", r)
+		}
 	}
 }

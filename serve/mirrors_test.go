@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -93,7 +94,19 @@ func TestServeMirrorsMapping(t *testing.T) {
 	if got := ms.Digest["docker.io/library/busybox"]; len(got) != 1 || got[0] != "harbor.internal/tools/busybox" {
 		t.Errorf("IDMS busybox mirrors %v", got)
 	}
-	for _, bad := range []MirrorOptions{{Registry: ""}, {Registry: "ftp://x"}, {Registry: "host/path"}, {Registry: "h", Prefix: "Bad"}} {
+	// --registry HOST/PATH is HOST with --prefix PATH, as import's --to.
+	withPath, err := Mirrors(mirrorRecords(), MirrorOptions{Registry: "harbor.internal/airgap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withPrefix, err := Mirrors(mirrorRecords(), MirrorOptions{Registry: "harbor.internal", Prefix: "airgap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withPath.Host != "harbor.internal" || fmt.Sprint(withPath.Mirrors) != fmt.Sprint(withPrefix.Mirrors) || fmt.Sprint(withPath.Digest) != fmt.Sprint(withPrefix.Digest) {
+		t.Errorf("--registry host/airgap: %+v\n--prefix airgap: %+v", withPath, withPrefix)
+	}
+	for _, bad := range []MirrorOptions{{Registry: ""}, {Registry: "ftp://x"}, {Registry: "host/path", Prefix: "other"}, {Registry: "host/Bad"}, {Registry: "h", Prefix: "Bad"}} {
 		if _, err := Mirrors(mirrorRecords(), bad); !errors.Is(err, ErrMirrorOptions) {
 			t.Errorf("Mirrors(%+v) = %v, want ErrMirrorOptions", bad, err)
 		}

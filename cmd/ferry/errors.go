@@ -42,7 +42,10 @@ func isUsage(err error) bool {
 }
 
 func hint(err error) string {
+	var refused *push.RefusalError
 	switch {
+	case errors.As(err, &refused):
+		return refused.Hint()
 	case errors.Is(err, registry.ErrUnauthorized):
 		return "check the username and password; pass a password with --password-stdin (single-quote robot$ names in a shell)"
 	case errors.Is(err, registry.ErrTLS):
@@ -62,7 +65,9 @@ func hint(err error) string {
 type jsonError struct {
 	Message string `json:"message"`
 	// Kind: input (exit 2: a flag, argument or input file to fix), auth,
-	// network, bundle (damaged or unsupported), interrupted, or failed.
+	// network, bundle (damaged or unsupported), interrupted, a Harbor
+	// project policy that refused the write (quota, immutable-tag,
+	// proxy-cache), or failed.
 	Kind     string `json:"kind"`
 	ExitCode int    `json:"exitCode"`
 	Registry string `json:"registry,omitempty"` // host[:port] concerned
@@ -133,12 +138,15 @@ func errorKind(err error) string {
 
 func ownKind(err error) string {
 	var (
-		ie interrupted
-		ne net.Error
+		ie      interrupted
+		ne      net.Error
+		refused *push.RefusalError
 	)
 	switch {
 	case errors.As(err, &ie):
 		return "interrupted"
+	case errors.As(err, &refused): // before auth: Harbor says 403 DENIED
+		return refused.Kind
 	case errors.Is(err, bundle.ErrNotBundle):
 		return "input"
 	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrVerify),
@@ -182,12 +190,15 @@ func errorRegistry(err error) string {
 
 func ownRegistry(err error) string {
 	var (
-		re  *registry.Error
-		ae  *registry.AuthError
-		te  *registry.TLSError
-		rle *registry.RateLimitError
+		re      *registry.Error
+		ae      *registry.AuthError
+		te      *registry.TLSError
+		rle     *registry.RateLimitError
+		refused *push.RefusalError
 	)
 	switch {
+	case errors.As(err, &refused):
+		return refused.Registry
 	case errors.As(err, &ae):
 		return ae.Registry
 	case errors.As(err, &te):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -93,10 +94,7 @@ func runImport(cmd *cobra.Command, e *env, f *importFlags, bundlePath string, ru
 	vprog.finish()
 	prog.finish()
 	done, err := resultHead(cmd, e, sum, err, func(s *push.Summary) (warnings, failed []string) {
-		for _, fl := range s.Failures {
-			failed = append(failed, fl.Image+": "+fl.Error)
-		}
-		return s.Warnings, failed
+		return s.Warnings, importFailures(s, err)
 	})
 	if done {
 		return err
@@ -187,4 +185,24 @@ func printImportSummary(w io.Writer, s *push.Summary) {
 	if len(s.ProjectsCreated) > 0 {
 		fmt.Fprintf(w, "created Harbor projects: %s\n", strings.Join(s.ProjectsCreated, ", "))
 	}
+}
+
+// importFailures are the lines that name the failed images: one per image,
+// but one per Harbor policy refusal however many images it stopped, and
+// none for the refusal that is the run's error (it is said there).
+func importFailures(s *push.Summary, err error) []string {
+	var failed []string
+	for _, fl := range s.Failures {
+		if fl.Refusal == "" {
+			failed = append(failed, fl.Image+": "+fl.Error)
+		}
+	}
+	var refused *push.RefusalError
+	if errors.As(err, &refused) && len(s.Refusals) == 1 {
+		return failed
+	}
+	for _, r := range s.Refusals {
+		failed = append(failed, r.Message+" (hint: "+r.Hint+")")
+	}
+	return failed
 }

@@ -27,19 +27,22 @@ pulls of their upstream names go to the internal registry HOST:
   - containerd hosts.toml files, one per upstream registry, each headed by
     the path it belongs at (/etc/containerd/certs.d/<upstream>/hosts.toml);
   - a Docker daemon.json registry-mirrors hint (Docker Hub images only);
+  - a registries.conf drop-in (Podman, CRI-O, skopeo) with the same
+    mirrors;
   - an OpenShift ImageDigestMirrorSet mapping each source repository to
     HOST/<target path>;
   - for each Helm chart in the bundles, a values-airgap.yaml fragment that
     points the image keys its values.yaml has at HOST.
 
 Use --prefix and --source-names as given to 'ferry serve' (or --prefix for
-the path 'ferry import --to' pushed under).`,
+the path 'ferry import --to' pushed under; --registry HOST/PATH says the
+same, as --to does).`,
 		Example: `  # after 'ferry import bundle.tar --to harbor.internal/mirror'
-  ferry mirrors bundle.tar --registry harbor.internal --prefix mirror`,
+  ferry mirrors bundle.tar --registry harbor.internal/mirror`,
 		Args: bundleArgs("mirrors"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.registry == "" {
-				return usagef("mirrors needs --registry HOST[:PORT]: the registry clients should pull from")
+				return usagef("mirrors needs --registry HOST[:PORT][/PATH]: the registry clients should pull from")
 			}
 			if err := checkBundles(args); err != nil {
 				return err
@@ -71,7 +74,7 @@ the path 'ferry import --to' pushed under).`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.registry, "registry", "", "registry clients pull from: HOST[:PORT] (https) or http://HOST[:PORT]")
+	fl.StringVar(&f.registry, "registry", "", "registry clients pull from: HOST[:PORT][/PATH] (https) or http://HOST[:PORT][/PATH]")
 	fl.StringVar(&f.prefix, "prefix", "", "leading path the images sit under on that registry")
 	fl.BoolVar(&f.sourceNames, "source-names", false, "the registry is 'ferry serve --source-names'")
 	fl.StringVar(&f.name, "name", "", "metadata.name of the ImageDigestMirrorSet (default ferry-<bundle id>)")

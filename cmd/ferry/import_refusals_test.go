@@ -1,0 +1,37 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ferry-airgap/ferry/push"
+)
+
+// A Harbor refusal is one line, not one per image; when it is the run's
+// error it is not printed twice; its --json kind and hint come from it.
+func TestImportFailuresSayRefusalsOnce(t *testing.T) {
+	r := &push.RefusalError{Kind: push.RefusedProxyCache, Registry: "harbor.test", Project: "cache",
+		Images: []string{"cache/a:1", "cache/b:1"}}
+	sum := &push.Summary{
+		Failures: []push.Failure{
+			{Image: "cache/a:1", Error: r.Error(), Refusal: push.RefusedProxyCache},
+			{Image: "cache/b:1", Error: r.Error(), Refusal: push.RefusedProxyCache},
+			{Image: "other/c:1", Error: "blob sha256:…: 500 Internal Server Error"},
+		},
+		Refusals: []push.Refusal{{Kind: push.RefusedProxyCache, Project: "cache", Message: r.Error(), Hint: r.Hint(), Images: r.Images}},
+	}
+	mixed := importFailures(sum, fmt.Errorf("%w: 3 of 3 images failed", push.ErrFailed))
+	if len(mixed) != 2 || !strings.HasPrefix(mixed[0], "other/c:1: ") || !strings.Contains(mixed[1], `Harbor project "cache"`) || !strings.Contains(mixed[1], "hint: ") {
+		t.Errorf("lines with another failure: %q", mixed)
+	}
+	sum.Failures = sum.Failures[:2]
+	alone := importFailures(sum, fmt.Errorf("%w: %w", push.ErrFailed, r))
+	if len(alone) != 0 {
+		t.Errorf("the refusal that is the run's error is printed again: %q", alone)
+	}
+	je := describeError(fmt.Errorf("%w: %w", push.ErrFailed, r))
+	if je.Kind != "proxy-cache" || je.Registry != "harbor.test" || !strings.Contains(je.Hint, "normal project") || je.ExitCode != 1 {
+		t.Errorf("json error %+v", je)
+	}
+}
