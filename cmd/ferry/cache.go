@@ -54,10 +54,11 @@ registry-mirrors paths (no NAME, no ns) go to docker.io.
 
 Upstreams: docker.io, every registry in --pull-secret, and each --upstream
 NAME=URL (to add one or give one another name; URL is https:// unless it
-says http://). --ignore-registry drops a default one.
+says http://, which only loopback addresses may). --ignore-registry drops a default one.
 
 Blobs are stored once by digest and verified before they are kept;
-concurrent pulls of one blob share one download. Tags are checked upstream
+concurrent pulls of one blob through one upstream share one download.
+One cache per --dir: a second one on the same directory is refused. Tags are checked upstream
 with one HEAD once --manifest-ttl has passed, and served from the store
 when the upstream cannot be reached (header X-Ferry-Cache: stale).
 Every --clean-every, when the store is larger than --max-size plus
