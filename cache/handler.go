@@ -2,11 +2,14 @@ package cache
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -152,7 +155,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, u
 	h.Set(serve.DigestHeader, d.String())
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Etag", `"`+d.String()+`"`)
-	if f, _, ok := c.store.openBlob(d); ok {
+	if f, ok := c.storedBlob(d); ok {
 		defer func() { _ = f.Close() }()
 		c.metrics.add(&c.metrics.hits, 1)
 		h.Set(CacheHeader, "hit")
@@ -203,6 +206,36 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, u
 		c.log.Warn("aborting a blob response", "digest", d, "repo", repo, "err", err)
 		panic(http.ErrAbortHandler) // the client must not take a partial blob as whole
 	}
+}
+
+// storedBlob opens stored blob d for serving. Shortcut: a blob this
+// process has hashed (downloaded and checked, or checked on its first hit
+// since start) is served from its file without hashing it again. Premise:
+// while the process runs, nothing but the cache writes its files (the
+// lock on DIR keeps other caches out); a size change is still caught by
+// openBlob's fstat on every hit. Files found at start are not trusted:
+// each is hashed on its first hit, and one whose bytes do not match its
+// name is dropped and fetched again, so damage done while the cache was
+// stopped (or a write the kernel lost) is never served.
+// Tests: TestStoredBlobDamagedWhileStoppedIsFetchedAgain, TestStoredBlobTruncatedWhileRunning.
+func (c *Cache) storedBlob(d v1.Hash) (*os.File, bool) {
+	f, size, ok := c.store.openBlob(d)
+	if !ok || c.store.blobVerified(d) {
+		return f, ok
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	good := err == nil && n == size && hex.EncodeToString(h.Sum(nil)) == d.Hex
+	if good {
+		_, err = f.Seek(0, io.SeekStart)
+		good = err == nil
+	}
+	if !good {
+		_ = f.Close()
+		c.log.Warn("stored blob does not match its digest; fetching it again", "digest", d, "size", n, "err", err)
+	}
+	c.store.blobChecked(d, good)
+	return f, good
 }
 
 // serveTags passes a tag list through from the upstream, rewriting the

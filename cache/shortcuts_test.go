@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -366,5 +367,124 @@ func TestPlainHTTPHintFitsTheCache(t *testing.T) {
 	}
 	if got := publicReason(err); !strings.Contains(got, "plain http") {
 		t.Errorf("public reason %q", got)
+	}
+}
+
+// damage breaks stored blob files the ways a disk, an operator or a lost
+// write does: changed in place at the same size with the mtime put back,
+// truncated, deleted.
+func damage(t *testing.T, p string, how string) {
+	t.Helper()
+	info, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch how {
+	case "in place":
+		b, _ := os.ReadFile(p)
+		b[len(b)/2] ^= 0xff
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, info.ModTime(), info.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	case "truncated":
+		if err := os.Truncate(p, info.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+	case "deleted":
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestStoredBlobDamagedWhileStoppedIsFetchedAgain(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	_, blobs := tc.up.image("team/app", "v1", 8192, 8192, 8192)
+	tc.pull(t, "team/app", "v1", blobs)
+	tc.Close()
+	hows := []string{"in place", "truncated", "deleted"}
+	for i, how := range hows {
+		damage(t, tc.store.blobPath(blobs[i+1]), how)
+	}
+	c2, err := New(tc.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c2)
+	defer func() { srv.Close(); c2.Close() }()
+	before := tc.up.count("GET blob")
+	// A Range request on the blob changed in place gets the true bytes.
+	req, _ := http.NewRequest("GET", srv.URL+"/v2/src.test/team/app/blobs/"+blobs[1].String(), nil)
+	req.Header.Set("Range", "bytes=4090-4100")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := tc.up.blobs[blobs[1]][4090:4101]; resp.StatusCode == 206 && !bytes.Equal(b, want) ||
+		resp.StatusCode == 200 && hashOf(b) != blobs[1] || resp.StatusCode != 200 && resp.StatusCode != 206 {
+		t.Errorf("range of a blob changed in place: %d %x, want the true bytes", resp.StatusCode, b)
+	}
+	for i, how := range hows {
+		resp, err := http.Get(srv.URL + "/v2/src.test/team/app/blobs/" + blobs[i+1].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || hashOf(b) != blobs[i+1] {
+			t.Errorf("blob %s: %d %v, digest %s; want the true blob", how, resp.StatusCode, err, hashOf(b))
+		}
+	}
+	if n := tc.up.count("GET blob") - before; n != 3 {
+		t.Errorf("%d upstream GETs for 3 damaged blobs, want 3", n)
+	}
+	// The undamaged config was hashed once and served from the store.
+	if status, _, body := getFrom(t, srv.URL+"/v2/src.test/team/app/blobs/"+blobs[0].String()); status != 200 || hashOf(body) != blobs[0] {
+		t.Errorf("undamaged blob: %d %s", status, hashOf(body))
+	}
+	if n := tc.up.count("GET blob") - before; n != 3 {
+		t.Errorf("the undamaged blob was fetched again (%d upstream GETs)", n)
+	}
+}
+
+func getFrom(t *testing.T, u string) (int, http.Header, []byte) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+func TestStoredBlobTruncatedWhileRunning(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	_, blobs := tc.up.image("team/app", "v1", 8192)
+	tc.pull(t, "team/app", "v1", blobs)
+	damage(t, tc.store.blobPath(blobs[1]), "truncated")
+	status, h, body := tc.get(t, "GET", "/v2/src.test/team/app/blobs/"+blobs[1].String())
+	if status != 200 || hashOf(body) != blobs[1] || h.Get(CacheHeader) != "miss" {
+		t.Errorf("truncated while running: %d %s %s, want the true blob fetched again", status, h.Get(CacheHeader), hashOf(body))
+	}
+}
+
+func TestStoredManifestChangedInPlaceIsFetchedAgain(t *testing.T) {
+	tc := newTestCache(t, 1<<30)
+	md, blobs := tc.up.image("team/app", "v1", 100)
+	tc.pull(t, "team/app", "v1", blobs)
+	damage(t, tc.store.manifestPath(md), "in place")
+	before := tc.up.count("GET manifest")
+	status, _, body := tc.get(t, "GET", "/v2/src.test/team/app/manifests/"+md.String())
+	if status != 200 || hashOf(body) != md || tc.up.count("GET manifest") != before+1 {
+		t.Errorf("manifest changed in place: %d, digest %s; want %s fetched again", status, hashOf(body), md)
 	}
 }

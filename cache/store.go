@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +53,7 @@ type entry struct {
 	mediaType string    // manifests
 	children  []v1.Hash // manifests: the blobs and manifests they reference
 	list      *listRef  // tag list pages: where the page is
+	verified  bool      // blobs: hashed by this process (downloaded, or checked on a hit)
 }
 
 type tagKey struct{ upstream, repo, tag string }
@@ -258,6 +261,16 @@ func (s *store) openBlob(d v1.Hash) (*os.File, int64, bool) {
 		return nil, 0, false
 	}
 	f, err := os.Open(s.blobPath(d))
+	var info os.FileInfo
+	if err == nil {
+		if info, err = f.Stat(); err == nil && info.Size() != e.size {
+			err = fmt.Errorf("%d bytes on disk, %d when stored", info.Size(), e.size)
+			e.verified = false
+		}
+		if err != nil {
+			_ = f.Close()
+		}
+	}
 	if err != nil {
 		s.log.Warn("stored blob unreadable; fetching it again", "digest", d, "err", err)
 		s.removeLocked(k, &CleanResult{})
@@ -274,9 +287,33 @@ func (s *store) putBlob(tmp string, d v1.Hash, size int64) error {
 	}
 	now := s.now()
 	s.mu.Lock()
-	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now})
+	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now, verified: true})
 	s.mu.Unlock()
 	return nil
+}
+
+// blobVerified reports whether this process has hashed stored blob d.
+func (s *store) blobVerified(d v1.Hash) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.items[key{kindBlob, d}]
+	return e != nil && e.verified
+}
+
+// blobChecked records the result of hashing stored blob d: kept as
+// verified, or removed (with the manifests that reference it).
+func (s *store) blobChecked(d v1.Hash, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key{kindBlob, d}
+	e := s.items[k]
+	switch {
+	case e == nil:
+	case ok:
+		e.verified = true
+	default:
+		s.removeLocked(k, &CleanResult{})
+	}
 }
 
 func (s *store) tempFile() (*os.File, error) {
@@ -292,8 +329,13 @@ func (s *store) manifest(d v1.Hash) ([]byte, string, bool) {
 	if e == nil {
 		return nil, "", false
 	}
+	// Manifests are small: hashed on every read, not trusted for having
+	// been checked when stored (the file may have changed since).
 	b, err := os.ReadFile(s.manifestPath(d))
-	if err != nil || int64(len(b)) != e.size {
+	if sum := sha256.Sum256(b); err == nil && hex.EncodeToString(sum[:]) != d.Hex {
+		err = fmt.Errorf("%d bytes that do not match the digest", len(b))
+	}
+	if err != nil {
 		s.log.Warn("stored manifest unreadable; fetching it again", "digest", d, "err", err)
 		s.removeLocked(k, &CleanResult{})
 		return nil, "", false
