@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"regexp"
 	"sort"
 	"sync"
@@ -100,11 +101,12 @@ type Cache struct {
 	cancel context.CancelFunc
 
 	fmu     sync.Mutex
-	flights map[v1.Hash]*download
+	flights map[flightKey]*download
 	closed  bool
 	down    map[string]time.Time // upstream → until when it is not asked to revalidate
 	mflight singleflight.Group
 	wg      sync.WaitGroup // downloads in flight
+	unlock  func()         // releases the lock on Dir
 }
 
 // New opens (or creates) the store in o.Dir and returns the cache.
@@ -145,7 +147,7 @@ func New(o Options) (*Cache, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cache{o: o, log: o.Logger, metrics: &Metrics{}, flights: map[v1.Hash]*download{}, down: map[string]time.Time{}}
+	c := &Cache{o: o, log: o.Logger, metrics: &Metrics{}, flights: map[flightKey]*download{}, down: map[string]time.Time{}}
 	for n := range o.Upstreams {
 		if !upstreamNameRE.MatchString(n) {
 			return nil, fmt.Errorf("%w: upstream name %q: want a host-like name (letters, digits, . : _ -)", ErrConfig, n)
@@ -153,11 +155,21 @@ func New(o Options) (*Cache, error) {
 		c.names = append(c.names, n)
 	}
 	sort.Slice(c.names, func(i, j int) bool { return len(c.names[i]) > len(c.names[j]) })
-	st, err := openStore(o.Dir, o.Now, o.Logger)
+	if fi, err := os.Stat(o.Dir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("%w: the store directory %s is a file, not a directory", ErrConfig, o.Dir)
+	}
+	// The store assumes it is the only writer of Dir (it empties tmp/ and
+	// keeps its index in memory): the lock makes that true.
+	unlock, err := lockDir(o.Dir)
 	if err != nil {
 		return nil, err
 	}
-	c.store = st
+	st, err := openStore(o.Dir, o.Now, o.Logger)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	c.store, c.unlock = st, unlock
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -165,7 +177,7 @@ func New(o Options) (*Cache, error) {
 // Metrics returns the cache's counters.
 func (c *Cache) Metrics() *Metrics { return c.metrics }
 
-// Size returns the bytes in the store (blobs and manifests).
+// Size returns the bytes in the store (blobs, manifests, tag list pages).
 func (c *Cache) Size() int64 { return c.store.size() }
 
 // Run cleans the store every CleanEvery (and once at start) until ctx is
@@ -184,14 +196,16 @@ func (c *Cache) Run(ctx context.Context) {
 	}
 }
 
-// Close cancels the downloads in flight and waits for them to end; later
-// requests for missing blobs fail with ErrUnreachable.
+// Close cancels the downloads in flight, waits for them to end and
+// releases the store's lock; later requests for missing blobs fail with
+// ErrUnreachable.
 func (c *Cache) Close() {
 	c.fmu.Lock()
 	c.closed = true
 	c.fmu.Unlock()
 	c.cancel()
 	c.wg.Wait()
+	c.unlock()
 }
 
 // high is the size past which the cleaner evicts.

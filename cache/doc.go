@@ -2,8 +2,9 @@
 // once: /v2/NAME/REPO/... is pulled through from the upstream called NAME.
 //
 // Blobs are stored once by digest whatever upstream they came from, and
-// verified before they are kept; concurrent requests for one blob share one
-// upstream download, which goes on when a client disconnects. Manifests by
+// verified before they are kept; concurrent requests for one blob through
+// one upstream share one download, which goes on when a client
+// disconnects. One process serves a store directory (a flock on DIR/lock). Manifests by
 // tag are revalidated with one upstream HEAD once their TTL has passed, and
 // served from the store when the upstream cannot be reached; manifests by
 // digest are never revalidated. The cache records access times itself; its

@@ -16,11 +16,12 @@ import (
 )
 
 // download is one upstream GET of a blob, shared by every request for
-// that digest while it runs. It writes to a temporary file; readers follow
-// the file as it grows, and the blob enters the store only once its
-// digest and size are checked.
+// that digest from the same upstream while it runs. It writes to a
+// temporary file; readers follow the file as it grows, and the blob enters
+// the store only once its digest and size are checked.
 type download struct {
 	d       v1.Hash
+	repo    string        // the repository it was asked from
 	started chan struct{} // closed once size (or err) is known
 
 	mu       sync.Mutex
@@ -32,20 +33,42 @@ type download struct {
 	err      error
 }
 
-// flight returns the download of d, starting it from up/repo unless one
-// is already running.
-func (c *Cache) flight(up Upstream, repo string, d v1.Hash) *download {
+// Errors of downloads the cache ends itself.
+var (
+	errClosing = fmt.Errorf("%w: the cache is shutting down", ErrUnreachable)
+	errStalled = fmt.Errorf("%w: no data", ErrUnreachable)
+)
+
+// flightKey names a shared download. Shortcut: a request joins a running
+// download instead of asking its upstream. Premise: the bytes of a digest
+// are the same from every repository of one upstream (they are checked
+// against the digest before any client gets the last byte), so only
+// whether the upstream answers can differ, never what it sends. Across
+// upstreams even that premise is not enough: one upstream's 404, 502 or
+// stall says nothing about another's, so downloads are keyed by upstream
+// too, and a download that failed for another repository of the same
+// upstream is retried once for the client's own (serveBlob).
+// Tests: TestDownloadsKeyedByUpstream*, TestFailedDownloadOfAnotherRepoIsRetried.
+type flightKey struct {
+	upstream string
+	d        v1.Hash
+}
+
+// flight returns the download of d from upstream upName, starting it from
+// up/repo unless one is already running there and has not failed.
+func (c *Cache) flight(upName string, up Upstream, repo string, d v1.Hash) *download {
 	c.fmu.Lock()
 	defer c.fmu.Unlock()
-	if dl, ok := c.flights[d]; ok {
+	k := flightKey{upName, d}
+	if dl, ok := c.flights[k]; ok && !dl.failed() {
 		return dl
 	}
-	dl := &download{d: d, started: make(chan struct{}), size: -1, progress: make(chan struct{})}
+	dl := &download{d: d, repo: repo, started: make(chan struct{}), size: -1, progress: make(chan struct{})}
 	if c.closed {
-		dl.start(-1, "", fmt.Errorf("fetching blob %s: %w: the cache is shutting down", d, ErrUnreachable))
+		dl.start(-1, "", fmt.Errorf("fetching blob %s: %w", d, errClosing))
 		return dl
 	}
-	c.flights[d] = dl
+	c.flights[k] = dl
 	c.wg.Add(1)
 	release := c.store.acquire(d)
 	go func() {
@@ -53,15 +76,24 @@ func (c *Cache) flight(up Upstream, repo string, d v1.Hash) *download {
 		defer release()
 		err := c.fetch(up, repo, dl)
 		c.fmu.Lock()
-		delete(c.flights, d)
+		if c.flights[k] == dl {
+			delete(c.flights, k)
+		}
 		c.fmu.Unlock()
 		dl.finish(err)
 		if err != nil {
 			c.metrics.add(&c.metrics.upstreamErrors, 1)
-			c.log.Warn("blob download failed", "digest", d, "repo", repo, "err", err)
+			c.log.Warn("blob download failed", "upstream", upName, "digest", d, "repo", repo, "err", err)
 		}
 	}()
 	return dl
+}
+
+// failed reports whether the download has already failed.
+func (dl *download) failed() bool {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	return dl.err != nil
 }
 
 // fetch runs the download under the cache's context, so that no client
@@ -71,7 +103,7 @@ func (c *Cache) fetch(up Upstream, repo string, dl *download) error {
 	// forever: no byte for StallTimeout ends the download.
 	ctx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
-	stall := fmt.Errorf("%w: no data for %s", ErrUnreachable, c.o.StallTimeout)
+	stall := fmt.Errorf("%w for %s", errStalled, c.o.StallTimeout)
 	watchdog := time.AfterFunc(c.o.StallTimeout, func() { cancel(stall) })
 	defer watchdog.Stop()
 	body, size, err := up.Blob(ctx, repo, dl.d, false)

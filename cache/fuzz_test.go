@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ferry-airgap/ferry/internal/names"
 )
 
 // checkingUpstream fails the fuzz run if a request reaches it with a
@@ -19,10 +21,10 @@ type checkingUpstream struct {
 }
 
 func (c checkingUpstream) check(repo, ref string) {
-	if !repoRE.MatchString(repo) {
+	if !names.ValidRepository(repo) {
 		(*c.t).Errorf("upstream asked for repository %q", repo)
 	}
-	if _, err := v1.NewHash(ref); err != nil && !tagRE.MatchString(ref) && ref != "" {
+	if _, err := v1.NewHash(ref); err != nil && !names.ValidTag(ref) && ref != "" {
 		(*c.t).Errorf("upstream asked for reference %q", ref)
 	}
 }

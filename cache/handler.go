@@ -2,18 +2,21 @@ package cache
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/ferry-airgap/ferry/internal/names"
 	"github.com/ferry-airgap/ferry/serve"
 )
 
@@ -27,10 +30,13 @@ const (
 	UpstreamHeader = "X-Ferry-Upstream"
 )
 
-var (
-	repoRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-)
+// truncateName shortens a hostile name for an error message.
+func truncateName(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
 
 // ServeHTTP answers the pull side of the distribution API for every
 // upstream (/v2/NAME/REPO/manifests/REF, /v2/NAME/REPO/blobs/DIGEST, also
@@ -85,8 +91,9 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 		serve.WriteError(w, r, http.StatusNotFound, "NAME_UNKNOWN", "no upstream for "+strconv.Quote(name)+": the path starts with the upstream's name, e.g. /v2/docker.io/library/redis/", nil)
 		return
 	}
-	if !repoRE.MatchString(repo) {
-		serve.WriteError(w, r, http.StatusBadRequest, "NAME_INVALID", "invalid repository name "+strconv.Quote(repo), nil)
+	if !names.ValidRepository(repo) {
+		serve.WriteError(w, r, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q: want %s, at most %d characters",
+			truncateName(repo), names.RepositoryRules, names.MaxNameLength), nil)
 		return
 	}
 	w.Header().Set(UpstreamHeader, upName)
@@ -101,14 +108,14 @@ func (c *Cache) serveV2(w http.ResponseWriter, r *http.Request, p string) {
 			serve.WriteError(w, r, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest "+strconv.Quote(ref), nil)
 			return
 		}
-		c.serveBlob(w, r, up, repo, d)
+		c.serveBlob(w, r, up, upName, repo, d)
 		return
 	}
 	if d, err := v1.NewHash(ref); err == nil && d.Algorithm == "sha256" {
 		c.serveManifestDigest(w, r, up, upName, repo, d)
 		return
 	}
-	if !tagRE.MatchString(ref) {
+	if !names.ValidTag(ref) {
 		serve.WriteError(w, r, http.StatusBadRequest, "MANIFEST_INVALID", "invalid tag or digest "+strconv.Quote(ref), nil)
 		return
 	}
@@ -141,14 +148,14 @@ func (c *Cache) route(name, ns string) (upstream, repo string, ok bool) {
 // without containerd's ns) go to, when there is one by that name.
 const DockerHubName = "docker.io"
 
-func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, repo string, d v1.Hash) {
+func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, upName, repo string, d v1.Hash) {
 	release := c.store.acquire(d)
 	defer release()
 	h := w.Header()
 	h.Set(serve.DigestHeader, d.String())
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Etag", `"`+d.String()+`"`)
-	if f, _, ok := c.store.openBlob(d); ok {
+	if f, ok := c.storedBlob(d); ok {
 		defer func() { _ = f.Close() }()
 		c.metrics.add(&c.metrics.hits, 1)
 		h.Set(CacheHeader, "hit")
@@ -162,7 +169,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, r
 	if r.Method == http.MethodHead {
 		_, size, err := up.Blob(r.Context(), repo, d, true)
 		if err != nil {
-			c.upstreamError(w, r, "BLOB_UNKNOWN", err)
+			c.upstreamError(w, r, upName, "BLOB_UNKNOWN", "blob "+d.String(), err)
 			return
 		}
 		if size >= 0 {
@@ -170,15 +177,22 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, r
 		}
 		return
 	}
-	dl := c.flight(up, repo, d)
+	dl := c.flight(upName, up, repo, d)
 	size, err := dl.wait(r.Context())
+	if err != nil && dl.repo != repo && r.Context().Err() == nil {
+		// The download this request joined was asked from another
+		// repository, which the upstream may not grant (404, 401): ask
+		// for this one (see flightKey).
+		dl = c.flight(upName, up, repo, d)
+		size, err = dl.wait(r.Context())
+	}
 	if err != nil {
-		c.upstreamError(w, r, "BLOB_UNKNOWN", err)
+		c.upstreamError(w, r, upName, "BLOB_UNKNOWN", "blob "+d.String(), err)
 		return
 	}
 	rc, err := dl.open(r.Context(), c.store.blobPath(d))
 	if err != nil {
-		c.upstreamError(w, r, "BLOB_UNKNOWN", err)
+		c.upstreamError(w, r, upName, "BLOB_UNKNOWN", "blob "+d.String(), err)
 		return
 	}
 	defer func() { _ = rc.Close() }()
@@ -192,6 +206,36 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, r
 		c.log.Warn("aborting a blob response", "digest", d, "repo", repo, "err", err)
 		panic(http.ErrAbortHandler) // the client must not take a partial blob as whole
 	}
+}
+
+// storedBlob opens stored blob d for serving. Shortcut: a blob this
+// process has hashed (downloaded and checked, or checked on its first hit
+// since start) is served from its file without hashing it again. Premise:
+// while the process runs, nothing but the cache writes its files (the
+// lock on DIR keeps other caches out); a size change is still caught by
+// openBlob's fstat on every hit. Files found at start are not trusted:
+// each is hashed on its first hit, and one whose bytes do not match its
+// name is dropped and fetched again, so damage done while the cache was
+// stopped (or a write the kernel lost) is never served.
+// Tests: TestStoredBlobDamagedWhileStoppedIsFetchedAgain, TestStoredBlobTruncatedWhileRunning.
+func (c *Cache) storedBlob(d v1.Hash) (*os.File, bool) {
+	f, size, ok := c.store.openBlob(d)
+	if !ok || c.store.blobVerified(d) {
+		return f, ok
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	good := err == nil && n == size && hex.EncodeToString(h.Sum(nil)) == d.Hex
+	if good {
+		_, err = f.Seek(0, io.SeekStart)
+		good = err == nil
+	}
+	if !good {
+		_ = f.Close()
+		c.log.Warn("stored blob does not match its digest; fetching it again", "digest", d, "size", n, "err", err)
+	}
+	c.store.blobChecked(d, good)
+	return f, good
 }
 
 // serveTags passes a tag list through from the upstream, rewriting the
@@ -214,7 +258,7 @@ func (c *Cache) serveTags(w http.ResponseWriter, r *http.Request, up Upstream, u
 		c.metrics.add(&c.metrics.upstreamErrors, 1)
 		l, ok := c.store.list(upName, repo, q.Encode())
 		if !ok || errors.Is(err, ErrNotFound) || r.Context().Err() != nil {
-			c.upstreamError(w, r, "NAME_UNKNOWN", err)
+			c.upstreamError(w, r, upName, "NAME_UNKNOWN", "the tag list of "+repo, err)
 			return
 		}
 		c.metrics.add(&c.metrics.stale, 1)
@@ -244,16 +288,42 @@ func (c *Cache) serveTags(w http.ResponseWriter, r *http.Request, up Upstream, u
 	}
 }
 
-func (c *Cache) upstreamError(w http.ResponseWriter, r *http.Request, code string, err error) {
+// upstreamError answers a failed upstream request. The client is told
+// what failed by the upstream's configured name and a short reason; the
+// error itself (the upstream's host, URL, status, hint) goes to the log
+// only, since clients of the cache need not know where its upstreams are.
+func (c *Cache) upstreamError(w http.ResponseWriter, r *http.Request, upName, code, subject string, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound):
-		serve.WriteError(w, r, http.StatusNotFound, code, err.Error(), nil)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// the client left
+	case errors.Is(err, ErrNotFound):
+		serve.WriteError(w, r, http.StatusNotFound, code, fmt.Sprintf("%s: not found in upstream %q", subject, upName), nil)
+	case errors.Is(err, ErrDigestMismatch):
+		c.log.Warn("upstream request failed", "upstream", upName, "path", r.URL.Path, "err", err)
+		serve.WriteError(w, r, http.StatusBadGateway, "UNAVAILABLE",
+			fmt.Sprintf("%s: upstream %q sent bytes that do not match their digest; nothing was kept", subject, upName), nil)
 	default:
-		c.log.Warn("upstream request failed", "path", r.URL.Path, "err", err)
-		serve.WriteError(w, r, http.StatusBadGateway, "UNAVAILABLE", err.Error(), nil)
+		c.log.Warn("upstream request failed", "upstream", upName, "path", r.URL.Path, "err", err)
+		serve.WriteError(w, r, http.StatusBadGateway, "UNAVAILABLE",
+			fmt.Sprintf("%s: upstream %q: %s; the cache's log has the details", subject, upName, publicReason(err)), nil)
 	}
+}
+
+// publicReason is what a client may be told about err: the reason an
+// upstream error carries, or a generic one.
+func publicReason(err error) string {
+	var pe interface{ PublicReason() string }
+	switch {
+	case errors.As(err, &pe) && pe.PublicReason() != "":
+		return pe.PublicReason()
+	case errors.Is(err, errClosing):
+		return "the cache is shutting down"
+	case errors.Is(err, errStalled):
+		return "the upstream stopped sending"
+	case errors.Is(err, ErrUnreachable):
+		return "the upstream could not be reached"
+	}
+	return "the request failed"
 }
 
 type countWriter struct {

@@ -89,7 +89,7 @@ func (c *Cache) serveManifestDigest(w http.ResponseWriter, r *http.Request, up U
 	c.metrics.add(&c.metrics.misses, 1)
 	f, err := c.fetchManifest(r.Context(), up, upName, repo, d.String())
 	if err != nil {
-		c.upstreamError(w, r, "MANIFEST_UNKNOWN", err)
+		c.upstreamError(w, r, upName, "MANIFEST_UNKNOWN", "manifest "+repo+"@"+d.String(), err)
 		return
 	}
 	writeManifest(w, r, "miss", f.d, f.mediaType, f.body)
@@ -122,7 +122,7 @@ func (c *Cache) serveManifestTag(w http.ResponseWriter, r *http.Request, up Upst
 			}
 		case err != nil:
 			if !c.serveStale(w, r, k, rec, err) {
-				c.upstreamError(w, r, "MANIFEST_UNKNOWN", err)
+				c.upstreamError(w, r, k.upstream, "MANIFEST_UNKNOWN", "manifest "+k.repo+":"+k.tag, err)
 			}
 			return
 		}
@@ -131,7 +131,7 @@ func (c *Cache) serveManifestTag(w http.ResponseWriter, r *http.Request, up Upst
 	f, err := c.fetchManifest(r.Context(), up, k.upstream, k.repo, k.tag)
 	if err != nil {
 		if !known || !c.serveStale(w, r, k, rec, err) {
-			c.upstreamError(w, r, "MANIFEST_UNKNOWN", err)
+			c.upstreamError(w, r, k.upstream, "MANIFEST_UNKNOWN", "manifest "+k.repo+":"+k.tag, err)
 		}
 		return
 	}

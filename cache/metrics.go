@@ -60,7 +60,7 @@ func writeMetrics(w io.Writer, s Snapshot, maxSize int64) error {
 	fmt.Fprintf(&b, "ferry_cache_evictions_total{kind=\"blob\"} %d\nferry_cache_evictions_total{kind=\"manifest\"} %d\n", s.EvictedBlobs, s.EvictedManifests)
 	metric("ferry_cache_evicted_bytes_total", "counter", "Bytes the cleaner freed.", s.EvictedBytes, "")
 	metric("ferry_cache_cleaner_passes_total", "counter", "Cleaner passes that evicted something.", s.CleanerPasses, "")
-	metric("ferry_cache_store_bytes", "gauge", "Bytes of blobs and manifests in the store.", s.Store, "")
+	metric("ferry_cache_store_bytes", "gauge", "Bytes of blobs, manifests and tag list pages in the store.", s.Store, "")
 	metric("ferry_cache_store_max_bytes", "gauge", "The size the cleaner brings the store down to.", maxSize, "")
 	_, err := io.WriteString(w, b.String())
 	return err

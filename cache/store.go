@@ -28,6 +28,7 @@ import (
 //	tags/UPSTREAM/REPO/_tags/TAG  {"digest", "mediaType", "checked"}
 //	tags/UPSTREAM/REPO/_lists/Q   the last tag list page fetched for query Q
 //	tmp/                          downloads in progress (emptied at start)
+//	lock                          flock'ed by the process that serves DIR
 //
 // A file's modification time is its last access, written at most once a
 // minute; the in-memory index holds the exact one.
@@ -37,6 +38,7 @@ type kind uint8
 const (
 	kindBlob kind = iota
 	kindManifest
+	kindList // a stored tag list page: d is listKey's hash of its path
 )
 
 type key struct {
@@ -50,6 +52,8 @@ type entry struct {
 	saved     time.Time // the access time last written to disk
 	mediaType string    // manifests
 	children  []v1.Hash // manifests: the blobs and manifests they reference
+	list      *listRef  // tag list pages: where the page is
+	verified  bool      // blobs: hashed by this process (downloaded, or checked on a hit)
 }
 
 type tagKey struct{ upstream, repo, tag string }
@@ -79,12 +83,14 @@ type store struct {
 	tags    map[tagKey]tagRec
 	tagsOf  map[v1.Hash]map[tagKey]bool // manifest digest → tags on it
 	inUse   map[v1.Hash]int             // blobs being served or downloaded
+	listsOf map[string]map[v1.Hash]bool // UPSTREAM/REPO → its stored tag list pages
 	total   int64
 }
 
 func openStore(dir string, now func() time.Time, log *slog.Logger) (*store, error) {
 	s := &store{dir: dir, now: now, log: log, items: map[key]*entry{}, parents: map[v1.Hash]map[v1.Hash]bool{},
-		tags: map[tagKey]tagRec{}, tagsOf: map[v1.Hash]map[tagKey]bool{}, inUse: map[v1.Hash]int{}}
+		tags: map[tagKey]tagRec{}, tagsOf: map[v1.Hash]map[tagKey]bool{}, inUse: map[v1.Hash]int{},
+		listsOf: map[string]map[v1.Hash]bool{}}
 	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("emptying %s: %w", filepath.Join(dir, "tmp"), err)
 	}
@@ -166,6 +172,10 @@ func (s *store) loadTags() error {
 		}
 		rel, _ := filepath.Rel(root, p)
 		parts := strings.Split(filepath.ToSlash(rel), "/")
+		if len(parts) >= 4 && parts[len(parts)-2] == "_lists" {
+			s.loadList(p, parts, de)
+			return nil
+		}
 		if len(parts) < 4 || parts[len(parts)-2] != "_tags" {
 			return nil
 		}
@@ -211,8 +221,11 @@ func (s *store) touch(k key, e *entry) {
 	}
 	e.saved = now
 	p := s.blobPath(k.d)
-	if k.k == kindManifest {
+	switch k.k {
+	case kindManifest:
 		p = s.manifestPath(k.d)
+	case kindList:
+		p = e.list.path
 	}
 	if err := os.Chtimes(p, now, now); err != nil {
 		s.log.Warn("recording an access time", "digest", k.d, "err", err)
@@ -248,6 +261,16 @@ func (s *store) openBlob(d v1.Hash) (*os.File, int64, bool) {
 		return nil, 0, false
 	}
 	f, err := os.Open(s.blobPath(d))
+	var info os.FileInfo
+	if err == nil {
+		if info, err = f.Stat(); err == nil && info.Size() != e.size {
+			err = fmt.Errorf("%d bytes on disk, %d when stored", info.Size(), e.size)
+			e.verified = false
+		}
+		if err != nil {
+			_ = f.Close()
+		}
+	}
 	if err != nil {
 		s.log.Warn("stored blob unreadable; fetching it again", "digest", d, "err", err)
 		s.removeLocked(k, &CleanResult{})
@@ -264,9 +287,33 @@ func (s *store) putBlob(tmp string, d v1.Hash, size int64) error {
 	}
 	now := s.now()
 	s.mu.Lock()
-	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now})
+	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now, verified: true})
 	s.mu.Unlock()
 	return nil
+}
+
+// blobVerified reports whether this process has hashed stored blob d.
+func (s *store) blobVerified(d v1.Hash) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.items[key{kindBlob, d}]
+	return e != nil && e.verified
+}
+
+// blobChecked records the result of hashing stored blob d: kept as
+// verified, or removed (with the manifests that reference it).
+func (s *store) blobChecked(d v1.Hash, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key{kindBlob, d}
+	e := s.items[k]
+	switch {
+	case e == nil:
+	case ok:
+		e.verified = true
+	default:
+		s.removeLocked(k, &CleanResult{})
+	}
 }
 
 func (s *store) tempFile() (*os.File, error) {
@@ -282,8 +329,13 @@ func (s *store) manifest(d v1.Hash) ([]byte, string, bool) {
 	if e == nil {
 		return nil, "", false
 	}
+	// Manifests are small: hashed on every read, not trusted for having
+	// been checked when stored (the file may have changed since).
 	b, err := os.ReadFile(s.manifestPath(d))
-	if err != nil || int64(len(b)) != e.size {
+	if sum := sha256.Sum256(b); err == nil && hex.EncodeToString(sum[:]) != d.Hex {
+		err = fmt.Errorf("%d bytes that do not match the digest", len(b))
+	}
+	if err != nil {
 		s.log.Warn("stored manifest unreadable; fetching it again", "digest", d, "err", err)
 		s.removeLocked(k, &CleanResult{})
 		return nil, "", false
@@ -376,44 +428,10 @@ func (s *store) setTagLocked(k tagKey, rec tagRec) {
 	s.tagsOf[rec.Digest][k] = true
 }
 
-// tagList is a stored page of an upstream's tag list (not counted in the
-// store's size: pages are small and one per repository and query).
-type tagList struct {
-	Body    []byte    `json:"body"`
-	Next    string    `json:"next"`
-	Fetched time.Time `json:"fetched"`
-}
-
-func (s *store) listPath(upstream, repo, query string) string {
-	sum := sha256.Sum256([]byte(query))
-	return filepath.Join(s.dir, "tags", upstream, filepath.FromSlash(repo), "_lists", hex.EncodeToString(sum[:12]))
-}
-
-func (s *store) putList(upstream, repo, query string, l tagList) error {
-	b, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	p := s.listPath(upstream, repo, query)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(p, b, 0o644)
-}
-
-func (s *store) list(upstream, repo, query string) (tagList, bool) {
-	var l tagList
-	b, err := os.ReadFile(s.listPath(upstream, repo, query))
-	if err != nil || json.Unmarshal(b, &l) != nil {
-		return tagList{}, false
-	}
-	return l, true
-}
-
 // CleanResult says what a cleaner pass evicted.
 type CleanResult struct {
-	Blobs, Manifests, Tags int
-	Bytes                  int64
+	Blobs, Manifests, Tags, Lists int
+	Bytes                         int64
 }
 
 // evict removes least recently used entries until the store holds at most
@@ -456,10 +474,19 @@ func (s *store) removeLocked(k key, r *CleanResult) {
 	delete(s.items, k)
 	s.total -= e.size
 	r.Bytes += e.size
-	if k.k == kindBlob {
+	switch k.k {
+	case kindList:
+		r.Lists++
+		s.removeFile(e.list.path)
+		delete(s.listsOf[e.list.repo], k.d)
+		if len(s.listsOf[e.list.repo]) == 0 {
+			delete(s.listsOf, e.list.repo)
+		}
+		return
+	case kindBlob:
 		r.Blobs++
 		s.removeFile(s.blobPath(k.d))
-	} else {
+	default:
 		r.Manifests++
 		s.removeFile(s.manifestPath(k.d))
 		s.removeFile(s.manifestPath(k.d) + ".json")

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -62,6 +63,9 @@ func NewRegistryUpstream(client *registry.Client, kc *registry.Keychain, rawURL 
 	if host == "" || strings.ContainsAny(host, "/?#@ ") || !names.ValidHost(host) {
 		return nil, fmt.Errorf("%w: upstream %q: want a host[:port], optionally with http:// or https://", ErrConfig, rawURL)
 	}
+	if scheme == "http" && !isLoopback(host) {
+		return nil, fmt.Errorf("%w: upstream %q: plain http is allowed to loopback addresses only (127.0.0.1, ::1, localhost); give the upstream as https://%s", ErrConfig, rawURL, host)
+	}
 	hub := names.IsDockerHub(host)
 	if hub {
 		host = names.DockerHubAPI // the API host; credentials are looked up as docker.io
@@ -70,6 +74,21 @@ func NewRegistryUpstream(client *registry.Client, kc *registry.Keychain, rawURL 
 		client.Configure(host, registry.HostConfig{PlainHTTP: true})
 	}
 	return &RegistryUpstream{client: client, kc: kc, host: host, hub: hub}, nil
+}
+
+// isLoopback reports whether host[:port] is a loopback address or
+// localhost: the only hosts the cache speaks plain http to.
+func isLoopback(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.Trim(h, "[]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // String names the upstream (its host), for logs and errors.
@@ -203,18 +222,57 @@ func (u *RegistryUpstream) Tags(ctx context.Context, repo, query string) ([]byte
 	return b, next, nil
 }
 
-// classify adds the cache's sentinels to an explained registry error.
+// classify adds the cache's sentinels to an explained registry error, and
+// the reason a client of the cache may see: the error itself names the
+// upstream's host and URL, which stay in the cache's log.
 func classify(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
-		return &upstreamError{kind: ErrNotFound, err: err}
-	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, registry.ErrRateLimited), errors.Is(err, registry.ErrTLS):
-		return &upstreamError{kind: ErrUnreachable, err: err}
+		return &upstreamError{kind: ErrNotFound, err: err, public: "not found"}
+	case errors.Is(err, registry.ErrPlainHTTPRefused), errors.Is(err, registry.ErrTLS) && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		// registry's own hint names --plain-http, which `ferry cache`
+		// does not have: say what the cache's configuration allows.
+		return &upstreamError{kind: ErrUnreachable, public: "the upstream answers plain http, not https", cause: err,
+			err: fmt.Errorf("%s: the upstream answers plain http, not https; give its URL as http://HOST:PORT if it is on a loopback address (the cache speaks plain http to loopback addresses only), else give it TLS", firstClause(err))}
+	case errors.Is(err, registry.ErrTLS):
+		return &upstreamError{kind: ErrUnreachable, err: err, public: "TLS with the upstream failed"}
+	case errors.Is(err, registry.ErrRateLimited):
+		return &upstreamError{kind: ErrUnreachable, err: err, public: "the upstream is rate limiting the cache (429)"}
+	case errors.Is(err, registry.ErrUnavailable):
+		return &upstreamError{kind: ErrUnreachable, err: err, public: "the upstream could not be reached or kept failing"}
+	case errors.Is(err, registry.ErrUnauthorized):
+		return &upstreamError{err: err, public: "the upstream refused the cache's credentials"}
+	case errors.Is(err, registry.ErrDenied):
+		return &upstreamError{err: err, public: "the upstream denied access"}
 	}
 	return err
 }
 
-type upstreamError struct{ kind, err error }
+// firstClause is the part of an explained registry error before its hint.
+func firstClause(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "; hint:")
+	return s
+}
 
-func (e *upstreamError) Error() string   { return e.err.Error() }
-func (e *upstreamError) Unwrap() []error { return []error{e.kind, e.err} }
+// upstreamError is an upstream failure: kind is a sentinel of this package
+// (or nil), public what a client may be told, cause the error err
+// rephrases (if any).
+type upstreamError struct {
+	kind, err, cause error
+	public           string
+}
+
+func (e *upstreamError) Error() string { return e.err.Error() }
+
+func (e *upstreamError) Unwrap() []error {
+	var out []error
+	for _, x := range []error{e.kind, e.err, e.cause} {
+		if x != nil {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// PublicReason is what a client of the cache may be told.
+func (e *upstreamError) PublicReason() string { return e.public }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -53,10 +54,11 @@ registry-mirrors paths (no NAME, no ns) go to docker.io.
 
 Upstreams: docker.io, every registry in --pull-secret, and each --upstream
 NAME=URL (to add one or give one another name; URL is https:// unless it
-says http://). --ignore-registry drops a default one.
+says http://, which only loopback addresses may). --ignore-registry drops a default one.
 
 Blobs are stored once by digest and verified before they are kept;
-concurrent pulls of one blob share one download. Tags are checked upstream
+concurrent pulls of one blob through one upstream share one download.
+One cache per --dir: a second one on the same directory is refused. Tags are checked upstream
 with one HEAD once --manifest-ttl has passed, and served from the store
 when the upstream cannot be reached (header X-Ferry-Cache: stale).
 Every --clean-every, when the store is larger than --max-size plus
@@ -148,6 +150,12 @@ func (f *cacheFlags) options(e *env) (cache.Options, error) {
 	if f.maxSize == "" {
 		return o, usagef("--max-size is required, e.g. --max-size 10GiB")
 	}
+	if err := checkListenAddr(f.addr); err != nil {
+		return o, err
+	}
+	if fi, err := os.Stat(f.dir); err == nil && !fi.IsDir() {
+		return o, usagef("--dir %s is a file: give a directory (it is created if missing)", f.dir)
+	}
 	max, err := units.ParseBytes(f.maxSize)
 	if err != nil {
 		return o, usagef("--max-size: %v", err)
@@ -169,6 +177,20 @@ func (f *cacheFlags) options(e *env) (cache.Options, error) {
 	}
 	o.Upstreams, err = f.upstreamSet(e)
 	return o, err
+}
+
+// checkListenAddr refuses an --addr that cannot be listened on whatever
+// the machine (a port out of range, no port), so that it is exit 2 before
+// anything starts; an address in use stays a failure (exit 1).
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usagef("--addr %q: want HOST:PORT, e.g. 127.0.0.1:5000 or :5000", addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
+		return usagef("--addr %q: the port must be a number from 0 to 65535 (0: any free port) or a service name", addr)
+	}
+	return nil
 }
 
 var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.:_-]*$`)
