@@ -55,7 +55,9 @@ func hint(err error) string {
 type jsonError struct {
 	Message string `json:"message"`
 	// Kind: input (exit 2: a flag, argument or input file to fix), auth,
-	// network, bundle (damaged or unsupported), interrupted, or failed.
+	// network, bundle (damaged or unsupported), stale-inventory (the target
+	// no longer holds what the inventory a bundle was cut against claimed),
+	// interrupted, or failed.
 	Kind     string `json:"kind"`
 	ExitCode int    `json:"exitCode"`
 	Registry string `json:"registry,omitempty"` // host[:port] concerned
@@ -104,6 +106,8 @@ func errorKind(err error) string {
 		return "interrupted"
 	case isUsage(err), errors.Is(err, fs.ErrNotExist) && !errors.Is(err, bundle.ErrCorrupt):
 		return "input"
+	case errors.Is(err, push.ErrStale), errors.Is(err, push.ErrHaveMissing):
+		return "stale-inventory"
 	case errors.Is(err, registry.ErrUnauthorized), errors.Is(err, registry.ErrDenied):
 		return "auth"
 	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrVerify),
