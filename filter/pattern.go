@@ -18,11 +18,11 @@ type Pattern struct {
 // ParsePattern parses a pattern; the error wraps ErrSyntax and names it.
 func ParsePattern(s string) (*Pattern, error) {
 	if strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), "!")) == "" {
-		return nil, fmt.Errorf("%w %q: empty pattern", ErrSyntax, s)
+		return nil, &patternError{s, "empty pattern"}
 	}
 	m, err := parseMatcher(s)
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrSyntax, s, err)
+		return nil, &patternError{s, err.Error()}
 	}
 	return &Pattern{raw: s, m: m}, nil
 }
@@ -39,3 +39,12 @@ func (p *Pattern) Match(names ...string) bool {
 
 // String returns the pattern as written.
 func (p *Pattern) String() string { return p.raw }
+
+// patternError is a bad pattern; it is an ErrSyntax.
+type patternError struct{ pattern, reason string }
+
+func (e *patternError) Error() string {
+	return fmt.Sprintf("invalid name pattern %q: %s (a regular expression matched against the whole name; !PATTERN: the names it does not match)", e.pattern, e.reason)
+}
+
+func (e *patternError) Is(target error) bool { return target == ErrSyntax }

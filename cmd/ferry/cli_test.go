@@ -301,7 +301,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"sync", "-f", "-", "--watch"}, "-f - cannot be watched"},
 		{[]string{"sync", "-f", "/nonexistent.yaml"}, "no such file or directory"},
 		{[]string{"export", "--dry-run", "--chart-exclude", "busybox", "--chart", "https://c.example/demo@1.0.0"}, "--chart-exclude\" flag: applies to the --chart before it"},
-		{[]string{"export", "--dry-run", "--chart", "https://c.example/demo@1.0.0", "--chart-exclude", "a(b"}, "chart https://c.example/demo: exclude: invalid tag filter item"},
+		{[]string{"export", "--dry-run", "--chart", "https://c.example/demo@1.0.0", "--chart-exclude", "a(b"}, "chart https://c.example/demo: exclude: invalid name pattern "},
 		{[]string{"export", "--dry-run", "--chart", "https://c.example/demo@1.0.0", "--chart-extra-image", "nginx"}, "no tag or digest"},
 	} {
 		res := runCLI(t, context.Background(), neverCalled(t), "", tc.args...)
