@@ -31,10 +31,6 @@ const (
 	chartFlagExtra
 )
 
-func (k chartFlagKind) name() string {
-	return [...]string{"--chart", "--chart-exclude", "--chart-extra-image"}[k]
-}
-
 // value is the pflag.Value of one of the three flags.
 func (cf *chartFlags) value(k chartFlagKind) *chartFlagValue {
 	return &chartFlagValue{cf: cf, kind: k}
