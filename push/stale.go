@@ -97,7 +97,8 @@ func (p *pusher) failStale(inv bundle.HaveRef, moved []movedTag, missing []key) 
 	for _, k := range missing {
 		gone[k] = true
 	}
-	for _, im := range p.live() {
+	live := p.live()
+	for _, im := range live {
 		var claims []StaleClaim
 		seen := map[v1.Hash]bool{}
 		for _, n := range missingNodes(im) {
@@ -106,7 +107,7 @@ func (p *pusher) failStale(inv bundle.HaveRef, moved []movedTag, missing []key) 
 			}
 			seen[n.Digest] = true
 			claims = append(claims, StaleClaim{Kind: ClaimBlob, Repository: p.tgt.Registry + "/" + im.repo, Digest: n.Digest.String(),
-				Searched: p.searched(inv, im.repo)})
+				Searched: p.searched(inv, live, im.repo)})
 		}
 		if len(claims) > 0 {
 			im.fail(claims[0].Digest, &StaleError{Inventory: invName, Claims: claims})
@@ -136,10 +137,11 @@ func (p *pusher) failStale(inv bundle.HaveRef, moved []movedTag, missing []key) 
 }
 
 // searched lists, as REGISTRY/PATH, the repositories other than repo in
-// which checkHave looked for a blob repo lacks.
-func (p *pusher) searched(inv bundle.HaveRef, repo string) []string {
+// which checkHave looked for a blob repo lacks: those of the live images
+// and those the inventory saw the left-out blobs in.
+func (p *pusher) searched(inv bundle.HaveRef, live []*image, repo string) []string {
 	var out []string
-	for _, im := range p.images {
+	for _, im := range live {
 		out = append(out, im.repo)
 	}
 	for _, r := range inv.Repositories {
