@@ -36,7 +36,7 @@ func chartImageTasks(uses []chartUse, tasks []*mapping.Task) []*mapping.Task {
 		key := u.chart + "\x00" + reg
 		t := byKey[key]
 		if t == nil {
-			t = &mapping.Task{Name: "chart " + u.chart + " images from " + reg, Source: mapping.Endpoint{Registry: reg}}
+			t = &mapping.Task{Name: chartImagesTask(u.chart, reg), Source: mapping.Endpoint{Registry: reg}}
 			if src != nil {
 				t.Source.Auth, t.Source.SkipTLSVerify = src.Source.Auth, src.Source.SkipTLSVerify
 			}
@@ -58,6 +58,32 @@ func chartImageTasks(uses []chartUse, tasks []*mapping.Task) []*mapping.Task {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// chartImagesTask names the task that selects the images chart renders
+// (or lists in extraImages:) from registry reg. A bundle records it as
+// those images' task: ChartOfTask reads it back.
+func chartImagesTask(chart, reg string) string {
+	return "chart " + chart + " images from " + reg
+}
+
+// ChartOfTask says which chart a bundle image came from, by the task
+// ferry.json records for it: "chart NAME" is the chart NAME itself (image
+// false), "chart NAME images from REGISTRY" one of the images NAME renders
+// or lists in extraImages: (image true). An image that a mapping file's
+// task selects too is recorded under that task, and so not reported here.
+func ChartOfTask(task string) (chart string, image, ok bool) {
+	rest, found := strings.CutPrefix(task, "chart ")
+	if !found || rest == "" {
+		return "", false, false
+	}
+	if name, _, isImage := strings.Cut(rest, " images from "); isImage {
+		return name, true, name != ""
+	}
+	if strings.Contains(rest, " ") {
+		return "", false, false
+	}
+	return rest, false, true
 }
 
 // targetFor returns the task whose layout an image of reg/path follows

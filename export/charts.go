@@ -31,6 +31,8 @@ type charts struct {
 	imageTasks []*mapping.Task
 	uses       []chartUse
 	warnings   []string
+	// excluded says which rendered images exclude: patterns left out.
+	excluded []string
 }
 
 type classicChart struct {
@@ -80,6 +82,9 @@ func (o *runner) prepareCharts(ctx context.Context, specs []*mapping.Chart, task
 		if err := o.resolveOCICharts(ctx, c, specs, ociTasks); err != nil {
 			return nil, err
 		}
+	}
+	for _, e := range c.excluded {
+		o.Logger.Info(e)
 	}
 	c.imageTasks = chartImageTasks(c.uses, tasks)
 	for _, t := range c.imageTasks {
@@ -144,6 +149,7 @@ func urlHost(u string) (string, error) {
 // render finds the images ch uses. A chart that fails to render is an
 // error when its images are to be carried, else a warning.
 func (c *charts) render(spec *mapping.Chart, ch *helmchart.Chart) error {
+	c.addExtras(spec, ch)
 	uses, err := chart.Render(ch, spec.Values)
 	if err != nil {
 		if spec.Images {
@@ -153,6 +159,10 @@ func (c *charts) render(spec *mapping.Chart, ch *helmchart.Chart) error {
 		return nil
 	}
 	for _, u := range uses {
+		if p := spec.Excludes(u.Image); p != nil {
+			c.excluded = append(c.excluded, fmt.Sprintf("chart %s %s: template %s: image %s left out by exclude %q", ch.Name(), ch.Metadata.Version, u.Template, u.Image, p))
+			continue
+		}
 		ref, err := name.ParseReference(u.Image)
 		if err != nil {
 			c.warnings = append(c.warnings, fmt.Sprintf("chart %s %s: template %s: image %q is not a valid reference", ch.Name(), ch.Metadata.Version, u.Template, u.Image))
@@ -161,6 +171,23 @@ func (c *charts) render(spec *mapping.Chart, ch *helmchart.Chart) error {
 		c.uses = append(c.uses, chartUse{chart: ch.Name(), version: ch.Metadata.Version, template: u.Template, image: u.Image, ref: ref, carry: spec.Images})
 	}
 	return nil
+}
+
+// extraImagesTemplate stands for the template of an image a chart entry's
+// extraImages: names.
+const extraImagesTemplate = "extraImages"
+
+// addExtras adds the images spec's extraImages: name (checked when the
+// mapping was loaded) as uses of ch, always carried.
+func (c *charts) addExtras(spec *mapping.Chart, ch *helmchart.Chart) {
+	for _, e := range spec.ExtraImages {
+		ref, err := name.ParseReference(e)
+		if err != nil {
+			c.warnings = append(c.warnings, fmt.Sprintf("chart %s %s: extra image %q is not a valid reference", ch.Name(), ch.Metadata.Version, e))
+			continue
+		}
+		c.uses = append(c.uses, chartUse{chart: ch.Name(), version: ch.Metadata.Version, template: extraImagesTemplate, image: e, ref: ref, carry: true})
+	}
 }
 
 // ociChartTask selects an OCI chart like an image: repository
@@ -317,7 +344,11 @@ func (c *charts) warnUncarried(images []*mapping.Image) []string {
 		if u.carry {
 			hint = "it could not be resolved; see the failures"
 		}
-		out = append(out, fmt.Sprintf("chart %s %s: template %s uses image %s, which the bundle does not carry (%s)", u.chart, u.version, u.template, src, hint))
+		where := "template " + u.template + " uses"
+		if u.template == extraImagesTemplate {
+			where = "extraImages: lists"
+		}
+		out = append(out, fmt.Sprintf("chart %s %s: %s image %s, which the bundle does not carry (%s)", u.chart, u.version, where, src, hint))
 	}
 	return out
 }

@@ -1,11 +1,13 @@
 package export
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	helmchart "helm.sh/helm/v3/pkg/chart"
 
 	"github.com/ferry-airgap/ferry/mapping"
 )
@@ -74,5 +76,62 @@ func TestWarnUncarried(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestRenderExcludeExtra: exclude: patterns drop rendered images (the test
+// hook's busybox) before they are carried or warned about; extraImages:
+// are carried even without images: true; ChartOfTask reads the relation
+// back from the tasks the images are recorded under.
+func TestRenderExcludeExtra(t *testing.T) {
+	ch := &helmchart.Chart{Metadata: &helmchart.Metadata{APIVersion: "v2", Name: "demo", Version: "0.1.0"},
+		Templates: []*helmchart.File{
+			{Name: "templates/deploy.yaml", Data: []byte("kind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n        - image: nginx:1.16.0\n")},
+			{Name: "templates/tests/test.yaml", Data: []byte("kind: Pod\nspec:\n  containers:\n    - image: busybox\n")},
+		}}
+	spec := &mapping.Chart{Name: "demo", Images: false}
+	if err := spec.AddExclude(".*/busybox"); err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.AddExtraImage("quay.io/org/operand:2.1"); err != nil {
+		t.Fatal(err)
+	}
+	c := &charts{}
+	if err := c.render(spec, ch); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, u := range c.uses {
+		got = append(got, fmt.Sprintf("%s %s %v", u.template, u.image, u.carry))
+	}
+	want := []string{"extraImages quay.io/org/operand:2.1 true", "demo/templates/deploy.yaml nginx:1.16.0 false"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("uses:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(c.excluded) != 1 || !strings.Contains(c.excluded[0], `image busybox left out by exclude ".*/busybox"`) {
+		t.Errorf("excluded: %v", c.excluded)
+	}
+	tasks := chartImageTasks(c.uses, nil)
+	if len(tasks) != 1 || tasks[0].Name != "chart demo images from quay.io" {
+		t.Fatalf("tasks: %+v", tasks)
+	}
+	for _, tc := range []struct {
+		task, chart string
+		image, ok   bool
+	}{
+		{tasks[0].Name, "demo", true, true},
+		{"chart demo", "demo", false, true},
+		{"core", "", false, false},
+		{"chart ", "", false, false},
+		{"chart a b", "", false, false},
+	} {
+		name, image, ok := ChartOfTask(tc.task)
+		if name != tc.chart || image != tc.image || ok != tc.ok {
+			t.Errorf("ChartOfTask(%q) = %q, %v, %v", tc.task, name, image, ok)
+		}
+	}
+	warn := c.warnUncarried(nil)
+	if len(warn) != 2 || !strings.Contains(warn[0], "extraImages: lists image quay.io/org/operand:2.1") {
+		t.Errorf("warnings: %v", warn)
 	}
 }

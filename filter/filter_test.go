@@ -402,3 +402,31 @@ func TestImports(t *testing.T) {
 		}
 	}
 }
+
+func TestPattern(t *testing.T) {
+	for _, c := range []struct {
+		pattern string
+		names   []string
+		want    bool
+	}{
+		{"busybox", []string{"busybox", "docker.io/library/busybox"}, true},
+		{"busybox", []string{"docker.io/library/busybox"}, false}, // anchored: the whole name
+		{".*/busybox", []string{"busybox", "docker.io/library/busybox"}, true},
+		{"!docker.io/bitnami/.*", []string{"nginx", "docker.io/library/nginx"}, true},
+		{"!docker.io/bitnami/.*", []string{"bitnami/redis", "docker.io/bitnami/redis"}, false},
+		{"  quay.io/(a|b)  ", []string{"quay.io/b"}, true},
+	} {
+		p, err := ParsePattern(c.pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Match(c.names...); got != c.want {
+			t.Errorf("%q.Match(%q) = %v, want %v", c.pattern, c.names, got, c.want)
+		}
+	}
+	for _, bad := range []string{"", "  ", "!", "a(b"} {
+		if _, err := ParsePattern(bad); !errors.Is(err, ErrSyntax) {
+			t.Errorf("ParsePattern(%q): %v, want ErrSyntax", bad, err)
+		}
+	}
+}

@@ -1,13 +1,17 @@
 package mapping
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/google/go-containerregistry/pkg/name"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ferry-airgap/ferry/filter"
 )
 
 // Chart is one entry of a mapping file's `charts:` list, a ferry extension
@@ -31,8 +35,91 @@ type Chart struct {
 	// directory made absolute) merged over the chart's defaults when
 	// rendering.
 	Values []string
-	File   string // the mapping file the chart came from ("" for --chart)
-	Line   int
+	// Exclude are image name patterns (`exclude:`, --chart-exclude): a
+	// rendered image that one of them selects (see Excludes) is neither
+	// carried nor warned about.
+	Exclude []*filter.Pattern
+	// ExtraImages are images the chart pulls at run time that no template
+	// names (`extraImages:`, --chart-extra-image): always carried with it,
+	// whatever Images says, and never excluded.
+	ExtraImages []string
+	File        string // the mapping file the chart came from ("" for --chart)
+	Line        int
+}
+
+// Excludes returns the first Exclude pattern that selects image (as the
+// chart writes it, e.g. "busybox:1.28"), or nil. A pattern is matched
+// against the image's name without tag or digest, in two spellings: as
+// written ("busybox") and canonical ("docker.io/library/busybox": Docker
+// Hub as docker.io, one-segment names under library/); it selects the
+// image when it matches either (a '!' pattern: when it matches neither).
+func (c *Chart) Excludes(image string) *filter.Pattern {
+	if len(c.Exclude) == 0 {
+		return nil
+	}
+	names := ImageNames(image)
+	for _, p := range c.Exclude {
+		if p.Match(names...) {
+			return p
+		}
+	}
+	return nil
+}
+
+// ImageNames returns the names an exclude pattern is matched against: the
+// reference without tag or digest as written, and its canonical form
+// (REGISTRY/PATH, Docker Hub as docker.io) when it parses.
+func ImageNames(image string) []string {
+	image = strings.TrimSpace(image)
+	written, _, _ := strings.Cut(image, "@")
+	if i := strings.LastIndex(written, ":"); i > strings.LastIndex(written, "/") {
+		written = written[:i]
+	}
+	out := []string{written}
+	if ref, err := name.ParseReference(image); err == nil {
+		canon := CanonicalRegistry(ref.Context().RegistryStr()) + "/" + ref.Context().RepositoryStr()
+		if canon != written {
+			out = append(out, canon)
+		}
+	}
+	return out
+}
+
+// AddExclude adds an image name pattern (--chart-exclude); the error wraps
+// ErrInvalid and names the chart.
+func (c *Chart) AddExclude(pattern string) error {
+	p, err := filter.ParsePattern(pattern)
+	if err != nil {
+		return &LoadError{Msg: fmt.Sprintf("chart %s: exclude: %v", c, err)}
+	}
+	c.Exclude = append(c.Exclude, p)
+	return nil
+}
+
+// AddExtraImage adds an image the chart pulls at run time
+// (--chart-extra-image); the error wraps ErrInvalid and names the chart.
+func (c *Chart) AddExtraImage(ref string) error {
+	r, err := checkExtraImage(ref)
+	if err != nil {
+		return &LoadError{Msg: fmt.Sprintf("chart %s: %v", c, err)}
+	}
+	c.ExtraImages = append(c.ExtraImages, r)
+	return nil
+}
+
+// checkExtraImage checks an extraImages item: a full image reference with
+// a tag or digest (a bare name would mean "latest", which ferry never
+// guesses).
+func checkExtraImage(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	_, err := name.ParseReference(s)
+	if err == nil && ImageNames(s)[0] == s {
+		err = errors.New("no tag or digest")
+	}
+	if err != nil {
+		return "", fmt.Errorf("extra image %q is not an image reference with a tag or digest (e.g. busybox:1.36 or quay.io/org/app@sha256:…): %v", clipValue(s), err)
+	}
+	return s, nil
 }
 
 // IsOCI reports whether the chart comes from an OCI registry.
@@ -155,6 +242,22 @@ func (p *parser) chart(n *yaml.Node, index int) *Chart {
 			c.To = strings.Trim(strings.TrimSpace(c.To), "/")
 		case "images":
 			c.Images, _ = p.boolean(e.val, field)
+		case "exclude":
+			for _, item := range p.items(e.val, field) {
+				if pat, err := filter.ParsePattern(item.Value); err != nil {
+					p.errorf(item.Line, "%s: exclude: %v", chartLabel(c, label), err)
+				} else {
+					c.Exclude = append(c.Exclude, pat)
+				}
+			}
+		case "extraImages":
+			for _, item := range p.items(e.val, field) {
+				if ref, err := checkExtraImage(item.Value); err != nil {
+					p.errorf(item.Line, "%s: %v", chartLabel(c, label), err)
+				} else {
+					c.ExtraImages = append(c.ExtraImages, ref)
+				}
+			}
 		case "values":
 			for _, v := range p.stringList(e.val, field) {
 				if !filepath.IsAbs(v) && p.file != "" {
@@ -184,6 +287,42 @@ func (p *parser) chart(n *yaml.Node, index int) *Chart {
 		return c
 	}
 	return nil
+}
+
+// chartLabel names a chart in a message: its name when known so far, else
+// "chart N".
+func chartLabel(c *Chart, label string) string {
+	if c.Name != "" {
+		return fmt.Sprintf("chart %q", c.Name)
+	}
+	return label
+}
+
+// items reads a string or a list of strings as nodes (for their lines);
+// empty items are refused.
+func (p *parser) items(n *yaml.Node, what string) []*yaml.Node {
+	n = p.deref(n)
+	list := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		list = n.Content
+	}
+	var out []*yaml.Node
+	for _, item := range list {
+		if !p.tick() {
+			return nil
+		}
+		item = p.deref(item)
+		s, ok := p.scalar(item, what)
+		if !ok {
+			return nil
+		}
+		if strings.TrimSpace(s) == "" {
+			p.errorf(item.Line, "%s: empty value", what)
+			return nil
+		}
+		out = append(out, item)
+	}
+	return out
 }
 
 // stringList reads a string or a list of strings (empty items refused).

@@ -68,6 +68,18 @@ func FuzzLoad(f *testing.F) {
 				}
 			}
 		}
+		for _, c := range cfg.Charts {
+			for _, p := range c.Exclude {
+				if p == nil || strings.TrimSpace(p.String()) == "" {
+					t.Fatalf("chart %q loaded an empty exclude pattern", c.Name)
+				}
+			}
+			for _, ref := range c.ExtraImages {
+				if names := mapping.ImageNames(ref); names[0] == ref {
+					t.Fatalf("chart %q loaded extra image %q without tag or digest", c.Name, ref)
+				}
+			}
+		}
 		_ = cfg.Warnings()
 	})
 }

@@ -21,6 +21,12 @@
 // upload the one PUT completes (202); a tagged manifest is put by its tags
 // only; the survey asks one tag per repository, then its tag list.
 //
+// A bundle cut against an inventory (export --have) leaves out what the
+// inventory said the target held. Before anything is pushed, have.go
+// checks that it still does: an image that depends on something gone (a
+// blob of its own tree, or, for an image left out whole, its tag) fails
+// alone with a StaleError; Options.Strict refuses the bundle instead.
+//
 // The package speaks the registry API itself (HEAD, POST with mount, PUT)
 // through the authenticated transport of internal/registry, so that every
 // request is visible and ordered; Harbor specifics live in harbor.go.

@@ -66,8 +66,13 @@ func (p *pusher) haveFor(rec *bundle.Record) (bundle.HaveRef, bool) {
 // holds what its inventory claimed and the bundle therefore left out:
 // every tag of the images left out at its digest, and every config and
 // layer left out (in the image's repository, another of this import, or
-// one the inventory saw it in: mounted from there). If not, the import
-// stops, naming what is missing.
+// one the inventory saw it in: mounted from there).
+//
+// What is missing stops only the images that depend on it (see
+// failStale): a bundle image that needs a blob found nowhere, and an image
+// the bundle left out whose tag no longer points where the inventory said.
+// The others go on. With Options.Strict the whole import stops instead,
+// naming everything missing, before anything is pushed.
 func (p *pusher) checkHave(ctx context.Context) error {
 	rec := p.haveRecord()
 	if rec == nil {
@@ -89,15 +94,9 @@ func (p *pusher) checkHave(ctx context.Context) error {
 	need := map[key]bool{}
 	for _, im := range p.live() {
 		repos = append(repos, im.repo)
-		if im.tree == nil {
-			continue
+		for _, n := range missingNodes(im) {
+			need[key{im.repo, n.Digest}] = true
 		}
-		_ = im.tree.Walk(func(n *bundle.Node) error {
-			if n.Missing {
-				need[key{im.repo, n.Digest}] = true
-			}
-			return nil
-		})
 	}
 	for _, r := range inv.Repositories {
 		repos = append(repos, p.tgt.Repository(r))
@@ -110,15 +109,57 @@ func (p *pusher) checkHave(ctx context.Context) error {
 	if len(missing) == 0 && len(moved) == 0 {
 		return nil
 	}
-	return haveMissing(p.o.Bundle, inv, p.tgt.String(), moved, missing)
+	if p.o.Strict {
+		return haveMissing(p.o.Bundle, inv, p.tgt.String(), moved, missing)
+	}
+	p.failStale(inv, moved, missing)
+	if len(p.live()) == 0 {
+		p.summarize()
+		return p.failedErr(fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(p.images)))
+	}
+	return nil
+}
+
+// missingNodes are the nodes of im's tree the bundle left out: the
+// configs and layers (and, in principle, manifests) it counts on the
+// target to hold.
+func missingNodes(im *image) []*bundle.Node {
+	var out []*bundle.Node
+	if im.tree == nil {
+		return nil
+	}
+	_ = im.tree.Walk(func(n *bundle.Node) error {
+		if n.Missing {
+			out = append(out, n)
+		}
+		return nil
+	})
+	return out
+}
+
+// movedTag is a tag of an image the bundle left out that no longer points
+// where the inventory said.
+type movedTag struct {
+	im    bundle.BaseImage
+	repo  string
+	tag   string
+	found string // the digest it points at now; "" = no such tag
+}
+
+func (m movedTag) String() string {
+	found := "no such tag"
+	if m.found != "" {
+		found = "it points at " + m.found
+	}
+	return fmt.Sprintf("%s:%s (want %s, %s)", m.repo, m.tag, m.im.Digest, found)
 }
 
 // checkHaveTags checks, one HEAD per tag, that the images the bundle left
 // out are still tagged as the inventory said; it returns the tags that are
-// not ("REPO:TAG (want DIGEST, found ...)").
-func (p *pusher) checkHaveTags(ctx context.Context, left []bundle.BaseImage) ([]string, error) {
+// not, sorted.
+func (p *pusher) checkHaveTags(ctx context.Context, left []bundle.BaseImage) ([]movedTag, error) {
 	var mu sync.Mutex
-	var moved []string
+	var moved []movedTag
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.o.Jobs)
 	for _, im := range left {
@@ -136,12 +177,8 @@ func (p *pusher) checkHaveTags(ctx context.Context, left []bundle.BaseImage) ([]
 				if ok && d == im.Digest {
 					return nil
 				}
-				found := "no such tag"
-				if ok {
-					found = "it points at " + d
-				}
 				mu.Lock()
-				moved = append(moved, fmt.Sprintf("%s:%s (want %s, %s)", repo, tag, im.Digest, found))
+				moved = append(moved, movedTag{im: im, repo: repo, tag: tag, found: d})
 				mu.Unlock()
 				return nil
 			})
@@ -150,12 +187,12 @@ func (p *pusher) checkHaveTags(ctx context.Context, left []bundle.BaseImage) ([]
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	slices.Sort(moved)
+	slices.SortFunc(moved, func(a, b movedTag) int { return cmp.Compare(a.String(), b.String()) })
 	return moved, nil
 }
 
 // haveMissing is the error that names everything the target lacks.
-func haveMissing(bundlePath string, inv bundle.HaveRef, target string, moved []string, missing []key) error {
+func haveMissing(bundlePath string, inv bundle.HaveRef, target string, moved []movedTag, missing []key) error {
 	const show = 20
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s was cut against inventory %s of %s (taken %s), but %s now lacks",
@@ -174,12 +211,20 @@ func haveMissing(bundlePath string, inv bundle.HaveRef, target string, moved []s
 		}
 	}
 	if len(moved) > 0 {
-		fmt.Fprintf(&b, " %d tag(s) it claimed: %s", len(moved), strings.Join(moved[:min(len(moved), show)], ", "))
-		if len(moved) > show {
-			fmt.Fprintf(&b, " and %d more", len(moved)-show)
+		fmt.Fprintf(&b, " %d tag(s) it claimed:", len(moved))
+		for i, m := range moved {
+			if i == show {
+				fmt.Fprintf(&b, " and %d more", len(moved)-show)
+				break
+			}
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(&b, "%s %s", sep, m)
 		}
 	}
-	b.WriteString("; nothing was pushed: take a new inventory (ferry inventory) and export again with --have")
+	b.WriteString("; nothing was pushed (--strict): take a new inventory (ferry inventory) and export again with --have")
 	return fmt.Errorf("%w: %s", ErrHaveMissing, b.String())
 }
 

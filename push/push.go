@@ -52,6 +52,13 @@ type Options struct {
 	Client   *registry.Client   // required
 	Keychain *registry.Keychain // required
 
+	// Strict (--strict): when the bundle was cut against an inventory
+	// (export --have) and the target no longer holds everything that
+	// inventory claimed, refuse the whole bundle before anything is pushed
+	// (ErrHaveMissing). Without it only the images that depend on a stale
+	// claim fail (ErrStale); the others are pushed.
+	Strict bool
+
 	// TrustKeys (--trust-key): when set, the bundle must be signed by one
 	// of them; an unsigned bundle or a bad signature is refused before
 	// anything is read or pushed.
@@ -145,6 +152,10 @@ type Failure struct {
 	// Refusal is the kind of the Harbor policy refusal that stopped it
 	// (see Summary.Refusals), if one did.
 	Refusal string `json:"refusal,omitempty"`
+	// Kind is FailureStale when a stale inventory claim stopped the
+	// image; Missing then lists what the target no longer holds.
+	Kind    string       `json:"kind,omitempty"`
+	Missing []StaleClaim `json:"missing,omitempty"`
 }
 
 // ErrFailed: some images failed; the summary lists each with its reason.
@@ -333,7 +344,7 @@ func (p *pusher) run(ctx context.Context) error {
 		if err := p.refusalFailure(); err != nil {
 			return err
 		}
-		return fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(p.images))
+		return p.failedErr(fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(p.images)))
 	}
 	if err := p.checkBase(ctx); err != nil {
 		return err
@@ -353,7 +364,7 @@ func (p *pusher) run(ctx context.Context) error {
 		if p.o.DryRun {
 			verb = "would fail"
 		}
-		return fmt.Errorf("%w: %d of %d images %s (listed above); the others are complete", ErrFailed, p.sum.Failed, len(p.images), verb)
+		return p.failedErr(fmt.Errorf("%w: %d of %d images %s (listed above); the others are complete", ErrFailed, p.sum.Failed, len(p.images), verb))
 	}
 	return nil
 }

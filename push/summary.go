@@ -32,7 +32,7 @@ func (p *pusher) summarize() {
 		switch res.Status {
 		case StatusFailed, StatusWouldFail:
 			s.Failed++
-			s.Failures = append(s.Failures, Failure{Image: im.ref(), Blob: im.errBlob, Error: im.err.Error()})
+			s.Failures = append(s.Failures, failureOf(im))
 		case StatusUpToDate:
 			s.UpToDate++
 		default:

@@ -300,6 +300,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"mirrors", "/nonexistent.tar", "--registry", "h"}, "no such file or directory"},
 		{[]string{"sync", "-f", "-", "--watch"}, "-f - cannot be watched"},
 		{[]string{"sync", "-f", "/nonexistent.yaml"}, "no such file or directory"},
+		{[]string{"export", "--dry-run", "--chart-exclude", "busybox", "--chart", "https://c.example/demo@1.0.0"}, "--chart-exclude\" flag: applies to the --chart before it"},
+		{[]string{"export", "--dry-run", "--chart", "https://c.example/demo@1.0.0", "--chart-exclude", "a(b"}, "chart https://c.example/demo: exclude: invalid name pattern "},
+		{[]string{"export", "--dry-run", "--chart", "https://c.example/demo@1.0.0", "--chart-extra-image", "nginx"}, "no tag or digest"},
 	} {
 		res := runCLI(t, context.Background(), neverCalled(t), "", tc.args...)
 		if res.code != 2 || !strings.Contains(res.stderr, tc.want) {
@@ -413,6 +416,8 @@ func TestErrorKinds(t *testing.T) {
 		{fmt.Errorf("x: %w", registry.ErrUnavailable), "network"},
 		{&registry.TLSError{Registry: "h", Err: errors.New("x509")}, "network"},
 		{fmt.Errorf("x: %w", export.ErrOutput), "input"},
+		{fmt.Errorf("%w: 1 of 2 images failed; %w: carry back", push.ErrFailed, push.ErrStale), "stale-inventory"},
+		{fmt.Errorf("x: %w", push.ErrHaveMissing), "stale-inventory"},
 		{errors.New("other"), "failed"},
 	} {
 		if got := errorKind(tc.err); got != tc.kind {
@@ -541,5 +546,43 @@ func TestManyTagsKeepTableRowsNarrow(t *testing.T) {
 	var out push.Summary
 	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || len(out.Images) != 1 || len(out.Images[0].Tags) != 152 {
 		t.Errorf("import --json: exit %d, %v; want all 152 tags:\n%.300s", res.code, err, res.stdout)
+	}
+}
+
+// TestChartFlagsApplyToTheChartBefore: --chart-exclude and
+// --chart-extra-image belong to the --chart given before them.
+func TestChartFlagsApplyToTheChartBefore(t *testing.T) {
+	var got export.Options
+	r := runners{export: func(_ context.Context, o export.Options) (*export.Summary, error) {
+		got = o
+		return &export.Summary{DryRun: true, Images: []export.ImageSummary{}, Failures: []export.FailureSummary{}}, nil
+	}}
+	res := runCLI(t, context.Background(), r, "", "export", "--dry-run",
+		"--chart", "https://c.example/a@1.0.0", "--chart-exclude", "busybox", "--chart-exclude", "!docker.io/.*",
+		"--chart", "oci://r.example/charts/b@2.0.0", "--chart-extra-image", "quay.io/org/op:1")
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	if len(got.Charts) != 2 {
+		t.Fatalf("charts: %+v", got.Charts)
+	}
+	a, b := got.Charts[0], got.Charts[1]
+	if a.Name != "a" || len(a.Exclude) != 2 || a.Exclude[1].String() != "!docker.io/.*" || len(a.ExtraImages) != 0 || !a.Images {
+		t.Errorf("first chart: %+v", a)
+	}
+	if b.Name != "b" || len(b.Exclude) != 0 || strings.Join(b.ExtraImages, ",") != "quay.io/org/op:1" {
+		t.Errorf("second chart: %+v", b)
+	}
+}
+
+func TestImportStrict(t *testing.T) {
+	b := writeTemp(t, "b.tar", "x")
+	var got push.Options
+	r := runners{push: func(_ context.Context, o push.Options) (*push.Summary, error) {
+		got = o
+		return &push.Summary{Target: o.To, Images: []push.ImageResult{}}, nil
+	}}
+	if res := runCLI(t, context.Background(), r, "", "import", b, "--to", "r.example", "--strict"); res.code != 0 || !got.Strict {
+		t.Fatalf("exit %d, strict %v: %s", res.code, got.Strict, res.stderr)
 	}
 }

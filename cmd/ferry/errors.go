@@ -65,9 +65,10 @@ func hint(err error) string {
 type jsonError struct {
 	Message string `json:"message"`
 	// Kind: input (exit 2: a flag, argument or input file to fix), auth,
-	// network, bundle (damaged or unsupported), interrupted, a Harbor
-	// project policy that refused the write (quota, immutable-tag,
-	// proxy-cache), or failed.
+	// network, bundle (damaged or unsupported), stale-inventory (the target
+	// no longer holds what the inventory a bundle was cut against claimed),
+	// interrupted, a Harbor project policy that refused the write (quota,
+	// immutable-tag, proxy-cache), or failed.
 	Kind     string `json:"kind"`
 	ExitCode int    `json:"exitCode"`
 	Registry string `json:"registry,omitempty"` // host[:port] concerned
@@ -157,6 +158,8 @@ func ownKind(err error) string {
 		return "bundle"
 	case isUsage(err), errors.Is(err, fs.ErrNotExist) && !errors.Is(err, bundle.ErrCorrupt):
 		return "input"
+	case errors.Is(err, push.ErrStale), errors.Is(err, push.ErrHaveMissing):
+		return "stale-inventory"
 	case errors.Is(err, registry.ErrUnauthorized), errors.Is(err, registry.ErrDenied):
 		return "auth"
 	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, registry.ErrTLS), errors.Is(err, registry.ErrRateLimited),

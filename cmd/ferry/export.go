@@ -14,7 +14,6 @@ import (
 	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/export"
 	"github.com/ferry-airgap/ferry/internal/units"
-	"github.com/ferry-airgap/ferry/mapping"
 )
 
 type exportFlags struct {
@@ -33,7 +32,7 @@ type exportFlags struct {
 	signKey   string
 	referrers bool
 	force     bool
-	charts    []string
+	charts    chartFlags
 	have      []string
 	trustKeys []string
 }
@@ -93,7 +92,9 @@ file that is not a ferry bundle (without --force) is refused with exit 2.`,
 	fl.StringVar(&f.signKey, "sign-key", "", "sign the bundle with this Ed25519 private key (PEM, from ferry keygen): ferry.sig inside, OUTPUT.sig beside")
 	fl.IntVar(&f.minQuota, "min-quota", 0, "stop cleanly before Docker Hub's remaining pull quota drops below N (0: off)")
 	fl.BoolVar(&f.force, "force", false, "overwrite an existing -o file that is not a ferry bundle")
-	fl.StringArrayVar(&f.charts, "chart", nil, "also carry this Helm chart and the images it renders: REPO/NAME@VERSION, REPO an https:// Helm repository or oci:// path (repeatable)")
+	fl.Var(f.charts.value(chartFlagChart), "chart", "also carry this Helm chart and the images it renders: REPO/NAME@VERSION, REPO an https:// Helm repository or oci:// path (repeatable)")
+	fl.Var(f.charts.value(chartFlagExclude), "chart-exclude", "leave out the images of the --chart before it whose name PATTERN matches (a regex matched against the whole name, as written and as docker.io/library/NAME; !PATTERN: those it does not match; repeatable)")
+	fl.Var(f.charts.value(chartFlagExtra), "chart-extra-image", "also carry REF (with a tag or digest), an image the --chart before it pulls at run time that no template names (repeatable)")
 	f.regFlags.register(cmd)
 	return cmd
 }
@@ -134,16 +135,12 @@ func runExport(cmd *cobra.Command, e *env, f *exportFlags, runF func(context.Con
 // flag values, the password.
 func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
 	none := func() {}
-	if len(f.files) == 0 && len(f.charts) == 0 {
+	if len(f.files) == 0 && len(f.charts.entries) == 0 {
 		return export.Options{}, none, usagef("export needs at least one mapping file (-f FILE) or --chart")
 	}
-	var charts []*mapping.Chart
-	for _, c := range f.charts {
-		ch, err := mapping.ParseChartFlag(c)
-		if err != nil {
-			return export.Options{}, none, usageError{err}
-		}
-		charts = append(charts, ch)
+	charts, err := f.charts.parse()
+	if err != nil {
+		return export.Options{}, none, err
 	}
 	if f.output == "" && !f.dryRun {
 		return export.Options{}, none, usagef("export needs an output file (-o BUNDLE.tar)")

@@ -24,6 +24,7 @@ type importFlags struct {
 	createProjects bool
 	public         bool
 	trustKeys      []string
+	strict         bool
 }
 
 func newImportCmd(e *env, runF func(context.Context, push.Options) (*push.Summary, error)) *cobra.Command {
@@ -47,6 +48,13 @@ same bundle uploads nothing.
 Credentials, in order: --username with --password-stdin or $FERRY_PASSWORD,
 the target auth of -f mapping files, --auth-file, the docker keychain.
 Single-quote Harbor robot names in a shell: --username 'robot$proj+ci'.
+
+A bundle cut against an inventory (export --have) counts on the target to
+still hold what the inventory claimed. When some of it is gone (a tag moved,
+a blob deleted), only the images that depend on it fail (kind
+stale-inventory), each named with what is missing; the others are pushed,
+and the message lists what to carry back. --strict refuses the whole bundle
+instead, before anything is pushed.
 
 A missing bundle file or a malformed --to (a port outside 1-65535, an empty
 or invalid path component) is refused with exit 2 before any request.`,
@@ -76,6 +84,7 @@ or invalid path component) is refused with exit 2 before any request.`,
 	fl.BoolVar(&f.dryRun, "dry-run", false, "report per image: new, up to date or would move tag, and the bytes to upload; transfer nothing")
 	fl.BoolVar(&f.createProjects, "create-projects", false, "Harbor: create missing projects (private unless --public)")
 	fl.BoolVar(&f.public, "public", false, "with --create-projects: create the projects public")
+	fl.BoolVar(&f.strict, "strict", false, "a bundle cut against an inventory (export --have): refuse it whole, before anything is pushed, when the target lacks anything the inventory claimed (default: push every image whose own claims hold, fail the others)")
 	fl.StringArrayVar(&f.trustKeys, "trust-key", nil, "require a signature by this public key (PEM, from ferry keygen; repeatable: any may match); nothing is pushed otherwise")
 	f.regFlags.register(cmd)
 	return cmd
@@ -134,7 +143,7 @@ func importOptions(e *env, f *importFlags, bundlePath string) (push.Options, fun
 	o := push.Options{
 		Bundle: bundlePath, To: f.to, Jobs: f.jobs, DryRun: f.dryRun,
 		CreateProjects: f.createProjects, Public: f.public,
-		Username: f.username, Logger: e.logger(), TrustKeys: keys,
+		Username: f.username, Logger: e.logger(), TrustKeys: keys, Strict: f.strict,
 	}
 	files, cleanup, err := stdinFiles(e, f.files)
 	if err != nil {

@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/chart"
+	"github.com/ferry-airgap/ferry/export"
 	"github.com/ferry-airgap/ferry/internal/units"
 )
 
@@ -20,6 +23,19 @@ type inspectImage struct {
 	Platforms      []string `json:"platforms,omitempty"`
 	Size           int64    `json:"size"`
 	Kind           string   `json:"kind,omitempty"` // "helm-chart" for a Helm chart
+	// Chart is the chart whose rendering (or extraImages:) brought this
+	// image into the bundle; see inspectChart.
+	Chart string `json:"chart,omitempty"`
+}
+
+// inspectChart is a chart of the bundle and the images it brought in:
+// those its templates render (or its entry's extraImages: lists) that no
+// mapping-file task selects too (an image a task selects is recorded
+// under that task).
+type inspectChart struct {
+	Name     string   `json:"name"`
+	Versions []string `json:"versions"` // TARGET_PATH:TAG of the chart itself
+	Images   []string `json:"images"`   // TARGET_PATH:TAG
 }
 
 // inspectHave is an inventory the bundle was cut against (export --have).
@@ -38,6 +54,7 @@ type inspectOutput struct {
 	FerryVersion  string         `json:"ferryVersion"`
 	FormatVersion int            `json:"formatVersion"`
 	Images        []inspectImage `json:"images"`
+	Charts        []inspectChart `json:"charts,omitempty"`
 	Tags          int            `json:"tags"`
 	UniqueBlobs   int            `json:"uniqueBlobs"`
 	Bytes         int64          `json:"bytes"`
@@ -81,6 +98,13 @@ func newInspectCmd(e *env) *cobra.Command {
 			for _, h := range out.Have {
 				fmt.Fprintf(e.stdout, "cut against inventory %s of %s (taken %s): import only into %s\n", h.ID, h.Target, h.Created, h.Target)
 			}
+			for _, c := range out.Charts {
+				images := "no image of its own"
+				if len(c.Images) > 0 {
+					images = plural(len(c.Images), "image") + ": " + strings.Join(c.Images, ", ")
+				}
+				fmt.Fprintf(e.stdout, "chart %s (%s) brought %s\n", c.Name, strings.Join(c.Versions, ", "), images)
+			}
 			if out.Signed {
 				fmt.Fprintln(e.stdout, "signed (ferry.sig): check with ferry verify --trust-key KEY.pub")
 			} else {
@@ -111,10 +135,17 @@ func describeBundle(r *bundle.Reader) *inspectOutput {
 		out.Tags += len(im.Tags)
 		out.LogicalBytes += im.Size
 		for _, t := range im.Tags {
-			out.Images = append(out.Images, inspectImage{Target: im.Target + ":" + t, Source: im.Source, Digest: im.Digest,
-				UpstreamDigest: im.UpstreamDigest, MediaType: im.MediaType, Platforms: im.Platforms, Size: im.Size, Kind: im.Kind})
+			ii := inspectImage{Target: im.Target + ":" + t, Source: im.Source, Digest: im.Digest,
+				UpstreamDigest: im.UpstreamDigest, MediaType: im.MediaType, Platforms: im.Platforms, Size: im.Size, Kind: im.Kind}
+			if name, image, ok := export.ChartOfTask(im.Task); ok && image {
+				ii.Chart = name
+			} else if ok && im.Kind == chart.Kind {
+				ii.Chart = name
+			}
+			out.Images = append(out.Images, ii)
 		}
 	}
+	out.Charts = chartRelations(out.Images)
 	for _, b := range rec.Blobs {
 		out.UniqueBlobs++
 		out.Bytes += b.Size
@@ -122,6 +153,34 @@ func describeBundle(r *bundle.Reader) *inspectOutput {
 	out.SavedByDedup = out.LogicalBytes - out.Bytes
 	if out.SavedByDedup < 0 {
 		out.SavedByDedup = 0
+	}
+	return out
+}
+
+// chartRelations groups the bundle's images by the chart that brought
+// them in, charts in the order they appear.
+func chartRelations(images []inspectImage) []inspectChart {
+	var out []inspectChart
+	idx := map[string]int{}
+	get := func(name string) *inspectChart {
+		i, ok := idx[name]
+		if !ok {
+			i = len(out)
+			idx[name] = i
+			out = append(out, inspectChart{Name: name, Versions: []string{}, Images: []string{}})
+		}
+		return &out[i]
+	}
+	for _, im := range images {
+		if im.Chart == "" {
+			continue
+		}
+		c := get(im.Chart)
+		if im.Kind == chart.Kind {
+			c.Versions = append(c.Versions, im.Target)
+		} else {
+			c.Images = append(c.Images, im.Target)
+		}
 	}
 	return out
 }
