@@ -188,11 +188,20 @@ func harborMessage(body []byte) string {
 
 // harborProjects checks every project before any upload; missing ones are
 // created with --create-projects, else the images in them fail with the fix.
-// In a dry run nothing is created.
+// In a dry run nothing is created. The tokens issued so far (connect's
+// check) carry no rights on projects created here, Harbor's token service
+// grants rights only on projects that exist when it issues a token: they
+// are renewed before the next request.
 func (p *pusher) harborProjects(ctx context.Context) error {
 	if p.harbor == nil {
 		return nil
 	}
+	renew := false // a project was created (by us or, 409, meanwhile by another)
+	defer func() {
+		if renew {
+			p.host.Renew()
+		}
+	}()
 	for _, proj := range p.projects() {
 		if !projectName.MatchString(proj) {
 			p.failProject(proj, fmt.Errorf("%q is not a valid Harbor project name (lower-case letters, digits and . _ - between them): choose another --to prefix", proj))
@@ -216,6 +225,7 @@ func (p *pusher) harborProjects(ctx context.Context) error {
 			if err := p.harbor.createProject(ctx, proj, p.o.Public); err != nil {
 				return err
 			}
+			renew = true
 		default:
 			p.failProject(proj, &HarborProjectError{Registry: p.tgt.Registry, Project: proj})
 		}
