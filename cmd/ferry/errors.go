@@ -38,6 +38,8 @@ func isUsage(err error) bool {
 
 func hint(err error) string {
 	switch {
+	case errors.Is(err, push.ErrPushDenied), errors.Is(err, push.ErrProjectMissing):
+		return "" // the message names the fix; the credentials are fine
 	case errors.Is(err, registry.ErrUnauthorized):
 		return "check the username and password; pass a password with --password-stdin (single-quote robot$ names in a shell)"
 	case errors.Is(err, registry.ErrTLS):
