@@ -344,6 +344,24 @@ func TestHarborMissingProject(t *testing.T) {
 	if h.ProjectExists(t, proj) {
 		t.Errorf("project %s was created without --create-projects", proj)
 	}
+
+	// A project robot may not create projects: one error that says so.
+	own := h.NewProject(t, "robothome")
+	user, secret := h.NewRobot(t, own, "importer", harness.PushPull)
+	sum, stderr, code = harborImport(t, bin, secret+"\n", bundlePath, "--to", h.Host+"/"+proj,
+		"--username", user, "--password-stdin", "--plain-http", "--create-projects")
+	t.Logf("stderr as a project robot with --create-projects:\n%s", stderr)
+	checkOneError(t, h, sum, stderr, code, proj, "creating project "+proj, "project-level robot accounts cannot create projects")
+	if h.ProjectExists(t, proj) {
+		t.Errorf("a project robot created project %s", proj)
+	}
+
+	// Without the flag, the robot (which may not look the project up) gets
+	// the same one error as the administrator.
+	sum, stderr, code = harborImport(t, bin, secret+"\n", bundlePath, "--to", h.Host+"/"+proj,
+		"--username", user, "--password-stdin", "--plain-http")
+	t.Logf("stderr as a project robot:\n%s", stderr)
+	checkOneError(t, h, sum, stderr, code, proj, "Harbor project "+proj+" does not exist", "--create-projects")
 }
 
 // TestHarborRobotWithoutPush: a robot that may pull but not push gets one
@@ -361,6 +379,13 @@ func TestHarborRobotWithoutPush(t *testing.T) {
 		"--username", user, "--password-stdin", "--plain-http")
 	t.Logf("stderr:\n%s", stderr)
 	checkOneError(t, h, sum, stderr, code, proj, "may not push to Harbor project "+proj, user, "push")
+
+	// A dry run needs only pull rights.
+	sum, stderr, code = harborImport(t, bin, secret+"\n", bundlePath, "--to", h.Host+"/"+proj,
+		"--username", user, "--password-stdin", "--plain-http", "--dry-run")
+	if code != 0 || sum.Pushed != 5 || sum.Failed != 0 {
+		t.Errorf("dry run as a pull-only robot: exit %d, %d new, %d failed\n%s", code, sum.Pushed, sum.Failed, stderr)
+	}
 }
 
 // TestHarborDeltaOnBase: a delta bundle (export --since base.tar) imported
