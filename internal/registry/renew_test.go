@@ -140,6 +140,18 @@ func TestRenewRefusedIsFinal(t *testing.T) {
 	if n := f.refusals.Load(); n != 6 {
 		t.Errorf("%d refusals, want 6 (the first request twice, then once each)", n)
 	}
+	// The premise of stopping (the token service grants no more a moment
+	// later) broken: the right arrives after all. Refusals stay the honest
+	// answer until the caller says the rights changed (Renew, as push
+	// does after creating projects) or the token expires; then it works.
+	f.exists.Store(true)
+	if got := head(t, r); got != http.StatusUnauthorized {
+		t.Fatalf("HEAD after the late grant, before Renew: %d, want 401", got)
+	}
+	r.Host().Renew()
+	if got := head(t, r); got != http.StatusNotFound {
+		t.Fatalf("HEAD after Renew: %d, want 404", got)
+	}
 }
 
 // TestRenewWithoutChallengeIsFinal: a 401 that invites no credential (as
