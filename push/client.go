@@ -60,6 +60,7 @@ func (p *pusher) connect(ctx context.Context) error {
 		return err
 	}
 	p.harbor = detectHarbor(ctx, p)
+	p.sum.Harbor = p.harbor != nil // also when the run stops early
 	if p.harbor != nil {
 		if err := p.harbor.checkCredentials(ctx); err != nil {
 			return err
@@ -98,13 +99,21 @@ func (p *pusher) checkPush(ctx context.Context) error {
 		}
 		loc, err := rc.startUpload(ctx)
 		if err != nil {
-			var pe *HarborProjectError
-			if errors.As(err, &pe) {
+			var (
+				pe *HarborProjectError
+				he *httpError
+			)
+			switch {
+			case errors.As(err, &pe):
 				return err
-			}
-			if isRefusal(err) { // a proxy-cache project Harbor's API did not show (harbor_refusals.go)
+			case isRefusal(err): // a proxy-cache project Harbor's API did not show (harbor_refusals.go); before the 403 below
 				p.failProject(project(repo), p.refusalErr(project(repo), err, 0, ""))
 				continue
+			case errors.As(err, &he) && (he.status == http.StatusForbidden || he.status == http.StatusUnauthorized && p.host.User() != ""):
+				// The credentials passed (connect checked them: a Bearer
+				// registry's token exchange, Harbor's API), so a refusal
+				// here is about the right to push.
+				return &PushDeniedError{Registry: p.tgt.Registry, Repo: repo, Who: p.host.Who(), Harbor: p.harbor != nil, Err: err}
 			}
 			return fmt.Errorf("checking push access to %s/%s as %s before uploading: %w", p.tgt.Registry, repo, p.host.Who(), err)
 		}

@@ -35,15 +35,20 @@ import (
 // ErrProjectMissing: a Harbor project does not exist.
 var ErrProjectMissing = errors.New("harbor project does not exist")
 
-// HarborProjectError reports a missing Harbor project with the fix.
+// HarborProjectError reports missing Harbor projects with the fix.
 type HarborProjectError struct {
 	Registry string
 	Project  string
-	Err      error // the registry's answer, if the problem showed at push time
+	More     []string // further missing projects, if any
+	Err      error    // the registry's answer, if the problem showed at push time
 }
 
 func (e *HarborProjectError) Error() string {
-	return fmt.Sprintf("Harbor project %s does not exist on %s; create it in the Harbor UI or rerun with --create-projects", e.Project, e.Registry)
+	if len(e.More) == 0 {
+		return fmt.Sprintf("Harbor project %s does not exist on %s; create it in the Harbor UI or rerun with --create-projects", e.Project, e.Registry)
+	}
+	return fmt.Sprintf("Harbor projects %s do not exist on %s; create them in the Harbor UI or rerun with --create-projects",
+		strings.Join(append([]string{e.Project}, e.More...), ", "), e.Registry)
 }
 
 // Unwrap returns ErrProjectMissing and the registry's error.
@@ -177,7 +182,12 @@ func harborMessage(body []byte) string {
 		} `json:"errors"`
 	}
 	if json.Unmarshal(body, &e) == nil && len(e.Errors) > 0 {
-		return e.Errors[0].Code + ": " + e.Errors[0].Message
+		msg := e.Errors[0].Message
+		// Harbor often repeats its message: "X: X".
+		if half := (len(msg) - 2) / 2; len(msg) > 2 && len(msg)%2 == 0 && msg[half:half+2] == ": " && msg[:half] == msg[half+2:] {
+			msg = msg[:half]
+		}
+		return e.Errors[0].Code + ": " + msg
 	}
 	s := strings.TrimSpace(string(body))
 	if len(s) > 200 {
@@ -187,12 +197,22 @@ func harborMessage(body []byte) string {
 }
 
 // harborProjects checks every project before any upload; missing ones are
-// created with --create-projects, else the images in them fail with the fix.
-// In a dry run nothing is created.
+// created with --create-projects, else the run stops with one error that
+// names them and the fix. In a dry run nothing is created. The tokens issued so far (connect's
+// check) carry no rights on projects created here, Harbor's token service
+// grants rights only on projects that exist when it issues a token: they
+// are renewed before the next request.
 func (p *pusher) harborProjects(ctx context.Context) error {
 	if p.harbor == nil {
 		return nil
 	}
+	renew := false // a project was created (by us or, 409, meanwhile by another)
+	var missing []string
+	defer func() {
+		if renew {
+			p.host.Renew()
+		}
+	}()
 	for _, proj := range p.projects() {
 		if !projectName.MatchString(proj) {
 			p.failProject(proj, fmt.Errorf("%q is not a valid Harbor project name (lower-case letters, digits and . _ - between them): choose another --to prefix", proj))
@@ -209,16 +229,22 @@ func (p *pusher) harborProjects(ctx context.Context) error {
 			continue
 		}
 		switch {
-		case p.o.CreateProjects && p.o.DryRun:
+		case !p.o.CreateProjects:
+			missing = append(missing, proj)
+		case p.o.DryRun:
 			p.newProjects[proj] = true
 			p.sum.Warnings = append(p.sum.Warnings, fmt.Sprintf("Harbor project %s does not exist on %s; it would be created (%s)", proj, p.tgt.Registry, visibility(p.o.Public)))
 		case p.o.CreateProjects:
 			if err := p.harbor.createProject(ctx, proj, p.o.Public); err != nil {
 				return err
 			}
-		default:
-			p.failProject(proj, &HarborProjectError{Registry: p.tgt.Registry, Project: proj})
+			renew = true
 		}
+	}
+	if len(missing) > 0 {
+		// One error for the run, before anything moves: the fix is one
+		// flag or one click per project, not something per image.
+		return &HarborProjectError{Registry: p.tgt.Registry, Project: missing[0], More: missing[1:]}
 	}
 	return nil
 }
@@ -237,6 +263,63 @@ func (p *pusher) failProject(proj string, err error) {
 		}
 	}
 }
+
+// missingProjects returns one error for the projects that the survey
+// found missing (Harbor's 401 "project X not found", when its API would
+// not say beforehand), so that the run stops before any upload with one
+// message instead of one per image.
+func (p *pusher) missingProjects(context.Context) error {
+	var first *HarborProjectError
+	seen := map[string]bool{}
+	for _, im := range p.images {
+		var pe *HarborProjectError
+		if im.err == nil || !errors.As(im.err, &pe) || seen[pe.Project] {
+			continue
+		}
+		seen[pe.Project] = true
+		if first == nil {
+			c := *pe
+			first = &c
+		} else {
+			first.More = append(first.More, pe.Project)
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	return first
+}
+
+// PushDeniedError: the account authenticated but may not push into a
+// repository (a Harbor robot or user without push permission on the
+// project).
+type PushDeniedError struct {
+	Registry string
+	Repo     string // the repository the check tried
+	Who      string // the account, as Host.Who says it
+	Harbor   bool
+	Err      error // the registry's answer
+}
+
+// ErrPushDenied: the account may not push (see PushDeniedError).
+var ErrPushDenied = errors.New("push not allowed")
+
+func (e *PushDeniedError) Error() string {
+	why := ""
+	var he *httpError
+	if errors.As(e.Err, &he) {
+		why = fmt.Sprintf(" (%d %s: %s)", he.status, http.StatusText(he.status), harborMessage([]byte(he.body)))
+	}
+	if e.Harbor {
+		return fmt.Sprintf("%s may not push to Harbor project %s on %s%s: give the account push access to the project "+
+			"(a robot account needs the repository push and pull permissions; a user the Developer role or above), then import again",
+			e.Who, project(e.Repo), e.Registry, why)
+	}
+	return fmt.Sprintf("%s may not push to %s/%s%s: give the account push access, then import again", e.Who, e.Registry, e.Repo, why)
+}
+
+// Unwrap returns ErrPushDenied and the registry's answer.
+func (e *PushDeniedError) Unwrap() []error { return []error{ErrPushDenied, e.Err} }
 
 // explainRead returns Harbor's missing-project error as it is (it names
 // the fix), and any other error unchanged.

@@ -45,6 +45,9 @@ type fakeHarbor struct {
 	// hideProjects makes HEAD /api/v2.0/projects answer 401, as Harbor
 	// does for accounts that may not see the project.
 	hideProjects bool
+	// pullOnly refuses every write, as Harbor does for an account that
+	// may pull but not push.
+	pullOnly bool
 }
 
 func newFakeHarbor(t *testing.T, projects map[string]int64) *fakeHarbor {
@@ -105,7 +108,10 @@ func newFakeHarbor(t *testing.T, projects map[string]int64) *fakeHarbor {
 			return
 		}
 		read := r.Method == http.MethodGet || r.Method == http.MethodHead
-		if !read && !fh.authOK(r) {
+		fh.mu.Lock()
+		pullOnly := fh.pullOnly
+		fh.mu.Unlock()
+		if !read && (!fh.authOK(r) || pullOnly) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="harbor"`)
 			harborErr(w, http.StatusUnauthorized, "UNAUTHORIZED", "unauthorized to access repository")
 			return
@@ -169,52 +175,79 @@ func asRobot(pw string) func(*push.Options) {
 	return func(o *push.Options) { o.Username, o.Password = "robot$proj+ci", pw }
 }
 
+// TestHarborMissingProject: a missing project stops the run before any
+// upload with one error naming the project and the flag, not one failure
+// per image.
 func TestHarborMissingProject(t *testing.T) {
 	path, _ := testBundle(t)
 	fh := newFakeHarbor(t, map[string]int64{})
 	sum, err := run(t, path, fh.host+"/mirror", asRobot("pw"))
-	if !errors.Is(err, push.ErrFailed) {
-		t.Fatalf("err = %v", err)
+	want := "Harbor project mirror does not exist on " + fh.host + "; create it in the Harbor UI or rerun with --create-projects"
+	var pe *push.HarborProjectError
+	if !errors.As(err, &pe) || !errors.Is(err, push.ErrProjectMissing) || err.Error() != want {
+		t.Fatalf("err = %v\nwant %q", err, want)
 	}
 	if !sum.Harbor {
 		t.Error("Harbor not detected")
 	}
-	want := "Harbor project mirror does not exist on " + fh.host + "; create it in the Harbor UI or rerun with --create-projects"
-	if sum.Failed != len(sum.Images) || len(sum.Failures) != len(sum.Images) {
-		t.Fatalf("failed %d of %d", sum.Failed, len(sum.Images))
-	}
-	for _, f := range sum.Failures {
-		if f.Error != want {
-			t.Errorf("failure %q\nwant     %q", f.Error, want)
-		}
+	if len(sum.Failures) != 0 || sum.Pushed != 0 {
+		t.Errorf("failures listed one by one: %+v; pushed %d", sum.Failures, sum.Pushed)
 	}
 	if w := fh.blobWrites(); len(w) != 0 {
 		t.Errorf("writes into a missing project: %v", w)
 	}
 }
 
+// TestHarborMissingProjects: several missing projects are named in one
+// error.
+func TestHarborMissingProjects(t *testing.T) {
+	path, _ := testBundle(t)
+	fh := newFakeHarbor(t, map[string]int64{})
+	_, err := run(t, path, fh.host, asRobot("pw"))
+	want := "Harbor projects library, spaceone do not exist on " + fh.host + "; create them in the Harbor UI or rerun with --create-projects"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %q", err, want)
+	}
+}
+
 func TestHarborMissingProjectAtPushTime(t *testing.T) {
 	// When Harbor's API will not say whether a project exists (the account
-	// may not list projects), the 401 "project X not found" of the push
-	// itself is recognised and explained, before any blob is uploaded.
+	// may not list projects), the 401 "project X not found" of the survey
+	// is recognised and explained once, before any blob is uploaded.
 	path, _ := testBundle(t)
 	fh := newFakeHarbor(t, map[string]int64{})
 	fh.hideProjects = true
 	sum, err := run(t, path, fh.host+"/mirror", asRobot("pw"))
-	if !errors.Is(err, push.ErrFailed) {
-		t.Fatalf("err = %v", err)
-	}
 	want := "Harbor project mirror does not exist on " + fh.host + "; create it in the Harbor UI or rerun with --create-projects"
-	if sum.Failed != len(sum.Images) {
-		t.Errorf("failed %d of %d", sum.Failed, len(sum.Images))
+	if !errors.Is(err, push.ErrProjectMissing) || err.Error() != want {
+		t.Fatalf("err = %v\nwant %q", err, want)
 	}
-	for _, f := range sum.Failures {
-		if f.Error != want {
-			t.Errorf("failure %q\nwant     %q", f.Error, want)
-		}
+	if len(sum.Failures) != 0 {
+		t.Errorf("failures listed one by one: %+v", sum.Failures)
 	}
 	if w := fh.blobWrites(); len(w) != 0 {
 		t.Errorf("writes into a missing project: %v", w)
+	}
+}
+
+// TestHarborPushDenied: an account that logs in but may not push gets one
+// error naming it, the project and the permission, before any upload.
+func TestHarborPushDenied(t *testing.T) {
+	path, _ := testBundle(t)
+	fh := newFakeHarbor(t, map[string]int64{"mirror": 0})
+	fh.pullOnly = true
+	sum, err := run(t, path, fh.host+"/mirror", asRobot("pw"))
+	var pd *push.PushDeniedError
+	if !errors.As(err, &pd) || !errors.Is(err, push.ErrPushDenied) {
+		t.Fatalf("err = %v, want a PushDeniedError", err)
+	}
+	for _, w := range []string{`"robot$proj+ci" may not push to Harbor project mirror on ` + fh.host, "unauthorized to access repository", "push and pull permissions"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not say %q: %v", w, err)
+		}
+	}
+	if len(sum.Failures) != 0 || len(fh.writes) != 0 {
+		t.Errorf("failures %v, writes %v", sum.Failures, fh.writes)
 	}
 }
 

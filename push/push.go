@@ -333,7 +333,7 @@ func (p *pusher) run(ctx context.Context) error {
 		p.summarize()
 		return fmt.Errorf("%w: all %d images failed (listed above); nothing was pushed", ErrFailed, len(p.images))
 	}
-	for _, step := range []func(context.Context) error{p.checkHaveTarget, p.connect, p.checkHave, p.harborProjects, p.checkProxyCache, p.survey, p.verifySource} {
+	for _, step := range []func(context.Context) error{p.checkHaveTarget, p.connect, p.checkHave, p.harborProjects, p.checkProxyCache, p.survey, p.missingProjects, p.verifySource} {
 		if err := step(ctx); err != nil {
 			return err
 		}

@@ -46,6 +46,8 @@ func hint(err error) string {
 	switch {
 	case errors.As(err, &refused):
 		return refused.Hint()
+	case errors.Is(err, push.ErrPushDenied), errors.Is(err, push.ErrProjectMissing):
+		return "" // the message names the fix; the credentials are fine
 	case errors.Is(err, registry.ErrUnauthorized):
 		return "check the username and password; pass a password with --password-stdin (single-quote robot$ names in a shell)"
 	case errors.Is(err, registry.ErrTLS):

@@ -74,6 +74,11 @@
 // *Repo per repository and scope set: Do for requests ferry writes itself,
 // RemoteOptions for go-containerregistry's remote package (no ping or token
 // of its own), Blob for a plain blob GET. A token is renewed shortly before
-// it expires, and once on a 401 whose challenge names a scope it was asked
-// for; the request is then sent again if its body can be re-read.
+// it expires; after Host.Renew (the credential's rights changed: Harbor
+// projects were created); and once on a 401 that says the token lacks
+// rights (a Bearer challenge for scopes it was asked for, or Harbor's
+// Basic challenge), the request then being sent again if its body can be
+// re-read. Requests refused with the same token share that renewal, and a
+// renewed token that is refused before it ever worked is final: no
+// renewal storms.
 package registry

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,8 +29,9 @@ import (
 // once per repository. Scopes declared with Want before the first token is
 // needed ride in that token; a token covers at most about 2 KiB of scope
 // text (it travels in a request header), so very long lists take a few.
-// Tokens are renewed shortly before they expire, and once on a 401 that
-// carries a Bearer challenge. Safe for concurrent use.
+// Tokens are renewed shortly before they expire, on Renew (after the
+// credential's rights changed), and once on a 401 that says the token
+// lacks rights (see renewable and renewRefused). Safe for concurrent use.
 type Host struct {
 	c    *Client
 	reg  name.Registry
@@ -69,8 +71,26 @@ type shard struct {
 	token    string
 	expires  time.Time
 	gen      int // bumped per token obtained
-	version  int // bumped when the scopes grow (Host.mu and mu held)
+	version  int // bumped when the scopes grow or Renew is called (Host.mu and mu held)
 	fetching *flight[string]
+	// refusedGen is the generation of the last token obtained because its
+	// predecessor was refused with a 401; worked is the highest generation
+	// a registry accepted (any answer but 401). A refused token that came
+	// from a refusal and never worked is not renewed again: the token
+	// service gives no more than it gave a moment ago.
+	refusedGen int
+	worked     atomic.Int64
+}
+
+// accepted records that a token of generation gen got an answer other
+// than 401.
+func (sh *shard) accepted(gen int) {
+	for {
+		old := sh.worked.Load()
+		if int64(gen) <= old || sh.worked.CompareAndSwap(old, int64(gen)) {
+			return
+		}
+	}
 }
 
 // Host returns the connection to host with auth (nil = anonymous), made
@@ -448,6 +468,7 @@ func (h *Host) token(ctx context.Context, sh *shard, stale int) (string, int, er
 		}
 		f := &flight[string]{done: make(chan struct{})}
 		sh.fetching = f
+		refused := stale >= 0 && stale == sh.gen && sh.token != ""
 		sh.mu.Unlock()
 
 		h.mu.Lock()
@@ -459,7 +480,10 @@ func (h *Host) token(ctx context.Context, sh *shard, stale int) (string, int, er
 			sh.token, sh.gen = tok, sh.gen+1
 			sh.expires = time.Now().Add(ttl - min(ttl/10, 30*time.Second))
 			if sh.version != version {
-				sh.expires = time.Time{} // grown meanwhile: renew on next use
+				sh.expires = time.Time{} // grown or Renew meanwhile: renew on next use
+			}
+			if refused {
+				sh.refusedGen = sh.gen
 			}
 		}
 		gen := sh.gen
@@ -469,6 +493,45 @@ func (h *Host) token(ctx context.Context, sh *shard, stale int) (string, int, er
 		close(f.done)
 		return tok, gen, err
 	}
+}
+
+// Renew makes every token of the host stale: the next request of each
+// handle asks the token service again. Call it when what the credential
+// may do has changed: Harbor grants a token rights only on projects that
+// exist when it issues the token, so after creating projects the tokens
+// issued before carry no rights on them. A token being fetched while
+// Renew runs is stale too. Registries without tokens are not affected.
+func (h *Host) Renew() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, sh := range h.shards {
+		sh.mu.Lock()
+		sh.version++
+		sh.expires = time.Time{}
+		sh.mu.Unlock()
+	}
+}
+
+// renewRefused returns a new token for sh after the registry refused the
+// token of generation gen with a 401, and whether it differs from the
+// refused one. Requests refused with the same token share one renewal
+// (token's flight). No renewal storms: a token that was itself obtained
+// after a refusal and has not been accepted once is refused for good
+// (renewed = false), so a credential that lacks a right costs one token
+// exchange, not one per request. A token that worked and is refused
+// later (expired early, revoked) is renewed again.
+func (h *Host) renewRefused(ctx context.Context, sh *shard, gen int) (tok string, renewed bool, err error) {
+	sh.mu.Lock()
+	final := gen == sh.refusedGen && sh.worked.Load() < int64(gen)
+	sh.mu.Unlock()
+	if final {
+		return "", false, nil
+	}
+	tok, got, err := h.token(ctx, sh, gen)
+	if err != nil {
+		return "", false, err
+	}
+	return tok, got != gen, nil
 }
 
 // exchange asks the registry's token service for one token covering scopes.

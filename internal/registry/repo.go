@@ -145,12 +145,21 @@ func (t *authTransport) RoundTrip(in *http.Request) (*http.Response, error) {
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := h.c.rt.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !h.renewable(t.r.sh, resp) {
+	if err != nil {
 		return resp, err
 	}
-	// Expired or revoked: a new token, and the request once more if its
-	// body can be read again.
-	if tok, _, err = h.token(req.Context(), t.r.sh, gen); err != nil || !replayable(in) {
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.r.sh.accepted(gen)
+		return resp, nil
+	}
+	if !h.renewable(t.r.sh, resp) {
+		return resp, nil
+	}
+	// Expired, revoked, or issued before the rights existed: a new token,
+	// and the request once more if its body can be read again. A second
+	// 401 is the answer.
+	tok, renewed, err := h.renewRefused(req.Context(), t.r.sh, gen)
+	if err != nil || !renewed || !replayable(in) {
 		return resp, nil
 	}
 	next := in.Clone(in.Context())
@@ -167,12 +176,25 @@ func (t *authTransport) RoundTrip(in *http.Request) (*http.Response, error) {
 	return h.c.rt.RoundTrip(next)
 }
 
-// renewable reports whether a 401 may be cured by a new token for sh: it
-// carries a Bearer challenge for a scope sh asks for (or none). A scope
-// beyond the handle's (e.g. "delete" to cancel an upload) is not asked for:
-// the handle's rights are the scopes it was made with.
+// renewable reports whether a 401 to a request with sh's token may be
+// cured by a new token:
+//   - a Bearer challenge for scopes sh asks for, or for none: yes. A scope
+//     beyond the handle's (e.g. "delete" to cancel an upload) is not asked
+//     for: the handle's rights are the scopes it was made with;
+//   - no Bearer challenge but a Basic one: yes. Harbor answers every
+//     request that carried an Authorization header with `Basic
+//     realm="harbor"` when the token lacks the rights, without naming the
+//     scope; its token service grants rights only on projects that exist
+//     when it issues a token, so a token from before a project was
+//     created is refused until it is renewed;
+//   - no challenge at all: no. Nothing invites a new credential (Harbor's
+//     "project X not found" has an empty header).
 func (h *Host) renewable(sh *shard, resp *http.Response) bool {
+	basic := false
 	for _, c := range challenges(resp) {
+		if c.scheme == "basic" {
+			basic = true
+		}
 		if c.scheme != "bearer" {
 			continue
 		}
@@ -184,5 +206,5 @@ func (h *Host) renewable(sh *shard, resp *http.Response) bool {
 		defer h.mu.Unlock()
 		return coversAll(sh.scopes, strings.Fields(scope))
 	}
-	return false
+	return basic
 }

@@ -295,11 +295,62 @@ func (h *Harbor) Logs(name string, lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// CPU is the CPU time Harbor's services have used so far, by service.
+// CPU is the CPU time Harbor's services have used so far, by service:
+// each service's process with all its descendants, living or gone
+// (PostgreSQL forks a backend per connection; the postmaster's cutime
+// holds the ones that ended).
 func (h *Harbor) CPU() map[string]time.Duration {
 	out := map[string]time.Duration{}
 	for name, pid := range h.PIDs {
-		out[name] = processCPU(pid)
+		out[name] = treeCPU(pid)
 	}
 	return out
+}
+
+// Registry describes Harbor's core as a Registry (plain HTTP, admin in
+// Users), for CountingProxy, Ref and RemoteOptions.
+func (h *Harbor) Registry() *Registry {
+	return &Registry{Host: h.Host, URL: h.URL, Users: map[string]string{h.Admin: h.AdminPassword}}
+}
+
+// Repositories returns the names (project/repo...) of the repositories
+// Harbor lists in project, as admin; none for a missing project.
+func (h *Harbor) Repositories(t testing.TB, project string) []string {
+	t.Helper()
+	var out []string
+	for page := 1; ; page++ {
+		code, b := h.API(t, http.MethodGet, fmt.Sprintf("/projects/%s/repositories?page=%d&page_size=100", project, page), nil)
+		if code == http.StatusNotFound || code == http.StatusForbidden {
+			return out
+		}
+		if code != http.StatusOK {
+			t.Fatalf("Harbor repositories of %s: %d %s", project, code, b)
+		}
+		var repos []struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(b, &repos); err != nil {
+			t.Fatalf("Harbor repositories of %s: %v", project, err)
+		}
+		for _, r := range repos {
+			out = append(out, r.Name)
+		}
+		if len(repos) < 100 {
+			return out
+		}
+	}
+}
+
+// ProjectExists reports whether Harbor has project, as admin.
+func (h *Harbor) ProjectExists(t testing.TB, project string) bool {
+	t.Helper()
+	code, b := h.API(t, http.MethodHead, "/projects?project_name="+project, nil)
+	switch code {
+	case http.StatusOK:
+		return true
+	case http.StatusNotFound:
+		return false
+	}
+	t.Fatalf("Harbor HEAD project %s: %d %s", project, code, b)
+	return false
 }
