@@ -11,8 +11,8 @@ import (
 	"github.com/ferry-airgap/ferry/test/harness"
 )
 
-// harborImport is the part of `ferry import --json` the Harbor tests read.
-type harborImport struct {
+// harborRefusalSummary is the part of `ferry import --json` the Harbor tests read.
+type harborRefusalSummary struct {
 	importSummary
 	Refusals []struct {
 		Kind    string   `json:"kind"`
@@ -30,12 +30,12 @@ type harborImport struct {
 
 // importHarbor runs `ferry import --json BUNDLE --to HARBOR/PREFIX` as user
 // (password on stdin) and returns the summary, stderr and exit status.
-func importHarbor(t *testing.T, bin string, h *harness.Harbor, bundle, prefix, user, password string, extra ...string) (*harborImport, string, int) {
+func importHarbor(t *testing.T, bin string, h *harness.Harbor, bundle, prefix, user, password string, extra ...string) (*harborRefusalSummary, string, int) {
 	t.Helper()
 	args := append([]string{"import", "--json", "-q", bundle, "--to", h.Host + "/" + prefix, "--plain-http",
 		"--username", user, "--password-stdin"}, extra...)
 	stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: impEnv(t), Stdin: []byte(password)}, bin, args...)
-	var sum harborImport
+	var sum harborRefusalSummary
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
 		t.Fatalf("import --json: %v\n%s\nstderr:\n%s", err, stdout, stderr)
 	}
