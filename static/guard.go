@@ -191,7 +191,7 @@ func checkTree(t *tree, contents []serve.Content) error {
 	if err != nil {
 		return err
 	}
-	const there = ", already in the tree"
+	const there = " (already in the tree)"
 	old, both := newNeeds(), newNeeds()
 	for name, tags := range existing {
 		c := serve.Content{Name: name}
