@@ -54,9 +54,10 @@ var ErrTree = errors.New("static tree")
 // program can set it. Where the platform gives no ctime or inode
 // (stamp_other.go), or the filesystem keeps no change time (FAT, exFAT:
 // fsKeepsCtime), the journal vouches for nothing and every file is hashed.
-// Tests that break the premise: TestJournalSameSizeEdit (same size, mtime
-// put back), TestJournalDeletedTruncatedMoved, and test/
-// TestStaticShortcutInPlaceEdit through nginx.
+// Tests that break the premise: TestJournalSameSizeEdit and
+// TestJournalSameSizeEditCopies (same size, mtime put back),
+// TestJournalDeletedTruncatedMoved, TestJournalWithoutCtime, and
+// test/TestStaticShortcutJournal through the binary and nginx.
 type stamp struct {
 	Digest string `json:"digest"`
 	Size   int64  `json:"size"`
