@@ -48,6 +48,9 @@ func vouchedTree(t *testing.T, dir string, rd *bundle.Reader) string {
 	t.Helper()
 	out := filepath.Join(dir, "tree")
 	planned(t, out, []*bundle.Reader{rd}, settledNow())
+	if st, err := os.Stat(filepath.Join(out, NginxConf)); err != nil || !stampOf(st, v1.Hash{}).usable() || !fsKeepsCtime(out) {
+		t.Skip("no inode or change time here: the journal vouches for nothing, every run hashes")
+	}
 	time.Sleep(50 * time.Millisecond)
 	if _, total := planned(t, out, []*bundle.Reader{rd}, settledNow()); total == 0 {
 		t.Fatal("the run after the first trusted stamps the first run recorded after its own links")
@@ -312,12 +315,6 @@ func TestJournalSkipsRecentChanges(t *testing.T) {
 	}
 	if len(j.Files) != 0 {
 		t.Errorf("the journal recorded files changed under %s ago: %v", settleTime, j.Files)
-	}
-}
-
-func TestKeepsCtime(t *testing.T) {
-	if keepsCtime(msdosMagic) || keepsCtime(exfatMagic) || !keepsCtime(0xef53) || !keepsCtime(0x01021994) {
-		t.Error("FAT and exFAT keep no change time; ext4 and tmpfs do")
 	}
 }
 
