@@ -43,7 +43,11 @@ tags and blobs with OCI error bodies. Include it in nginx's http block.
 Every blob's digest is checked as it is written; files appear complete or
 not at all. A rerun writes only what changed; tags that move are replaced
 atomically. Unpacking only adds: a delta bundle unpacks on top of its base
-into the same DIR (or give both, base first). Reload nginx after each run.`,
+into the same DIR (or give both, base first). Reload nginx after each run.
+
+DIR must be new, empty, or a tree ferry wrote: an nginx.conf there that ferry
+did not write (--static /etc/nginx), a regular file, or a folder of other
+files is refused (exit 2) before anything is written.`,
 		Args: bundleArgs("unpack"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runUnpack(cmd, e, &f, args)
