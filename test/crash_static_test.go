@@ -13,10 +13,6 @@ import (
 	"github.com/ferry-airgap/ferry/test/harness"
 )
 
-// crashSeed fixes where TestStaticCrashRerun kills ferry; a failure names
-// it with the run, so that a run can be replayed.
-const crashSeed = 22
-
 // crashSets are two states of a source registry: the first, and the
 // same after a week (a new tag, latest moved to it, 2.0 pushed again with
 // other content). Each bundle is about 3 MiB of layers of their own.
