@@ -92,6 +92,14 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	if herr != nil {
 		return fail(fmt.Errorf("checksumming bundle: %w", herr))
 	}
+	if o.deep != nil {
+		if bad := deepCheckTemp(ctx, dst, entries, plan, o); len(bad) > 0 {
+			if err := ctx.Err(); err != nil {
+				return fail(err)
+			}
+			return tb, newPartialFailure(plan, bad)
+		}
+	}
 	if err := dst.sync(); err != nil {
 		return fail(fmt.Errorf("syncing bundle: %w", err))
 	}

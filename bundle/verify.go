@@ -165,6 +165,11 @@ type Report struct {
 	// SignedBy names the trusted key the bundle's signature was checked
 	// with, when one was (set by the caller of CheckSignature).
 	SignedBy string `json:"signedBy,omitempty"`
+	// Deep is set by VerifyDeep: Layers layers were decompressed (to
+	// Uncompressed bytes) and matched their diff_ids.
+	Deep         bool  `json:"deep,omitempty"`
+	Layers       int   `json:"layersChecked,omitempty"`
+	Uncompressed int64 `json:"uncompressedBytes,omitempty"`
 	// Bad holds the digests whose content failed its check.
 	Bad map[v1.Hash]error `json:"-"`
 }
@@ -193,7 +198,20 @@ func VerifyBlobs(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int
 	return verify(ctx, r, only, jobs, p)
 }
 
+// VerifyDeep is Verify that also decompresses every layer an image config
+// names (gzip, zstd or plain tar, recognised by their first bytes as
+// docker and containerd do) and checks it against the config's
+// rootfs.diff_ids, each within lim; layers are read once, in parallel
+// (jobs), for both their digest and their diff_id.
+func VerifyDeep(ctx context.Context, r *Reader, jobs int, lim DeepLimits, p Progress) (*Report, error) {
+	return verifyWith(ctx, r, nil, jobs, p, &lim)
+}
+
 func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p Progress) (*Report, error) {
+	return verifyWith(ctx, r, only, jobs, p, nil)
+}
+
+func verifyWith(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p Progress, deep *DeepLimits) (*Report, error) {
 	if jobs < 1 {
 		jobs = runtime.GOMAXPROCS(0)
 	}
@@ -203,6 +221,15 @@ func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p P
 	rep := &Report{Images: len(r.record.Images), Bad: map[v1.Hash]error{}}
 	probs := problems{}
 	users := r.checkTrees(rep, probs)
+	if len(probs) == 0 {
+		if err := r.checkDockerExact(); err != nil {
+			probs.add(DockerManifestFile, "", err)
+		}
+	}
+	var dp *deepPlan
+	if deep != nil {
+		dp = r.planDeep(rep, probs, users)
+	}
 
 	digests := r.Digests()
 	if only != nil {
@@ -224,22 +251,43 @@ func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p P
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(jobs)
+	var deepProbs []deepProblem
 	for _, h := range digests {
 		g.Go(func() error {
-			err := r.hashBlob(gctx, h, p)
+			var err error
+			var dps []deepProblem
+			var res deepResult
+			if dp != nil && len(dp.layers[h]) > 0 {
+				res, dps, err = r.deepBlob(gctx, h, dp.layers[h], *deep, p)
+			} else {
+				err = r.hashBlob(gctx, h, p)
+			}
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				mu.Lock()
 				rep.Bad[h] = err
-				mu.Unlock()
+			}
+			if dp != nil && len(dp.layers[h]) > 0 && err == nil {
+				rep.Layers++
+				rep.Uncompressed += res.uncompressed
+			}
+			for _, d := range dps {
+				d.layer = h
+				deepProbs = append(deepProbs, d)
 			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return rep, err
+	}
+	for _, d := range deepProbs {
+		for _, name := range d.images {
+			probs.add(BlobName(d.layer), name, d.err)
+		}
 	}
 	for h, err := range rep.Bad {
 		if len(users[h]) == 0 {
