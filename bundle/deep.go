@@ -25,10 +25,12 @@ import (
 
 // Defaults of DeepLimits.
 const (
-	// DefaultDeepMaxRatio: a layer may decompress to 250 times its
-	// compressed size. Real layers stay far below (text-heavy ones reach
-	// 10–20×); gzip cannot exceed about 1032×, zstd can exceed millions.
-	DefaultDeepMaxRatio = 250
+	// DefaultDeepMaxRatio: a layer may decompress to 2000 times its
+	// compressed size. Most layers stay far below (text-heavy ones reach
+	// 10–20×), but a file of zeros (a useradd lastlog) reaches gzip's own
+	// ceiling, about 1032×: no well-formed gzip layer is refused for its
+	// ratio, while a zstd bomb (zstd can exceed a million) is.
+	DefaultDeepMaxRatio = 2000
 	// DefaultDeepMaxSize: and to 64 GiB at most, whatever its ratio.
 	DefaultDeepMaxSize = 64 << 30
 	// deepRatioFloor: the ratio is not applied below 16 MiB of output, so

@@ -60,7 +60,8 @@ func parseDockerPlatform(s string) (v1.Platform, error) {
 	parts := strings.Split(s, "/")
 	ok := len(parts) == 2 || len(parts) == 3
 	for _, p := range parts {
-		ok = ok && p != "" && strings.Trim(p, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == ""
+		ok = ok && p != "" && strings.Trim(p, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == "" &&
+			strings.Trim(p[:1], "abcdefghijklmnopqrstuvwxyz0123456789") == ""
 	}
 	if !ok {
 		return v1.Platform{}, fmt.Errorf("docker platform %q: want os/arch[/variant], e.g. linux/amd64", clip(s))
