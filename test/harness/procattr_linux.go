@@ -34,3 +34,6 @@ func processCPU(pid int) time.Duration {
 	s, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(u+s) * 10 * time.Millisecond
 }
+
+// unmountDetach lazily unmounts path.
+func unmountDetach(path string) { _ = syscall.Unmount(path, syscall.MNT_DETACH) }

@@ -10,3 +10,5 @@ import (
 func killWithParent(*exec.Cmd) {}
 
 func processCPU(int) time.Duration { return 0 }
+
+func unmountDetach(string) {}
