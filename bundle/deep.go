@@ -231,7 +231,6 @@ func mismatches(layer v1.Hash, actual v1.Hash, expects []*layerExpect) []deepPro
 
 // deepProblem is one failed expectation of a layer.
 type deepProblem struct {
-	layer  v1.Hash
 	images []string
 	err    error
 }

@@ -45,8 +45,8 @@ func (s tempSource) small(h v1.Hash, max int64) ([]byte, error) {
 // its blobs are in place in f and verified) and checks it against the
 // diff_ids its image configs list. It returns the blobs that failed: a
 // layer that does not match or decompresses beyond the limits, or a config
-// whose diff_ids cannot be paired with its layers.
-func deepCheckTemp(ctx context.Context, f io.ReaderAt, entries []*entry, plan *Plan, o *writeOptions) map[v1.Hash]error {
+// whose diff_ids cannot be paired with its layers; or the context's error.
+func deepCheckTemp(ctx context.Context, f io.ReaderAt, entries []*entry, plan *Plan, o *writeOptions) (map[v1.Hash]error, error) {
 	src := tempSource{f: f, blobs: map[v1.Hash]*entry{}}
 	for _, e := range entries {
 		if e.blob != nil {
@@ -84,9 +84,9 @@ func deepCheckTemp(ctx context.Context, f io.ReaderAt, entries []*entry, plan *P
 		})
 	}
 	if err := g.Wait(); err != nil {
-		failed[v1.Hash{}] = err // cancelled: the caller sees ctx.Err()
+		return nil, err
 	}
-	return failed
+	return failed, nil
 }
 
 // deepCheckOne decompresses layer h and returns an error naming every

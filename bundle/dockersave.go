@@ -218,9 +218,9 @@ func checkBlobRef(h v1.Hash) error {
 }
 
 // DockerImages returns what manifest.json holds (as the bundle's ferry.json
-// and manifests imply it), the images it leaves out and why, and the
-// platform it takes from indexes ("" when the bundle has no manifest.json
-// by choice). The manifests are read and checked.
+// and manifests imply it) and the images it leaves out, and why; nothing
+// when ferry.json names no docker platform. The manifests are read and
+// checked against their digests.
 func (r *Reader) DockerImages() ([]DockerImage, []DockerSkip, error) {
 	b, skips, err := dockerManifest(r.record, readerSource{r})
 	if err != nil || b == nil {

@@ -93,10 +93,11 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 		return fail(fmt.Errorf("checksumming bundle: %w", herr))
 	}
 	if o.deep != nil {
-		if bad := deepCheckTemp(ctx, dst, entries, plan, o); len(bad) > 0 {
-			if err := ctx.Err(); err != nil {
-				return fail(err)
-			}
+		bad, err := deepCheckTemp(ctx, dst, entries, plan, o)
+		if err != nil {
+			return fail(err)
+		}
+		if len(bad) > 0 {
 			return tb, newPartialFailure(plan, bad)
 		}
 	}

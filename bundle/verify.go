@@ -251,17 +251,9 @@ func verifyWith(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int,
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(jobs)
-	var deepProbs []deepProblem
 	for _, h := range digests {
 		g.Go(func() error {
-			var err error
-			var dps []deepProblem
-			var res deepResult
-			if dp != nil && len(dp.layers[h]) > 0 {
-				res, dps, err = r.deepBlob(gctx, h, dp.layers[h], *deep, p)
-			} else {
-				err = r.hashBlob(gctx, h, p)
-			}
+			deepProbs, err := r.checkBlob(gctx, h, dp, deep, p, rep, &mu)
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
@@ -270,24 +262,16 @@ func verifyWith(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int,
 			if err != nil {
 				rep.Bad[h] = err
 			}
-			if dp != nil && len(dp.layers[h]) > 0 && err == nil {
-				rep.Layers++
-				rep.Uncompressed += res.uncompressed
-			}
-			for _, d := range dps {
-				d.layer = h
-				deepProbs = append(deepProbs, d)
+			for _, d := range deepProbs {
+				for _, name := range d.images {
+					probs.add(BlobName(h), name, d.err)
+				}
 			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return rep, err
-	}
-	for _, d := range deepProbs {
-		for _, name := range d.images {
-			probs.add(BlobName(d.layer), name, d.err)
-		}
 	}
 	for h, err := range rep.Bad {
 		if len(users[h]) == 0 {
@@ -302,6 +286,22 @@ func verifyWith(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int,
 		return rep, fmt.Errorf("%w: %d problem(s)", ErrVerify, len(rep.Problems))
 	}
 	return rep, nil
+}
+
+// checkBlob hashes blob h; a layer the deep check covers (dp, deep) is
+// also decompressed and its diff_id compared, and counted in rep.
+func (r *Reader) checkBlob(ctx context.Context, h v1.Hash, dp *deepPlan, deep *DeepLimits, p Progress, rep *Report, mu *sync.Mutex) ([]deepProblem, error) {
+	if dp == nil || len(dp.layers[h]) == 0 {
+		return nil, r.hashBlob(ctx, h, p)
+	}
+	res, probs, err := r.deepBlob(ctx, h, dp.layers[h], *deep, p)
+	if err == nil {
+		mu.Lock()
+		rep.Layers++
+		rep.Uncompressed += res.uncompressed
+		mu.Unlock()
+	}
+	return probs, err
 }
 
 func (r *Reader) hashBlob(ctx context.Context, h v1.Hash, p Progress) error {

@@ -159,7 +159,7 @@ func describeDocker(r *bundle.Reader) (*inspectDocker, error) {
 
 func printDocker(e *env, d *inspectDocker) {
 	if d == nil {
-		fmt.Fprintln(e.stdout, "docker load: no manifest.json (exported with --docker-platform none)")
+		fmt.Fprintln(e.stdout, "docker load: no manifest.json (exported with --docker-platform none, or by an older ferry)")
 		return
 	}
 	fmt.Fprintf(e.stdout, "docker load: %s, %s (%s from multi-platform images)\n", plural(d.Images, "image"), plural(d.Tags, "tag"), d.Platform)
