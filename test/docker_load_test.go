@@ -171,3 +171,25 @@ func TestDockerLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestDockerPlatformFlag: a malformed --docker-platform, or deep limits
+// without --deep, are bad usage (exit 2), found before any request.
+func TestDockerPlatformFlag(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	m := dockerLoadMapping(t, "127.0.0.1:1") // nothing listens: any request would fail with exit 1
+	out := filepath.Join(t.TempDir(), "b.tar")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--docker-platform", "linux"}, "want os/arch[/variant]"},
+		{[]string{"--docker-platform", "linux/../x"}, "want os/arch[/variant]"},
+		{[]string{"--deep-max-size", "1GiB"}, "--deep-max-size needs --deep"},
+		{[]string{"--deep", "--deep-max-ratio", "0"}, "--deep-max-ratio 0"},
+	} {
+		args := append([]string{"export", "-f", m, "-o", out, "--plain-http"}, c.args...)
+		if _, stderr, code := harness.RunWith(t, harness.RunOptions{Env: impEnv(t)}, bin, args...); code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: exit %d, want 2 saying %q\n%s", c.args, code, c.want, stderr)
+		}
+	}
+}
