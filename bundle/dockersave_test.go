@@ -301,3 +301,33 @@ func TestHostileDockerManifest(t *testing.T) {
 		})
 	}
 }
+
+// TestDockerManifestDelta: an image whose layer a delta leaves to its base
+// is left out of manifest.json (docker load needs every blob in the file);
+// the delta's images that are whole are in it.
+func TestDockerManifestDelta(t *testing.T) {
+	plan := &Plan{}
+	base := gzipLayer(t, tarOf(t, "base", []byte("in the base")))
+	addHandImage(t, plan, "proj/partial", "2", base, gzipLayer(t, tarOf(t, "new", []byte("new"))))
+	addHandImage(t, plan, "proj/whole", "1", gzipLayer(t, tarOf(t, "w", []byte("whole"))))
+	for i, b := range plan.Blobs {
+		if b.Digest == sha(base.data) {
+			plan.Blobs = append(plan.Blobs[:i:i], plan.Blobs[i+1:]...)
+			break
+		}
+	}
+	plan.Base = "0123456789abcdef0123456789abcdef"
+	plan.BaseBlobs = []Blob{{Digest: sha(base.data).String(), Size: int64(len(base.data))}}
+	r := writeOpen(t, plan)
+	images, skips, err := r.DockerImages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(images) != 1 || images[0].RepoTags[0] != "proj/whole:1" || len(skips) != 1 || skips[0].Image != "proj/partial:2" ||
+		!strings.Contains(skips[0].Reason, "left to the base bundle") {
+		t.Fatalf("images %+v, skipped %+v", images, skips)
+	}
+	if rep, err := Verify(context.Background(), r, 1, nil); err != nil {
+		t.Fatalf("Verify: %v %v", err, rep.Problems)
+	}
+}
