@@ -36,6 +36,9 @@ const (
 	// deepRatioFloor: the ratio is not applied below 16 MiB of output, so
 	// that a tiny layer of empty files (all tar headers) passes.
 	deepRatioFloor = 16 << 20
+	// zstdMaxWindow bounds the memory one zstd layer may make the decoder
+	// hold (zstd --long=27; default levels use 8 MiB or less).
+	zstdMaxWindow = 128 << 20
 	// maxConfigSize bounds an image config read into memory.
 	maxConfigSize = 16 << 20
 )
@@ -295,8 +298,9 @@ func inflateGzip(br *bufio.Reader, size int64, lim DeepLimits) (deepResult, erro
 }
 
 func inflateZstd(br *bufio.Reader, size int64, lim DeepLimits) (deepResult, error) {
-	// One goroutine per layer: the layers are decompressed in parallel.
-	zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+	// One goroutine per layer: the layers are decompressed in parallel. The
+	// window (memory a frame may ask for) is capped at zstdMaxWindow.
+	zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 	if err != nil {
 		return deepResult{}, fmt.Errorf("%w: zstd: %v", ErrDiffID, err)
 	}
