@@ -284,3 +284,28 @@ func TestDeepLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyDeepZstdWindow: a zstd layer whose frame asks for a window
+// beyond zstdMaxWindow is refused rather than decoded with that much
+// memory.
+func TestVerifyDeepZstdWindow(t *testing.T) {
+	tb := tarOf(t, "w", []byte("wide window"))
+	enc, err := zstd.NewWriter(nil, zstd.WithSingleSegment(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := enc.EncodeAll(tb, nil)
+	if frame[4]&0x20 != 0 {
+		t.Fatal("the encoder wrote a single-segment frame (no window descriptor)")
+	}
+	frame[5] = 18 << 3 // window descriptor: 2^(10+18) bytes = 256 MiB
+	var buf bytes.Buffer
+	buf.Write(frame)
+	plan := &Plan{}
+	addHandImage(t, plan, "wide/img", "1", handLayer{buf.Bytes(), types.OCILayerZStd, sha(tb)})
+	r := writeOpen(t, plan)
+	rep, err := VerifyDeep(context.Background(), r, 1, DefaultDeepLimits(), nil)
+	if !errors.Is(err, ErrVerify) || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0].Message, "window") {
+		t.Fatalf("VerifyDeep: %v, problems %v", err, rep.Problems)
+	}
+}
