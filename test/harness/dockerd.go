@@ -63,7 +63,7 @@ func StartDockerd(t testing.TB) *Dockerd {
 		t.Fatalf("starting dockerd: %v", err)
 	}
 	t.Cleanup(func() { d.stop(t) })
-	if err := d.waitReady(30 * time.Second); err != nil {
+	if err := d.waitReady(60 * time.Second); err != nil {
 		t.Fatalf("dockerd: %v\n%s", err, d.logTail())
 	}
 	return d
