@@ -54,6 +54,8 @@ type inspectDocker struct {
 	Images   int                 `json:"images"`
 	Tags     int                 `json:"tags"`
 	Skipped  []bundle.DockerSkip `json:"skipped,omitempty"`
+	// Problem: a manifest could not be read (ferry verify says more).
+	Problem string `json:"problem,omitempty"`
 }
 
 func newInspectCmd(e *env) *cobra.Command {
@@ -73,9 +75,7 @@ func newInspectCmd(e *env) *cobra.Command {
 			}
 			defer r.Close()
 			out := describeBundle(r)
-			if out.Docker, err = describeDocker(r); err != nil {
-				return err
-			}
+			out.Docker = describeDocker(r)
 			if e.json {
 				return writeResult(e, out, nil)
 			}
@@ -142,24 +142,30 @@ func describeBundle(r *bundle.Reader) *inspectOutput {
 
 // describeDocker says what docker load takes from the bundle; nil when it
 // has no manifest.json by choice (or predates it).
-func describeDocker(r *bundle.Reader) (*inspectDocker, error) {
+func describeDocker(r *bundle.Reader) *inspectDocker {
 	if r.Record().DockerPlatform == "" {
-		return nil, nil
+		return nil
 	}
+	d := &inspectDocker{Platform: r.Record().DockerPlatform}
 	images, skipped, err := r.DockerImages()
 	if err != nil {
-		return nil, err
+		d.Problem = err.Error()
+		return d
 	}
-	d := &inspectDocker{Platform: r.Record().DockerPlatform, Images: len(images), Skipped: skipped}
+	d.Images, d.Skipped = len(images), skipped
 	for _, im := range images {
 		d.Tags += len(im.RepoTags)
 	}
-	return d, nil
+	return d
 }
 
 func printDocker(e *env, d *inspectDocker) {
 	if d == nil {
 		fmt.Fprintln(e.stdout, "docker load: no manifest.json (exported with --docker-platform none, or by an older ferry)")
+		return
+	}
+	if d.Problem != "" {
+		fmt.Fprintf(e.stdout, "docker load: cannot tell (%s); run ferry verify\n", d.Problem)
 		return
 	}
 	fmt.Fprintf(e.stdout, "docker load: %s, %s (%s from multi-platform images)\n", plural(d.Images, "image"), plural(d.Tags, "tag"), d.Platform)
