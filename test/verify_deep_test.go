@@ -72,7 +72,6 @@ func zstdRaw(t *testing.T, tb []byte) rawLayer {
 	return rawLayer{enc.EncodeAll(tb, nil), types.OCILayerZStd, sha256Digest(tb)}
 }
 
-
 // pushRaw pushes an OCI image of the layers, as they are, to reg as
 // repoTag, with a config listing each layer's diffID.
 func pushRaw(t *testing.T, reg *harness.Registry, repoTag string, layers ...rawLayer) {
