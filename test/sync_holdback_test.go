@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -59,8 +60,8 @@ func startPutWatch(t *testing.T, target *harness.Registry) (host string, w *putW
 		r.Body = cb
 		rp.ServeHTTP(rw, r)
 		w.mu.Lock()
-		w.puts = append(w.puts, uploadPut{path: r.URL.RequestURI(), contentLength: r.ContentLength, received: cb.n,
-			complete: cb.eof && cb.n == r.ContentLength})
+		w.puts = append(w.puts, uploadPut{path: r.URL.RequestURI(), contentLength: r.ContentLength, received: cb.n.Load(),
+			complete: cb.eof.Load() && cb.n.Load() == r.ContentLength})
 		w.mu.Unlock()
 	}))
 	srv.TLS = target.CA.TLSConfig()
@@ -76,17 +77,20 @@ func (w *putWatch) list() []uploadPut {
 	return append([]uploadPut(nil), w.puts...)
 }
 
+// countBody counts what the proxy's transport read of a request body. The
+// transport may read on its own goroutine (HTTP/2) past the handler's
+// return, hence atomics.
 type countBody struct {
 	rc  io.ReadCloser
-	n   int64
-	eof bool
+	n   atomic.Int64
+	eof atomic.Bool
 }
 
 func (c *countBody) Read(p []byte) (int, error) {
 	n, err := c.rc.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	if errors.Is(err, io.EOF) {
-		c.eof = true
+		c.eof.Store(true)
 	}
 	return n, err
 }
