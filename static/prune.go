@@ -129,6 +129,7 @@ func planPrune(ctx context.Context, t *tree, contents []serve.Content, po *prune
 	if err != nil {
 		return nil, err
 	}
+	tf.checkTags(t)
 	pl := &prunePlan{kept: map[string]*keptSets{}}
 	pl.sum.Unknown = tf.unknown
 	byName := map[string]serve.Content{}
@@ -157,6 +158,30 @@ func planPrune(ctx context.Context, t *tree, contents []serve.Content, po *prune
 		return nil, err
 	}
 	return pl, nil
+}
+
+// checkTags moves to unknown the files named like tags that are not
+// ferry's: a tag file ferry writes holds a manifest the repository's
+// manifests folder holds by digest (scanTree's rule). A README in a
+// manifests folder is a name the tag grammar allows; it is not removed.
+func (tf *treeFiles) checkTags(t *tree) {
+	for _, rf := range tf.repos {
+		for tag, rel := range rf.tags {
+			p, err := t.abs(rel)
+			if err == nil {
+				var data []byte
+				if data, err = readSmall(p, bundle.MaxManifestSize); err == nil {
+					sum := sha256.Sum256(data)
+					if _, ok := rf.manifests[v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}]; ok {
+						continue
+					}
+				}
+			}
+			delete(rf.tags, tag)
+			tf.unknown = append(tf.unknown, rel)
+		}
+	}
+	sort.Strings(tf.unknown)
 }
 
 // keepRepo decides what repository n keeps. Its tags after the prune are

@@ -2,7 +2,9 @@ package static
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sort"
@@ -126,6 +128,9 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 	if o.prune != nil {
 		if err := checkPruneDir(dir); err != nil {
 			return nil, err
+		}
+		if _, err := os.Stat(dir); o.dryRun && errors.Is(err, fs.ErrNotExist) {
+			return &Summary{Dir: dir, Repositories: len(contents), Pruned: &PruneSummary{DryRun: true}}, nil
 		}
 	}
 	t, err := openTree(dir)
