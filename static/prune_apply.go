@@ -2,6 +2,7 @@ package static
 
 import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"context"
 	"errors"
@@ -24,7 +25,15 @@ func (pl *prunePlan) prunedState(st *treeState) *treeState {
 		if k == nil {
 			continue // not in the plan: it has no ferry file (scan and plan disagree on nothing else)
 		}
-		nr := &treeRepo{tags: map[string]v1.Hash{}, manifests: r.manifests}
+		// Only the manifests that stay are mapped to a media type: the
+		// conf is then the same whether or not a crashed run already
+		// removed the others.
+		nr := &treeRepo{tags: map[string]v1.Hash{}, manifests: map[v1.Hash]types.MediaType{}}
+		for h, mt := range r.manifests {
+			if k.manifests[h] {
+				nr.manifests[h] = mt
+			}
+		}
 		for tag, h := range r.tags {
 			if k.tags[tag] {
 				nr.tags[tag] = h
