@@ -25,8 +25,7 @@ import (
 
 // pruneOptions: WithPrune was given.
 type pruneOptions struct {
-	keep   []*regexp.Regexp
-	dryRun bool
+	keep []*regexp.Regexp
 }
 
 // WithPrune makes Unpack leave the tree holding exactly the tags the
