@@ -18,12 +18,14 @@ import (
 // repoFiles are the files of one repository folder that ferry writes,
 // each by its path relative to DIR.
 type repoFiles struct {
-	tags      map[string]string  // tag → v2/NAME/manifests/TAG
-	manifests map[v1.Hash]string // digest → v2/NAME/manifests/sha256:HEX
-	blobs     map[v1.Hash]string // digest → v2/NAME/blobs/sha256:HEX
-	referrers map[v1.Hash]string // subject → v2/NAME/referrers/sha256:HEX
-	lists     []string           // tags/list, tags/first/S, tags/after/S/TAG
-	pages     map[string][]string
+	tags map[string]string // tag → v2/NAME/manifests/TAG
+	// tagDigests: the manifest each tag file holds (checkTags).
+	tagDigests map[string]v1.Hash
+	manifests  map[v1.Hash]string // digest → v2/NAME/manifests/sha256:HEX
+	blobs      map[v1.Hash]string // digest → v2/NAME/blobs/sha256:HEX
+	referrers  map[v1.Hash]string // subject → v2/NAME/referrers/sha256:HEX
+	lists      []string           // tags/list, tags/first/S, tags/after/S/TAG
+	pages      map[string][]string
 }
 
 // treeFiles is every file under v2/ and blobs/sha256/ sorted by what it
@@ -38,7 +40,7 @@ type treeFiles struct {
 func (tf *treeFiles) repo(name string) *repoFiles {
 	r := tf.repos[name]
 	if r == nil {
-		r = &repoFiles{tags: map[string]string{}, manifests: map[v1.Hash]string{}, blobs: map[v1.Hash]string{},
+		r = &repoFiles{tags: map[string]string{}, tagDigests: map[string]v1.Hash{}, manifests: map[v1.Hash]string{}, blobs: map[v1.Hash]string{},
 			referrers: map[v1.Hash]string{}, pages: map[string][]string{}}
 		tf.repos[name] = r
 	}

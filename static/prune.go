@@ -26,6 +26,39 @@ import (
 // pruneOptions: WithPrune was given.
 type pruneOptions struct {
 	keep []*regexp.Regexp
+	// base are the images the bundles carry by reference: a delta's (or
+	// an inventory-cut bundle's) BaseImages, which it leaves out because
+	// the tree already holds them (see baseClaims).
+	base map[baseKey]bool
+}
+
+// baseKey is one tag of a base image under the name its target is
+// served at (digest ""), or, for its source names, which a base image
+// does not record, under any name with its digest (name "").
+type baseKey struct{ name, tag, digest string }
+
+// baseClaims lists the tags the bundles carry by reference: every tag of
+// every BaseImage, under the name the tree serves its target at. A delta
+// leaves out the images its base chain carried unchanged, so a prune with
+// a delta keeps them when the tree holds them with the same digest.
+func baseClaims(readers []*bundle.Reader, prefix string, sourceNames bool) map[baseKey]bool {
+	prefix = strings.Trim(prefix, "/")
+	out := map[baseKey]bool{}
+	for _, rd := range readers {
+		for _, bi := range rd.Record().BaseImages {
+			name := bi.Target
+			if prefix != "" {
+				name = prefix + "/" + name
+			}
+			for _, tag := range bi.Tags {
+				out[baseKey{name, tag, ""}] = true
+				if sourceNames {
+					out[baseKey{"", tag, bi.Digest}] = true
+				}
+			}
+		}
+	}
+	return out
 }
 
 // WithPrune makes Unpack leave the tree holding exactly the tags the
@@ -171,7 +204,9 @@ func (tf *treeFiles) checkTags(t *tree) {
 				var data []byte
 				if data, err = readSmall(p, bundle.MaxManifestSize); err == nil {
 					sum := sha256.Sum256(data)
-					if _, ok := rf.manifests[v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}]; ok {
+					h := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+					if _, ok := rf.manifests[h]; ok {
+						rf.tagDigests[tag] = h
 						continue
 					}
 				}
@@ -202,13 +237,21 @@ func (pl *prunePlan) keepRepo(t *tree, n string, c serve.Content, rf *repoFiles,
 		return k, nil
 	}
 	w := walker{t: t, repo: n, rf: rf, k: k}
+	// A tag a delta carries by reference (its base carried it) stays as
+	// the tree holds it; under a source name (--source-names), only while
+	// it names the digest the base carried, since a base image records no
+	// source. TestPruneWithDelta.
 	for _, tag := range sortedKeysOf(rf.tags) {
 		if k.tags[tag] {
 			continue
 		}
-		if keepMatch(po.keep, n, tag) {
+		d := rf.tagDigests[tag].String()
+		byRef := po.base[baseKey{n, tag, ""}] || po.base[baseKey{"", tag, d}]
+		if byRef || keepMatch(po.keep, n, tag) {
 			k.tags[tag] = true
-			pl.sum.Kept = append(pl.sum.Kept, n+":"+tag)
+			if !byRef {
+				pl.sum.Kept = append(pl.sum.Kept, n+":"+tag)
+			}
 			if err := w.walkFile(rf.tags[tag]); err != nil {
 				return nil, err
 			}

@@ -18,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/bundletest"
 	"github.com/ferry-airgap/ferry/internal/oci"
 )
 
@@ -453,5 +454,42 @@ func TestPruneReferrersFollowSubject(t *testing.T) {
 	}
 	if exists(t, filepath.Join(out, "v2/proj/app/referrers", digestOf(t, other).String())) {
 		t.Error("the removed image's referrers are still there")
+	}
+}
+
+// A delta leaves out the images its base carried unchanged: pruning with
+// it keeps them (they are the delta's by reference), and removes the
+// tags neither it nor its base images carry.
+func TestPruneWithDelta(t *testing.T) {
+	f := newPruneFixture(t)
+	v2d := digestOf(t, f.v2)
+	delta := bundletest.WriteWith(t, f.dir, "delta.tar", f.a,
+		[]bundle.BaseImage{{Target: "proj/app", Digest: v2d.String(), Tags: []string{"v2"}}},
+		bundletest.Entry{Target: "proj/app", Tags: []string{"v3"}, Img: f.v3})
+	sum, err := Unpack(context.Background(), []*bundle.Reader{delta}, f.out, WithPrune())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readTags(t, f.out, "proj/app"); !slices.Equal(got, []string{"v2", "v3"}) {
+		t.Errorf("tags after pruning with a delta: %v (pruned %v)", got, sum.Pruned.Tags)
+	}
+	for _, p := range []string{"blobs/sha256/" + layerHex(t, f.v2, 1), "v2/proj/app/manifests/" + v2d.String()} {
+		if !exists(t, filepath.Join(f.out, p)) {
+			t.Errorf("%s of the base image v2 is gone", p)
+		}
+	}
+	if !slices.Equal(sum.Pruned.Tags, []string{"proj/app:v1", "proj/gone:x"}) {
+		t.Errorf("pruned %v", sum.Pruned.Tags)
+	}
+	// Under a prefix, the base image's name is the prefixed one.
+	g := newPruneFixture(t)
+	if _, err := Unpack(context.Background(), []*bundle.Reader{g.a}, g.out, WithPrefix("site")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Unpack(context.Background(), []*bundle.Reader{delta}, g.out, WithPrefix("site"), WithPrune()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readTags(t, g.out, "site/proj/app"); !slices.Equal(got, []string{"v2", "v3"}) {
+		t.Errorf("tags under the prefix: %v", got)
 	}
 }

@@ -129,6 +129,7 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 		if err := checkPruneDir(dir); err != nil {
 			return nil, err
 		}
+		o.prune.base = baseClaims(readers, o.prefix, o.sourceNames)
 		if _, err := os.Stat(dir); o.dryRun && errors.Is(err, fs.ErrNotExist) {
 			return &Summary{Dir: dir, Repositories: len(contents), Pruned: &PruneSummary{DryRun: true}}, nil
 		}
