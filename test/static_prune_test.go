@@ -296,6 +296,38 @@ func TestStaticPrune(t *testing.T) {
 	if p := getTagPage(t, addr, "/v2/proj/app/web/tags/list"); !slices.Equal(p.tags, []string{"v1", "v2", "v3"}) {
 		t.Errorf("tags/list with --keep v1: %v", p.tags)
 	}
+	checkPruneUsage(t, bin, dir, bundleB)
+}
+
+// checkPruneUsage: --prune on a folder ferry did not write, --keep
+// without --prune and a --keep that is no regular expression exit 2 and
+// change nothing.
+func checkPruneUsage(t *testing.T, bin, dir, bundle string) {
+	t.Helper()
+	site := filepath.Join(dir, "site")
+	if err := os.MkdirAll(filepath.Join(site, "v2/proj/app/web/manifests"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(site, "v2/proj/app/web/manifests/v1"), "someone's")
+	writeFile(t, filepath.Join(site, "index.html"), "<html>")
+	before := hashTree(t, site)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--static", site, "--prune"}, "not a ferry tree"},
+		{[]string{"--static", site, "--keep", "v1"}, "--keep and --dry-run go with --prune"},
+		{[]string{"--static", site, "--dry-run"}, "--keep and --dry-run go with --prune"},
+		{[]string{"--static", filepath.Join(dir, "tree"), "--prune", "--keep", "("}, "not a regular expression"},
+	} {
+		stdout, stderr, code := harness.Run(t, bin, append(append([]string{"unpack", "-q"}, c.args...), bundle)...)
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("unpack %v: exit %d, want 2 and %q\n%s\n%s", c.args, code, c.want, stdout, stderr)
+		}
+	}
+	if hashTree(t, site) != before {
+		t.Error("a refused prune changed the folder")
+	}
 }
 
 // checkPruned checks the files: v1's own layer and app/old are gone,
