@@ -493,3 +493,28 @@ func TestPruneWithDelta(t *testing.T) {
 		t.Errorf("tags under the prefix: %v", got)
 	}
 }
+
+// A kept manifest the tree holds damaged cannot say what it references:
+// the prune stops before removing anything. (The old manifest of a moved
+// tag is read by digest, from the tree.)
+func TestPruneStopsOnDamagedKeptManifest(t *testing.T) {
+	f := newPruneFixture(t)
+	moved := writeBundle(t, f.dir, "moved.tar", nil, entry{target: "proj/app", tags: []string{"v2"}, img: testImage(t, "v2 rebuilt")})
+	old := digestOf(t, f.v2)
+	p := filepath.Join(f.out, "v2/proj/app/manifests", old.String())
+	if err := os.Remove(p); err != nil { // the store's copy stays whole
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(`{"layers":[]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Unpack(context.Background(), []*bundle.Reader{moved}, f.out, WithPrune())
+	if !errors.Is(err, ErrTree) || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("prune over a damaged kept manifest: %v", err)
+	}
+	for _, p := range []string{"v2/proj/gone/manifests/x", "v2/proj/app/manifests/v1", "blobs/sha256/" + layerHex(t, f.goneIm, 0), "blobs/sha256/" + layerHex(t, f.v2, 1)} {
+		if !exists(t, filepath.Join(f.out, p)) {
+			t.Errorf("%s was removed by a prune that stopped", p)
+		}
+	}
+}

@@ -296,7 +296,33 @@ func TestStaticPrune(t *testing.T) {
 	if p := getTagPage(t, addr, "/v2/proj/app/web/tags/list"); !slices.Equal(p.tags, []string{"v1", "v2", "v3"}) {
 		t.Errorf("tags/list with --keep v1: %v", p.tags)
 	}
+	checkMovedTag(t, bin, reg, dir, tree, addr, ngx, byRef["app/web:v2"].Digest)
 	checkPruneUsage(t, bin, dir, bundleB)
+}
+
+// checkMovedTag: v2 is pushed again upstream and a prune moves it. Until
+// nginx reloads, it serves v2 from the old manifest, whole (the prune
+// keeps what the loaded nginx.conf names); after the reload, the new one;
+// the next prune removes the old manifest.
+func checkMovedTag(t *testing.T, bin string, reg *harness.Registry, dir, tree, addr string, ngx *nginxServer, oldV2 string) {
+	t.Helper()
+	moved := harness.Seed(t, reg, "", harness.FixtureSet{Name: "prune-moved", Specs: []harness.FixtureSpec{
+		{Repo: "app/web", Tag: "v2", Kind: harness.OCIImage, Bases: []string{"os"}, AppSize: 150 << 10},
+	}})
+	bundleC := exportTags(t, bin, reg, dir, "c", map[string][]string{"app/web": {"v2", "v3"}, "app/multi": {"2.0"}})
+	pruneStatic(t, bin, tree, addr, bundleC)
+	if err := pullThrough(addr, "proj/app/web", "v2", oldV2); err != nil {
+		t.Errorf("v2 before nginx reloads, after a prune that moved it: %v", err)
+	}
+	ngx.reload(t)
+	waitFor(t, "http://"+addr+"/v2/proj/app/web/manifests/v2", moved[0].Digest)
+	if err := pullThrough(addr, "proj/app/web", "v2", moved[0].Digest); err != nil {
+		t.Errorf("v2 after the reload: %v", err)
+	}
+	again := pruneStatic(t, bin, tree, addr, bundleC)
+	if !strings.Contains(fmt.Sprint(again["manifests"]), "proj/app/web@"+oldV2) {
+		t.Errorf("the next prune kept v2's old manifest: %v", again)
+	}
 }
 
 // checkPruneUsage: --prune on a folder ferry did not write, --keep
