@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/causes"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/inventory"
@@ -282,7 +283,7 @@ func (o *runner) resolve(ctx context.Context, sum *Summary) (*mapping.Resolution
 	case o.quotaHit.Load():
 		return nil, fmt.Errorf("%w: Docker Hub pull quota reached --min-quota %d; %d images resolved, %d not; nothing was written (rerun later with the same --cache)", ErrQuota, o.MinQuota, len(res.Images), len(res.Failures))
 	case len(res.Images)+ch.count() == 0 && len(res.Failures) > 0:
-		return nil, &failedError{msg: fmt.Sprintf("%v: nothing could be resolved (failed: %d)", ErrFailed, len(res.Failures)), causes: failureErrs(res.Failures)}
+		return nil, causes.New(ErrFailed, fmt.Sprintf("%v: nothing could be resolved (failed: %d)", ErrFailed, len(res.Failures)), failureErrs(res.Failures))
 	case len(res.Images)+ch.count() == 0:
 		return nil, fmt.Errorf("%w: the mappings select no image", ErrFailed)
 	case len(res.Failures) > 0 && !o.KeepGoing:
@@ -719,22 +720,6 @@ func summarize(sum *Summary, plan *bundle.Plan) {
 		}
 	}
 }
-
-// failedError wraps ErrFailed with the errors that made it (each failed
-// mapping's or tag's), so that the command can classify the whole run:
-// its --json kind is "network" when every one of them was a network
-// failure (the same shape as replicate's).
-type failedError struct {
-	msg    string
-	causes []error
-}
-
-func (e *failedError) Error() string { return e.msg }
-
-func (e *failedError) Unwrap() error { return ErrFailed }
-
-// Causes returns the errors the failure stands for.
-func (e *failedError) Causes() []error { return e.causes }
 
 func failureErrs(fs []mapping.Failure) []error {
 	out := make([]error, 0, len(fs))

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ferry-airgap/ferry/bundle"
+	"github.com/ferry-airgap/ferry/internal/causes"
 	"github.com/ferry-airgap/ferry/internal/oci"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/mapping"
@@ -122,22 +123,6 @@ type Failure struct {
 // ErrFailed: a round failed; its Round says what and why.
 var ErrFailed = errors.New("sync failed")
 
-// failedError wraps ErrFailed with the errors that made it (each failed
-// image's or task's, typed where they are), so that a caller can classify
-// the whole run: ferry's --json kind is "network" when every one of them
-// was a network failure.
-type failedError struct {
-	msg    string
-	causes []error
-}
-
-func (e *failedError) Error() string { return e.msg }
-
-func (e *failedError) Unwrap() error { return ErrFailed }
-
-// Causes returns the errors the failure stands for.
-func (e *failedError) Causes() []error { return e.causes }
-
 // Syncer runs rounds. It remembers, across rounds, the digest a
 // platform-subset index got in the target, so that such an image, too,
 // costs only HEADs when nothing changed.
@@ -224,13 +209,13 @@ func Run(ctx context.Context, o Options) ([]Round, error) {
 		}
 	}
 	if failed > 0 {
-		var causes []error
+		var errs []error
 		for _, r := range rounds {
 			if r.Err != nil {
-				causes = append(causes, r.Err)
+				errs = append(errs, r.Err)
 			}
 		}
-		return rounds, &failedError{msg: fmt.Sprintf("%v: %d of %d tasks failed (listed above)", ErrFailed, failed, len(tasks)), causes: causes}
+		return rounds, causes.New(ErrFailed, fmt.Sprintf("%v: %d of %d tasks failed (listed above)", ErrFailed, failed, len(tasks)), errs)
 	}
 	return rounds, nil
 }
@@ -294,7 +279,7 @@ func (s *Syncer) Round(ctx context.Context, t *mapping.Task) Round {
 	case ctx.Err() != nil:
 		r.Err = fmt.Errorf("task %q stopped: %w", t.Name, ctx.Err())
 	case r.Failed > 0:
-		r.Err = &failedError{msg: fmt.Sprintf("%v: task %q: %d image(s) or tag(s) failed", ErrFailed, t.Name, r.Failed), causes: r.causes}
+		r.Err = causes.New(ErrFailed, fmt.Sprintf("%v: task %q: %d image(s) or tag(s) failed", ErrFailed, t.Name, r.Failed), r.causes)
 	}
 	return r
 }

@@ -17,9 +17,10 @@
 // filesystem allows (a copy otherwise). Each blob's digest is checked as it
 // is written; files are written to a temporary name and renamed, so a
 // reader (or a crash) never sees a part. A rerun keeps what is there: a file
-// counts as present when its size, modification time and inode match what
-// the journal recorded when ferry last verified it, or when its content
-// hashes to its digest; anything else is written again. Tags are replaced
+// counts as present when its size, modification time, change time, inode
+// and device match what the journal recorded when ferry last hashed it
+// (see stamp for the premise and its limits), or when its content hashes
+// to its digest; anything else is written again. Tags are replaced
 // atomically when they move. Unpacking adds: it never removes a tag or a
 // blob, so a delta bundle unpacks on top of its base into the same tree.
 //
@@ -31,9 +32,15 @@
 // reaches (prune.go). It refuses a DIR without ferry's journal or
 // nginx.conf and leaves files of shapes it does not write alone.
 //
-// Names and tags are checked against the distribution grammar and every
-// path is built from checked components under DIR; a symbolic link inside
-// the tree is refused rather than followed.
+// DIR must be new, empty, or a tree ferry wrote (it has .ferry/, or an
+// nginx.conf that starts with ferry's line); anything else, a regular
+// file included, is refused with ErrOptions before anything is written,
+// so that a typo such as DIR=/etc/nginx never replaces a site's
+// configuration. Names and tags are checked against the distribution
+// grammar, against each other and against what earlier runs left in the
+// tree, all before the first write; every path is built from checked
+// components under DIR, and a symbolic link inside the tree is refused
+// rather than followed.
 //
 // The package knows nothing about command lines or terminals; it reports
 // progress through bundle.Progress and logs through a *slog.Logger that

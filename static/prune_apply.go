@@ -134,7 +134,7 @@ func collect(ctx context.Context, t *tree, pl *prunePlan, sum *Summary) error {
 // dryRun plans the prune and reports it; it writes and removes nothing
 // (not even the journal: the lock is released without saving).
 func dryRun(ctx context.Context, t *tree, contents []serve.Content, o *options, sum *Summary) error {
-	defer func() { _ = t.lock.Close() }()
+	defer t.release()
 	pl, err := planPrune(ctx, t, contents, o.prune, heldDigests(t))
 	if err != nil {
 		return err

@@ -121,7 +121,7 @@ func TestPruneRemovesOldTags(t *testing.T) {
 		len(p.Manifests) != 2 || len(p.Blobs) != 6 || p.BytesFreed <= 0 {
 		t.Errorf("prune summary %+v", p)
 	}
-	checkJournal(t, f.out)
+	checkPrunedJournal(t, f.out)
 	// A second prune with the same bundle has nothing left to remove.
 	sum, err = Unpack(context.Background(), []*bundle.Reader{f.b}, f.out, WithPrune())
 	if err != nil || len(sum.Pruned.Tags)+len(sum.Pruned.Blobs)+sum.Pruned.Files != 0 {
@@ -129,9 +129,9 @@ func TestPruneRemovesOldTags(t *testing.T) {
 	}
 }
 
-// checkJournal: every file the journal names is there, and every media
+// checkPrunedJournal: every file the journal names is there, and every media
 // type it records is of a manifest the tree holds.
-func checkJournal(t *testing.T, out string) {
+func checkPrunedJournal(t *testing.T, out string) {
 	t.Helper()
 	var j journal
 	data, err := os.ReadFile(filepath.Join(out, journalFile))

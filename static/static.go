@@ -34,6 +34,7 @@ type options struct {
 	prune       *pruneOptions
 	dryRun      bool
 	err         error // an option that could not be used
+	settled     bool  // tests: record stamps however recently a file changed
 }
 
 // Option configures Unpack.
@@ -134,11 +135,21 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 			return &Summary{Dir: dir, Repositories: len(contents), Pruned: &PruneSummary{DryRun: true}}, nil
 		}
 	}
+	if err := checkDir(dir); err != nil {
+		return nil, err
+	}
 	t, err := openTree(dir)
 	if err != nil {
 		return nil, err
 	}
+	if err := checkTree(t, contents); err != nil {
+		t.release()
+		return nil, err
+	}
 	t.copying = o.noLinks
+	if o.settled {
+		t.settle = 0
+	}
 	sum := &Summary{Dir: t.root, Repositories: len(contents)}
 	if o.dryRun {
 		return sum, dryRun(ctx, t, contents, &o, sum)
@@ -209,53 +220,6 @@ func unpack(ctx context.Context, t *tree, reg *serve.Registry, contents []serve.
 		sum.TreeTags += len(r.tags)
 	}
 	return nil
-}
-
-// checkPaths checks every name and tag again and refuses a set of names
-// that a tree of files cannot hold: a repository a/manifests beside a tag
-// a:manifests both need v2/a/manifests/manifests, as a file and a folder.
-func checkPaths(contents []serve.Content) error {
-	files := map[string]string{} // path → what needs it as a file
-	dirs := map[string]string{}  // path → what needs it as a folder
-	for _, c := range contents {
-		if !validName(c.Name) {
-			return fmt.Errorf("%w: repository name %q is not valid", ErrTree, c.Name)
-		}
-		for d := c.Name; d != "."; d = parentOf(d) {
-			dirs["v2/"+d] = c.Name
-		}
-		for _, sub := range []string{"manifests", "blobs", "tags", "referrers"} {
-			dirs["v2/"+c.Name+"/"+sub] = c.Name
-		}
-		files["v2/"+c.Name+"/tags/list"] = c.Name
-		tags := make([]string, 0, len(c.Tags))
-		for tag := range c.Tags {
-			if !validTag(tag) {
-				return fmt.Errorf("%w: tag %q of %s is not valid", ErrTree, tag, c.Name)
-			}
-			files["v2/"+c.Name+"/manifests/"+tag] = c.Name + ":" + tag
-			tags = append(tags, tag)
-		}
-		pagePaths(c.Name, tags, files, dirs)
-	}
-	var clashes []string
-	for p, what := range files {
-		if other, ok := dirs[p]; ok {
-			clashes = append(clashes, fmt.Sprintf("%s (needed as a file by %s and as a folder by repository %s)", p, what, other))
-		}
-	}
-	if len(clashes) > 0 {
-		sort.Strings(clashes)
-		return fmt.Errorf("%w: names collide in a tree of files: %s; give one of them another target (or use ferry serve, which has no such limit)", ErrTree, strings.Join(clashes, "; "))
-	}
-	return nil
-}
-
-func parentOf(name string) string {
-	if i := strings.LastIndex(name, "/"); i >= 0 {
-		return name[:i]
-	}
-	return "."
 }
 
 // storeBlobs makes the store hold every blob the contents reference: those
@@ -403,11 +367,10 @@ func writeBlob(ctx context.Context, t *tree, rd *bundle.Reader, h v1.Hash, p bun
 		_ = os.Remove(tmp)
 		return n, fmt.Errorf("%w: %v", ErrTree, err)
 	}
-	st, err := os.Lstat(dst)
-	if err != nil {
-		return n, fmt.Errorf("%w: %v", ErrTree, err)
-	}
-	t.record(storeRel(h), stampOf(st, h))
+	// No stamp: the rename, and the links placeRepo makes next, move the
+	// ctime after the bytes were checked; the next run hashes the blob
+	// once and records it then (see stamp).
+	t.forget(storeRel(h))
 	return n, nil
 }
 

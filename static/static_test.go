@@ -300,6 +300,11 @@ func TestUnpackRefusesSymlink(t *testing.T) {
 	dir := t.TempDir()
 	rd := writeBundle(t, dir, "b.tar", nil, entry{target: "proj/app", tags: []string{"1"}, img: testImage(t, "x")})
 	out, outside := filepath.Join(dir, "tree"), filepath.Join(dir, "outside")
+	// A ferry tree (it has .ferry/; checkDir refuses any other non-empty
+	// folder before looking inside) with a link planted under v2/.
+	if err := os.MkdirAll(filepath.Join(out, ".ferry"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.MkdirAll(filepath.Join(out, "v2"), 0o755); err != nil {
 		t.Fatal(err)
 	}

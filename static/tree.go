@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -39,15 +40,44 @@ const (
 // way, names that collide, a base blob a delta needs that DIR lacks).
 var ErrTree = errors.New("static tree")
 
-// stamp identifies a file's state cheaply: when all of it is unchanged the
-// content is the one ferry verified (the same test git uses for its index).
+// stamp identifies a file's state cheaply. The journal records a stamp
+// only where hashed took it: a stat of the open file taken before its bytes
+// were read and found to hash to the digest, at least settle after the
+// file's last change. A later run trusts the file without reading it when
+// its stamp is the same in every field.
+//
+// Premise (the shortcut the journal takes): the file's content cannot
+// change without its size, modification time, change time (ctime), inode
+// or device changing. The modification time alone proves nothing (touch
+// -r, rsync --inplace -t and os.Chtimes put it back); the ctime is set by
+// the kernel on every write, truncation, link, rename and utimes, and no
+// program can set it. Where the platform gives no ctime or inode
+// (stamp_other.go), or the filesystem keeps no change time (FAT, exFAT:
+// fsKeepsCtime), the journal vouches for nothing and every file is hashed.
+// Tests that break the premise: TestJournalSameSizeEdit and
+// TestJournalSameSizeEditCopies (same size, mtime put back),
+// TestJournalDeletedTruncatedMoved, TestJournalWithoutCtime, and
+// test/TestStaticShortcutJournal through the binary and nginx.
 type stamp struct {
 	Digest string `json:"digest"`
 	Size   int64  `json:"size"`
 	MTime  int64  `json:"mtime"` // nanoseconds
+	CTime  int64  `json:"ctime,omitempty"`
 	Inode  uint64 `json:"inode,omitempty"`
 	Device uint64 `json:"device,omitempty"`
 }
+
+// usable: the stamp can vouch for a file (it has the fields that change
+// with the content; a journal of an older ferry has no ctime).
+func (s stamp) usable() bool { return s.Inode != 0 && s.CTime != 0 }
+
+// settleTime is how long after its last change a file's stamp may be
+// recorded. Filesystems keep times at a coarse grain (the kernel's tick;
+// one or two seconds on some), so a change made in the same grain as the
+// stat that preceded the hash would leave the ctime as it was: a file
+// changed less than settleTime before it is hashed is hashed again on the
+// next run instead (git calls such entries racily clean).
+const settleTime = 2 * time.Second
 
 // journal is DIR/.ferry/journal.json: files verified, and the media type
 // of each manifest (which its bytes may not declare).
@@ -66,6 +96,10 @@ type tree struct {
 	j       journal
 	dirs    map[string]bool // relative directories known to be real
 	copying bool            // hard links failed once: copy from then on
+	// trust: the journal may vouch for files (fsKeepsCtime); settle is
+	// settleTime (tests shorten it).
+	trust  bool
+	settle time.Duration
 }
 
 // openTree creates DIR if needed, takes its lock and reads its journal. A
@@ -79,7 +113,7 @@ func openTree(dir string) (*tree, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: creating %s: %v", ErrTree, root, err)
 	}
-	t := &tree{root: root, dirs: map[string]bool{"": true}}
+	t := &tree{root: root, dirs: map[string]bool{"": true}, trust: fsKeepsCtime(root), settle: settleTime}
 	for _, d := range []string{stateDir, "v2", "blobs", storeDir} {
 		if err := t.mkdirs(d); err != nil {
 			return nil, err
@@ -124,6 +158,9 @@ func (t *tree) close() error {
 	}
 	return err
 }
+
+// release gives up the lock without saving the journal (nothing changed).
+func (t *tree) release() { _ = t.lock.Close() }
 
 // abs turns a relative path built from checked components into a path
 // under the root, refusing anything that would leave it.
@@ -206,7 +243,7 @@ func (t *tree) stamped(rel string, h v1.Hash, size int64) (bool, error) {
 	t.mu.Lock()
 	was, ok := t.j.Files[rel]
 	t.mu.Unlock()
-	return ok && was == now && now.Inode != 0, nil
+	return t.trust && ok && was == now && now.usable(), nil
 }
 
 // hashed reports whether the file at rel hashes to h, recording its stamp
@@ -225,6 +262,9 @@ func (t *tree) hashed(ctx context.Context, rel string, h v1.Hash, size int64) (b
 		return false, nil
 	}
 	defer f.Close()
+	// The stat comes before the read: a change made while the bytes are
+	// read moves the ctime past the one recorded.
+	before := time.Now()
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() || st.Size() != size {
 		return false, nil
@@ -235,7 +275,11 @@ func (t *tree) hashed(ctx context.Context, rel string, h v1.Hash, size int64) (b
 		}
 		return false, nil
 	}
-	t.record(rel, stampOf(st, h))
+	if s := stampOf(st, h); s.usable() && time.Unix(0, s.CTime).Before(before.Add(-t.settle)) {
+		t.record(rel, s)
+	} else {
+		t.forget(rel) // changed too recently to be sure of: hashed next time
+	}
 	return true, nil
 }
 
@@ -307,13 +351,9 @@ func (t *tree) place(ctx context.Context, rel string, h v1.Hash, size int64) (bo
 	if err := copyFile(ctx, src, tmp, h, size); err != nil {
 		return false, fmt.Errorf("copying %s to %s: %w", h, rel, err)
 	}
-	if err := t.rename(tmp, dst, rel); err != nil {
-		return false, err
-	}
-	if st, err := os.Lstat(dst); err == nil {
-		t.record(rel, stampOf(st, h))
-	}
-	return true, nil
+	// No stamp is recorded for what was just written: the rename moved
+	// its ctime after the bytes were checked (see stamp).
+	return true, t.rename(tmp, dst, rel)
 }
 
 func (t *tree) rename(tmp, dst, rel string) error {

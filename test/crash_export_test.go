@@ -16,8 +16,9 @@ import (
 	"github.com/ferry-airgap/ferry/test/harness"
 )
 
-// crashSeed fixes where the kills land; a failure names the run, its
-// scenario and its delay, so the run can be replayed.
+// crashSeed fixes where the kills of the crash-and-rerun tests (export,
+// unpack --static) land; a failure names the run, its scenario and its
+// delay, so the run can be replayed.
 const crashSeed = 22
 
 // TestCrashExportRerun: `ferry export --cache` (one file, and --split

@@ -51,6 +51,10 @@ not at all. A rerun writes only what changed; tags that move are replaced
 atomically. Unpacking only adds: a delta bundle unpacks on top of its base
 into the same DIR (or give both, base first). Reload nginx after each run.
 
+DIR must be new, empty, or a tree ferry wrote: an nginx.conf there that ferry
+did not write (--static /etc/nginx), a regular file, or a folder of other
+files is refused (exit 2) before anything is written.
+
 --prune makes the tree hold exactly the tags the given bundles carry (plus
 the tags a --keep pattern matches, against the whole tag or the whole
 REPO:TAG): removed tags leave tags/list first, then their manifests and
