@@ -104,7 +104,8 @@ func TestWriteReadVerifyRoundTrip(t *testing.T) {
 	if want := hex.EncodeToString(sum[:]) + "  bundle.tar\n"; string(side) != want {
 		t.Fatalf("sidecar = %q, want %q", side, want)
 	}
-	// Entry order: oci-layout, index.json, ferry.json, manifests, configs, layers.
+	// Entry order: oci-layout, index.json, ferry.json, manifest.json
+	// (docker load), manifests, configs, layers.
 	tr := tar.NewReader(bytes.NewReader(data))
 	var names []string
 	for {
@@ -117,7 +118,7 @@ func TestWriteReadVerifyRoundTrip(t *testing.T) {
 		}
 		names = append(names, h.Name)
 	}
-	if names[0] != LayoutFile || names[1] != IndexFile || names[2] != RecordFile || len(names) != 10 {
+	if names[0] != LayoutFile || names[1] != IndexFile || names[2] != RecordFile || names[3] != DockerManifestFile || len(names) != 11 {
 		t.Fatalf("entries = %v", names)
 	}
 	r, err := Open(out)

@@ -97,6 +97,10 @@ type Record struct {
 	// against (export --have): BaseImages and BaseBlobs are then what those
 	// registries held, which the target must still hold. Format version 2.
 	Have []HaveRef `json:"have,omitempty"`
+	// DockerPlatform is the platform manifest.json (docker load) takes from
+	// multi-platform indexes; empty when the bundle has no manifest.json
+	// by choice (export --docker-platform none) or was written before it.
+	DockerPlatform string `json:"dockerPlatform,omitempty"`
 }
 
 // HaveRef names one inventory a bundle was cut against.

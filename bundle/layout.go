@@ -59,6 +59,15 @@ func layout(plan *Plan, created time.Time, o *writeOptions) ([]*entry, int64, er
 		}
 		entries = append(entries, &entry{name: SigFile, data: sig})
 	}
+	// manifest.json (docker load) follows ferry.json: what ferry.json and
+	// the plan's manifests imply, so equal plans give equal bytes.
+	dm, _, err := dockerManifest(rec, newPlanSource(plan))
+	if err != nil {
+		return nil, 0, err
+	}
+	if dm != nil {
+		entries = append(entries, &entry{name: DockerManifestFile, data: dm})
+	}
 	blobs := make([]*PlannedBlob, len(plan.Blobs))
 	for i := range plan.Blobs {
 		blobs[i] = &plan.Blobs[i]
@@ -100,16 +109,17 @@ func layout(plan *Plan, created time.Time, o *writeOptions) ([]*entry, int64, er
 
 func buildRecord(plan *Plan, created time.Time, o *writeOptions) *Record {
 	rec := &Record{
-		FormatVersion: FormatVersion,
-		FerryVersion:  o.ferryVersion,
-		Created:       created,
-		ID:            o.id,
-		Base:          plan.Base,
-		Images:        make([]Image, 0, len(plan.Images)),
-		Blobs:         make([]Blob, 0, len(plan.Blobs)),
-		BaseBlobs:     plan.BaseBlobs,
-		BaseImages:    plan.BaseImages,
-		Have:          plan.Have,
+		FormatVersion:  FormatVersion,
+		FerryVersion:   o.ferryVersion,
+		Created:        created,
+		ID:             o.id,
+		Base:           plan.Base,
+		Images:         make([]Image, 0, len(plan.Images)),
+		Blobs:          make([]Blob, 0, len(plan.Blobs)),
+		BaseBlobs:      plan.BaseBlobs,
+		BaseImages:     plan.BaseImages,
+		Have:           plan.Have,
+		DockerPlatform: o.dockerPlatform,
 	}
 	rec.FormatVersion = formatVersionOf(rec)
 	sizes := make(map[v1.Hash]int64, len(plan.Blobs))

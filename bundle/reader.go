@@ -258,7 +258,7 @@ func checkEntry(hdr *tar.Header) (string, error) {
 		return "", fmt.Errorf("%w: entry %q has unsupported type %q", ErrCorrupt, q, hdr.Typeflag)
 	}
 	switch name {
-	case LayoutFile, IndexFile, RecordFile, SigFile:
+	case LayoutFile, IndexFile, RecordFile, SigFile, DockerManifestFile:
 		return name, nil
 	}
 	if hexpart, ok := strings.CutPrefix(name, BlobPrefix); ok {
@@ -336,6 +336,9 @@ func (r *Reader) loadMetadata() error {
 		return err
 	}
 	if err := checkIndex(ib, rec); err != nil {
+		return err
+	}
+	if err := r.checkDockerManifest(rec); err != nil {
 		return err
 	}
 	r.record = rec

@@ -92,6 +92,15 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	if herr != nil {
 		return fail(fmt.Errorf("checksumming bundle: %w", herr))
 	}
+	if o.deep != nil {
+		bad, err := deepCheckTemp(ctx, dst, entries, plan, o)
+		if err != nil {
+			return fail(err)
+		}
+		if len(bad) > 0 {
+			return tb, newPartialFailure(plan, bad)
+		}
+	}
 	if err := dst.sync(); err != nil {
 		return fail(fmt.Errorf("syncing bundle: %w", err))
 	}

@@ -165,6 +165,11 @@ type Report struct {
 	// SignedBy names the trusted key the bundle's signature was checked
 	// with, when one was (set by the caller of CheckSignature).
 	SignedBy string `json:"signedBy,omitempty"`
+	// Deep is set by VerifyDeep: Layers layers were decompressed (to
+	// Uncompressed bytes) and matched their diff_ids.
+	Deep         bool  `json:"deep,omitempty"`
+	Layers       int   `json:"layersChecked,omitempty"`
+	Uncompressed int64 `json:"uncompressedBytes,omitempty"`
 	// Bad holds the digests whose content failed its check.
 	Bad map[v1.Hash]error `json:"-"`
 }
@@ -193,7 +198,20 @@ func VerifyBlobs(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int
 	return verify(ctx, r, only, jobs, p)
 }
 
+// VerifyDeep is Verify that also decompresses every layer an image config
+// names (gzip, zstd or plain tar, recognised by their first bytes as
+// docker and containerd do) and checks it against the config's
+// rootfs.diff_ids, each within lim; layers are read once, in parallel
+// (jobs), for both their digest and their diff_id.
+func VerifyDeep(ctx context.Context, r *Reader, jobs int, lim DeepLimits, p Progress) (*Report, error) {
+	return verifyWith(ctx, r, nil, jobs, p, &lim)
+}
+
 func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p Progress) (*Report, error) {
+	return verifyWith(ctx, r, only, jobs, p, nil)
+}
+
+func verifyWith(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p Progress, deep *DeepLimits) (*Report, error) {
 	if jobs < 1 {
 		jobs = runtime.GOMAXPROCS(0)
 	}
@@ -203,6 +221,17 @@ func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p P
 	rep := &Report{Images: len(r.record.Images), Bad: map[v1.Hash]error{}}
 	probs := problems{}
 	users := r.checkTrees(rep, probs)
+	// manifest.json is for docker load only: import (only != nil), which
+	// never reads it, does not check it.
+	if len(probs) == 0 && only == nil {
+		if err := r.checkDockerExact(); err != nil {
+			probs.add(DockerManifestFile, "", err)
+		}
+	}
+	var dp *deepPlan
+	if deep != nil {
+		dp = r.planDeep(rep, probs, users)
+	}
 
 	digests := r.Digests()
 	if only != nil {
@@ -226,14 +255,19 @@ func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p P
 	g.SetLimit(jobs)
 	for _, h := range digests {
 		g.Go(func() error {
-			err := r.hashBlob(gctx, h, p)
+			deepProbs, err := r.checkBlob(gctx, h, dp, deep, p, rep, &mu)
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				mu.Lock()
 				rep.Bad[h] = err
-				mu.Unlock()
+			}
+			for _, d := range deepProbs {
+				for _, name := range d.images {
+					probs.add(BlobName(h), name, d.err)
+				}
 			}
 			return nil
 		})
@@ -254,6 +288,22 @@ func verify(ctx context.Context, r *Reader, only map[v1.Hash]bool, jobs int, p P
 		return rep, fmt.Errorf("%w: %d problem(s)", ErrVerify, len(rep.Problems))
 	}
 	return rep, nil
+}
+
+// checkBlob hashes blob h; a layer the deep check covers (dp, deep) is
+// also decompressed and its diff_id compared, and counted in rep.
+func (r *Reader) checkBlob(ctx context.Context, h v1.Hash, dp *deepPlan, deep *DeepLimits, p Progress, rep *Report, mu *sync.Mutex) ([]deepProblem, error) {
+	if dp == nil || len(dp.layers[h]) == 0 {
+		return nil, r.hashBlob(ctx, h, p)
+	}
+	res, probs, err := r.deepBlob(ctx, h, dp.layers[h], *deep, p)
+	if err == nil {
+		mu.Lock()
+		rep.Layers++
+		rep.Uncompressed += res.uncompressed
+		mu.Unlock()
+	}
+	return probs, err
 }
 
 func (r *Reader) hashBlob(ctx context.Context, h v1.Hash, p Progress) error {

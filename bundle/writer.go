@@ -165,6 +165,26 @@ type writeOptions struct {
 	split        int64
 	signer       crypto.Signer
 	partial      func(paths []string)
+	// dockerPlatform: the platform manifest.json takes from indexes; ""
+	// writes no manifest.json.
+	dockerPlatform string
+	deep           *DeepLimits // check layers against diff_ids (nil: no)
+}
+
+// WithDockerPlatform chooses the platform (os/arch[/variant]) whose
+// manifest manifest.json takes from each multi-platform index, for docker
+// load (default DefaultDockerPlatform); "" writes no manifest.json.
+// Single-platform images are in it whatever their platform.
+func WithDockerPlatform(p string) WriteOption {
+	return func(o *writeOptions) { o.dockerPlatform = p }
+}
+
+// WithDeepCheck decompresses every layer once it is written and checks it
+// against its image config's rootfs.diff_ids, within lim (see DeepLimits):
+// an image whose layer does not match fails, as if the layer could not be
+// fetched (with keep-going, the bundle holds the rest).
+func WithDeepCheck(lim DeepLimits) WriteOption {
+	return func(o *writeOptions) { o.deep = &lim }
 }
 
 // WithKeepPartial reports the temporary files of the bundle as soon as they
@@ -246,12 +266,17 @@ func Write(ctx context.Context, path string, plan *Plan, opts ...WriteOption) (*
 
 // newWriteOptions applies opts over the defaults.
 func newWriteOptions(opts []WriteOption) (*writeOptions, error) {
-	o := &writeOptions{jobs: defaults.Jobs, logger: slog.New(slog.DiscardHandler), progress: ProgressFunc(func(Event) {})}
+	o := &writeOptions{jobs: defaults.Jobs, dockerPlatform: DefaultDockerPlatform, logger: slog.New(slog.DiscardHandler), progress: ProgressFunc(func(Event) {})}
 	for _, opt := range opts {
 		opt(o)
 	}
 	if o.jobs < 1 {
 		o.jobs = 1
+	}
+	if o.dockerPlatform != "" {
+		if _, err := parseDockerPlatform(o.dockerPlatform); err != nil {
+			return nil, err
+		}
 	}
 	if o.now == nil {
 		epoch, ok, err := SourceDateEpoch()
@@ -291,6 +316,10 @@ func writeKeepingGoing(ctx context.Context, path string, plan *Plan, created tim
 	o.logger.Info("rewriting bundle without failed images", "failed", len(pf.failures), "kept", len(reduced.Images))
 	quiet := *o
 	quiet.progress = ProgressFunc(func(Event) {})
+	// Shortcut: no second deep check. Premise: the kept layers are read
+	// back from the first attempt's file, where they passed it, and the
+	// rewrite checks their digests again as they are copied.
+	quiet.deep = nil
 	tb2, err := writeTemp(ctx, path, reduced, created, &quiet)
 	if err != nil {
 		return nil, nil, pf.failures, fmt.Errorf("rewriting bundle without failed images: %w", err)

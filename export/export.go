@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,14 @@ type Options struct {
 	// Charts are one-off charts (--chart REPO/NAME@VERSION), carried beside
 	// the mapping files' charts: entries.
 	Charts []*mapping.Chart
+	// DockerPlatform (--docker-platform) is the platform the bundle's
+	// manifest.json (docker load) takes from multi-platform indexes:
+	// os/arch[/variant]; "" = bundle.DefaultDockerPlatform; "none" = no
+	// manifest.json.
+	DockerPlatform string
+	// Deep (--deep) decompresses every layer once written and checks it
+	// against its config's diff_id, within these limits; nil = off.
+	Deep *bundle.DeepLimits
 }
 
 // ImageSummary is one image as resolved (and written, unless dry-run).
@@ -326,11 +335,21 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 		bundle.WithProgress(o.Progress), bundle.WithLogger(o.Logger),
 		bundle.WithFerryVersion(o.FerryVersion), bundle.WithSplit(o.Split),
 		bundle.WithSigner(o.Signer)}
+	switch o.DockerPlatform {
+	case "":
+	case "none":
+		opts = append(opts, bundle.WithDockerPlatform(""))
+	default:
+		opts = append(opts, bundle.WithDockerPlatform(o.DockerPlatform))
+	}
+	if o.Deep != nil {
+		opts = append(opts, bundle.WithDeepCheck(*o.Deep))
+	}
 	if len(sum.Failures) == 0 {
 		if wr, ok := o.upToDate(ctx, plan, opts); ok {
 			sum.UpToDate = true
 			summarizeWritten(sum, plan, wr)
-			return nil
+			return o.deepCheckExisting(ctx)
 		} else if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -361,6 +380,29 @@ func (o *runner) write(ctx context.Context, sum *Summary, plan *bundle.Plan) err
 		return fmt.Errorf("%w: %d failure(s); the bundle holds the rest", ErrFailed, len(sum.Failures))
 	}
 	return nil
+}
+
+// deepCheckExisting runs --deep's check on an output that was up to date
+// (and so not written now, perhaps without --deep before): its layers are
+// read and decompressed once more.
+func (o *runner) deepCheckExisting(ctx context.Context) error {
+	if o.Deep == nil {
+		return nil
+	}
+	r, err := bundle.Open(o.Output)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	rep, err := bundle.VerifyDeep(ctx, r, o.Jobs, *o.Deep, nil)
+	if err != nil && rep != nil && len(rep.Problems) > 0 {
+		msgs := make([]string, len(rep.Problems))
+		for i, p := range rep.Problems {
+			msgs[i] = p.String()
+		}
+		return fmt.Errorf("%w: %s is up to date, but --deep finds: %s", ErrFailed, o.Output, strings.Join(msgs, "; "))
+	}
+	return err
 }
 
 // summarizeWritten summarizes the images the bundle holds (with

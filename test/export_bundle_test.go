@@ -159,10 +159,10 @@ tasks:
 		if len(tc.Dups) > 0 {
 			t.Fatalf("tar entries stored more than once: %v", tc.Dups)
 		}
-		if len(tc.Names) < 3 || tc.Names[0] != "oci-layout" || tc.Names[1] != "index.json" || tc.Names[2] != "ferry.json" {
-			t.Errorf("first entries %v, want oci-layout, index.json, ferry.json", tc.Names[:min(3, len(tc.Names))])
+		if len(tc.Names) < 4 || tc.Names[0] != "oci-layout" || tc.Names[1] != "index.json" || tc.Names[2] != "ferry.json" || tc.Names[3] != "manifest.json" {
+			t.Errorf("first entries %v, want oci-layout, index.json, ferry.json, manifest.json", tc.Names[:min(4, len(tc.Names))])
 		}
-		if len(tc.Blobs) != len(rec.Blobs) || len(tc.Names) != len(rec.Blobs)+3 {
+		if len(tc.Blobs) != len(rec.Blobs) || len(tc.Names) != len(rec.Blobs)+4 {
 			t.Errorf("%d blob entries (%d entries in all), ferry.json lists %d blobs", len(tc.Blobs), len(tc.Names), len(rec.Blobs))
 		}
 		mt := map[string]string{}
@@ -179,7 +179,7 @@ tasks:
 		}
 		// Manifests and configs first, then layers.
 		seenLayer := false
-		for _, n := range tc.Names[3:] {
+		for _, n := range tc.Names[4:] {
 			isLayer := !strings.Contains(mt[n], "manifest") && !strings.Contains(mt[n], "index") &&
 				!strings.Contains(mt[n], "config") && mt[n] != "application/vnd.docker.container.image.v1+json"
 			if seenLayer && !isLayer {

@@ -35,6 +35,8 @@ type exportFlags struct {
 	charts    chartFlags
 	have      []string
 	trustKeys []string
+	docker    string
+	deep      deepFlags
 }
 
 func newExportCmd(e *env, runF func(context.Context, export.Options) (*export.Summary, error)) *cobra.Command {
@@ -95,16 +97,23 @@ file that is not a ferry bundle (without --force) is refused with exit 2.`,
 	fl.Var(f.charts.value(chartFlagChart), "chart", "also carry this Helm chart and the images it renders: REPO/NAME@VERSION, REPO an https:// Helm repository or oci:// path (repeatable)")
 	fl.Var(f.charts.value(chartFlagExclude), "chart-exclude", "leave out the images of the --chart before it whose name PATTERN matches (a regex matched against the whole name, as written and as docker.io/library/NAME; !PATTERN: those it does not match; repeatable)")
 	fl.Var(f.charts.value(chartFlagExtra), "chart-extra-image", "also carry REF (with a tag or digest), an image the --chart before it pulls at run time that no template names (repeatable)")
+	fl.StringVar(&f.docker, "docker-platform", bundle.DefaultDockerPlatform, "platform os/arch[/variant] the bundle's manifest.json (for docker load) takes from multi-platform images, or none")
+	f.deep.register(cmd, "decompress every layer once written and check it against its image config's diff_id; refuse the images that fail")
 	f.regFlags.register(cmd)
 	return cmd
 }
 
 func runExport(cmd *cobra.Command, e *env, f *exportFlags, runF func(context.Context, export.Options) (*export.Summary, error)) error {
+	deep, err := f.deep.limits(cmd)
+	if err != nil {
+		return err
+	}
 	o, cleanup, err := exportOptions(e, f)
 	defer cleanup()
 	if err != nil {
 		return err
 	}
+	o.Deep = deep
 	prog := newProgress(e, "export")
 	o.Progress = prog
 	sum, err := runF(cmd.Context(), o)
@@ -180,6 +189,11 @@ func exportOptions(e *env, f *exportFlags) (export.Options, func(), error) {
 	}
 	if o.Mirrors, err = parseMirrors(f.mirrors); err != nil {
 		return o, none, err
+	}
+	if o.DockerPlatform = f.docker; f.docker != "none" {
+		if _, err := bundle.ParseDockerPlatform(f.docker); err != nil {
+			return o, none, usagef("--docker-platform: %v", err)
+		}
 	}
 	if f.split != "" {
 		if o.Split, err = parseSize(f.split); err != nil {

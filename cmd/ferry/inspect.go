@@ -61,6 +61,18 @@ type inspectOutput struct {
 	LogicalBytes  int64          `json:"logicalBytes"`
 	SavedByDedup  int64          `json:"savedByDedup"`
 	FileSize      int64          `json:"fileSize"`
+	// Docker is what `docker load -i BUNDLE` loads (manifest.json).
+	Docker *inspectDocker `json:"docker,omitempty"`
+}
+
+// inspectDocker describes the bundle's manifest.json.
+type inspectDocker struct {
+	Platform string              `json:"platform"` // taken from multi-platform images
+	Images   int                 `json:"images"`
+	Tags     int                 `json:"tags"`
+	Skipped  []bundle.DockerSkip `json:"skipped,omitempty"`
+	// Problem: a manifest could not be read (ferry verify says more).
+	Problem string `json:"problem,omitempty"`
 }
 
 func newInspectCmd(e *env) *cobra.Command {
@@ -80,6 +92,7 @@ func newInspectCmd(e *env) *cobra.Command {
 			}
 			defer r.Close()
 			out := describeBundle(r)
+			out.Docker = describeDocker(r)
 			if e.json {
 				return writeResult(e, out, nil)
 			}
@@ -112,6 +125,7 @@ func newInspectCmd(e *env) *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "%s, %s, %s, %s stored, %s saved by deduplication\n",
 				plural(len(r.Record().Images), "image"), plural(out.Tags, "tag"), plural(out.UniqueBlobs, "unique blob"), units.Bytes(out.Bytes), units.Bytes(out.SavedByDedup))
+			printDocker(e, out.Docker)
 			return nil
 		},
 	}
@@ -183,4 +197,38 @@ func chartRelations(images []inspectImage) []inspectChart {
 		}
 	}
 	return out
+}
+
+// describeDocker says what docker load takes from the bundle; nil when it
+// has no manifest.json by choice (or predates it).
+func describeDocker(r *bundle.Reader) *inspectDocker {
+	if r.Record().DockerPlatform == "" {
+		return nil
+	}
+	d := &inspectDocker{Platform: r.Record().DockerPlatform}
+	images, skipped, err := r.DockerImages()
+	if err != nil {
+		d.Problem = err.Error()
+		return d
+	}
+	d.Images, d.Skipped = len(images), skipped
+	for _, im := range images {
+		d.Tags += len(im.RepoTags)
+	}
+	return d
+}
+
+func printDocker(e *env, d *inspectDocker) {
+	if d == nil {
+		fmt.Fprintln(e.stdout, "docker load: no manifest.json (exported with --docker-platform none, or by an older ferry)")
+		return
+	}
+	if d.Problem != "" {
+		fmt.Fprintf(e.stdout, "docker load: cannot tell (%s); run ferry verify\n", d.Problem)
+		return
+	}
+	fmt.Fprintf(e.stdout, "docker load: %s, %s (%s from multi-platform images)\n", plural(d.Images, "image"), plural(d.Tags, "tag"), d.Platform)
+	for _, s := range d.Skipped {
+		fmt.Fprintf(e.stdout, "  left out of docker load: %s: %s\n", s.Image, s.Reason)
+	}
 }

@@ -73,3 +73,6 @@ func treeCPU(pid int) time.Duration {
 	}
 	return total
 }
+
+// unmountDetach lazily unmounts path.
+func unmountDetach(path string) { _ = syscall.Unmount(path, syscall.MNT_DETACH) }

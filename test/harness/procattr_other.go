@@ -12,3 +12,5 @@ func killWithParent(*exec.Cmd) {}
 func processCPU(int) time.Duration { return 0 }
 
 func treeCPU(int) time.Duration { return 0 }
+
+func unmountDetach(string) {}
