@@ -24,6 +24,14 @@
 // atomically when they move. Unpacking adds: it never removes a tag or a
 // blob, so a delta bundle unpacks on top of its base into the same tree.
 //
+// Prune (WithPrune) is the one exception: the tree then keeps exactly the
+// tags the bundles carry (a delta's base images included) and those a keep
+// pattern matches, and removes the rest in an order that keeps every
+// listed tag whole: new content, then the tag lists, then the removed tag
+// files, then nginx.conf, then the manifests and blobs no kept manifest
+// reaches (prune.go). It refuses a DIR without ferry's journal or
+// nginx.conf and leaves files of shapes it does not write alone.
+//
 // DIR must be new, empty, or a tree ferry wrote (it has .ferry/, or an
 // nginx.conf that starts with ferry's line); anything else, a regular
 // file included, is refused with ErrOptions before anything is written,

@@ -2,7 +2,9 @@ package static
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sort"
@@ -29,7 +31,10 @@ type options struct {
 	progress    bundle.Progress
 	nginx       Nginx
 	noLinks     bool // tests: copy as on a filesystem without hard links
-	settled     bool // tests: record stamps however recently a file changed
+	prune       *pruneOptions
+	dryRun      bool
+	err         error // an option that could not be used
+	settled     bool  // tests: record stamps however recently a file changed
 }
 
 // Option configures Unpack.
@@ -83,6 +88,8 @@ type Summary struct {
 	TreeRepositories int    `json:"treeRepositories"`
 	TreeTags         int    `json:"treeTags"`
 	NginxConf        string `json:"nginxConf"`
+	// Pruned says what WithPrune removed (or, with WithDryRun, would).
+	Pruned *PruneSummary `json:"pruned,omitempty"`
 }
 
 // Unpack writes the images of readers into the static registry tree at
@@ -102,6 +109,12 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	if o.dryRun && o.prune == nil {
+		return nil, fmt.Errorf("%w: a dry run is a prune's (--dry-run needs --prune)", ErrOptions)
+	}
 	if err := o.nginx.check(); err != nil {
 		return nil, err
 	}
@@ -112,6 +125,15 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 	contents := reg.Contents()
 	if err := checkPaths(contents); err != nil {
 		return nil, err
+	}
+	if o.prune != nil {
+		if err := checkPruneDir(dir); err != nil {
+			return nil, err
+		}
+		o.prune.base = baseClaims(readers, o.prefix, o.sourceNames)
+		if _, err := os.Stat(dir); o.dryRun && errors.Is(err, fs.ErrNotExist) {
+			return &Summary{Dir: dir, Repositories: len(contents), Pruned: &PruneSummary{DryRun: true}}, nil
+		}
 	}
 	if err := checkDir(dir); err != nil {
 		return nil, err
@@ -129,6 +151,9 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 		t.settle = 0
 	}
 	sum := &Summary{Dir: t.root, Repositories: len(contents)}
+	if o.dryRun {
+		return sum, dryRun(ctx, t, contents, &o, sum)
+	}
 	err = unpack(ctx, t, reg, contents, &o, sum)
 	if cerr := t.close(); err == nil && cerr != nil {
 		err = fmt.Errorf("%w: saving the journal: %v", ErrTree, cerr)
@@ -158,8 +183,24 @@ func unpack(ctx context.Context, t *tree, reg *serve.Registry, contents []serve.
 	if err != nil {
 		return err
 	}
+	var pl *prunePlan
+	if o.prune != nil {
+		if pl, err = planPrune(ctx, t, contents, o.prune, heldDigests(t)); err != nil {
+			return err
+		}
+		st = pl.prunedState(st)
+	}
+	// The order keeps every listed tag whole at every moment: new content
+	// first (above), then the tag lists without the removed tags, then
+	// their tag files, then nginx.conf, and only then what nothing kept
+	// references.
 	if err := writeLists(t, st); err != nil {
 		return err
+	}
+	if pl != nil {
+		if err := removeFiles(ctx, t, pl.tagFiles); err != nil {
+			return err
+		}
 	}
 	conf, err := nginxConf(t.root, st, o.nginx)
 	if err != nil {
@@ -167,6 +208,11 @@ func unpack(ctx context.Context, t *tree, reg *serve.Registry, contents []serve.
 	}
 	if _, err := t.writeIfChanged(NginxConf, conf); err != nil {
 		return err
+	}
+	if pl != nil {
+		if err := collect(ctx, t, pl, sum); err != nil {
+			return err
+		}
 	}
 	sum.NginxConf = t.root + string(os.PathSeparator) + NginxConf
 	sum.TreeRepositories = len(st.repos)

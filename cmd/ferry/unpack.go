@@ -20,6 +20,9 @@ type unpackFlags struct {
 	tlsCert     string
 	tlsKey      string
 	jobs        int
+	prune       bool
+	keep        []string
+	dryRun      bool
 }
 
 func newUnpackCmd(e *env) *cobra.Command {
@@ -32,7 +35,10 @@ func newUnpackCmd(e *env) *cobra.Command {
   nginx -t && nginx -s reload    # after including /srv/registry/nginx.conf in http {}
 
   # a delta on top of its base, into the same tree (writes only what changed)
-  ferry unpack cloudforet-delta.tar --static /srv/registry`,
+  ferry unpack cloudforet-delta.tar --static /srv/registry
+
+  # this week's bundle only: drop the tags it does not carry (keep any 1.x of app/web)
+  ferry unpack cloudforet-2026-02.tar --static /srv/registry --prune --keep 'app/web:1\..*' --dry-run`,
 		Long: `Write the images of bundles into DIR as a static registry:
 DIR/v2/NAME/manifests/TAG and .../sha256:DIGEST, DIR/v2/NAME/blobs/sha256:DIGEST
 (one copy per blob, hard links where the filesystem allows), DIR/v2/NAME/tags/list,
@@ -47,7 +53,12 @@ into the same DIR (or give both, base first). Reload nginx after each run.
 
 DIR must be new, empty, or a tree ferry wrote: an nginx.conf there that ferry
 did not write (--static /etc/nginx), a regular file, or a folder of other
-files is refused (exit 2) before anything is written.`,
+files is refused (exit 2) before anything is written.
+
+--prune makes the tree hold exactly the tags the given bundles carry (plus
+the tags a --keep pattern matches, against the whole tag or the whole
+REPO:TAG): removed tags leave tags/list first, then their manifests and
+blobs go where nothing kept references them. --dry-run says what would go.`,
 		Args: bundleArgs("unpack"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runUnpack(cmd, e, &f, args)
@@ -62,6 +73,9 @@ files is refused (exit 2) before anything is written.`,
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "nginx.conf: listen with TLS using this PEM certificate file (with --tls-key)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "nginx.conf: PEM private key file for --tls-cert")
 	fl.IntVar(&f.jobs, "jobs", static.DefaultJobs, "blobs written at once")
+	fl.BoolVar(&f.prune, "prune", false, "remove the tags the bundles do not carry, and what only they referenced")
+	fl.StringArrayVar(&f.keep, "keep", nil, "with --prune: also keep the tags this regular expression matches, whole, as TAG or REPO:TAG (repeatable)")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "with --prune: say what would be removed and the bytes freed; change nothing")
 	fl.BoolVar(&e.json, "json", false, "print a JSON summary on stdout (with an \"error\" object on failure)")
 	return cmd
 }
@@ -73,16 +87,22 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	if f.jobs < 1 {
 		return usagef("--jobs must be at least 1")
 	}
+	if !f.prune && (len(f.keep) > 0 || f.dryRun) {
+		return usagef("--keep and --dry-run go with --prune")
+	}
 	readers, err := openBundles(paths)
 	if err != nil {
 		return err
 	}
 	defer closeBundles(readers)
 	prog := newProgress(e, "unpack")
-	sum, err := static.Unpack(cmd.Context(), readers, f.static,
-		static.WithPrefix(f.prefix), static.WithSourceNames(f.sourceNames), static.WithJobs(f.jobs),
+	opts := []static.Option{static.WithPrefix(f.prefix), static.WithSourceNames(f.sourceNames), static.WithJobs(f.jobs),
 		static.WithLogger(e.logger()), static.WithProgress(prog),
-		static.WithNginx(static.Nginx{Listen: f.listen, ServerName: f.serverName, TLSCert: f.tlsCert, TLSKey: f.tlsKey}))
+		static.WithNginx(static.Nginx{Listen: f.listen, ServerName: f.serverName, TLSCert: f.tlsCert, TLSKey: f.tlsKey})}
+	if f.prune {
+		opts = append(opts, static.WithPrune(f.keep...), static.WithDryRun(f.dryRun))
+	}
+	sum, err := static.Unpack(cmd.Context(), readers, f.static, opts...)
 	prog.finish()
 	if errors.Is(err, serve.ErrOptions) || errors.Is(err, static.ErrOptions) {
 		return usageError{err}
@@ -93,6 +113,10 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	if err != nil {
 		return err
 	}
+	if sum.Pruned != nil && sum.Pruned.DryRun {
+		printPrune(e, sum.Pruned)
+		return nil
+	}
 	fmt.Fprintf(e.stdout, "%s: %d repositories, %d tags (%d new or moved); %d blobs written (%s), %d already there; %d files placed\n",
 		sum.Dir, sum.Repositories, sum.Tags, sum.TagsChanged, sum.BlobsWritten, units.Bytes(sum.BytesWritten), sum.BlobsPresent, sum.FilesWritten)
 	if sum.Copied {
@@ -100,5 +124,33 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	}
 	fmt.Fprintf(e.stdout, "the tree serves %d repositories, %d tags; include %s in nginx's http block and run nginx -s reload\n",
 		sum.TreeRepositories, sum.TreeTags, sum.NginxConf)
+	if sum.Pruned != nil {
+		printPrune(e, sum.Pruned)
+	}
 	return nil
+}
+
+// printPrune says what --prune removed or, with --dry-run, would remove.
+func printPrune(e *env, p *static.PruneSummary) {
+	verb, did := "pruned", "removed"
+	if p.DryRun {
+		verb, did = "dry run, nothing changed", "would be removed"
+	}
+	fmt.Fprintf(e.stdout, "%s: %d tags, %d manifests, %d blobs %s (%d files, %s freed); %d repositories left without tags\n",
+		verb, len(p.Tags), len(p.Manifests), len(p.Blobs), did, p.Files, units.Bytes(p.BytesFreed), len(p.Repositories))
+	for _, tag := range p.Tags {
+		fmt.Fprintf(e.stdout, "  tag %s\n", tag)
+	}
+	for _, tag := range p.Kept {
+		fmt.Fprintf(e.stdout, "  kept by --keep: %s\n", tag)
+	}
+	for _, m := range p.Manifests {
+		fmt.Fprintf(e.stdout, "  manifest %s\n", m)
+	}
+	for _, b := range p.Blobs {
+		fmt.Fprintf(e.stdout, "  blob %s\n", b)
+	}
+	for _, u := range p.Unknown {
+		fmt.Fprintf(e.stderr, "warning: %s: not written by ferry; left alone\n", u)
+	}
 }

@@ -67,6 +67,13 @@ type Entry struct {
 // base: the configs and layers base holds are left out.
 func Write(t testing.TB, dir, name string, base *bundle.Reader, entries ...Entry) *bundle.Reader {
 	t.Helper()
+	return WriteWith(t, dir, name, base, nil, entries...)
+}
+
+// WriteWith is Write recording baseImages: the images the base chain
+// carried that this delta leaves out (as export --since records them).
+func WriteWith(t testing.TB, dir, name string, base *bundle.Reader, baseImages []bundle.BaseImage, entries ...Entry) *bundle.Reader {
+	t.Helper()
 	p := &planner{t: t, have: map[v1.Hash]bool{}, base: map[v1.Hash]bool{}}
 	if base != nil {
 		for _, h := range base.Digests() {
@@ -77,6 +84,7 @@ func Write(t testing.TB, dir, name string, base *bundle.Reader, entries ...Entry
 	for _, e := range entries {
 		p.add(e)
 	}
+	p.plan.BaseImages = baseImages
 	path := filepath.Join(dir, name)
 	if _, err := bundle.Write(context.Background(), path, &p.plan, bundle.WithClock(Clock), bundle.WithID(name)); err != nil {
 		t.Fatal(err)
