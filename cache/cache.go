@@ -164,7 +164,12 @@ func New(o Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(o.Dir, o.Now, o.Logger)
+	b, err := newBackend(o)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	st, err := openStore(o.Dir, b, o.Now, o.Logger)
 	if err != nil {
 		unlock()
 		return nil, err
