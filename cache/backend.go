@@ -182,5 +182,8 @@ func (b *diskBackend) removeFile(p string) {
 // newBackend returns the backend o asks for: the local directory unless
 // an object store is given.
 func newBackend(o Options) (backend, error) {
-	return newDiskBackend(o.Dir, o.Logger)
+	if o.Objects == nil {
+		return newDiskBackend(o.Dir, o.Logger)
+	}
+	return newS3Backend(o), nil
 }

@@ -139,7 +139,8 @@ func (s *store) loadTags() error {
 		k := tagKey{upstream: parts[0], repo: strings.Join(parts[1:len(parts)-2], "/"), tag: parts[len(parts)-1]}
 		b, err := os.ReadFile(p)
 		var rec tagRec
-		if err != nil || json.Unmarshal(b, &rec) != nil || s.items[key{kindManifest, rec.Digest}] == nil {
+		// A shared store's index starts empty: look the manifest up there.
+		if err != nil || json.Unmarshal(b, &rec) != nil || s.lookup(key{kindManifest, rec.Digest}) == nil {
 			_ = os.Remove(p)
 			return nil
 		}
