@@ -142,13 +142,10 @@ func (b *s3Backend) putBlob(tmp string, d v1.Hash, size int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), objectTimeout+time.Duration(size>>20)*time.Second)
 	defer cancel()
 	err = b.st.Create(ctx, blobKey(d), f, size, objstore.PutOptions{ContentType: "application/octet-stream"})
-	if errors.Is(err, objstore.ErrPrecondition) {
-		b.touch(key{kindBlob, d}, time.Now()) // used now, stored earlier
-		return nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, objstore.ErrPrecondition) {
 		return fmt.Errorf("storing blob %s: %w", d, err)
 	}
+	b.touch(key{kindBlob, d}, time.Now()) // used now (stored now, or earlier by another replica)
 	return nil
 }
 
@@ -172,13 +169,10 @@ func (b *s3Backend) putManifest(d v1.Hash, meta manifestMeta, body []byte) error
 		return fmt.Errorf("storing manifest %s: %w", d, err)
 	}
 	err = b.st.Create(ctx, manifestKey(d), bytes.NewReader(body), int64(len(body)), objstore.PutOptions{ContentType: meta.MediaType})
-	if errors.Is(err, objstore.ErrPrecondition) {
-		b.touch(key{kindManifest, d}, time.Now())
-		return nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, objstore.ErrPrecondition) {
 		return fmt.Errorf("storing manifest %s: %w", d, err)
 	}
+	b.touch(key{kindManifest, d}, time.Now())
 	return nil
 }
 

@@ -185,9 +185,16 @@ func (b *s3Backend) listKind(ctx context.Context, idx *store, k kind, atimes map
 		if err != nil {
 			return nil // a record (.json) or a stranger
 		}
-		e := &entry{size: i.Size, atime: i.Modified}
-		if t := atimes[i.Key]; t.After(e.atime) {
+		// An object no batch names yet was stored by a replica that has
+		// not flushed: it counts as used at the end of its modification
+		// second (listings truncate times to the second), not before
+		// objects stored earlier in that second and used since.
+		e := &entry{size: i.Size, atime: i.Modified.Truncate(time.Second).Add(time.Second - time.Nanosecond)}
+		if t, ok := atimes[i.Key]; ok {
 			e.atime = t
+			if i.Modified.After(t) {
+				e.atime = i.Modified
+			}
 		}
 		if k == kindManifest {
 			meta, err := b.meta(ctx, d)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -73,6 +74,10 @@ func bucketObjects(t *testing.T, sw *harness.Seaweed, bucket string) map[string]
 			return nil
 		}
 		obj, _, err := st.Open(ctx, i.Key)
+		if errors.Is(err, objstore.ErrNotExist) { // evicted since listed
+			delete(out, i.Key)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -322,14 +327,19 @@ func TestCacheS3EvictionAcrossReplicas(t *testing.T) {
 	pull(b, "evict/b")
 	// a used again, through b: b's access batch must say so before c
 	// pushes the store over the bound.
+	imgA := findFixture(t, fixtures, "evict/a:v1")
+	keysA := []string{"manifests/sha256/" + strings.TrimPrefix(imgA.Digest, "sha256:"), "blobs/sha256/" + configOf(t, a, "evict/a")}
+	for _, l := range imgA.Layers {
+		keysA = append(keysA, "blobs/sha256/"+strings.TrimPrefix(l, "sha256:"))
+	}
+	before := time.Now()
 	if n := pull(b, "evict/a"); n != 0 {
 		t.Fatalf("image a through replica b: %d upstream blob GETs, want 0", n)
 	}
-	imgA := findFixture(t, fixtures, "evict/a:v1")
-	waitFor(t, "replica b's access batch naming image a's layers", func() bool {
-		logs := accessLogs(t, sw, bucket)
-		for _, l := range imgA.Layers {
-			if !strings.Contains(logs, "blobs/sha256/"+strings.TrimPrefix(l, "sha256:")) {
+	waitFor(t, "replica b's access batch naming all of image a", func() bool {
+		at := accessTimes(t, sw, bucket)
+		for _, k := range keysA {
+			if at[k].Before(before) {
 				return false
 			}
 		}
@@ -357,6 +367,36 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// configOf returns the hex digest of the config of repo:v1, read through c.
+func configOf(t *testing.T, c *cached, repo string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+c.addr+"/v2/src.test/"+repo+"/manifests/v1", nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m struct{ Config struct{ Digest string } }
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || m.Config.Digest == "" {
+		t.Fatalf("manifest of %s: %v", repo, err)
+	}
+	return strings.TrimPrefix(m.Config.Digest, "sha256:")
+}
+
+// accessTimes merges the access batches and merged log: object key → last use.
+func accessTimes(t *testing.T, sw *harness.Seaweed, bucket string) map[string]time.Time {
+	t.Helper()
+	out := map[string]time.Time{}
+	for _, line := range strings.Split(accessLogs(t, sw, bucket), "\n") {
+		k, ns, _ := strings.Cut(line, " ")
+		if n, err := strconv.ParseInt(ns, 10, 64); err == nil && time.Unix(0, n).After(out[k]) {
+			out[k] = time.Unix(0, n)
+		}
+	}
+	return out
 }
 
 // accessLogs returns the access batches and merged log, concatenated.
