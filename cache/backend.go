@@ -29,7 +29,9 @@ type backend interface {
 	find(k key) *entry
 	openBlob(d v1.Hash) (blobReader, int64, error)
 	// putBlob stores the verified download in file tmp (and consumes it).
-	putBlob(tmp string, d v1.Hash, size int64) error
+	// mine is false when the store already held an object under that
+	// digest (another replica's), which this process has not hashed.
+	putBlob(tmp string, d v1.Hash, size int64) (mine bool, err error)
 	readManifest(d v1.Hash) ([]byte, error)
 	putManifest(d v1.Hash, meta manifestMeta, body []byte) error
 	remove(k key)
@@ -126,12 +128,12 @@ func (b *diskBackend) openBlob(d v1.Hash) (blobReader, int64, error) {
 	return f, info.Size(), nil
 }
 
-func (b *diskBackend) putBlob(tmp string, d v1.Hash, _ int64) error {
+func (b *diskBackend) putBlob(tmp string, d v1.Hash, _ int64) (bool, error) {
 	if err := os.Rename(tmp, b.blobPath(d)); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("storing blob %s: %w", d, err)
+		return false, fmt.Errorf("storing blob %s: %w", d, err)
 	}
-	return nil
+	return true, nil
 }
 
 func (b *diskBackend) readManifest(d v1.Hash) ([]byte, error) {

@@ -1,11 +1,14 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-airgap/ferry/internal/objstore"
 )
 
 func testBackend(t *testing.T, store func(*Options), replica string) *s3Backend {
@@ -118,5 +121,48 @@ func TestAccessEncodingRoundTrips(t *testing.T) {
 	decodeAccess(append(encodeAccess(m), []byte("garbage\nx y\n")...), got)
 	if !got["blobs/sha256/aa"].Equal(a.Add(time.Hour)) || !got["manifests/sha256/bb"].Equal(a.Add(time.Second)) || len(got) != 2 {
 		t.Errorf("merged: %v", got)
+	}
+}
+
+// TestS3ForeignObjectWinningThePutIsHashed breaks the premise of
+// s3Backend.putBlob's shortcut: an object with the right size and wrong
+// bytes appears under the blob's final key while the cache downloads it,
+// so the cache's conditional put loses. The download's client still gets
+// the checked bytes; the next hit hashes the object, drops it and fetches
+// the blob again: the bad bytes are never served.
+func TestS3ForeignObjectWinningThePutIsHashed(t *testing.T) {
+	store := onS3(t)
+	tc := newTestCache(t, 1<<30, store)
+	_, blobs := tc.up.image("team/app", "v1", 64<<10)
+	d := blobs[1]
+	gate := make(chan struct{})
+	tc.up.gate = gate
+	got := make(chan []byte, 1)
+	go func() {
+		_, _, b := tc.get(t, "GET", "/v2/src.test/team/app/blobs/"+d.String())
+		got <- b
+	}()
+	for tc.up.count("GET blob") == 0 { // the download has started
+		time.Sleep(10 * time.Millisecond)
+	}
+	bad := bytes.Repeat([]byte{'x'}, 64<<10)
+	if err := tc.o.Objects.Create(context.Background(), blobKey(d), bytes.NewReader(bad), int64(len(bad)), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if b := <-got; hashOf(b) != d {
+		t.Fatalf("the download's client got %d bytes of %s, want %s", len(b), hashOf(b), d)
+	}
+	tc.wg.Wait()
+	status, _, b := tc.get(t, "GET", "/v2/src.test/team/app/blobs/"+d.String())
+	if status != 200 || hashOf(b) != d {
+		t.Fatalf("hit after a foreign object won the put: %d, %s; want %s", status, hashOf(b), d)
+	}
+	if n := tc.up.count("GET blob"); n != 2 {
+		t.Errorf("%d upstream GETs, want 2 (the bad object dropped and the blob fetched again)", n)
+	}
+	raw, _, err := tc.o.Objects.Get(context.Background(), blobKey(d), 1<<20)
+	if err != nil || hashOf(raw) != d {
+		t.Errorf("stored object after the refetch: %s, %v; want %s", hashOf(raw), err, d)
 	}
 }

@@ -128,25 +128,30 @@ func (b *s3Backend) openBlob(d v1.Hash) (blobReader, int64, error) {
 
 // putBlob puts the verified file tmp under the blob's final key, unless
 // an object is there already. Shortcut: losing that race (412) counts as
-// stored. Premise: every replica writes a final key only after checking
-// the bytes against the digest, so the winner's object is the same blob;
-// it is still hashed on each replica's first hit, and dropped if bad.
-// Test: TestS3ConcurrentPullsStoreOneObject.
-func (b *s3Backend) putBlob(tmp string, d v1.Hash, size int64) error {
+// stored, and the clients of this download get the checked bytes of tmp.
+// Premise: every replica writes a final key only after checking the bytes
+// against the digest, so the winner's object is the same blob. It is not
+// trusted further than that: the object is marked unverified (mine
+// false), hashed on this replica's first hit, and dropped if bad.
+// Tests: TestCacheS3ConcurrentPullsAcrossReplicas (one object kept),
+// TestS3ForeignObjectWinningThePutIsHashed (a bad object that wins the
+// race is not served).
+func (b *s3Backend) putBlob(tmp string, d v1.Hash, size int64) (bool, error) {
 	defer func() { _ = os.Remove(tmp) }() // readers that follow the download hold it open
 	f, err := os.Open(tmp)
 	if err != nil {
-		return fmt.Errorf("storing blob %s: %w", d, err)
+		return false, fmt.Errorf("storing blob %s: %w", d, err)
 	}
 	defer func() { _ = f.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), objectTimeout+time.Duration(size>>20)*time.Second)
 	defer cancel()
 	err = b.st.Create(ctx, blobKey(d), f, size, objstore.PutOptions{ContentType: "application/octet-stream"})
-	if err != nil && !errors.Is(err, objstore.ErrPrecondition) {
-		return fmt.Errorf("storing blob %s: %w", d, err)
+	lost := errors.Is(err, objstore.ErrPrecondition)
+	if err != nil && !lost {
+		return false, fmt.Errorf("storing blob %s: %w", d, err)
 	}
 	b.touch(key{kindBlob, d}, time.Now()) // used now (stored now, or earlier by another replica)
-	return nil
+	return !lost, nil
 }
 
 func (b *s3Backend) readManifest(d v1.Hash) ([]byte, error) {

@@ -62,6 +62,12 @@ func (b *s3Backend) takeLease(ctx context.Context, now time.Time, ttl time.Durat
 	err := b.st.Create(ctx, leaseKey, bytes.NewReader(raw), int64(len(raw)), objstore.PutOptions{ContentType: "application/json"})
 	if errors.Is(err, objstore.ErrPrecondition) {
 		cur, info, gerr := b.st.Get(ctx, leaseKey, 1<<16)
+		if errors.Is(gerr, objstore.ErrNotExist) || errors.Is(gerr, objstore.ErrPrecondition) {
+			// Released, or being taken over (SeaweedFS answers a read
+			// during a conditional write with 412), since the create
+			// lost: not taking it this time is always safe.
+			return nil, nil
+		}
 		var held lease
 		if gerr != nil || json.Unmarshal(cur, &held) != nil {
 			return nil, fmt.Errorf("reading the cleaner's lease: %w", errors.Join(gerr, errors.New("unreadable")))

@@ -263,12 +263,13 @@ func (s *store) dropLocked(k key, err error) {
 
 // putBlob moves a verified download into the store.
 func (s *store) putBlob(tmp string, d v1.Hash, size int64) error {
-	if err := s.b.putBlob(tmp, d, size); err != nil {
+	mine, err := s.b.putBlob(tmp, d, size)
+	if err != nil {
 		return err
 	}
 	now := s.now()
 	s.mu.Lock()
-	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now, verified: true})
+	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now, verified: mine})
 	s.mu.Unlock()
 	return nil
 }
