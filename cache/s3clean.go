@@ -116,7 +116,7 @@ func (c *Cache) cleanShared(b *s3Backend) CleanResult {
 	}
 	defer release()
 	b.flush(ctx)
-	idx, batches, err := b.snapshot(ctx, c.store)
+	idx, logged, batches, err := b.snapshot(ctx, c.store)
 	if err != nil {
 		c.log.Warn("cleaner pass failed", "err", err)
 		return CleanResult{}
@@ -138,15 +138,16 @@ func (c *Cache) cleanShared(b *s3Backend) CleanResult {
 		c.metrics.evicted(r)
 		c.log.Info("cleaner pass", "evicted_blobs", r.Blobs, "evicted_manifests", r.Manifests, "freed", r.Bytes, "size", idx.total, "max", c.o.MaxSize)
 	}
-	b.compact(ctx, idx, batches)
+	b.compact(ctx, idx, logged, batches)
 	return r
 }
 
 // snapshot lists the shared store into an index of its own (backed by b,
 // so that evicting from it removes objects), with access times merged
-// from every batch; it returns the batch keys it read. Blobs this replica
-// is serving or downloading are marked in use.
-func (b *s3Backend) snapshot(ctx context.Context, local *store) (*store, []string, error) {
+// from every batch; it returns the access times it read and the batch
+// keys it read them from. Blobs this replica is serving or downloading are
+// marked in use.
+func (b *s3Backend) snapshot(ctx context.Context, local *store) (*store, map[string]time.Time, []string, error) {
 	idx := &store{b: b, now: local.now, log: local.log, items: map[key]*entry{}, parents: map[v1.Hash]map[v1.Hash]bool{},
 		tags: map[tagKey]tagRec{}, tagsOf: map[v1.Hash]map[tagKey]bool{}, inUse: map[v1.Hash]int{}, listsOf: map[string]map[v1.Hash]bool{}}
 	atimes := map[string]time.Time{}
@@ -166,11 +167,11 @@ func (b *s3Backend) snapshot(ctx context.Context, local *store) (*store, []strin
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for _, kind := range []kind{kindBlob, kindManifest} {
 		if err := b.listKind(ctx, idx, kind, atimes); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	local.mu.Lock()
@@ -178,7 +179,7 @@ func (b *s3Backend) snapshot(ctx context.Context, local *store) (*store, []strin
 		idx.inUse[d] = n
 	}
 	local.mu.Unlock()
-	return idx, batches, nil
+	return idx, atimes, batches, nil
 }
 
 func (b *s3Backend) listKind(ctx context.Context, idx *store, k kind, atimes map[string]time.Time) error {
@@ -218,12 +219,16 @@ func (b *s3Backend) listKind(ctx context.Context, idx *store, k kind, atimes map
 	})
 }
 
-// compact writes the access times of the objects still stored as
-// access/merged and removes the batches it merged.
-func (b *s3Backend) compact(ctx context.Context, idx *store, batches []string) {
+// compact writes the logged access times of the objects still stored as
+// access/merged and removes the batches it merged. Only logged times: the
+// estimate given to an object no batch named yet must not outlive the
+// batch that will name it.
+func (b *s3Backend) compact(ctx context.Context, idx *store, logged map[string]time.Time, batches []string) {
 	merged := make(map[string]time.Time, len(idx.items))
-	for k, e := range idx.items {
-		merged[objectKey(k)] = e.atime
+	for k := range idx.items {
+		if t, ok := logged[objectKey(k)]; ok {
+			merged[objectKey(k)] = t
+		}
 	}
 	raw := encodeAccess(merged)
 	if err := b.st.Put(ctx, "access/merged", bytes.NewReader(raw), int64(len(raw)), objstore.PutOptions{ContentType: "text/plain"}); err != nil {

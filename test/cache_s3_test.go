@@ -318,6 +318,11 @@ func TestCacheS3EvictionAcrossReplicas(t *testing.T) {
 		"--pull-secret", pullSecret(t, up.Host, "puller", "s3cret-pw"), "--ca-cert", up.CAFile, "--upstream", "src.test=https://" + up.Host}
 	a := s3Replica(t, bin, sw, sw.Endpoint, bucket, common...)
 	b := s3Replica(t, bin, sw, sw.Endpoint, bucket, common...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replica a:\n%s\nreplica b:\n%s", a.stderr.String(), b.stderr.String())
+		}
+	})
 	pull := func(c *cached, repo string) int {
 		counter.Reset()
 		cacheRun(t, crane, "pull", "--insecure", "--format", "oci", c.addr+"/src.test/"+repo+":v1", t.TempDir())
@@ -421,4 +426,24 @@ func accessLogs(t *testing.T, sw *harness.Seaweed, bucket string) string {
 		t.Fatal(err)
 	}
 	return all.String()
+}
+
+// TestCacheS3BadFlags: object storage flags that cannot work are bad usage
+// (exit 2), found before anything starts.
+func TestCacheS3BadFlags(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	for _, args := range [][]string{
+		{"--s3-endpoint", "http://127.0.0.1:9000"}, // no --store
+		{"--store", "bucket/prefix"},
+		{"--store", "s3://"},
+		{"--store", "s3://bucket/p", "--s3-endpoint", "http://10.1.2.3:9000"}, // credentials in the clear
+		{"--store", "s3://bucket/p", "--s3-endpoint", "ftp://127.0.0.1"},
+		{"--store", "s3://bucket/p", "--s3-access-flush", "0s"},
+	} {
+		full := append([]string{"cache", "--dir", t.TempDir(), "--max-size", "1G", "--upstream", "x=http://127.0.0.1:1"}, args...)
+		_, stderr, code := harness.Run(t, bin, full...)
+		if code != 2 || !strings.Contains(stderr, "error:") {
+			t.Errorf("ferry %v: exit %d, want 2\n%s", full, code, stderr)
+		}
+	}
 }
