@@ -112,9 +112,9 @@ func (s *Seaweed) stop() {
 		_ = s.cmd.Process.Kill()
 		<-done
 	}
-	// weed makes a unix socket per gRPC server in /tmp, named by its port;
+	// weed makes unix sockets in /tmp (seaweedfs-NAME[-grpc]-PORT.sock);
 	// remove the ones of this process's ports that were not there before.
-	socks, _ := filepath.Glob("/tmp/seaweedfs-*-grpc-*.sock")
+	socks, _ := filepath.Glob("/tmp/seaweedfs-*.sock")
 	for _, p := range socks {
 		if !s.socks[p] && s.ownsSocket(p) {
 			_ = os.Remove(p)
@@ -161,7 +161,7 @@ func startSeaweed() (*Seaweed, error) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
-	before, _ := filepath.Glob("/tmp/seaweedfs-*-grpc-*.sock")
+	before, _ := filepath.Glob("/tmp/seaweedfs-*.sock")
 	for _, p := range before {
 		s.socks[p] = true
 	}
