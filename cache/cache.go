@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/ferry-airgap/ferry/internal/objstore"
 	"github.com/ferry-airgap/ferry/serve"
 )
 
@@ -86,6 +87,21 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+
+	// Objects, when set, keeps blobs and manifests in object storage that
+	// several replicas share (s3backend.go); Dir then keeps this replica's
+	// tags, tag lists and downloads in progress.
+	Objects *objstore.Store
+	// ReplicaID names this replica's access batches; default: random.
+	ReplicaID string
+	// AccessFlushEvery and AccessFlushEntries: a replica writes the access
+	// times it recorded as one object this often, or once it holds this
+	// many (defaults 30s, 1000).
+	AccessFlushEvery   time.Duration
+	AccessFlushEntries int
+	// LeaseTTL is how long the cleaner's lease holds before another
+	// replica may take it over (default 10m).
+	LeaseTTL time.Duration
 }
 
 // Cache is the pull-through cache. It is an http.Handler; Run drives its
@@ -106,6 +122,7 @@ type Cache struct {
 	down    map[string]time.Time // upstream → until when it is not asked to revalidate
 	mflight singleflight.Group
 	wg      sync.WaitGroup // downloads in flight
+	flusher sync.WaitGroup // the access batch writer of an object store
 	unlock  func()         // releases the lock on Dir
 }
 
@@ -141,6 +158,9 @@ func New(o Options) (*Cache, error) {
 	if len(o.Upstreams) == 0 {
 		return nil, fmt.Errorf("%w: no upstream", ErrConfig)
 	}
+	if err := objectDefaults(&o); err != nil {
+		return nil, err
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -164,13 +184,21 @@ func New(o Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(o.Dir, o.Now, o.Logger)
+	b, err := newBackend(o)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	st, err := openStore(o.Dir, b, o.Now, o.Logger)
 	if err != nil {
 		unlock()
 		return nil, err
 	}
 	c.store, c.unlock = st, unlock
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if sb, ok := b.(*s3Backend); ok {
+		c.flusher.Go(func() { sb.runFlusher(c.ctx) })
+	}
 	return c, nil
 }
 
@@ -205,6 +233,7 @@ func (c *Cache) Close() {
 	c.fmu.Unlock()
 	c.cancel()
 	c.wg.Wait()
+	c.flusher.Wait()
 	c.unlock()
 }
 
@@ -217,6 +246,9 @@ func (c *Cache) high() int64 {
 // (1 + Threshold/100), evict least recently used blobs and manifests until
 // it is at most MaxSize. It returns what it evicted.
 func (c *Cache) Clean() CleanResult {
+	if sb, ok := c.store.b.(*s3Backend); ok {
+		return c.cleanShared(sb)
+	}
 	if c.store.size() <= c.high() {
 		return CleanResult{}
 	}

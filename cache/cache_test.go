@@ -16,8 +16,10 @@ import (
 	"github.com/ferry-airgap/ferry/serve"
 )
 
-func TestPullThroughThenFromStore(t *testing.T) {
-	tc := newTestCache(t, 1<<30)
+func TestPullThroughThenFromStore(t *testing.T) { forEachStore(t, testPullThroughThenFromStore) }
+
+func testPullThroughThenFromStore(t *testing.T, store func(*Options)) {
+	tc := newTestCache(t, 1<<30, store)
 	md, blobs := tc.up.image("team/app", "v1", 1000, 2000)
 	tc.pull(t, "team/app", "v1", blobs)
 	if got := tc.up.count("GET blob"); got != len(blobs) {
@@ -67,7 +69,11 @@ func TestContainerdNamespaceQuery(t *testing.T) {
 }
 
 func TestConcurrentRequestsShareOneDownload(t *testing.T) {
-	tc := newTestCache(t, 1<<30)
+	forEachStore(t, testConcurrentRequestsShareOneDownload)
+}
+
+func testConcurrentRequestsShareOneDownload(t *testing.T, store func(*Options)) {
+	tc := newTestCache(t, 1<<30, store)
 	_, blobs := tc.up.image("big/one", "v1", 4<<20)
 	gate := make(chan struct{})
 	tc.up.gate = gate
@@ -124,7 +130,11 @@ func TestConcurrentRequestsShareOneDownload(t *testing.T) {
 }
 
 func TestCorruptBlobNeitherKeptNorServedWhole(t *testing.T) {
-	tc := newTestCache(t, 1<<30)
+	forEachStore(t, testCorruptBlobNeitherKeptNorServedWhole)
+}
+
+func testCorruptBlobNeitherKeptNorServedWhole(t *testing.T, store func(*Options)) {
+	tc := newTestCache(t, 1<<30, store)
 	_, blobs := tc.up.image("bad/one", "v1", 300<<10)
 	tc.up.corrupt[blobs[1]] = true
 	// The client sees a 502, or a response cut short: never a whole blob.

@@ -137,7 +137,6 @@ func (c *Cache) fetch(up Upstream, repo string, dl *download) error {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
 	if err := c.store.putBlob(f.Name(), dl.d, n); err != nil {
-		_ = os.Remove(f.Name())
 		return err
 	}
 	dl.written = n
@@ -242,17 +241,19 @@ func (dl *download) wait(ctx context.Context) (int64, error) {
 // open returns a reader that follows the download to its end: it blocks
 // for bytes not yet written and fails if the download fails (so a bad
 // blob is never served whole). Call after wait succeeded.
-func (dl *download) open(ctx context.Context, storePath string) (io.ReadCloser, error) {
+func (dl *download) open(ctx context.Context, openStored func() (blobReader, error)) (io.ReadCloser, error) {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
 	if dl.err != nil {
 		return nil, dl.err
 	}
-	p := dl.tmp
+	var f readerAtCloser
+	var err error
 	if dl.done {
-		p = storePath
+		f, err = openStored()
+	} else {
+		f, err = os.Open(dl.tmp)
 	}
-	f, err := os.Open(p)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && dl.err != nil {
 			return nil, dl.err
@@ -262,10 +263,15 @@ func (dl *download) open(ctx context.Context, storePath string) (io.ReadCloser, 
 	return &follower{ctx: ctx, dl: dl, f: f}, nil
 }
 
+type readerAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}
+
 type follower struct {
 	ctx context.Context
 	dl  *download
-	f   *os.File
+	f   readerAtCloser
 	off int64
 }
 

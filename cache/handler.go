@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -190,7 +189,10 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, u
 		c.upstreamError(w, r, upName, "BLOB_UNKNOWN", "blob "+d.String(), err)
 		return
 	}
-	rc, err := dl.open(r.Context(), c.store.blobPath(d))
+	rc, err := dl.open(r.Context(), func() (blobReader, error) {
+		f, _, err := c.store.b.openBlob(d)
+		return f, err
+	})
 	if err != nil {
 		c.upstreamError(w, r, upName, "BLOB_UNKNOWN", "blob "+d.String(), err)
 		return
@@ -218,24 +220,25 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, u
 // name is dropped and fetched again, so damage done while the cache was
 // stopped (or a write the kernel lost) is never served.
 // Tests: TestStoredBlobDamagedWhileStoppedIsFetchedAgain, TestStoredBlobTruncatedWhileRunning.
-func (c *Cache) storedBlob(d v1.Hash) (*os.File, bool) {
+func (c *Cache) storedBlob(d v1.Hash) (blobReader, bool) {
 	f, size, ok := c.store.openBlob(d)
 	if !ok || c.store.blobVerified(d) {
 		return f, ok
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, f)
-	good := err == nil && n == size && hex.EncodeToString(h.Sum(nil)) == d.Hex
-	if good {
+	if err == nil && (n != size || hex.EncodeToString(h.Sum(nil)) != d.Hex) {
+		err = fmt.Errorf("%w: %d bytes, sha256:%x", errCorrupt, n, h.Sum(nil))
+	}
+	if err == nil {
 		_, err = f.Seek(0, io.SeekStart)
-		good = err == nil
 	}
-	if !good {
+	if err != nil {
 		_ = f.Close()
-		c.log.Warn("stored blob does not match its digest; fetching it again", "digest", d, "size", n, "err", err)
+		c.log.Warn("stored blob does not match its digest or cannot be read; fetching it again", "digest", d, "size", n, "err", err)
 	}
-	c.store.blobChecked(d, good)
-	return f, good
+	c.store.blobChecked(d, err == nil, err)
+	return f, err == nil
 }
 
 // serveTags passes a tag list through from the upstream, rewriting the

@@ -74,6 +74,7 @@ const saveAtimeEvery = time.Minute
 
 type store struct {
 	dir string
+	b   backend // the bytes of blobs and manifests
 	now func() time.Time
 	log *slog.Logger
 
@@ -87,22 +88,19 @@ type store struct {
 	total   int64
 }
 
-func openStore(dir string, now func() time.Time, log *slog.Logger) (*store, error) {
-	s := &store{dir: dir, now: now, log: log, items: map[key]*entry{}, parents: map[v1.Hash]map[v1.Hash]bool{},
+func openStore(dir string, b backend, now func() time.Time, log *slog.Logger) (*store, error) {
+	s := &store{dir: dir, b: b, now: now, log: log, items: map[key]*entry{}, parents: map[v1.Hash]map[v1.Hash]bool{},
 		tags: map[tagKey]tagRec{}, tagsOf: map[v1.Hash]map[tagKey]bool{}, inUse: map[v1.Hash]int{},
 		listsOf: map[string]map[v1.Hash]bool{}}
 	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("emptying %s: %w", filepath.Join(dir, "tmp"), err)
 	}
-	for _, d := range []string{"blobs/sha256", "manifests/sha256", "tags", "tmp"} {
+	for _, d := range []string{"tags", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating the cache store: %w", err)
 		}
 	}
-	if err := s.loadBlobs(); err != nil {
-		return nil, err
-	}
-	if err := s.loadManifests(); err != nil {
+	if err := b.load(s.add); err != nil {
 		return nil, err
 	}
 	if err := s.loadTags(); err != nil {
@@ -123,47 +121,6 @@ func (s *store) tagPath(k tagKey) string {
 	return filepath.Join(s.dir, "tags", k.upstream, filepath.FromSlash(k.repo), "_tags", k.tag)
 }
 
-func (s *store) loadBlobs() error {
-	des, err := os.ReadDir(filepath.Join(s.dir, "blobs", "sha256"))
-	if err != nil {
-		return fmt.Errorf("reading the cache store: %w", err)
-	}
-	for _, de := range des {
-		d, err := v1.NewHash("sha256:" + de.Name())
-		info, ierr := de.Info()
-		if err != nil || ierr != nil || !info.Mode().IsRegular() {
-			continue
-		}
-		s.add(key{kindBlob, d}, &entry{size: info.Size(), atime: info.ModTime(), saved: info.ModTime()})
-	}
-	return nil
-}
-
-func (s *store) loadManifests() error {
-	dir := filepath.Join(s.dir, "manifests", "sha256")
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("reading the cache store: %w", err)
-	}
-	for _, de := range des {
-		d, err := v1.NewHash("sha256:" + de.Name())
-		if err != nil {
-			continue
-		}
-		info, ierr := de.Info()
-		b, merr := os.ReadFile(filepath.Join(dir, de.Name()+".json"))
-		var meta manifestMeta
-		if ierr != nil || merr != nil || json.Unmarshal(b, &meta) != nil {
-			s.log.Warn("dropping a manifest without its record", "digest", d)
-			_ = os.Remove(filepath.Join(dir, de.Name()))
-			continue
-		}
-		s.add(key{kindManifest, d}, &entry{size: info.Size(), atime: info.ModTime(), saved: info.ModTime(),
-			mediaType: meta.MediaType, children: meta.Children})
-	}
-	return nil
-}
-
 func (s *store) loadTags() error {
 	root := filepath.Join(s.dir, "tags")
 	return filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
@@ -182,7 +139,8 @@ func (s *store) loadTags() error {
 		k := tagKey{upstream: parts[0], repo: strings.Join(parts[1:len(parts)-2], "/"), tag: parts[len(parts)-1]}
 		b, err := os.ReadFile(p)
 		var rec tagRec
-		if err != nil || json.Unmarshal(b, &rec) != nil || s.items[key{kindManifest, rec.Digest}] == nil {
+		// A shared store's index starts empty: look the manifest up there.
+		if err != nil || json.Unmarshal(b, &rec) != nil || s.lookup(key{kindManifest, rec.Digest}) == nil {
 			_ = os.Remove(p)
 			return nil
 		}
@@ -220,14 +178,11 @@ func (s *store) touch(k key, e *entry) {
 		return
 	}
 	e.saved = now
-	p := s.blobPath(k.d)
-	switch k.k {
-	case kindManifest:
-		p = s.manifestPath(k.d)
-	case kindList:
-		p = e.list.path
+	if k.k != kindList {
+		s.b.touch(k, now)
+		return
 	}
-	if err := os.Chtimes(p, now, now); err != nil {
+	if err := os.Chtimes(e.list.path, now, now); err != nil {
 		s.log.Warn("recording an access time", "digest", k.d, "err", err)
 	}
 }
@@ -250,44 +205,71 @@ func (s *store) acquire(d v1.Hash) (release func()) {
 	}
 }
 
-// openBlob opens stored blob d and records the access. The caller must
-// hold an acquire on d while it reads.
-func (s *store) openBlob(d v1.Hash) (*os.File, int64, bool) {
+// lookup returns the index entry of k, asking a shared backend for an
+// object the index does not hold (another replica stored it). The store's
+// lock is not held over the backend's requests.
+func (s *store) lookup(k key) *entry {
+	s.mu.Lock()
+	e := s.items[k]
+	s.mu.Unlock()
+	if e != nil || !s.b.shared() {
+		return e
+	}
+	found := s.b.find(k)
+	if found == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if e = s.items[k]; e == nil {
+		e = found
+		s.add(k, e)
+	}
+	return e
+}
+
+// openBlob opens stored blob d and records the access. The caller must
+// hold an acquire on d while it reads.
+func (s *store) openBlob(d v1.Hash) (blobReader, int64, bool) {
 	k := key{kindBlob, d}
-	e := s.items[k]
+	e := s.lookup(k)
 	if e == nil {
 		return nil, 0, false
 	}
-	f, err := os.Open(s.blobPath(d))
-	var info os.FileInfo
-	if err == nil {
-		if info, err = f.Stat(); err == nil && info.Size() != e.size {
-			err = fmt.Errorf("%d bytes on disk, %d when stored", info.Size(), e.size)
-			e.verified = false
-		}
-		if err != nil {
-			_ = f.Close()
-		}
+	f, size, err := s.b.openBlob(d)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && size != e.size {
+		_ = f.Close()
+		err = fmt.Errorf("%w: %d bytes stored, %d when stored", errCorrupt, size, e.size)
+		e.verified = false
 	}
 	if err != nil {
 		s.log.Warn("stored blob unreadable; fetching it again", "digest", d, "err", err)
-		s.removeLocked(k, &CleanResult{})
+		s.dropLocked(k, err)
 		return nil, 0, false
 	}
 	s.touch(k, e)
 	return f, e.size, true
 }
 
+// dropLocked takes k out of the store after reading it failed with err:
+// from the backend too when the backend is this process's alone or the
+// bytes were bad, from the index only when another replica may still
+// read it (a request that failed says nothing about the object).
+func (s *store) dropLocked(k key, err error) {
+	s.removeKey(k, &CleanResult{}, !s.b.shared() || errors.Is(err, errCorrupt))
+}
+
 // putBlob moves a verified download into the store.
 func (s *store) putBlob(tmp string, d v1.Hash, size int64) error {
-	if err := os.Rename(tmp, s.blobPath(d)); err != nil {
-		return fmt.Errorf("storing blob %s: %w", d, err)
+	mine, err := s.b.putBlob(tmp, d, size)
+	if err != nil {
+		return err
 	}
 	now := s.now()
 	s.mu.Lock()
-	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now, verified: true})
+	s.add(key{kindBlob, d}, &entry{size: size, atime: now, saved: now, verified: mine})
 	s.mu.Unlock()
 	return nil
 }
@@ -301,8 +283,9 @@ func (s *store) blobVerified(d v1.Hash) bool {
 }
 
 // blobChecked records the result of hashing stored blob d: kept as
-// verified, or removed (with the manifests that reference it).
-func (s *store) blobChecked(d v1.Hash, ok bool) {
+// verified, or removed (with the manifests that reference it); err says
+// why it failed (errCorrupt: its bytes are bad).
+func (s *store) blobChecked(d v1.Hash, ok bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := key{kindBlob, d}
@@ -312,7 +295,7 @@ func (s *store) blobChecked(d v1.Hash, ok bool) {
 	case ok:
 		e.verified = true
 	default:
-		s.removeLocked(k, &CleanResult{})
+		s.dropLocked(k, err)
 	}
 }
 
@@ -322,22 +305,22 @@ func (s *store) tempFile() (*os.File, error) {
 
 // manifest returns stored manifest d and records the access.
 func (s *store) manifest(d v1.Hash) ([]byte, string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	k := key{kindManifest, d}
-	e := s.items[k]
+	e := s.lookup(k)
 	if e == nil {
 		return nil, "", false
 	}
 	// Manifests are small: hashed on every read, not trusted for having
 	// been checked when stored (the file may have changed since).
-	b, err := os.ReadFile(s.manifestPath(d))
+	b, err := s.b.readManifest(d)
 	if sum := sha256.Sum256(b); err == nil && hex.EncodeToString(sum[:]) != d.Hex {
-		err = fmt.Errorf("%d bytes that do not match the digest", len(b))
+		err = fmt.Errorf("%w: %d bytes that do not match the digest", errCorrupt, len(b))
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
 		s.log.Warn("stored manifest unreadable; fetching it again", "digest", d, "err", err)
-		s.removeLocked(k, &CleanResult{})
+		s.dropLocked(k, err)
 		return nil, "", false
 	}
 	s.touch(k, e)
@@ -346,20 +329,13 @@ func (s *store) manifest(d v1.Hash) ([]byte, string, bool) {
 
 // putManifest stores manifest bytes whose digest the caller has checked.
 func (s *store) putManifest(d v1.Hash, mediaType string, body []byte) error {
-	meta, err := json.Marshal(manifestMeta{MediaType: mediaType, Children: children(body)})
-	if err != nil {
+	meta := manifestMeta{MediaType: mediaType, Children: children(body)}
+	if err := s.b.putManifest(d, meta, body); err != nil {
 		return err
-	}
-	p := s.manifestPath(d)
-	if err := atomicfile.WriteFile(p+".json", meta, 0o644); err != nil {
-		return fmt.Errorf("storing manifest %s: %w", d, err)
-	}
-	if err := atomicfile.WriteFile(p, body, 0o644); err != nil {
-		return fmt.Errorf("storing manifest %s: %w", d, err)
 	}
 	now := s.now()
 	s.mu.Lock()
-	s.add(key{kindManifest, d}, &entry{size: int64(len(body)), atime: now, saved: now, mediaType: mediaType, children: children(body)})
+	s.add(key{kindManifest, d}, &entry{size: int64(len(body)), atime: now, saved: now, mediaType: mediaType, children: meta.Children})
 	s.mu.Unlock()
 	return nil
 }
@@ -466,7 +442,11 @@ func (s *store) evict(target int64) CleanResult {
 }
 
 // removeLocked deletes k and every manifest that references it.
-func (s *store) removeLocked(k key, r *CleanResult) {
+func (s *store) removeLocked(k key, r *CleanResult) { s.removeKey(k, r, true) }
+
+// removeKey takes k and every manifest that references it out of the
+// index, and out of the backend when stored is set.
+func (s *store) removeKey(k key, r *CleanResult, stored bool) {
 	e := s.items[k]
 	if e == nil {
 		return
@@ -485,11 +465,14 @@ func (s *store) removeLocked(k key, r *CleanResult) {
 		return
 	case kindBlob:
 		r.Blobs++
-		s.removeFile(s.blobPath(k.d))
+		if stored {
+			s.b.remove(k)
+		}
 	default:
 		r.Manifests++
-		s.removeFile(s.manifestPath(k.d))
-		s.removeFile(s.manifestPath(k.d) + ".json")
+		if stored {
+			s.b.remove(k)
+		}
 		for tk := range s.tagsOf[k.d] {
 			delete(s.tags, tk)
 			s.removeFile(s.tagPath(tk))
@@ -504,7 +487,7 @@ func (s *store) removeLocked(k key, r *CleanResult) {
 		}
 	}
 	for p := range s.parents[k.d] {
-		s.removeLocked(key{kindManifest, p}, r)
+		s.removeKey(key{kindManifest, p}, r, stored)
 	}
 }
 

@@ -282,7 +282,7 @@ func TestStaticPrune(t *testing.T) {
 	}
 	checkPruned(t, tree, addr, byRef, after)
 	ngx.reload(t)
-	waitFor(t, web+"manifests/v3", byRef["app/web:v3"].Digest)
+	waitForDigest(t, web+"manifests/v3", byRef["app/web:v3"].Digest)
 	checkPrunedServed(t, dir, addr, byRef)
 
 	// --keep: unpack A again (v1 and app/old come back), prune to B but keep v1.
@@ -292,7 +292,7 @@ func TestStaticPrune(t *testing.T) {
 		t.Errorf("--keep v1: %v", kept)
 	}
 	ngx.reload(t)
-	waitFor(t, web+"manifests/v1", byRef["app/web:v1"].Digest)
+	waitForDigest(t, web+"manifests/v1", byRef["app/web:v1"].Digest)
 	if p := getTagPage(t, addr, "/v2/proj/app/web/tags/list"); !slices.Equal(p.tags, []string{"v1", "v2", "v3"}) {
 		t.Errorf("tags/list with --keep v1: %v", p.tags)
 	}
@@ -315,7 +315,7 @@ func checkMovedTag(t *testing.T, bin string, reg *harness.Registry, dir, tree, a
 		t.Errorf("v2 before nginx reloads, after a prune that moved it: %v", err)
 	}
 	ngx.reload(t)
-	waitFor(t, "http://"+addr+"/v2/proj/app/web/manifests/v2", moved[0].Digest)
+	waitForDigest(t, "http://"+addr+"/v2/proj/app/web/manifests/v2", moved[0].Digest)
 	if err := pullThrough(addr, "proj/app/web", "v2", moved[0].Digest); err != nil {
 		t.Errorf("v2 after the reload: %v", err)
 	}
@@ -425,7 +425,7 @@ func checkPrunedServed(t *testing.T, dir, addr string, byRef map[string]harness.
 }
 
 // waitFor waits until nginx (reloading) serves url with digest want.
-func waitFor(t *testing.T, url, want string) {
+func waitForDigest(t *testing.T, url, want string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

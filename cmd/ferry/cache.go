@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferry-airgap/ferry/cache"
 	"github.com/ferry-airgap/ferry/internal/names"
+	"github.com/ferry-airgap/ferry/internal/objstore"
 	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/internal/units"
 	"github.com/ferry-airgap/ferry/serve"
@@ -29,13 +30,15 @@ type cacheFlags struct {
 	caCerts            []string
 	certsDir           string
 	insecure           bool
+	store, s3Endpoint  string
+	accessFlush        time.Duration
 	listenFlags
 }
 
 func newCacheCmd(e *env) *cobra.Command {
 	var f cacheFlags
 	cmd := &cobra.Command{
-		Use:   "cache --dir DIR --max-size SIZE [--addr 127.0.0.1:5000] [--upstream NAME=URL]...",
+		Use:   "cache --dir DIR --max-size SIZE [--store s3://BUCKET/PREFIX] [--addr 127.0.0.1:5000] [--upstream NAME=URL]...",
 		Short: "Run a pull-through registry cache for many upstreams, bounded in size",
 		Example: `  # Docker Hub and every registry of a pull secret, 200 GiB at most
   ferry cache --addr 0.0.0.0:5000 --dir /srv/ferry-cache --max-size 200GiB --pull-secret pull-secret.json
@@ -58,7 +61,10 @@ says http://, which only loopback addresses may). --ignore-registry drops a defa
 
 Blobs are stored once by digest and verified before they are kept;
 concurrent pulls of one blob through one upstream share one download.
-One cache per --dir: a second one on the same directory is refused. Tags are checked upstream
+One cache per --dir: a second one on the same directory is refused.
+With --store s3://BUCKET/PREFIX, blobs and manifests are objects in that
+bucket instead, shared by several replicas behind one load balancer (each
+with its own --dir for tags); one replica at a time cleans. Tags are checked upstream
 with one HEAD once --manifest-ttl has passed, and served from the store
 when the upstream cannot be reached (header X-Ferry-Cache: stale).
 Every --clean-every, when the store is larger than --max-size plus
@@ -84,6 +90,9 @@ shuts down gracefully.`,
 	f.listenFlags.register(cmd)
 	fl.StringArrayVar(&f.caCerts, "ca-cert", nil, "trust this PEM CA certificate for upstreams (repeatable)")
 	fl.StringVar(&f.certsDir, "certs-dir", "", "docker certs.d layout for upstreams: DIR/<host[:port]>/ca.crt, client.cert, client.key")
+	fl.StringVar(&f.store, "store", "", "keep blobs and manifests in object storage, s3://BUCKET/PREFIX, shared by every replica that names it (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, instance role); --dir keeps this replica's tags")
+	fl.StringVar(&f.s3Endpoint, "s3-endpoint", "", "URL of a non-AWS S3 server (path-style), e.g. https://minio.corp:9000; plain http for loopback only (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL)")
+	fl.DurationVar(&f.accessFlush, "s3-access-flush", cache.DefaultAccessFlushEvery, "with --store: how often a replica writes the access times it recorded (one object per batch), for the cleaner's LRU")
 	fl.BoolVar(&f.insecure, "insecure-skip-tls-verify", false, "do not verify upstream certificates (tests only)")
 	fl.BoolVar(&e.json, "json", false, "print a JSON line on stdout when listening, a JSON summary on exit, and an {\"error\": ...} line on failure")
 	return cmd
@@ -119,7 +128,7 @@ func runCache(cmd *cobra.Command, e *env, f *cacheFlags) error {
 		strings.Join(names, ", "), units.Bytes(c.Size()), units.Bytes(opts.MaxSize))
 	if e.json {
 		_ = json.NewEncoder(e.stdout).Encode(map[string]any{"event": "listening", "addr": ln.Addr().String(),
-			"scheme": scheme, "upstreams": names, "dir": opts.Dir, "max_size": opts.MaxSize, "store_size": c.Size()})
+			"scheme": scheme, "upstreams": names, "dir": opts.Dir, "store": f.store, "max_size": opts.MaxSize, "store_size": c.Size()})
 	}
 	done := make(chan struct{})
 	go func() { c.Run(cmd.Context()); close(done) }()
@@ -174,6 +183,21 @@ func (f *cacheFlags) options(e *env) (cache.Options, error) {
 		ManifestTTL: f.ttl, Logger: log, Auth: auth}
 	if f.threshold == 0 {
 		o.Threshold = -1 // explicit 0: evict as soon as the store passes --max-size
+	}
+	if f.store != "" {
+		loc, err := objstore.ParseLocation(f.store)
+		if err != nil {
+			return o, usagef("--store: %v", err)
+		}
+		if o.Objects, err = objstore.Open(loc, objstore.Options{Endpoint: f.s3Endpoint}); err != nil {
+			return o, usagef("--store: %v", err)
+		}
+		if f.accessFlush <= 0 {
+			return o, usagef("--s3-access-flush must be positive")
+		}
+		o.AccessFlushEvery = f.accessFlush
+	} else if f.s3Endpoint != "" {
+		return o, usagef("--s3-endpoint needs --store s3://BUCKET/PREFIX")
 	}
 	o.Upstreams, err = f.upstreamSet(e)
 	return o, err
