@@ -424,7 +424,7 @@ func checkPrunedServed(t *testing.T, dir, addr string, byRef map[string]harness.
 	}
 }
 
-// waitFor waits until nginx (reloading) serves url with digest want.
+// waitForDigest waits until nginx (reloading) serves url with digest want.
 func waitForDigest(t *testing.T, url, want string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
