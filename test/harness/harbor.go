@@ -47,11 +47,7 @@ func HarborDir(t testing.TB) string {
 	return filepath.Join(RepoRoot(t), "..", "shared", "harbor")
 }
 
-var harborOnce struct {
-	sync.Mutex
-	h   *Harbor
-	err error
-}
+var harborShared sharedServer[Harbor]
 
 // StartHarbor returns the test binary's Harbor, starting it on first use
 // (about 5-10 s; longer on a fresh machine, where up.sh installs
@@ -59,30 +55,16 @@ var harborOnce struct {
 // missing the test fails, unless FERRY_SKIP_HARBOR=1 asks to skip.
 func StartHarbor(t testing.TB) *Harbor {
 	t.Helper()
-	if os.Getenv("FERRY_SKIP_HARBOR") == "1" {
-		t.Skip("FERRY_SKIP_HARBOR=1: the real-Harbor tests are skipped on request")
-	}
-	harborOnce.Lock()
-	defer harborOnce.Unlock()
-	if harborOnce.h == nil && harborOnce.err == nil {
-		harborOnce.h, harborOnce.err = startHarbor(HarborDir(t))
-	}
-	if harborOnce.err != nil {
-		t.Fatalf("starting Harbor: %v", harborOnce.err)
-	}
-	return harborOnce.h
+	return harborShared.get(t, "a real Harbor", "FERRY_SKIP_HARBOR", func() (*Harbor, error) { return startHarbor(HarborDir(t)) })
 }
 
 // StopHarbor stops the test binary's Harbor, if one was started, and
 // removes its state (unless FERRY_KEEP_HARBOR=1 keeps it for a look).
 func StopHarbor() {
-	harborOnce.Lock()
-	defer harborOnce.Unlock()
-	h := harborOnce.h
+	h := harborShared.take()
 	if h == nil {
 		return
 	}
-	harborOnce.h = nil
 	out, err := exec.Command("bash", filepath.Join(h.script, "down.sh"), h.StateDir).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "harness: stopping Harbor: %v\n%s", err, out)

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,7 +36,7 @@ type Seaweed struct {
 	cmd   *exec.Cmd
 	ports []int
 	socks map[string]bool // /tmp/seaweedfs-*-grpc-*.sock present before start
-	next  int
+	next  atomic.Int64    // buckets made
 }
 
 // Env is the environment a ferry process needs to reach the server
@@ -45,11 +45,7 @@ func (s *Seaweed) Env() []string {
 	return []string{"AWS_ACCESS_KEY_ID=" + s.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s.SecretKey, "AWS_REGION=us-east-1"}
 }
 
-var seaweedOnce struct {
-	sync.Mutex
-	s   *Seaweed
-	err error
-}
+var seaweedShared sharedServer[Seaweed]
 
 // WeedPath finds the weed binary: $FERRY_WEED, else ~/go/bin/weed
 // ($GOBIN, where .ci/run builds it), else PATH.
@@ -75,31 +71,15 @@ func isExec(p string) bool {
 // .ci/run does, version WeedVersion), unless FERRY_SKIP_SEAWEED=1 asks to skip.
 func StartSeaweed(t testing.TB) *Seaweed {
 	t.Helper()
-	if os.Getenv("FERRY_SKIP_SEAWEED") == "1" {
-		t.Skip("FERRY_SKIP_SEAWEED=1: the object storage tests are skipped on request")
-	}
-	seaweedOnce.Lock()
-	defer seaweedOnce.Unlock()
-	if seaweedOnce.s == nil && seaweedOnce.err == nil {
-		seaweedOnce.s, seaweedOnce.err = startSeaweed()
-	}
-	if seaweedOnce.err != nil {
-		t.Fatalf("starting SeaweedFS: %v", seaweedOnce.err)
-	}
-	return seaweedOnce.s
+	return seaweedShared.get(t, "SeaweedFS", "FERRY_SKIP_SEAWEED", startSeaweed)
 }
 
 // StopSeaweed stops the test binary's SeaweedFS, if one was started (SIGTERM,
 // then SIGKILL after 25 s), and removes its data and the gRPC sockets it made.
 func StopSeaweed() {
-	seaweedOnce.Lock()
-	defer seaweedOnce.Unlock()
-	s := seaweedOnce.s
-	if s == nil {
-		return
+	if s := seaweedShared.take(); s != nil {
+		s.stop()
 	}
-	seaweedOnce.s = nil
-	s.stop()
 }
 
 func (s *Seaweed) stop() {
@@ -257,10 +237,7 @@ func (s *Seaweed) Store(t testing.TB, bucket string) (*objstore.Store, error) {
 // Bucket creates a fresh bucket for one test and returns its name.
 func (s *Seaweed) Bucket(t testing.TB) string {
 	t.Helper()
-	seaweedOnce.Lock()
-	s.next++
-	name := fmt.Sprintf("ferry-%d-%d", os.Getpid()%100000, s.next)
-	seaweedOnce.Unlock()
+	name := fmt.Sprintf("ferry-%d-%d", os.Getpid()%100000, s.next.Add(1))
 	st, err := s.Store(t, name)
 	if err == nil {
 		err = st.MakeBucket(context.Background())
