@@ -772,8 +772,11 @@ func TestPushCorruptSharedBlob(t *testing.T) {
 			puts++
 		}
 	}
-	if puts != 1 {
-		t.Errorf("the damaged shared layer was PUT %d times, want once (cut short)", puts)
+	// Once, cut short, or not at all: the client may cancel the PUT before
+	// the in-process target has logged it (about 2 runs in 30). Never twice:
+	// a damaged blob is not sent again for the other repository.
+	if puts > 1 {
+		t.Errorf("the damaged shared layer was PUT %d times, want at most once (cut short)", puts)
 	}
 	for repo := range users[shared] {
 		if tg.has(repo, shared.String()) {
