@@ -51,26 +51,9 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	}
 	dst := tb.vs
 
-	// Headers and in-memory content first.
-	var streamTotal int64
-	var streamed []*entry
-	for _, e := range entries {
-		if _, err := dst.WriteAt(e.header, e.offset); err != nil {
-			return fail(fmt.Errorf("writing bundle: %w", err))
-		}
-		if e.data != nil {
-			if e.blob != nil {
-				if got := sha256Hex(e.data); got != e.blob.Digest.Hex {
-					return fail(fmt.Errorf("blob %s from %s: content has digest sha256:%s: %w", e.blob.Digest, e.blob.Origin, got, ErrDigestMismatch))
-				}
-			}
-			if _, err := dst.WriteAt(e.data, e.dataOffset()); err != nil {
-				return fail(fmt.Errorf("writing bundle: %w", err))
-			}
-		} else {
-			streamed = append(streamed, e)
-			streamTotal += e.size
-		}
+	streamed, streamTotal, err := writeHeadersAndData(dst, entries)
+	if err != nil {
+		return fail(err)
 	}
 	o.progress.Event(Event{Kind: EventPlanned, Total: streamTotal})
 
@@ -110,6 +93,32 @@ func writeTemp(ctx context.Context, path string, plan *Plan, created time.Time, 
 	tb.vs = nil
 	tb.sums = fh.sums
 	return tb, nil
+}
+
+// writeHeadersAndData writes every entry's tar header, and the content of
+// the entries held in memory (manifests, configs, metadata), each blob
+// checked against its digest first. It returns the entries whose content
+// is streamed afterwards and their total size.
+func writeHeadersAndData(dst *volumeSet, entries []*entry) (streamed []*entry, total int64, err error) {
+	for _, e := range entries {
+		if _, err := dst.WriteAt(e.header, e.offset); err != nil {
+			return nil, 0, fmt.Errorf("writing bundle: %w", err)
+		}
+		if e.data == nil {
+			streamed = append(streamed, e)
+			total += e.size
+			continue
+		}
+		if e.blob != nil {
+			if got := sha256Hex(e.data); got != e.blob.Digest.Hex {
+				return nil, 0, fmt.Errorf("blob %s from %s: content has digest sha256:%s: %w", e.blob.Digest, e.blob.Origin, got, ErrDigestMismatch)
+			}
+		}
+		if _, err := dst.WriteAt(e.data, e.dataOffset()); err != nil {
+			return nil, 0, fmt.Errorf("writing bundle: %w", err)
+		}
+	}
+	return streamed, total, nil
 }
 
 // frontierHasher computes the SHA-256 of each bundle file while blobs are
