@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -136,17 +135,7 @@ func (d *Dockerd) logTail() string {
 // should dockerd have died first), unmounts what is left mounted there and
 // removes the folder.
 func (d *Dockerd) stop(t testing.TB) {
-	if d.cmd.Process != nil && d.cmd.ProcessState == nil {
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = d.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-done
-		}
-	}
+	terminate(d.cmd, 20*time.Second)
 	for _, pid := range processesUnder(d.Dir) {
 		if p, err := os.FindProcess(pid); err == nil {
 			_ = p.Kill()

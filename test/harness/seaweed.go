@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -83,15 +82,7 @@ func StopSeaweed() {
 }
 
 func (s *Seaweed) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(25 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-done
-	}
+	terminate(s.cmd, 25*time.Second)
 	// weed makes unix sockets in /tmp (seaweedfs-NAME[-grpc]-PORT.sock);
 	// remove the ones of this process's ports that were not there before.
 	socks, _ := filepath.Glob("/tmp/seaweedfs-*.sock")

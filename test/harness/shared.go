@@ -2,8 +2,11 @@ package harness
 
 import (
 	"os"
+	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // sharedServer is a server that serves the whole test binary (a real
@@ -43,4 +46,21 @@ func (s *sharedServer[T]) take() *T {
 	v := s.v
 	s.v = nil
 	return v
+}
+
+// terminate stops a started server process: SIGTERM, then SIGKILL when it
+// has not exited after grace; it returns once the process was waited for.
+func terminate(cmd *exec.Cmd, grace time.Duration) {
+	if cmd.Process == nil || cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+	}
 }
