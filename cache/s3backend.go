@@ -170,7 +170,7 @@ func (b *s3Backend) putManifest(d v1.Hash, meta manifestMeta, body []byte) error
 	}
 	ctx, cancel := bg()
 	defer cancel()
-	if err := b.st.Put(ctx, manifestKey(d)+".json", bytes.NewReader(raw), int64(len(raw)), objstore.PutOptions{ContentType: "application/json"}); err != nil {
+	if _, err := b.st.Put(ctx, manifestKey(d)+".json", bytes.NewReader(raw), int64(len(raw)), objstore.PutOptions{ContentType: "application/json"}); err != nil {
 		return fmt.Errorf("storing manifest %s: %w", d, err)
 	}
 	err = b.st.Create(ctx, manifestKey(d), bytes.NewReader(body), int64(len(body)), objstore.PutOptions{ContentType: meta.MediaType})
@@ -242,7 +242,7 @@ func (b *s3Backend) flush(ctx context.Context) {
 	}
 	raw := encodeAccess(batch)
 	k := fmt.Sprintf("access/batch-%s-%010d", b.replica, seq)
-	if err := b.st.Put(ctx, k, bytes.NewReader(raw), int64(len(raw)), objstore.PutOptions{ContentType: "text/plain"}); err != nil {
+	if _, err := b.st.Put(ctx, k, bytes.NewReader(raw), int64(len(raw)), objstore.PutOptions{ContentType: "text/plain"}); err != nil {
 		b.log.Warn("writing access times to the object store", "err", err)
 		b.mu.Lock()
 		for ok, t := range batch {

@@ -231,7 +231,7 @@ func (b *s3Backend) compact(ctx context.Context, idx *store, logged map[string]t
 		}
 	}
 	raw := encodeAccess(merged)
-	if err := b.st.Put(ctx, "access/merged", bytes.NewReader(raw), int64(len(raw)), objstore.PutOptions{ContentType: "text/plain"}); err != nil {
+	if _, err := b.st.Put(ctx, "access/merged", bytes.NewReader(raw), int64(len(raw)), objstore.PutOptions{ContentType: "text/plain"}); err != nil {
 		b.log.Warn("writing merged access times", "err", err)
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/ferry-airgap/ferry/bundle"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -164,7 +163,7 @@ func (p *pusher) upload(ctx context.Context, rc *repoClient, t *blobTask, loc st
 		if err != nil {
 			return nil, err
 		}
-		b = &holdLast{ReadCloser: b, left: t.size}
+		b = bundle.HoldLast(b, t.size)
 		if !counted {
 			return b, nil
 		}
@@ -310,36 +309,4 @@ func (c *countingReader) Close() error {
 		*c.reported = c.n
 	}
 	return c.rc.Close()
-}
-
-// holdLast passes on the bytes of a source reader that checks them as they
-// pass (Source.OpenBlob), except that it reads the blob's last byte on its
-// own and passes it on only when that read, which completes the check,
-// succeeded. A damaged blob's request body so always ends short of its
-// Content-Length, whatever the transport buffers or writes at once: the
-// registry sees the upload cut and can commit nothing (it would also
-// refuse the bytes for the PUT's ?digest=).
-type holdLast struct {
-	io.ReadCloser
-	left int64 // bytes before the end of the blob
-	last [1]byte
-}
-
-func (h *holdLast) Read(p []byte) (int, error) {
-	switch {
-	case h.left <= 0 || len(p) == 0:
-		return h.ReadCloser.Read(p)
-	case h.left == 1:
-		n, err := h.ReadCloser.Read(h.last[:])
-		if err != nil && err != io.EOF {
-			return 0, err
-		}
-		h.left -= int64(n)
-		return copy(p, h.last[:n]), err
-	case int64(len(p)) >= h.left:
-		p = p[:h.left-1]
-	}
-	n, err := h.ReadCloser.Read(p)
-	h.left -= int64(n)
-	return n, err
 }

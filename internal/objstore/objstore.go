@@ -207,10 +207,38 @@ func (s *Store) Replace(ctx context.Context, k, etag string, r io.Reader, size i
 	return s.wrap("replacing", k, err)
 }
 
-// Put writes key unconditionally.
-func (s *Store) Put(ctx context.Context, k string, r io.Reader, size int64, o PutOptions) error {
-	_, err := s.c.PutObject(ctx, s.loc.Bucket, s.key(k), r, size, o.minio())
-	return s.wrap("writing", k, err)
+// maxSinglePut is the largest object one PUT may write (AWS's limit).
+const maxSinglePut = 5 << 30
+
+// Put writes key unconditionally and returns the ETag the server gave it.
+// Up to 5 GiB it is one PUT; a larger object is a multipart upload that
+// the server completes only after the last part. Either way the object
+// appears whole or not at all: a reader r that fails, or ends before
+// size bytes, leaves no object (and no change to an existing one).
+func (s *Store) Put(ctx context.Context, k string, r io.Reader, size int64, o PutOptions) (string, error) {
+	mo := o.minio()
+	mo.DisableMultipart = size >= 0 && size <= maxSinglePut
+	ui, err := s.c.PutObject(ctx, s.loc.Bucket, s.key(k), r, size, mo)
+	return strings.Trim(ui.ETag, `"`), s.wrap("writing", k, err)
+}
+
+// Copy makes key dst a copy of key src's bytes with o's headers, on the
+// server (no bytes pass through ferry; above 5 GiB as a multipart copy),
+// and returns dst's ETag.
+func (s *Store) Copy(ctx context.Context, dst, src string, o PutOptions) (string, error) {
+	meta := map[string]string{}
+	for k, v := range o.Metadata {
+		meta[k] = v
+	}
+	if o.ContentType != "" {
+		meta["Content-Type"] = o.ContentType
+	}
+	ui, err := s.c.ComposeObject(ctx, minio.CopyDestOptions{Bucket: s.loc.Bucket, Object: s.key(dst), UserMetadata: meta, ReplaceMetadata: true},
+		minio.CopySrcOptions{Bucket: s.loc.Bucket, Object: s.key(src)})
+	if err != nil {
+		return "", s.wrap("copying s3://"+s.loc.Bucket+"/"+s.key(src)+" to", dst, err)
+	}
+	return strings.Trim(ui.ETag, `"`), nil
 }
 
 // Stat returns key's size, modification time and ETag.

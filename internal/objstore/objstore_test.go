@@ -123,7 +123,7 @@ func TestRangeReadOnSeaweed(t *testing.T) {
 	}
 	ctx := context.Background()
 	body := bytes.Repeat([]byte("0123456789"), 100000)
-	if err := st.Put(ctx, "p/x", bytes.NewReader(body), int64(len(body)), objstore.PutOptions{}); err != nil {
+	if _, err := st.Put(ctx, "p/x", bytes.NewReader(body), int64(len(body)), objstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	obj, info, err := st.Open(ctx, "p/x")
