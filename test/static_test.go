@@ -298,7 +298,7 @@ func TestStaticE2E(t *testing.T) {
 		if n := checkLayoutBlobs(t, rdir); n < len(fx.Layers)+2 {
 			t.Errorf("regctl image copy %s: %d blobs, want at least %d", ref, n, len(fx.Layers)+2)
 		}
-		skopeoCopy(t, home, skopeo, filepath.Join(dir, "skopeo", strconv.Itoa(i)), addr+"/proj/"+fx.Repo, fx.Digest, fx.MediaType, raw)
+		skopeoCopy(t, func(a ...string) string { return runTool(t, home, skopeo, a...) }, filepath.Join(dir, "skopeo", strconv.Itoa(i)), addr+"/proj/"+fx.Repo, fx.Digest, fx.MediaType, raw)
 	}
 	checkStaticAnswers(t, addr, fixtures)
 
@@ -314,7 +314,8 @@ func TestStaticE2E(t *testing.T) {
 // in an OCI layout, Docker-typed ones only in its dir: format, and refuses
 // to write any index with --preserve-digests ("cannot modify it"): an index
 // is copied one platform image at a time, each by its digest.
-func skopeoCopy(t *testing.T, home, skopeo, dest, repo, digest, mediaType, raw string) {
+// run runs skopeo with the arguments given.
+func skopeoCopy(t *testing.T, run func(args ...string) string, dest, repo, digest, mediaType, raw string) {
 	t.Helper()
 	if strings.Contains(mediaType, "index") || strings.Contains(mediaType, "list") {
 		var idx struct {
@@ -327,7 +328,7 @@ func skopeoCopy(t *testing.T, home, skopeo, dest, repo, digest, mediaType, raw s
 			t.Fatalf("index %s@%s: %v", repo, digest, err)
 		}
 		for i, m := range idx.Manifests {
-			skopeoCopy(t, home, skopeo, dest+"-"+strconv.Itoa(i), repo, m.Digest, m.MediaType, "")
+			skopeoCopy(t, run, dest+"-"+strconv.Itoa(i), repo, m.Digest, m.MediaType, "")
 		}
 		return
 	}
@@ -336,14 +337,14 @@ func skopeoCopy(t *testing.T, home, skopeo, dest, repo, digest, mediaType, raw s
 	}
 	src := "docker://" + repo + "@" + digest
 	if strings.HasPrefix(mediaType, "application/vnd.oci.") {
-		runTool(t, home, skopeo, "copy", "--preserve-digests", "--src-tls-verify=false", src, "oci:"+dest+":x")
+		run("copy", "--preserve-digests", "--src-tls-verify=false", src, "oci:"+dest+":x")
 		if got := ociLayoutDigest(t, dest); got != digest {
 			t.Errorf("skopeo copy %s: %s", src, got)
 		}
 		checkLayoutBlobs(t, dest)
 		return
 	}
-	runTool(t, home, skopeo, "copy", "--preserve-digests", "--src-tls-verify=false", src, "dir:"+dest)
+	run("copy", "--preserve-digests", "--src-tls-verify=false", src, "dir:"+dest)
 	if m, err := os.ReadFile(filepath.Join(dest, "manifest.json")); err != nil || "sha256:"+sha256Hex(m) != digest {
 		t.Errorf("skopeo copy %s: manifest %v", src, err)
 	}

@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferry-airgap/ferry/internal/objstore"
 	"github.com/ferry-airgap/ferry/internal/units"
 	"github.com/ferry-airgap/ferry/serve"
 	"github.com/ferry-airgap/ferry/static"
@@ -23,6 +25,7 @@ type unpackFlags struct {
 	prune       bool
 	keep        []string
 	dryRun      bool
+	s3Endpoint  string
 }
 
 func newUnpackCmd(e *env) *cobra.Command {
@@ -38,7 +41,10 @@ func newUnpackCmd(e *env) *cobra.Command {
   ferry unpack cloudforet-delta.tar --static /srv/registry
 
   # this week's bundle only: drop the tags it does not carry (keep any 1.x of app/web)
-  ferry unpack cloudforet-2026-02.tar --static /srv/registry --prune --keep 'app/web:1\..*' --dry-run`,
+  ferry unpack cloudforet-2026-02.tar --static /srv/registry --prune --keep 'app/web:1\..*' --dry-run
+
+  # the same tree as objects in a bucket (credentials from the AWS environment)
+  ferry unpack cloudforet.tar --static s3://registry-site/ --s3-endpoint https://minio.corp:9000`,
 		Long: `Write the images of bundles into DIR as a static registry:
 DIR/v2/NAME/manifests/TAG and .../sha256:DIGEST, DIR/v2/NAME/blobs/sha256:DIGEST
 (one copy per blob, hard links where the filesystem allows), DIR/v2/NAME/tags/list,
@@ -58,14 +64,20 @@ files is refused (exit 2) before anything is written.
 --prune makes the tree hold exactly the tags the given bundles carry (plus
 the tags a --keep pattern matches, against the whole tag or the whole
 REPO:TAG): removed tags leave tags/list first, then their manifests and
-blobs go where nothing kept references them. --dry-run says what would go.`,
+blobs go where nothing kept references them. --dry-run says what would go.
+
+--static s3://BUCKET/PREFIX writes the same tree as objects (no nginx.conf,
+no tag list pages), each with its Content-Type and digest metadata, blobs
+before manifests before tags before tags/list; a rerun lists the prefix and
+writes only what is missing or changed. See docs/static.md for serving it.`,
 		Args: bundleArgs("unpack"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runUnpack(cmd, e, &f, args)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.static, "static", "", "write the static registry tree into this directory (required)")
+	fl.StringVar(&f.static, "static", "", "write the static registry tree into this directory, or s3://BUCKET/PREFIX (required)")
+	fl.StringVar(&f.s3Endpoint, "s3-endpoint", "", "with --static s3://: URL of a non-AWS S3 server (path-style); plain http for loopback only (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL)")
 	fl.StringVar(&f.prefix, "prefix", "", "write every image under this leading path")
 	fl.BoolVar(&f.sourceNames, "source-names", false, "also write images under their source name, registry host first (docker.io/library/redis)")
 	fl.StringVar(&f.listen, "listen", static.DefaultNginx.Listen, "nginx.conf: the server's listen parameter (port or address:port)")
@@ -89,6 +101,12 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	}
 	if !f.prune && (len(f.keep) > 0 || f.dryRun) {
 		return usagef("--keep and --dry-run go with --prune")
+	}
+	if strings.HasPrefix(f.static, "s3://") {
+		return runUnpackS3(cmd, e, f, paths)
+	}
+	if f.s3Endpoint != "" {
+		return usagef("--s3-endpoint goes with --static s3://BUCKET/PREFIX")
 	}
 	readers, err := openBundles(paths)
 	if err != nil {
@@ -127,6 +145,47 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	if sum.Pruned != nil {
 		printPrune(e, sum.Pruned)
 	}
+	return nil
+}
+
+// runUnpackS3 writes the tree into a bucket: what nginx.conf and pruning
+// are about does not apply there.
+func runUnpackS3(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error {
+	for _, name := range []string{"listen", "server-name", "tls-cert", "tls-key", "prune"} {
+		if cmd.Flags().Changed(name) {
+			return usagef("--%s is for a tree in a directory; --static s3:// writes no nginx.conf and only adds", name)
+		}
+	}
+	loc, err := objstore.ParseLocation(f.static)
+	if err != nil {
+		return usagef("--static: %v", err)
+	}
+	st, err := objstore.Open(loc, objstore.Options{Endpoint: f.s3Endpoint})
+	if err != nil {
+		return usagef("--static: %v", err)
+	}
+	readers, err := openBundles(paths)
+	if err != nil {
+		return err
+	}
+	defer closeBundles(readers)
+	prog := newProgress(e, "unpack")
+	sum, err := static.UnpackS3(cmd.Context(), readers, st, static.WithPrefix(f.prefix), static.WithSourceNames(f.sourceNames),
+		static.WithJobs(f.jobs), static.WithLogger(e.logger()), static.WithProgress(prog))
+	prog.finish()
+	if errors.Is(err, serve.ErrOptions) || errors.Is(err, static.ErrOptions) {
+		return usageError{err}
+	}
+	if e.json {
+		return writeResult(e, sum, err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: %d repositories, %d tags (%d new or moved); %d blobs uploaded (%s), %d already there; %d objects written\n",
+		sum.Dir, sum.Repositories, sum.Tags, sum.TagsChanged, sum.BlobsWritten, units.Bytes(sum.BytesWritten), sum.BlobsPresent, sum.FilesWritten)
+	fmt.Fprintf(e.stdout, "the tree serves %d repositories, %d tags; serve the bucket as a website or through a CDN (docs/static.md)\n",
+		sum.TreeRepositories, sum.TreeTags)
 	return nil
 }
 

@@ -156,6 +156,8 @@ type Info struct {
 	Size     int64
 	Modified time.Time
 	ETag     string
+	// ContentType is set by Stat and Open (a listing does not carry it).
+	ContentType string
 }
 
 // wrap turns a client error into one naming the object, with ErrNotExist
@@ -247,7 +249,7 @@ func (s *Store) Stat(ctx context.Context, k string) (Info, error) {
 	if err != nil {
 		return Info{}, s.wrap("reading", k, err)
 	}
-	return Info{Key: k, Size: oi.Size, Modified: oi.LastModified, ETag: strings.Trim(oi.ETag, `"`)}, nil
+	return Info{Key: k, Size: oi.Size, Modified: oi.LastModified, ETag: strings.Trim(oi.ETag, `"`), ContentType: oi.ContentType}, nil
 }
 
 // Object is an open object: a ReadSeeker whose reads are ranged GETs made
@@ -268,7 +270,7 @@ func (s *Store) Open(ctx context.Context, k string) (Object, Info, error) {
 		_ = obj.Close()
 		return nil, Info{}, s.wrap("reading", k, err)
 	}
-	return obj, Info{Key: k, Size: oi.Size, Modified: oi.LastModified, ETag: strings.Trim(oi.ETag, `"`)}, nil
+	return obj, Info{Key: k, Size: oi.Size, Modified: oi.LastModified, ETag: strings.Trim(oi.ETag, `"`), ContentType: oi.ContentType}, nil
 }
 
 // Get reads all of key, which must be at most limit bytes.

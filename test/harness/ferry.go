@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -78,6 +79,10 @@ type RunOptions struct {
 	Env     []string      // added to os.Environ()
 	Stdin   []byte        // standard input; nil = none
 	Timeout time.Duration // default 2 minutes
+	// Hosts are /etc/hosts lines ("127.0.0.1 b.s3.ferry.test") the program
+	// sees added to the machine's, in a mount namespace of its own (see
+	// WithHosts); the machine's /etc/hosts is not touched.
+	Hosts []string
 }
 
 // Run runs bin with args and returns its output and exit code. It fails
@@ -95,6 +100,9 @@ func RunWith(t testing.TB, o RunOptions, bin string, args ...string) (stdout, st
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 	defer cancel()
+	if len(o.Hosts) > 0 {
+		bin, args = WithHosts(t, o.Hosts, bin, args...)
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = o.Dir
 	cmd.Env = append(os.Environ(), o.Env...)
@@ -118,4 +126,33 @@ func RunWith(t testing.TB, o RunOptions, bin string, args ...string) (stdout, st
 		t.Fatalf("running %s %v: %v", bin, args, err)
 	}
 	return so.String(), se.String(), -1
+}
+
+// WithHosts returns the command line that runs bin with args seeing
+// /etc/hosts with lines added: util-linux unshare gives it a private mount
+// namespace (as root, or as root of a new user namespace otherwise) in
+// which a copy of /etc/hosts plus lines is bind-mounted over the original.
+// Registry clients then reach a virtual-hosted bucket
+// (BUCKET.s3.ferry.test) on loopback without DNS or a change to the machine.
+func WithHosts(t testing.TB, lines []string, bin string, args ...string) (string, []string) {
+	t.Helper()
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatalf("running with extra hosts needs unshare (util-linux): %v", err)
+	}
+	orig, err := os.ReadFile("/etc/hosts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	data := append(append(orig, '\n'), []byte(strings.Join(lines, "\n")+"\n")...)
+	if err := os.WriteFile(hosts, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--mount", "--propagation", "private"}
+	if os.Geteuid() != 0 {
+		flags = append([]string{"--map-root-user"}, flags...)
+	}
+	script := `mount --bind "$0" /etc/hosts && exec "$@"`
+	return unshare, append(append(flags, "sh", "-c", script, hosts, bin), args...)
 }

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/ferry-airgap/ferry/internal/objstore"
 )
 
@@ -36,6 +39,36 @@ type Seaweed struct {
 	ports []int
 	socks map[string]bool // /tmp/seaweedfs-*-grpc-*.sock present before start
 	next  atomic.Int64    // buckets made
+}
+
+// VirtualHostDomain is the domain under which the S3 gateway also answers
+// virtual-hosted requests (Host: BUCKET.s3.ferry.test:PORT): the bucket's
+// keys are then the URL's path, as on an S3 website endpoint or behind a
+// CDN, so a static tree's v2/ is at the root. Nothing resolves it but a
+// process run with RunOptions.Hosts (see VirtualHost).
+const VirtualHostDomain = "s3.ferry.test"
+
+// VirtualHost returns the HOST:PORT under which bucket's objects are at
+// the URL root, and the /etc/hosts line that makes it reach the gateway.
+func (s *Seaweed) VirtualHost(bucket string) (host, hostsLine string) {
+	name := bucket + "." + VirtualHostDomain
+	return name + ":" + strings.TrimPrefix(s.Endpoint, "http://127.0.0.1:"), "127.0.0.1 " + name
+}
+
+// PublicRead lets anyone read bucket's objects without signing (a bucket
+// policy granting s3:GetObject to "*"), as a bucket published as a static
+// registry is.
+func (s *Seaweed) PublicRead(t testing.TB, bucket string) {
+	t.Helper()
+	c, err := minio.New(strings.TrimPrefix(s.Endpoint, "http://"), &minio.Options{
+		Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""), BucketLookup: minio.BucketLookupPath, Region: "us-east-1"})
+	if err == nil {
+		err = c.SetBucketPolicy(context.Background(), bucket, fmt.Sprintf(
+			`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::%s/*"]}]}`, bucket))
+	}
+	if err != nil {
+		t.Fatalf("making bucket %s public: %v", bucket, err)
+	}
 }
 
 // Env is the environment a ferry process needs to reach the server
@@ -141,7 +174,7 @@ func startSeaweed() (*Seaweed, error) {
 		"-master.port="+p(0), "-master.port.grpc="+p(4), "-volume.port="+p(1), "-volume.port.grpc="+p(5),
 		"-filer.port="+p(2), "-filer.port.grpc="+p(6), "-s3", "-s3.port="+p(3), "-s3.port.grpc="+p(7),
 		"-s3.config="+filepath.Join(dir, "identity.json"), "-s3.port.iceberg=0", "-s3.port.lance=0",
-		"-volume.max=0", "-master.volumeSizeLimitMB=64")
+		"-volume.max=0", "-master.volumeSizeLimitMB=64", "-s3.domainName="+VirtualHostDomain)
 	log, err := os.Create(filepath.Join(dir, "weed.log"))
 	if err != nil {
 		return nil, err
