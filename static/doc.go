@@ -42,6 +42,12 @@
 // components under DIR, and a symbolic link inside the tree is refused
 // rather than followed.
 //
+// UnpackS3 writes the same tree as objects under an S3 bucket and prefix
+// (s3.go): no store folder, no nginx.conf, no tag list pages; blobs are
+// uploaded once, digest checked, and copied on the server; tags are
+// written after all they reference; a rerun lists the prefix and trusts
+// an object by the ETag the journal recorded (see s3Tree.verified).
+//
 // The package knows nothing about command lines or terminals; it reports
 // progress through bundle.Progress and logs through a *slog.Logger that
 // discards by default.

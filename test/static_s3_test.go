@@ -6,12 +6,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ferry-airgap/ferry/internal/objstore"
 	"github.com/ferry-airgap/ferry/test/harness"
@@ -484,4 +489,142 @@ func TestStaticS3Delta(t *testing.T) {
 	}
 	s.checkObjects(t, append(base, added...))
 	pullS3(t, s, dir, added)
+}
+
+// TestStaticS3CrashRerun kills ferry unpack --static s3:// with SIGKILL at
+// seeded random points (10 runs, each into a prefix of its own; half on a
+// fresh prefix, half while a later bundle moves tags of a finished one;
+// one or two kills each), then reruns it to the end. Afterwards every
+// blob and manifest object hashes to the digest it is named by, and the
+// tags are exactly the bundle's, each with its manifest.
+func TestStaticS3CrashRerun(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	reg := harness.StartRegistry(t, harness.RegistryOptions{})
+	firstSet, laterSet := crashSets()
+	first := harness.Seed(t, reg, "", firstSet)
+	dir := t.TempDir()
+	mustDo(t, os.MkdirAll(filepath.Join(dir, "first"), 0o755))
+	mustDo(t, os.MkdirAll(filepath.Join(dir, "later"), 0o755))
+	bundleFirst := exportAll(t, bin, reg, first, filepath.Join(dir, "first"))
+	later := harness.Seed(t, reg, "", laterSet)
+	bundleLater := exportAll(t, bin, reg, later, filepath.Join(dir, "later"))
+	wantFirst, wantLater := map[string]string{}, map[string]string{}
+	for _, fx := range first {
+		wantFirst["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
+		wantLater["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
+	}
+	for _, fx := range later {
+		wantLater["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
+	}
+	s := newS3Tree(t)
+	unpackTo := func(prefix, bundlePath string) {
+		t.Helper()
+		if _, stderr, code := s.unpack(t, bin, prefix, bundlePath); code != 0 {
+			t.Fatalf("unpack to %s: exit %d\n%s", prefix, code, stderr)
+		}
+	}
+	// The bucket's first write makes its volumes (seconds on SeaweedFS):
+	// a first run pays for that before the one that is timed.
+	unpackTo("warm", bundleFirst)
+	start := time.Now()
+	unpackTo("calibrate", bundleFirst)
+	span := time.Since(start) + 20*time.Millisecond
+	t.Logf("seed %d; a whole unpack takes %s", crashSeed, span.Round(time.Millisecond))
+	rng := rand.New(rand.NewPCG(crashSeed, 1))
+	mid := 0
+	for run := range 10 {
+		prefix := "run-" + strconv.Itoa(run)
+		bundlePath, want := bundleFirst, wantFirst
+		if run%2 == 1 {
+			unpackTo(prefix, bundleFirst)
+			bundlePath, want = bundleLater, wantLater
+		}
+		for range 1 + rng.IntN(2) {
+			args := []string{"unpack", "-q", "--static", "s3://" + s.bucket + "/" + prefix, "--s3-endpoint", s.sw.Endpoint, bundlePath}
+			if killAfter(t, s.sw.Env(), bin, args, time.Duration(rng.Int64N(int64(span)))) {
+				mid++
+			}
+		}
+		unpackTo(prefix, bundlePath)
+		tags := s.hashTree(t, prefix)
+		for ref, d := range want {
+			if tags[ref] != d {
+				t.Errorf("run %d (seed %d): tag %s holds %q, want %s", run, crashSeed, ref, tags[ref], d)
+			}
+		}
+		if len(tags) != len(want) {
+			t.Errorf("run %d (seed %d): tags %v, want %v", run, crashSeed, tags, want)
+		}
+		if t.Failed() {
+			t.Fatalf("run %d (seed %d) left a tree that does not hold what it should", run, crashSeed)
+		}
+	}
+	if mid < 3 {
+		t.Errorf("only %d of the kills stopped an unpack before it finished", mid)
+	}
+	t.Logf("%d kills stopped an unpack midway", mid)
+}
+
+// killAfter starts bin with args (and env added) and sends it SIGKILL
+// after delay; it reports whether the kill stopped it.
+func killAfter(t *testing.T, env []string, bin string, args []string, delay time.Duration) bool {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s before the kill: %v", args[0], err)
+		}
+		return false
+	case <-time.After(delay):
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("ferry %s did not stop after SIGKILL", args[0])
+	}
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// hashTree hashes every object under prefix/v2/ whose key names a digest
+// (a wrong one fails the test) and returns the tags: "name:tag" → the
+// digest of the manifest the tag object holds.
+func (s *s3Tree) hashTree(t *testing.T, prefix string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	tags := map[string]string{}
+	base := prefix + "/v2/"
+	err := s.st.List(ctx, base, func(info objstore.Info) error {
+		obj, _, err := s.st.Open(ctx, info.Key)
+		if err != nil {
+			return err
+		}
+		defer obj.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, obj); err != nil {
+			return err
+		}
+		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
+		rest := strings.TrimPrefix(info.Key, base)
+		if i := strings.LastIndex(rest, "/sha256:"); i >= 0 {
+			if got != rest[i+1:] {
+				t.Errorf("%s holds %s", info.Key, got)
+			}
+		} else if i := strings.LastIndex(rest, "/manifests/"); i >= 0 {
+			tags[rest[:i]+":"+rest[i+len("/manifests/"):]] = got
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tags
 }
