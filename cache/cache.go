@@ -102,6 +102,10 @@ type Options struct {
 	// LeaseTTL is how long the cleaner's lease holds before another
 	// replica may take it over (default 10m).
 	LeaseTTL time.Duration
+	// Redirect, when positive, answers a GET of a stored, checked blob
+	// with 307 to a presigned URL of its object valid this long, so that
+	// the bytes go from the store to the client (Objects only).
+	Redirect time.Duration
 }
 
 // Cache is the pull-through cache. It is an http.Handler; Run drives its
@@ -125,6 +129,10 @@ type Cache struct {
 	flusher sync.WaitGroup // the access batch writer of an object store
 	unlock  func()         // releases the lock on Dir
 }
+
+// DefaultRedirect is how long a blob redirect's presigned URL is valid
+// when the command line asks for redirects (--s3-redirect).
+const DefaultRedirect = 15 * time.Minute
 
 // New opens (or creates) the store in o.Dir and returns the cache.
 func New(o Options) (*Cache, error) {

@@ -158,6 +158,9 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, u
 		defer func() { _ = f.Close() }()
 		c.metrics.add(&c.metrics.hits, 1)
 		h.Set(CacheHeader, "hit")
+		if c.redirectBlob(w, r, d) {
+			return
+		}
 		cw := &countWriter{ResponseWriter: w}
 		http.ServeContent(cw, r, "", time.Time{}, f)
 		c.metrics.add(&c.metrics.bytesServed, cw.n)
@@ -208,6 +211,32 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, u
 		c.log.Warn("aborting a blob response", "digest", d, "repo", repo, "err", err)
 		panic(http.ErrAbortHandler) // the client must not take a partial blob as whole
 	}
+}
+
+// redirectBlob answers a GET of a stored blob with 307 to a presigned
+// URL of its object (Options.Redirect), and reports whether it did.
+// Shortcut: the client reads the object straight from the store. Premise:
+// the object storedBlob found checked (hashed by this replica, or
+// uploaded by it after the check) is not replaced before the client reads
+// it; objects are written only by replicas, each after checking the
+// bytes, so the only change is a removal, which the client sees as an
+// error, and clients check a blob's digest themselves.
+// Test: TestCacheS3Redirect.
+func (c *Cache) redirectBlob(w http.ResponseWriter, r *http.Request, d v1.Hash) bool {
+	p, ok := c.store.b.(interface {
+		presign(v1.Hash, time.Duration) (string, error)
+	})
+	if c.o.Redirect <= 0 || r.Method != http.MethodGet || !ok {
+		return false
+	}
+	u, err := p.presign(d, c.o.Redirect)
+	if err != nil {
+		c.log.Warn("signing a blob URL; serving the blob instead", "digest", d, "err", err)
+		return false
+	}
+	c.metrics.add(&c.metrics.redirects, 1)
+	http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+	return true
 }
 
 // storedBlob opens stored blob d for serving. Shortcut: a blob this

@@ -11,6 +11,7 @@ import (
 // text format (version 0.0.4). Safe for concurrent use.
 type Metrics struct {
 	hits, misses, stale         int64 // requests served from the store, fetched upstream, served stale
+	redirects                   int64 // hits answered with a presigned URL (Options.Redirect)
 	bytesUpstream, bytesServed  int64
 	upstreamErrors              int64
 	evictedBlobs, evictedMfsts  int64
@@ -28,7 +29,7 @@ func (m *Metrics) evicted(r CleanResult) {
 
 // Snapshot is a copy of the counters.
 type Snapshot struct {
-	Hits, Misses, Stale                int64
+	Hits, Misses, Stale, Redirects     int64
 	BytesUpstream, BytesServed         int64
 	UpstreamErrors                     int64
 	EvictedBlobs, EvictedManifests     int64
@@ -38,7 +39,7 @@ type Snapshot struct {
 // Snapshot returns the counters now; Store is left zero.
 func (m *Metrics) Snapshot() Snapshot {
 	l := func(p *int64) int64 { return atomic.LoadInt64(p) }
-	return Snapshot{Hits: l(&m.hits), Misses: l(&m.misses), Stale: l(&m.stale),
+	return Snapshot{Hits: l(&m.hits), Misses: l(&m.misses), Stale: l(&m.stale), Redirects: l(&m.redirects),
 		BytesUpstream: l(&m.bytesUpstream), BytesServed: l(&m.bytesServed), UpstreamErrors: l(&m.upstreamErrors),
 		EvictedBlobs: l(&m.evictedBlobs), EvictedManifests: l(&m.evictedMfsts),
 		EvictedBytes: l(&m.evictedBytes), CleanerPasses: l(&m.cleanerPasses)}
@@ -53,6 +54,7 @@ func writeMetrics(w io.Writer, s Snapshot, maxSize int64) error {
 	}
 	fmt.Fprintf(&b, "# HELP ferry_cache_requests_total Blob and manifest requests by result: hit (from the store), miss (fetched upstream), stale (upstream down, served from the store).\n# TYPE ferry_cache_requests_total counter\n")
 	fmt.Fprintf(&b, "ferry_cache_requests_total{result=\"hit\"} %d\nferry_cache_requests_total{result=\"miss\"} %d\nferry_cache_requests_total{result=\"stale\"} %d\n", s.Hits, s.Misses, s.Stale)
+	metric("ferry_cache_redirects_total", "counter", "Blob hits answered with a redirect to a presigned URL of the object store (--s3-redirect).", s.Redirects, "")
 	metric("ferry_cache_upstream_bytes_total", "counter", "Blob bytes downloaded from upstreams.", s.BytesUpstream, "")
 	metric("ferry_cache_served_bytes_total", "counter", "Blob bytes sent to clients.", s.BytesServed, "")
 	metric("ferry_cache_upstream_errors_total", "counter", "Upstream requests that failed.", s.UpstreamErrors, "")

@@ -126,6 +126,13 @@ func (b *s3Backend) openBlob(d v1.Hash) (blobReader, int64, error) {
 	return obj, info.Size, nil
 }
 
+// presign returns a URL that reads blob d's object for expires.
+func (b *s3Backend) presign(d v1.Hash, expires time.Duration) (string, error) {
+	ctx, cancel := bg()
+	defer cancel()
+	return b.st.PresignGet(ctx, blobKey(d), expires)
+}
+
 // putBlob puts the verified file tmp under the blob's final key, unless
 // an object is there already. Shortcut: losing that race (412) counts as
 // stored, and the clients of this download get the checked bytes of tmp.

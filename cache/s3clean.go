@@ -27,6 +27,9 @@ func objectDefaults(o *Options) error {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
+	if o.Redirect != 0 && (o.Objects == nil || o.Redirect < time.Minute) {
+		return fmt.Errorf("%w: blob redirects need the object store and a lifetime of at least a minute", ErrConfig)
+	}
 	if o.AccessFlushEvery < 0 || o.AccessFlushEntries < 0 || o.LeaseTTL < 0 {
 		return fmt.Errorf("%w: negative access flush or lease setting", ErrConfig)
 	}

@@ -434,6 +434,7 @@ func TestCacheS3BadFlags(t *testing.T) {
 	bin := harness.BuildFerry(t)
 	for _, args := range [][]string{
 		{"--s3-endpoint", "http://127.0.0.1:9000"}, // no --store
+		{"--s3-redirect"}, // no --store
 		{"--store", "bucket/prefix"},
 		{"--store", "s3://"},
 		{"--store", "s3://bucket/p", "--s3-endpoint", "http://10.1.2.3:9000"}, // credentials in the clear
@@ -445,5 +446,70 @@ func TestCacheS3BadFlags(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, "error:") {
 			t.Errorf("ferry %v: exit %d, want 2\n%s", full, code, stderr)
 		}
+	}
+}
+
+// TestCacheS3Redirect: with --s3-redirect a replica answers a GET of a
+// stored blob with 307 to a presigned URL of its object (a HEAD, and the
+// first GET that fetches upstream, are answered by the replica); the URL
+// reads the blob without credentials, with Range, and crane pulls through
+// the replica, following the redirects, with the source digest and no
+// upstream blob GET.
+func TestCacheS3Redirect(t *testing.T) {
+	sw := harness.StartSeaweed(t)
+	bucket := sw.Bucket(t)
+	bin := harness.BuildFerry(t)
+	crane := buildCrane(t)
+	up, counter, fixtures := cacheUpstream(t, harness.SmallSet())
+	secret := pullSecret(t, up.Host, "puller", "s3cret-pw")
+	a := s3Replica(t, bin, sw, sw.Endpoint, bucket, "--max-size", "1GiB", "--pull-secret", secret, "--ca-cert", up.CAFile,
+		"--upstream", "src.test=https://"+up.Host, "--s3-redirect")
+	console := findFixture(t, fixtures, "spaceone/console:1.12.0")
+	blob := "http://" + a.addr + "/v2/src.test/" + console.Repo + "/blobs/" + console.Layers[0]
+	if !getBlob(t, a.addr, strings.TrimPrefix(blob, "http://"+a.addr), console.Layers[0]) {
+		t.Fatal("first GET (a miss) did not give the blob")
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, sw.Endpoint+"/"+bucket+"/cache/blobs/sha256/") || !strings.Contains(loc, "X-Amz-Signature=") {
+		t.Fatalf("GET of a stored blob: %d, Location %q; want 307 to a presigned URL on %s", resp.StatusCode, loc, sw.Endpoint)
+	}
+	if strings.Contains(loc, sw.SecretKey) {
+		t.Error("the presigned URL carries the secret key")
+	}
+	req, _ := http.NewRequest("HEAD", blob, nil)
+	if resp, err := noFollow.Do(req); err != nil || resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != console.Layers[0] {
+		t.Errorf("HEAD of a stored blob: %v %v, want 200 from the replica", resp, err)
+	}
+	req, _ = http.NewRequest("GET", loc, nil)
+	req.Header.Set("Range", "bytes=1-4")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || len(part) != 4 {
+		t.Errorf("Range on the presigned URL: %d, %d bytes; want 206, 4 bytes", resp.StatusCode, len(part))
+	}
+	cacheRun(t, crane, "pull", "--insecure", "--format", "oci", a.addr+"/src.test/"+console.Ref(), t.TempDir())
+	counter.Reset()
+	layout := t.TempDir()
+	cacheRun(t, crane, "pull", "--insecure", "--format", "oci", a.addr+"/src.test/"+console.Ref(), layout)
+	if n := counter.Count("GET", harness.KindBlob); n != 0 {
+		t.Errorf("second pull: %d upstream blob GETs, want 0", n)
+	}
+	if got := ociLayoutDigest(t, layout); got != console.Digest {
+		t.Errorf("pull through redirects: %s, want %s", got, console.Digest)
+	}
+	checkLayoutBlobs(t, layout)
+	metrics := doHTTP(t, "GET", "http://"+a.addr+"/metrics").body
+	if !strings.Contains(metrics, "ferry_cache_redirects_total") || strings.Contains(metrics, "ferry_cache_redirects_total 0\n") {
+		t.Errorf("metrics count no redirect:\n%s", metrics)
 	}
 }

@@ -32,6 +32,7 @@ type cacheFlags struct {
 	insecure           bool
 	store, s3Endpoint  string
 	accessFlush        time.Duration
+	s3Redirect         bool
 	listenFlags
 }
 
@@ -92,6 +93,7 @@ shuts down gracefully.`,
 	fl.StringVar(&f.certsDir, "certs-dir", "", "docker certs.d layout for upstreams: DIR/<host[:port]>/ca.crt, client.cert, client.key")
 	fl.StringVar(&f.store, "store", "", "keep blobs and manifests in object storage, s3://BUCKET/PREFIX, shared by every replica that names it (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, instance role); --dir keeps this replica's tags")
 	fl.StringVar(&f.s3Endpoint, "s3-endpoint", "", "URL of a non-AWS S3 server (path-style), e.g. https://minio.corp:9000; plain http for loopback only (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL)")
+	fl.BoolVar(&f.s3Redirect, "s3-redirect", false, "with --store: answer a GET of a stored blob with a redirect to a presigned URL (valid 15 minutes), so clients that follow it read the bytes from the object store; clients must reach the S3 endpoint")
 	fl.DurationVar(&f.accessFlush, "s3-access-flush", cache.DefaultAccessFlushEvery, "with --store: how often a replica writes the access times it recorded (one object per batch), for the cleaner's LRU")
 	fl.BoolVar(&f.insecure, "insecure-skip-tls-verify", false, "do not verify upstream certificates (tests only)")
 	fl.BoolVar(&e.json, "json", false, "print a JSON line on stdout when listening, a JSON summary on exit, and an {\"error\": ...} line on failure")
@@ -196,8 +198,11 @@ func (f *cacheFlags) options(e *env) (cache.Options, error) {
 			return o, usagef("--s3-access-flush must be positive")
 		}
 		o.AccessFlushEvery = f.accessFlush
-	} else if f.s3Endpoint != "" {
-		return o, usagef("--s3-endpoint needs --store s3://BUCKET/PREFIX")
+		if f.s3Redirect {
+			o.Redirect = cache.DefaultRedirect
+		}
+	} else if f.s3Endpoint != "" || f.s3Redirect {
+		return o, usagef("--s3-endpoint and --s3-redirect need --store s3://BUCKET/PREFIX")
 	}
 	o.Upstreams, err = f.upstreamSet(e)
 	return o, err

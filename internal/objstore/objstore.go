@@ -273,6 +273,16 @@ func (s *Store) Open(ctx context.Context, k string) (Object, Info, error) {
 	return obj, Info{Key: k, Size: oi.Size, Modified: oi.LastModified, ETag: strings.Trim(oi.ETag, `"`), ContentType: oi.ContentType}, nil
 }
 
+// PresignGet returns a URL that reads key without credentials until
+// expires has passed (a GET signed in advance; the client may send Range).
+func (s *Store) PresignGet(ctx context.Context, k string, expires time.Duration) (string, error) {
+	u, err := s.c.PresignedGetObject(ctx, s.loc.Bucket, s.key(k), expires, nil)
+	if err != nil {
+		return "", s.wrap("signing a URL for", k, err)
+	}
+	return u.String(), nil
+}
+
 // Get reads all of key, which must be at most limit bytes.
 func (s *Store) Get(ctx context.Context, k string, limit int64) ([]byte, Info, error) {
 	obj, info, err := s.Open(ctx, k)
