@@ -101,12 +101,8 @@ func UnpackS3(ctx context.Context, readers []*bundle.Reader, st *objstore.Store,
 	case o.prune != nil || o.dryRun:
 		return nil, fmt.Errorf("%w: --prune works on a directory tree; a tree on object storage only adds", ErrOptions)
 	}
-	reg, err := serve.New(readers, serve.WithPrefix(o.prefix), serve.WithSourceNames(o.sourceNames))
+	reg, contents, err := openContents(readers, &o)
 	if err != nil {
-		return nil, err
-	}
-	contents := reg.Contents()
-	if err := checkPaths(contents); err != nil {
 		return nil, err
 	}
 	t, err := openS3Tree(ctx, st)

@@ -305,7 +305,7 @@ func (t *s3Tree) placeManifests(ctx context.Context, reg *serve.Registry, conten
 			byDigest = append(byDigest, put{base + "blobs/" + h.String(), h, "application/octet-stream", false},
 				put{base + "manifests/" + h.String(), h, c.Manifests[h], false})
 		}
-		for _, tag := range sortedTagsOf(c) {
+		for _, tag := range tagsOf(c) {
 			tags = append(tags, put{base + "manifests/" + tag, c.Tags[tag], c.Manifests[c.Tags[tag]], true})
 		}
 		for _, h := range ms {
@@ -346,13 +346,4 @@ func (t *s3Tree) placeManifests(ctx context.Context, reg *serve.Registry, conten
 		}
 	}
 	return nil
-}
-
-func sortedTagsOf(c serve.Content) []string {
-	tags := make([]string, 0, len(c.Tags))
-	for tag := range c.Tags {
-		tags = append(tags, tag)
-	}
-	sort.Strings(tags)
-	return tags
 }

@@ -118,12 +118,8 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 	if err := o.nginx.check(); err != nil {
 		return nil, err
 	}
-	reg, err := serve.New(readers, serve.WithPrefix(o.prefix), serve.WithSourceNames(o.sourceNames))
+	reg, contents, err := openContents(readers, &o)
 	if err != nil {
-		return nil, err
-	}
-	contents := reg.Contents()
-	if err := checkPaths(contents); err != nil {
 		return nil, err
 	}
 	if o.prune != nil {
@@ -162,6 +158,20 @@ func Unpack(ctx context.Context, readers []*bundle.Reader, dir string, opts ...O
 		return sum, err
 	}
 	return sum, nil
+}
+
+// openContents merges the bundles as serve does and checks every name
+// and tag the tree will hold.
+func openContents(readers []*bundle.Reader, o *options) (*serve.Registry, []serve.Content, error) {
+	reg, err := serve.New(readers, serve.WithPrefix(o.prefix), serve.WithSourceNames(o.sourceNames))
+	if err != nil {
+		return nil, nil, err
+	}
+	contents := reg.Contents()
+	if err := checkPaths(contents); err != nil {
+		return nil, nil, err
+	}
+	return reg, contents, nil
 }
 
 func unpack(ctx context.Context, t *tree, reg *serve.Registry, contents []serve.Content, o *options, sum *Summary) error {

@@ -73,7 +73,7 @@ func bucketObjects(t *testing.T, sw *harness.Seaweed, bucket string) map[string]
 		if !final {
 			return nil
 		}
-		obj, _, err := st.Open(ctx, i.Key)
+		got, err := objectDigest(ctx, st, i.Key)
 		if errors.Is(err, objstore.ErrNotExist) { // evicted since listed
 			delete(out, i.Key)
 			return nil
@@ -81,13 +81,8 @@ func bucketObjects(t *testing.T, sw *harness.Seaweed, bucket string) map[string]
 		if err != nil {
 			return err
 		}
-		defer obj.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, obj); err != nil {
-			return err
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != hexd {
-			t.Errorf("object %s (%d bytes) holds bytes of sha256:%s", i.Key, i.Size, got)
+		if got != "sha256:"+hexd {
+			t.Errorf("object %s (%d bytes) holds bytes of %s", i.Key, i.Size, got)
 		}
 		return nil
 	})
@@ -162,16 +157,8 @@ func TestCacheS3TwoReplicasShareOneStore(t *testing.T) {
 		}
 	}
 	// Range requests are served from the object.
-	req, _ := http.NewRequest("GET", "http://"+b.addr+"/v2/src.test/"+console.Repo+"/blobs/"+console.Layers[0], nil)
-	req.Header.Set("Range", "bytes=1-4")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusPartialContent || len(part) != 4 {
-		t.Errorf("Range bytes=1-4: %d, %d bytes; want 206, 4 bytes", resp.StatusCode, len(part))
+	if status, n := getRange(t, "http://"+b.addr+"/v2/src.test/"+console.Repo+"/blobs/"+console.Layers[0]); status != http.StatusPartialContent || n != 4 {
+		t.Errorf("Range bytes=1-4: %d, %d bytes; want 206, 4 bytes", status, n)
 	}
 	bucketObjects(t, sw, bucket)
 }
@@ -434,7 +421,7 @@ func TestCacheS3BadFlags(t *testing.T) {
 	bin := harness.BuildFerry(t)
 	for _, args := range [][]string{
 		{"--s3-endpoint", "http://127.0.0.1:9000"}, // no --store
-		{"--s3-redirect"}, // no --store
+		{"--s3-redirect"},                          // no --store
 		{"--store", "bucket/prefix"},
 		{"--store", "s3://"},
 		{"--store", "s3://bucket/p", "--s3-endpoint", "http://10.1.2.3:9000"}, // credentials in the clear
@@ -447,6 +434,21 @@ func TestCacheS3BadFlags(t *testing.T) {
 			t.Errorf("ferry %v: exit %d, want 2\n%s", full, code, stderr)
 		}
 	}
+}
+
+// getRange GETs bytes 1-4 of url and returns the status and the bytes
+// that came.
+func getRange(t *testing.T, url string) (int, int) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Range", "bytes=1-4")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	part, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, len(part)
 }
 
 // TestCacheS3Redirect: with --s3-redirect a replica answers a GET of a
@@ -486,16 +488,8 @@ func TestCacheS3Redirect(t *testing.T) {
 	if resp, err := noFollow.Do(req); err != nil || resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != console.Layers[0] {
 		t.Errorf("HEAD of a stored blob: %v %v, want 200 from the replica", resp, err)
 	}
-	req, _ = http.NewRequest("GET", loc, nil)
-	req.Header.Set("Range", "bytes=1-4")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusPartialContent || len(part) != 4 {
-		t.Errorf("Range on the presigned URL: %d, %d bytes; want 206, 4 bytes", resp.StatusCode, len(part))
+	if status, n := getRange(t, loc); status != http.StatusPartialContent || n != 4 {
+		t.Errorf("Range on the presigned URL: %d, %d bytes; want 206, 4 bytes", status, n)
 	}
 	cacheRun(t, crane, "pull", "--insecure", "--format", "oci", a.addr+"/src.test/"+console.Ref(), t.TempDir())
 	counter.Reset()

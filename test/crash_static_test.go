@@ -3,10 +3,8 @@ package test
 import (
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +30,20 @@ func crashSets() (first, later harness.FixtureSet) {
 	return first, later
 }
 
+// crashWants are the tags (proj/REPO:TAG → digest) a tree holds after the
+// first bundle, and after the later one on top of it.
+func crashWants(first, later []harness.Fixture) (wantFirst, wantLater map[string]string) {
+	wantFirst, wantLater = map[string]string{}, map[string]string{}
+	for _, fx := range first {
+		wantFirst["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
+		wantLater["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
+	}
+	for _, fx := range later {
+		wantLater["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
+	}
+	return wantFirst, wantLater
+}
+
 // TestStaticCrashRerun kills ferry unpack --static with SIGKILL at seeded
 // random points (20 runs; half of them on a fresh tree, half while a
 // later bundle moves tags of a finished tree; one or two kills each),
@@ -55,14 +67,7 @@ func TestStaticCrashRerun(t *testing.T) {
 	bundleFirst := exportAll(t, bin, reg, first, mkdir(filepath.Join(dir, "first")))
 	later := harness.Seed(t, reg, "", laterSet)
 	bundleLater := exportAll(t, bin, reg, later, mkdir(filepath.Join(dir, "later")))
-	wantFirst, wantLater := map[string]string{}, map[string]string{}
-	for _, fx := range first {
-		wantFirst["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
-		wantLater["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
-	}
-	for _, fx := range later {
-		wantLater["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
-	}
+	wantFirst, wantLater := crashWants(first, later)
 
 	// How long a whole run takes here: kills fall anywhere in it.
 	start := time.Now()
@@ -121,28 +126,7 @@ func TestStaticCrashRerun(t *testing.T) {
 // reports whether the kill stopped it (false when it had finished).
 func killUnpack(t *testing.T, bin, tree, addr, bundlePath string, delay time.Duration) bool {
 	t.Helper()
-	cmd := exec.Command(bin, "unpack", "-q", "--static", tree, "--listen", addr, bundlePath)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("unpack before the kill: %v", err)
-		}
-		return false
-	case <-time.After(delay):
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatal("ferry unpack did not stop after SIGKILL")
-	}
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+	return killAfter(t, nil, bin, []string{"unpack", "-q", "--static", tree, "--listen", addr, bundlePath}, delay)
 }
 
 // splitRef splits "name:tag" at its last colon.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,55 +85,35 @@ func (s *s3Tree) tool(t *testing.T, home, bin string, args ...string) string {
 // of the published tree does.
 func (s *s3Tree) get(t *testing.T, method, path string) httpAnswer {
 	t.Helper()
-	req, err := http.NewRequest(method, s.sw.Endpoint+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Host = s.host
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return httpAnswer{resp.StatusCode, resp.Header, string(body)}
+	return doHTTPHost(t, method, s.sw.Endpoint+path, s.host)
 }
 
 // checkObjects hashes every blob and manifest object under v2/ against the
-// digest in its key, and reads every tag: none may be wrong.
+// digest in its key, and checks every fixture's tag: manifest bytes and
+// Content-Type.
 func (s *s3Tree) checkObjects(t *testing.T, fixtures []harness.Fixture) {
 	t.Helper()
-	ctx := context.Background()
-	n := 0
-	err := s.st.List(ctx, "v2/", func(info objstore.Info) error {
-		i := strings.LastIndex(info.Key, "/sha256:")
-		if i < 0 {
-			return nil
-		}
-		obj, _, err := s.st.Open(ctx, info.Key)
-		if err != nil {
-			return err
-		}
-		defer obj.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, obj); err != nil {
-			return err
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != info.Key[i+len("/sha256:"):] {
-			t.Errorf("%s holds sha256:%s", info.Key, got)
-		}
-		n++
-		return nil
-	})
-	if err != nil || n == 0 {
-		t.Fatalf("listing the tree: %d objects, %v", n, err)
+	tags := s.hashTree(t, "")
+	if len(tags) == 0 {
+		t.Fatal("no tag in the tree")
 	}
 	for _, fx := range fixtures {
-		a := s.get(t, "GET", "/v2/proj/"+fx.Repo+"/manifests/"+fx.Tag)
-		if a.status != 200 || "sha256:"+sha256Hex([]byte(a.body)) != fx.Digest || a.header.Get("Content-Type") != fx.MediaType {
-			t.Errorf("tag %s: %d %s sha256:%s, want %s %s", fx.Ref(), a.status, a.header.Get("Content-Type"), sha256Hex([]byte(a.body)), fx.MediaType, fx.Digest)
+		a := s.get(t, "HEAD", "/v2/proj/"+fx.Repo+"/manifests/"+fx.Tag)
+		if d := tags["proj/"+fx.Ref()]; a.status != 200 || d != fx.Digest || a.header.Get("Content-Type") != fx.MediaType {
+			t.Errorf("tag %s: %d %s %s, want %s %s", fx.Ref(), a.status, a.header.Get("Content-Type"), d, fx.MediaType, fx.Digest)
 		}
 	}
+}
+
+// smallS3Setup exports the small fixture set into a bundle (names under
+// proj/) and makes a public bucket for it.
+func smallS3Setup(t *testing.T) (bin string, fixtures []harness.Fixture, dir, bundlePath string, s *s3Tree) {
+	t.Helper()
+	bin = harness.BuildFerry(t)
+	reg := harness.StartRegistry(t, harness.RegistryOptions{})
+	fixtures = harness.Seed(t, reg, "", harness.SmallSet())
+	dir = t.TempDir()
+	return bin, fixtures, dir, exportAll(t, bin, reg, fixtures, dir), newS3Tree(t)
 }
 
 // TestStaticS3E2E: a bundle unpacked with --static s3://BUCKET and served
@@ -143,12 +122,7 @@ func (s *s3Tree) checkObjects(t *testing.T, fixtures []harness.Fixture) {
 // every image from with its source digest; tags never appear before what
 // they reference; a rerun writes nothing.
 func TestStaticS3E2E(t *testing.T) {
-	bin := harness.BuildFerry(t)
-	reg := harness.StartRegistry(t, harness.RegistryOptions{})
-	fixtures := harness.Seed(t, reg, "", harness.SmallSet())
-	dir := t.TempDir()
-	bundlePath := exportAll(t, bin, reg, fixtures, dir)
-	s := newS3Tree(t)
+	bin, fixtures, dir, bundlePath, s := smallS3Setup(t)
 
 	watch := watchTagOrder(t, s)
 	sum := s.mustUnpack(t, bin, bundlePath)
@@ -310,12 +284,7 @@ func missingRefs(ctx context.Context, st *objstore.Store, name, key string) stri
 // back exactly what is wrong, uploads from the bundle only what no checked
 // object holds, and every object then hashes to its name.
 func TestStaticS3RerunRepairs(t *testing.T) {
-	bin := harness.BuildFerry(t)
-	reg := harness.StartRegistry(t, harness.RegistryOptions{})
-	fixtures := harness.Seed(t, reg, "", harness.SmallSet())
-	dir := t.TempDir()
-	bundlePath := exportAll(t, bin, reg, fixtures, dir)
-	s := newS3Tree(t)
+	bin, fixtures, dir, bundlePath, s := smallS3Setup(t)
 	s.mustUnpack(t, bin, bundlePath)
 	ctx := context.Background()
 	fx := fixtureByRef(t, fixtures, "spaceone/console:1.11.0")
@@ -508,14 +477,7 @@ func TestStaticS3CrashRerun(t *testing.T) {
 	bundleFirst := exportAll(t, bin, reg, first, filepath.Join(dir, "first"))
 	later := harness.Seed(t, reg, "", laterSet)
 	bundleLater := exportAll(t, bin, reg, later, filepath.Join(dir, "later"))
-	wantFirst, wantLater := map[string]string{}, map[string]string{}
-	for _, fx := range first {
-		wantFirst["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
-		wantLater["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
-	}
-	for _, fx := range later {
-		wantLater["proj/"+fx.Repo+":"+fx.Tag] = fx.Digest
-	}
+	wantFirst, wantLater := crashWants(first, later)
 	s := newS3Tree(t)
 	unpackTo := func(prefix, bundlePath string) {
 		t.Helper()
@@ -594,25 +556,36 @@ func killAfter(t *testing.T, env []string, bin string, args []string, delay time
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
-// hashTree hashes every object under prefix/v2/ whose key names a digest
+// objectDigest hashes the object at key: "sha256:HEX".
+func objectDigest(ctx context.Context, st *objstore.Store, key string) (string, error) {
+	obj, _, err := st.Open(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	defer obj.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, obj); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// hashTree hashes every object under [prefix/]v2/ whose key names a digest
 // (a wrong one fails the test) and returns the tags: "name:tag" → the
 // digest of the manifest the tag object holds.
 func (s *s3Tree) hashTree(t *testing.T, prefix string) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	tags := map[string]string{}
-	base := prefix + "/v2/"
+	base := "v2/"
+	if prefix != "" {
+		base = prefix + "/v2/"
+	}
 	err := s.st.List(ctx, base, func(info objstore.Info) error {
-		obj, _, err := s.st.Open(ctx, info.Key)
+		got, err := objectDigest(ctx, s.st, info.Key)
 		if err != nil {
 			return err
 		}
-		defer obj.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, obj); err != nil {
-			return err
-		}
-		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
 		rest := strings.TrimPrefix(info.Key, base)
 		if i := strings.LastIndex(rest, "/sha256:"); i >= 0 {
 			if got != rest[i+1:] {

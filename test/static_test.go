@@ -233,9 +233,19 @@ type httpAnswer struct {
 
 func doHTTP(t *testing.T, method, url string) httpAnswer {
 	t.Helper()
+	return doHTTPHost(t, method, url, "")
+}
+
+// doHTTPHost is doHTTP with the request's Host header set to host (a
+// virtual host on the address the URL names), unless host is "".
+func doHTTPHost(t *testing.T, method, url, host string) httpAnswer {
+	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

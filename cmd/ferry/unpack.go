@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferry-airgap/ferry/bundle"
 	"github.com/ferry-airgap/ferry/internal/objstore"
 	"github.com/ferry-airgap/ferry/internal/units"
 	"github.com/ferry-airgap/ferry/serve"
@@ -108,27 +110,16 @@ func runUnpack(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) error
 	if f.s3Endpoint != "" {
 		return usagef("--s3-endpoint goes with --static s3://BUCKET/PREFIX")
 	}
-	readers, err := openBundles(paths)
-	if err != nil {
-		return err
-	}
-	defer closeBundles(readers)
-	prog := newProgress(e, "unpack")
 	opts := []static.Option{static.WithPrefix(f.prefix), static.WithSourceNames(f.sourceNames), static.WithJobs(f.jobs),
-		static.WithLogger(e.logger()), static.WithProgress(prog),
+		static.WithLogger(e.logger()),
 		static.WithNginx(static.Nginx{Listen: f.listen, ServerName: f.serverName, TLSCert: f.tlsCert, TLSKey: f.tlsKey})}
 	if f.prune {
 		opts = append(opts, static.WithPrune(f.keep...), static.WithDryRun(f.dryRun))
 	}
-	sum, err := static.Unpack(cmd.Context(), readers, f.static, opts...)
-	prog.finish()
-	if errors.Is(err, serve.ErrOptions) || errors.Is(err, static.ErrOptions) {
-		return usageError{err}
-	}
-	if e.json {
-		return writeResult(e, sum, err)
-	}
-	if err != nil {
+	sum, err := runStatic(cmd, e, paths, func(ctx context.Context, readers []*bundle.Reader, prog bundle.Progress) (*static.Summary, error) {
+		return static.Unpack(ctx, readers, f.static, append(opts, static.WithProgress(prog))...)
+	})
+	if sum == nil || err != nil {
 		return err
 	}
 	if sum.Pruned != nil && sum.Pruned.DryRun {
@@ -164,22 +155,11 @@ func runUnpackS3(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) err
 	if err != nil {
 		return usagef("--static: %v", err)
 	}
-	readers, err := openBundles(paths)
-	if err != nil {
-		return err
-	}
-	defer closeBundles(readers)
-	prog := newProgress(e, "unpack")
-	sum, err := static.UnpackS3(cmd.Context(), readers, st, static.WithPrefix(f.prefix), static.WithSourceNames(f.sourceNames),
-		static.WithJobs(f.jobs), static.WithLogger(e.logger()), static.WithProgress(prog))
-	prog.finish()
-	if errors.Is(err, serve.ErrOptions) || errors.Is(err, static.ErrOptions) {
-		return usageError{err}
-	}
-	if e.json {
-		return writeResult(e, sum, err)
-	}
-	if err != nil {
+	sum, err := runStatic(cmd, e, paths, func(ctx context.Context, readers []*bundle.Reader, prog bundle.Progress) (*static.Summary, error) {
+		return static.UnpackS3(ctx, readers, st, static.WithPrefix(f.prefix), static.WithSourceNames(f.sourceNames),
+			static.WithJobs(f.jobs), static.WithLogger(e.logger()), static.WithProgress(prog))
+	})
+	if sum == nil || err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s: %d repositories, %d tags (%d new or moved); %d blobs uploaded (%s), %d already there; %d objects written\n",
@@ -187,6 +167,30 @@ func runUnpackS3(cmd *cobra.Command, e *env, f *unpackFlags, paths []string) err
 	fmt.Fprintf(e.stdout, "the tree serves %d repositories, %d tags; serve the bucket as a website or through a CDN (docs/static.md)\n",
 		sum.TreeRepositories, sum.TreeTags)
 	return nil
+}
+
+// runStatic opens the bundles and runs unpack with progress, and does
+// what both outputs share: bad options are usage errors (exit 2), --json
+// prints the result. It returns the summary only when the caller is to
+// print it.
+func runStatic(cmd *cobra.Command, e *env, paths []string, unpack func(context.Context, []*bundle.Reader, bundle.Progress) (*static.Summary, error)) (*static.Summary, error) {
+	readers, err := openBundles(paths)
+	if err != nil {
+		return nil, err
+	}
+	defer closeBundles(readers)
+	prog := newProgress(e, "unpack")
+	sum, err := unpack(cmd.Context(), readers, prog)
+	prog.finish()
+	switch {
+	case errors.Is(err, serve.ErrOptions) || errors.Is(err, static.ErrOptions):
+		return nil, usageError{err}
+	case e.json:
+		return nil, writeResult(e, sum, err)
+	case err != nil:
+		return nil, err
+	}
+	return sum, nil
 }
 
 // printPrune says what --prune removed or, with --dry-run, would remove.
