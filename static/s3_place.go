@@ -52,25 +52,27 @@ func (t *s3Tree) checkMissing(ctx context.Context, contents []serve.Content) err
 }
 
 // source returns a key that holds blob h, checked: one the journal vouches
-// for, else one whose bytes it hashes now (and records). size -1 takes
-// the size of the first object listed under h's name. errNoSource if none.
+// for, else one whose bytes it hashes now (and records). size -1 (a blob
+// no bundle holds, so of unknown size) takes each object's listed size.
+// errNoSource if none.
 func (t *s3Tree) source(ctx context.Context, h v1.Hash, size int64) (string, error) {
 	t.mu.Lock()
 	keys := append([]string(nil), t.byDigest[h.String()]...)
 	t.mu.Unlock()
 	sort.Strings(keys)
-	if size < 0 && len(keys) > 0 {
-		t.mu.Lock()
-		size = t.objects[keys[0]].Size
-		t.mu.Unlock()
+	sizeAt := func(k string) int64 {
+		if size >= 0 {
+			return size
+		}
+		return t.sizeOf(k)
 	}
 	for _, k := range keys {
-		if t.verified(k, h, size) {
+		if t.verified(k, h, sizeAt(k)) {
 			return k, nil
 		}
 	}
 	for _, k := range keys {
-		ok, err := t.hashObject(ctx, k, h, size)
+		ok, err := t.hashObject(ctx, k, h, sizeAt(k))
 		if err != nil {
 			return "", err
 		}
