@@ -442,13 +442,16 @@ func (p *pusher) summarizeRefusals() {
 		if len(r.Images) == 0 {
 			continue
 		}
+		s.refusalErrs = append(s.refusalErrs, r)
+	}
+	sort.Slice(s.refusalErrs, func(i, j int) bool {
+		a, b := s.refusalErrs[i], s.refusalErrs[j]
+		return a.Project < b.Project || a.Project == b.Project && a.Kind < b.Kind
+	})
+	for _, r := range s.refusalErrs {
 		s.Refusals = append(s.Refusals, Refusal{Kind: r.Kind, Project: r.Project, Message: r.Error(), Hint: r.Hint(),
 			Images: r.Images, Tags: r.Tags})
 	}
-	sort.Slice(s.Refusals, func(i, j int) bool {
-		a, b := s.Refusals[i], s.Refusals[j]
-		return a.Project < b.Project || a.Project == b.Project && a.Kind < b.Kind
-	})
 }
 
 // refusalFailure is the run's error when one refusal stopped every image

@@ -120,7 +120,13 @@ type Summary struct {
 	// proxy-cache projects), each once, with the images it stopped.
 	Refusals []Refusal `json:"refusals,omitempty"`
 	Warnings []string  `json:"warnings,omitempty"`
+
+	refusalErrs []*RefusalError // Refusals as errors, in the same order
 }
+
+// RefusalErrors returns the run's Harbor policy refusals as errors (kind,
+// registry, project), once each, in the order of Refusals.
+func (s *Summary) RefusalErrors() []*RefusalError { return s.refusalErrs }
 
 // ImageResult is one image of the bundle.
 type ImageResult struct {

@@ -96,7 +96,11 @@ type Round struct {
 	BlobGETs int64         `json:"blobGets"`
 	Images   []ImageResult `json:"images"`
 	Failures []Failure     `json:"failures,omitempty"`
-	Warnings []string      `json:"warnings,omitempty"`
+	// Refusals are Harbor's policy refusals (quota, immutable tags,
+	// proxy-cache projects), each once with the images it stopped; the
+	// failures they caused name it in Refusal.
+	Refusals []push.Refusal `json:"refusals,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
 	// Error is why the round failed, if it did.
 	Error string `json:"error,omitempty"`
 	Err   error  `json:"-"`
@@ -118,6 +122,9 @@ type ImageResult struct {
 type Failure struct {
 	Image string `json:"image"`
 	Error string `json:"error"`
+	// Refusal is the kind of the Harbor policy refusal that stopped the
+	// image (see Round.Refusals), if one did.
+	Refusal string `json:"refusal,omitempty"`
 }
 
 // ErrFailed: a round failed; its Round says what and why.
@@ -411,8 +418,16 @@ func (s *Syncer) addPushed(r *Round, sum *push.Summary, src *registrySource, loo
 		r.Images = append(r.Images, ir)
 	}
 	for _, f := range sum.Failures {
-		r.Failures = append(r.Failures, Failure{Image: f.Image, Error: f.Error})
-		r.causes = append(r.causes, errors.New(f.Error)) // untyped: classifies as failed
+		r.Failures = append(r.Failures, Failure{Image: f.Image, Error: f.Error, Refusal: f.Refusal})
+		if f.Refusal == "" {
+			r.causes = append(r.causes, errors.New(f.Error)) // untyped: classifies as failed
+		}
+	}
+	// A refusal is one cause however many images it stopped, and keeps its
+	// kind (quota, immutable-tag, proxy-cache) for --json.
+	r.Refusals = append(r.Refusals, sum.Refusals...)
+	for _, rf := range sum.RefusalErrors() {
+		r.causes = append(r.causes, rf)
 	}
 }
 

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -350,9 +351,58 @@ func TestHarborRefusesProxyCacheProject(t *testing.T) {
 			t.Errorf("%s: uploaded %d blobs (%d bytes), mounted %d into a proxy-cache project", who.user, sum.BlobsUploaded, sum.BytesUploaded, sum.BlobsMounted)
 		}
 	}
+	syncIntoProxyCache(t, bin, h, proj, fx)
 	for _, f := range fx {
 		if d := harborDigest(t, h, proj+"/"+f.Ref()); d != "" {
 			t.Errorf("%s is in the proxy-cache project: %s", f.Ref(), d)
 		}
+	}
+}
+
+// syncIntoProxyCache: ferry sync into the proxy-cache project says the
+// refusal once, however many images it stopped, and its --json round
+// lists it with its kind (as import does).
+func syncIntoProxyCache(t *testing.T, bin string, h *harness.Harbor, proj string, fx []harness.Fixture) {
+	t.Helper()
+	src := harness.StartRegistry(t, harness.RegistryOptions{})
+	var specs []harness.FixtureSpec
+	for _, f := range fx {
+		specs = append(specs, harness.FixtureSpec{Repo: f.Repo, Tag: f.Tag, Kind: f.Kind, Bases: []string{"os"}})
+	}
+	harness.Seed(t, src, "", harness.FixtureSet{Name: "sync-proxy", Specs: specs})
+	auth := base64.StdEncoding.EncodeToString([]byte(`{"username": "` + h.Admin + `", "password": "` + h.AdminPassword + `"}`))
+	m := writeFile(t, filepath.Join(t.TempDir(), "m.yaml"), "tasks:\n  - name: into-proxy\n    source:\n      registry: "+src.Host+
+		"\n    target:\n      registry: "+h.Host+"/"+proj+"\n      auth: "+auth+"\n    mappings:\n      - from: app/a\n      - from: app/b\n")
+	stdout, stderr, code := harness.RunWith(t, harness.RunOptions{Env: impEnv(t)}, bin, "sync", "--json", "--plain-http", "-f", m)
+	if code != 1 {
+		t.Fatalf("sync into a proxy-cache project: exit %d, want 1\n%s\n%s", code, stdout, stderr)
+	}
+	if n := strings.Count(stderr, `Harbor project "`+proj+`"`); n != 1 {
+		t.Errorf("sync names the refusal %d times, want once:\n%s", n, stderr)
+	}
+	var r struct {
+		Failed   int `json:"failed"`
+		Refusals []struct {
+			Kind   string   `json:"kind"`
+			Images []string `json:"images"`
+		} `json:"refusals"`
+		Failures []struct {
+			Refusal string `json:"refusal"`
+		} `json:"failures"`
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(stdout), "\n")
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		t.Fatalf("sync --json: %v\n%s", err, stdout)
+	}
+	if r.Failed != 2 || len(r.Refusals) != 1 || r.Refusals[0].Kind != "proxy-cache" || len(r.Refusals[0].Images) != 2 ||
+		len(r.Failures) != 2 || r.Failures[0].Refusal != "proxy-cache" {
+		t.Errorf("sync --json round: %+v", r)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	var last struct {
+		Error struct{ Kind string } `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Error.Kind != "proxy-cache" {
+		t.Errorf("sync --json's error line: kind %q (%v), want proxy-cache:\n%s", last.Error.Kind, err, stdout)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ferry-airgap/ferry/push"
+	"github.com/ferry-airgap/ferry/replicate"
 )
 
 // A Harbor refusal is one line, not one per image; when it is the run's
@@ -33,5 +34,21 @@ func TestImportFailuresSayRefusalsOnce(t *testing.T) {
 	je := describeError(fmt.Errorf("%w: %w", push.ErrFailed, r))
 	if je.Kind != "proxy-cache" || je.Registry != "harbor.test" || !strings.Contains(je.Hint, "normal project") || je.ExitCode != 1 {
 		t.Errorf("json error %+v", je)
+	}
+}
+
+// A sync round says a Harbor refusal once, as import does.
+func TestSyncFailuresSayRefusalsOnce(t *testing.T) {
+	r := replicate.Round{
+		Failures: []replicate.Failure{
+			{Image: "cache/a:1", Error: "refused", Refusal: push.RefusedProxyCache},
+			{Image: "cache/b:1", Error: "refused", Refusal: push.RefusedProxyCache},
+			{Image: "other/c:1", Error: "500 Internal Server Error"},
+		},
+		Refusals: []push.Refusal{{Kind: push.RefusedProxyCache, Project: "cache", Message: `Harbor project "cache" on h is a proxy-cache project`, Hint: "push to a normal project", Images: []string{"cache/a:1", "cache/b:1"}}},
+	}
+	lines := roundFailures(r)
+	if len(lines) != 2 || lines[0] != "other/c:1: 500 Internal Server Error" || !strings.Contains(lines[1], `Harbor project "cache"`) || !strings.Contains(lines[1], "hint: push to a normal project") {
+		t.Errorf("round failure lines: %q", lines)
 	}
 }

@@ -234,12 +234,28 @@ func printRound(e *env, r replicate.Round, asJSON bool) {
 	for _, w := range r.Warnings {
 		fmt.Fprintf(e.stderr, "warning: task %s: %s\n", r.Task, w)
 	}
-	for _, fl := range r.Failures {
-		fmt.Fprintf(e.stderr, "failed: task %s: %s: %s\n", r.Task, fl.Image, fl.Error)
+	for _, line := range roundFailures(r) {
+		fmt.Fprintf(e.stderr, "failed: task %s: %s\n", r.Task, line)
 	}
 	if r.Err != nil && len(r.Failures) == 0 {
 		fmt.Fprintf(e.stderr, "failed: task %s: %v\n", r.Task, r.Err)
 	}
+}
+
+// roundFailures are the lines that name a round's failed images: one per
+// image, but one per Harbor policy refusal however many images it
+// stopped (as import says them).
+func roundFailures(r replicate.Round) []string {
+	var out []string
+	for _, fl := range r.Failures {
+		if fl.Refusal == "" {
+			out = append(out, fl.Image+": "+fl.Error)
+		}
+	}
+	for _, rf := range r.Refusals {
+		out = append(out, rf.Message+" (hint: "+rf.Hint+")")
+	}
+	return out
 }
 
 func roundLine(r replicate.Round) string {
