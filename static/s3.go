@@ -68,6 +68,7 @@ type s3Tree struct {
 	objects  map[string]objstore.Info // by key, as listed (and as written since)
 	j        s3Journal
 	byDigest map[string][]string // blob digest → keys v2/*/blobs/<digest> listed
+	copySem  chan struct{}       // server-side copies in flight (placeBlobs)
 }
 
 // digestMeta is the metadata every manifest and blob object carries.

@@ -134,6 +134,7 @@ func blobKeys(contents []serve.Content) ([]v1.Hash, map[v1.Hash][]string) {
 // once, digest checked, and copied on the server to the other keys.
 func (t *s3Tree) placeBlobs(ctx context.Context, reg *serve.Registry, contents []serve.Content, o *options, sum *Summary) error {
 	order, keys := blobKeys(contents)
+	t.copySem = make(chan struct{}, o.jobs)
 	var total int64
 	for _, h := range order {
 		if rd := reg.Holder(h); rd != nil {
@@ -218,22 +219,42 @@ func (t *s3Tree) placeBlob(ctx context.Context, reg *serve.Registry, h v1.Hash, 
 	case err != nil:
 		return false, 0, err
 	}
-	files := 0
+	copies, err := t.copyBlob(ctx, h, src, todo, size)
 	if uploaded {
-		files++
+		copies++
 	}
+	return uploaded, copies, err
+}
+
+// copyBlob copies blob h from key src to every key of todo that does not
+// hold it checked, on the server, several at once (a base layer shared by
+// forty repositories is not copied forty times in a row); copySem bounds
+// the copies of all blobs together. It returns how many it made.
+func (t *s3Tree) copyBlob(ctx context.Context, h v1.Hash, src string, todo []string, size int64) (int, error) {
+	var n atomic.Int32
+	g, gctx := errgroup.WithContext(ctx)
 	for _, k := range todo {
 		if k == src || t.verified(k, h, size) {
 			continue
 		}
-		etag, err := t.st.Copy(ctx, k, src, blobPut(h))
-		if err != nil {
-			return uploaded, files, fmt.Errorf("%w: blob %s: %w", ErrTree, h, err)
-		}
-		t.record(k, h, t.sizeOf(src), etag)
-		files++
+		g.Go(func() error {
+			select {
+			case t.copySem <- struct{}{}:
+				defer func() { <-t.copySem }()
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			etag, err := t.st.Copy(gctx, k, src, blobPut(h))
+			if err != nil {
+				return fmt.Errorf("%w: blob %s: %w", ErrTree, h, err)
+			}
+			t.record(k, h, size, etag)
+			n.Add(1)
+			return nil
+		})
 	}
-	return uploaded, files, nil
+	err := g.Wait()
+	return int(n.Load()), err
 }
 
 func (t *s3Tree) sizeOf(key string) int64 {
