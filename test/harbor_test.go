@@ -341,6 +341,9 @@ func TestHarborMissingProject(t *testing.T) {
 		"--username", h.Admin, "--password-stdin", "--plain-http")
 	t.Logf("stderr:\n%s", stderr)
 	checkOneError(t, h, sum, stderr, code, proj, "Harbor project "+proj+" does not exist", "--create-projects")
+	if sum.Error.Kind != "failed" {
+		t.Errorf("--json kind %q for a missing project, want failed (the credentials are fine)", sum.Error.Kind)
+	}
 	if h.ProjectExists(t, proj) {
 		t.Errorf("project %s was created without --create-projects", proj)
 	}
@@ -362,6 +365,9 @@ func TestHarborMissingProject(t *testing.T) {
 		"--username", user, "--password-stdin", "--plain-http")
 	t.Logf("stderr as a project robot:\n%s", stderr)
 	checkOneError(t, h, sum, stderr, code, proj, "Harbor project "+proj+" does not exist", "--create-projects")
+	if sum.Error.Kind != "failed" {
+		t.Errorf("--json kind %q for a missing project found by a robot, want failed, as for the admin", sum.Error.Kind)
+	}
 }
 
 // TestHarborRobotWithoutPush: a robot that may pull but not push gets one

@@ -162,6 +162,10 @@ func ownKind(err error) string {
 		return "input"
 	case errors.Is(err, push.ErrStale), errors.Is(err, push.ErrHaveMissing):
 		return "stale-inventory"
+	case errors.Is(err, push.ErrProjectMissing):
+		// Before auth: found at push time, it carries Harbor's 401/403, but
+		// the credentials are fine (the same kind as when the API says so).
+		return "failed"
 	case errors.Is(err, registry.ErrUnauthorized), errors.Is(err, registry.ErrDenied):
 		return "auth"
 	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, registry.ErrTLS), errors.Is(err, registry.ErrRateLimited),

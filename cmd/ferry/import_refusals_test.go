@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-airgap/ferry/internal/registry"
 	"github.com/ferry-airgap/ferry/push"
 	"github.com/ferry-airgap/ferry/replicate"
 )
@@ -50,5 +51,19 @@ func TestSyncFailuresSayRefusalsOnce(t *testing.T) {
 	lines := roundFailures(r)
 	if len(lines) != 2 || lines[0] != "other/c:1: 500 Internal Server Error" || !strings.Contains(lines[1], `Harbor project "cache"`) || !strings.Contains(lines[1], "hint: push to a normal project") {
 		t.Errorf("round failure lines: %q", lines)
+	}
+}
+
+// A missing Harbor project is of one kind however it was found: through
+// the API (no registry error) or by Harbor's 403 at push time.
+func TestMissingProjectKind(t *testing.T) {
+	for _, err := range []error{
+		&push.HarborProjectError{Registry: "harbor.test", Project: "p"},
+		&push.HarborProjectError{Registry: "harbor.test", Project: "p", Err: fmt.Errorf("pushing: %w", registry.ErrDenied)},
+	} {
+		je := describeError(fmt.Errorf("%w: %w", push.ErrFailed, err))
+		if je.Kind != "failed" || je.Hint != "" || !strings.Contains(je.Message, "--create-projects") {
+			t.Errorf("%v: json error %+v, want kind failed, no credentials hint", err, je)
+		}
 	}
 }
