@@ -87,7 +87,7 @@ type Summary struct {
 	// earlier runs included.
 	TreeRepositories int    `json:"treeRepositories"`
 	TreeTags         int    `json:"treeTags"`
-	NginxConf        string `json:"nginxConf"`
+	NginxConf        string `json:"nginxConf,omitempty"` // none on S3
 	// Pruned says what WithPrune removed (or, with WithDryRun, would).
 	Pruned *PruneSummary `json:"pruned,omitempty"`
 }
