@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"hash"
 	"runtime"
+	"sync"
 	"sync/atomic"
 )
 
@@ -16,9 +17,14 @@ import (
 // hand-over (a helper there would only take the time from another layer).
 var inflating atomic.Int32
 
-// hashPipeBufs bounds the 1 MiB buffers one layer's hashPipe holds: the
-// staging buffer of each stream and those queued for, or in, the helper.
+// hashPipeBufs bounds the buffers one layer's hashPipe holds (1.5 MiB):
+// the staging buffer of each stream and those queued for, or in, the
+// helper.
 const hashPipeBufs = 6
+
+// hashBufs holds the hashPipes' 256 KiB staging buffers: big enough that
+// a hand-over (two channel operations) costs nothing beside hashing it.
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // hashChunk is n bytes of buf for the helper to write into h.
 type hashChunk struct {
@@ -35,7 +41,7 @@ type hashPipe struct {
 	work     chan hashChunk
 	done     chan *[]byte // buffers the helper has hashed
 	free     []*[]byte
-	owned    int // buffers taken from copyBufs
+	owned    int // buffers taken from hashBufs
 	inFlight int // chunks sent and not yet back
 }
 
@@ -69,7 +75,7 @@ func (p *hashPipe) buffer() *[]byte {
 	}
 	if p.owned < hashPipeBufs {
 		p.owned++
-		return copyBufs.Get().(*[]byte)
+		return hashBufs.Get().(*[]byte)
 	}
 	b := <-p.done
 	p.inFlight--
@@ -109,14 +115,14 @@ func (p *hashPipe) close() {
 		close(p.work)
 	}
 	for _, b := range p.free {
-		copyBufs.Put(b)
+		hashBufs.Put(b)
 	}
 	p.free = nil
 	inflating.Add(-1)
 }
 
 // pipedHash is one stream of a layer hashed through p: in place while
-// every core is busy, else staged in 1 MiB chunks for the helper. The
+// every core is busy, else staged in 256 KiB chunks for the helper. The
 // bytes reach h in the order they were written either way: before it
 // writes in place, it hands over what it has staged and waits for the
 // helper to finish.

@@ -116,8 +116,13 @@ func benchDeepSet(b *testing.B, bin, what string, tars [][]byte) {
 				}
 			}
 		}
+		// One layer at a time: what a bundle of one big layer gets.
 		one := timedRun(b, bin, "verify", "--deep", "-q", "--jobs", "1", path)
 		b.Logf("ferry verify --deep --jobs 1: wall %.2fs, cpu %.2fs; load after: %s", one.wall.Seconds(), one.cpu.Seconds(), loadAvg())
+		if base != "" {
+			one = timedRun(b, base, "verify", "--deep", "-q", "--jobs", "1", path)
+			b.Logf("baseline --jobs 1: wall %.2fs, cpu %.2fs", one.wall.Seconds(), one.cpu.Seconds())
+		}
 		ratio, mr := medianRound(rounds, func(r deepRound) runStats { return r.ferry })
 		b.Logf("median round: ferry verify --deep: wall %.2fs (%.0f MiB/s uncompressed), cpu %.2fs, peak RSS %.1f MiB", mr.ferry.wall.Seconds(), un/mr.ferry.wall.Seconds(), mr.ferry.cpu.Seconds(), float64(mr.ferry.rss)/(1<<20))
 		b.Logf("median round: gzip -dc | sha256sum (x%d): wall %.2fs (%.0f MiB/s uncompressed), cpu %.2fs", len(tars), mr.yard.wall.Seconds(), un/mr.yard.wall.Seconds(), mr.yard.cpu.Seconds())
@@ -126,8 +131,8 @@ func benchDeepSet(b *testing.B, bin, what string, tars [][]byte) {
 		b.ReportMetric(un/mr.ferry.wall.Seconds(), "deep_MiB/s")
 		b.ReportMetric(float64(mr.ferry.rss)/(1<<20), "peakRSS_MiB")
 		if base != "" {
-			bratio, _ := medianRound(rounds, func(r deepRound) runStats { return r.base })
-			b.Logf("baseline %s: ratio, median of %d rounds: %.2f", base, len(rounds), bratio)
+			bratio, br := medianRound(rounds, func(r deepRound) runStats { return r.base })
+			b.Logf("baseline %s: ratio, median of %d rounds: %.2f (wall %.2fs, cpu %.2fs, peak RSS %.1f MiB)", base, len(rounds), bratio, br.base.wall.Seconds(), br.base.cpu.Seconds(), float64(br.base.rss)/(1<<20))
 			b.ReportMetric(bratio, "baseline_ratio")
 		}
 	}
