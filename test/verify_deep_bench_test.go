@@ -118,11 +118,12 @@ func benchDeepSet(b *testing.B, bin, what string, tars [][]byte) {
 		}
 		// One layer at a time: what a bundle of one big layer gets.
 		one := timedRun(b, bin, "verify", "--deep", "-q", "--jobs", "1", path)
-		b.Logf("ferry verify --deep --jobs 1: wall %.2fs, cpu %.2fs; load after: %s", one.wall.Seconds(), one.cpu.Seconds(), loadAvg())
+		line := fmt.Sprintf("ferry verify --deep --jobs 1: wall %.2fs, cpu %.2fs", one.wall.Seconds(), one.cpu.Seconds())
 		if base != "" {
 			one = timedRun(b, base, "verify", "--deep", "-q", "--jobs", "1", path)
-			b.Logf("baseline --jobs 1: wall %.2fs, cpu %.2fs", one.wall.Seconds(), one.cpu.Seconds())
+			line += fmt.Sprintf("; baseline --jobs 1: wall %.2fs, cpu %.2fs", one.wall.Seconds(), one.cpu.Seconds())
 		}
+		b.Logf("%s; load after: %s", line, loadAvg())
 		ratio, mr := medianRound(rounds, func(r deepRound) runStats { return r.ferry })
 		b.Logf("median round: ferry verify --deep: wall %.2fs (%.0f MiB/s uncompressed), cpu %.2fs, peak RSS %.1f MiB", mr.ferry.wall.Seconds(), un/mr.ferry.wall.Seconds(), mr.ferry.cpu.Seconds(), float64(mr.ferry.rss)/(1<<20))
 		b.Logf("median round: gzip -dc | sha256sum (x%d): wall %.2fs (%.0f MiB/s uncompressed), cpu %.2fs", len(tars), mr.yard.wall.Seconds(), un/mr.yard.wall.Seconds(), mr.yard.cpu.Seconds())
@@ -140,7 +141,7 @@ func benchDeepSet(b *testing.B, bin, what string, tars [][]byte) {
 
 // deepRounds runs FERRY_BENCH_ROUNDS rounds of this ferry, the baseline
 // (if any) and the yardstick, each twice with the second run counting,
-// rotating which goes first, and logs every round.
+// rotating which goes first, and logs every round (on one line).
 func deepRounds(b *testing.B, bin, base, path, script string) []deepRound {
 	b.Helper()
 	var rounds []deepRound
@@ -158,14 +159,20 @@ func deepRounds(b *testing.B, bin, base, path, script string) []deepRound {
 			run()
 			run() // the second run counts
 		}
-		line := fmt.Sprintf("round %d: ferry %.2fs (cpu %.2fs), gzip -dc | sha256sum %.2fs (cpu %.2fs): ratio %.2f",
-			r+1, cur.ferry.wall.Seconds(), cur.ferry.cpu.Seconds(), cur.yard.wall.Seconds(), cur.yard.cpu.Seconds(), cur.yard.wall.Seconds()/cur.ferry.wall.Seconds())
-		if base != "" {
-			line += fmt.Sprintf("; baseline %.2fs (cpu %.2fs): ratio %.2f", cur.base.wall.Seconds(), cur.base.cpu.Seconds(), cur.yard.wall.Seconds()/cur.base.wall.Seconds())
-		}
-		b.Log(line)
 		rounds = append(rounds, cur)
 	}
+	// One line for all rounds: go test keeps only a benchmark's first 10
+	// lines of log.
+	var line strings.Builder
+	fmt.Fprintf(&line, "rounds (wall, cpu; ratio = yardstick wall / ferry wall):")
+	for i, r := range rounds {
+		fmt.Fprintf(&line, " [%d] ferry %.2fs (cpu %.2fs) ratio %.2f", i+1, r.ferry.wall.Seconds(), r.ferry.cpu.Seconds(), r.yard.wall.Seconds()/r.ferry.wall.Seconds())
+		if base != "" {
+			fmt.Fprintf(&line, ", baseline %.2fs (cpu %.2fs) ratio %.2f", r.base.wall.Seconds(), r.base.cpu.Seconds(), r.yard.wall.Seconds()/r.base.wall.Seconds())
+		}
+		fmt.Fprintf(&line, ", gzip -dc | sha256sum %.2fs (cpu %.2fs);", r.yard.wall.Seconds(), r.yard.cpu.Seconds())
+	}
+	b.Log(line.String())
 	return rounds
 }
 
