@@ -5,11 +5,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"slices"
 	"strings"
@@ -249,22 +247,26 @@ type deepResult struct {
 // it hashes them (the blob's digest) and decompresses them, by their magic
 // bytes as docker and containerd do (gzip, zstd, else a plain tar), into
 // a second hash (the diff_id), stopping at lim's limit. progress, when
-// not nil, receives the compressed bytes as they are read.
+// not nil, receives the compressed bytes as they are read. Both hashes
+// run on a helper goroutine while cores are idle (hashPipe).
 func inflateLayer(ctx context.Context, r io.Reader, size int64, lim DeepLimits, progress io.Writer) (deepResult, error) {
-	ch := sha256.New()
+	pipe := newHashPipe()
+	defer pipe.close()
+	ch := &pipedHash{p: pipe, h: sha256.New()}
 	var tee io.Writer = ch
 	if progress != nil {
 		tee = io.MultiWriter(ch, progress)
 	}
 	br := bufio.NewReaderSize(io.TeeReader(ctxio.Reader(ctx, r), tee), 256<<10)
 	head, _ := br.Peek(4)
+	uh := &pipedHash{p: pipe, h: sha256.New()}
 	var res deepResult
 	var err error
 	switch {
 	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		res, err = inflateGzip(br, size, lim)
+		res, err = inflateGzip(br, uh, size, lim)
 	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		res, err = inflateZstd(br, size, lim)
+		res, err = inflateZstd(br, uh, size, lim)
 	default:
 		// A plain tar is its own uncompressed content: its diff_id is its
 		// digest, so it is hashed once.
@@ -282,22 +284,22 @@ func inflateLayer(ctx context.Context, r io.Reader, size int64, lim DeepLimits, 
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return res, fmt.Errorf("%w: reading: %v", ErrCorrupt, err)
 	}
-	res.digest = hex.EncodeToString(ch.Sum(nil))
+	res.digest = ch.sum()
 	if res.diffID.Hex == "" {
 		res.diffID = v1.Hash{Algorithm: "sha256", Hex: res.digest}
 	}
 	return res, nil
 }
 
-func inflateGzip(br *bufio.Reader, size int64, lim DeepLimits) (deepResult, error) {
+func inflateGzip(br *bufio.Reader, uh *pipedHash, size int64, lim DeepLimits) (deepResult, error) {
 	zr, err := gzip.NewReader(br)
 	if err != nil {
 		return deepResult{}, fmt.Errorf("%w: gzip: %v", ErrDiffID, err)
 	}
-	return inflated(zr, "gzip", size, lim)
+	return inflated(zr, uh, "gzip", size, lim)
 }
 
-func inflateZstd(br *bufio.Reader, size int64, lim DeepLimits) (deepResult, error) {
+func inflateZstd(br *bufio.Reader, uh *pipedHash, size int64, lim DeepLimits) (deepResult, error) {
 	// One goroutine per layer: the layers are decompressed in parallel. The
 	// window (memory a frame may ask for) is capped at zstdMaxWindow.
 	zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
@@ -305,17 +307,15 @@ func inflateZstd(br *bufio.Reader, size int64, lim DeepLimits) (deepResult, erro
 		return deepResult{}, fmt.Errorf("%w: zstd: %v", ErrDiffID, err)
 	}
 	defer zr.Close()
-	return inflated(zr, "zstd", size, lim)
+	return inflated(zr, uh, "zstd", size, lim)
 }
 
-// inflated hashes what the decompressor zr yields, up to lim's limit for
-// a layer of size compressed bytes.
-func inflated(zr io.Reader, kind string, size int64, lim DeepLimits) (deepResult, error) {
-	h := sha256.New()
-	cw := &cappedWriter{w: h, left: lim.limit(size)}
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	n, err := io.CopyBuffer(cw, zr, *bp)
+// inflated hashes what the decompressor zr yields into uh, up to lim's
+// limit for a layer of size compressed bytes. zr writes straight from its
+// window (io.WriterTo, gzip's and zstd's): no copy but uh's own.
+func inflated(zr io.WriterTo, uh *pipedHash, kind string, size int64, lim DeepLimits) (deepResult, error) {
+	cw := &cappedWriter{w: uh, left: lim.limit(size)}
+	n, err := zr.WriteTo(cw)
 	if errors.Is(err, errCapped) {
 		return deepResult{}, fmt.Errorf("%w: more than %d bytes from %d compressed; limits: %d× the compressed size (at least %d bytes) and %d bytes in all",
 			ErrBomb, lim.limit(size), size, lim.MaxRatio, deepRatioFloor, lim.MaxSize)
@@ -323,14 +323,14 @@ func inflated(zr io.Reader, kind string, size int64, lim DeepLimits) (deepResult
 	if err != nil {
 		return deepResult{}, fmt.Errorf("%w: %s: after %d bytes: %v", ErrDiffID, kind, n, err)
 	}
-	return deepResult{diffID: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, uncompressed: n}, nil
+	return deepResult{diffID: v1.Hash{Algorithm: "sha256", Hex: uh.sum()}, uncompressed: n}, nil
 }
 
 var errCapped = errors.New("capped")
 
 // cappedWriter writes at most left bytes into w, then fails.
 type cappedWriter struct {
-	w    hash.Hash
+	w    io.Writer
 	left int64
 }
 
