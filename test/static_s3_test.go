@@ -401,6 +401,14 @@ func TestStaticS3Refusals(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, "bucket") {
 		t.Errorf("bad bucket name: exit %d\n%s%s", code, stdout, stderr)
 	}
+	// A wrong secret key: exit 1, an error naming the bucket and what the
+	// server said, and never the secret; nothing written.
+	stdout, stderr, code = harness.RunWith(t, harness.RunOptions{Env: []string{"AWS_ACCESS_KEY_ID=" + s.sw.AccessKey, "AWS_SECRET_ACCESS_KEY=wrong-secret-key-xyz"}},
+		bin, "unpack", "-q", "--static", "s3://"+s.bucket+"/wrongkey", "--s3-endpoint", s.sw.Endpoint, bundlePath)
+	if code != 1 || !strings.Contains(stderr, s.bucket) || strings.Contains(stdout+stderr, "wrong-secret-key-xyz") {
+		t.Errorf("wrong secret key: exit %d\n%s%s", code, stdout, stderr)
+	}
+	t.Logf("wrong secret key: %s", strings.TrimSpace(stderr))
 	// A prefix holding objects ferry did not write.
 	if _, err := s.st.Put(ctx, "site/index.html", strings.NewReader("<html>"), 6, objstore.PutOptions{}); err != nil {
 		t.Fatal(err)
@@ -408,7 +416,7 @@ func TestStaticS3Refusals(t *testing.T) {
 	if _, stderr, code := s.unpack(t, bin, "site", bundlePath); code != 2 || !strings.Contains(stderr, "did not write") {
 		t.Errorf("foreign prefix: exit %d\n%s", code, stderr)
 	}
-	for prefix, want := range map[string]int{"other/": 0, "site/": 1} {
+	for prefix, want := range map[string]int{"other/": 0, "site/": 1, "wrongkey/": 0} {
 		n := 0
 		mustDo(t, s.st.List(ctx, prefix, func(info objstore.Info) error { n++; return nil }))
 		if n != want {
