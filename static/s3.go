@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -43,6 +44,9 @@ import (
 
 // s3JournalKey is where the journal is kept, under the prefix.
 const s3JournalKey = ".ferry/s3-journal.json"
+
+// journalSaveTimeout bounds the journal's save after an interrupted run.
+const journalSaveTimeout = 30 * time.Second
 
 // maxS3Journal bounds the journal read back (about 10 million objects).
 const maxS3Journal = 1 << 30
@@ -112,7 +116,11 @@ func UnpackS3(ctx context.Context, readers []*bundle.Reader, st *objstore.Store,
 	}
 	sum := &Summary{Dir: st.Location().String(), Repositories: len(contents)}
 	err = unpackS3(ctx, t, reg, contents, &o, sum)
-	if jerr := t.saveJournal(ctx); err == nil && jerr != nil {
+	// The journal is saved even when the run was interrupted, so that the
+	// next run need not hash what this one uploaded.
+	jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), journalSaveTimeout)
+	defer cancel()
+	if jerr := t.saveJournal(jctx); err == nil && jerr != nil {
 		err = jerr
 	}
 	return sum, err
