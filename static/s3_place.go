@@ -309,50 +309,75 @@ func (c *countReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// placeManifests writes every repository's manifests by digest (under
-// manifests/ with their media type, under blobs/ as bytes), then its tags,
-// then its referrers indexes: a tag object appears only after all it
-// references exists.
-func (t *s3Tree) placeManifests(ctx context.Context, reg *serve.Registry, contents []serve.Content, o *options, sum *Summary) error {
-	type put struct {
-		key string
-		h   v1.Hash
-		mt  types.MediaType
-		tag bool
-	}
-	var byDigest, tags []put
+// manifestPut is one manifest object to write: key, the manifest, the
+// Content-Type, and whether it is a tag.
+type manifestPut struct {
+	key string
+	h   v1.Hash
+	mt  types.MediaType
+	tag bool
+}
+
+// manifestPuts lists every repository's manifest objects in two batches:
+// by digest (under manifests/ with their media type, under blobs/ as
+// bytes), then tags and referrers indexes.
+func manifestPuts(contents []serve.Content, sum *Summary) (byDigest, tags []manifestPut) {
 	for _, c := range contents {
 		base := "v2/" + c.Name + "/"
 		ms := manifestList(c)
 		for _, h := range ms {
-			byDigest = append(byDigest, put{base + "blobs/" + h.String(), h, "application/octet-stream", false},
-				put{base + "manifests/" + h.String(), h, c.Manifests[h], false})
+			byDigest = append(byDigest, manifestPut{base + "blobs/" + h.String(), h, "application/octet-stream", false},
+				manifestPut{base + "manifests/" + h.String(), h, c.Manifests[h], false})
 		}
 		for _, tag := range tagsOf(c) {
-			tags = append(tags, put{base + "manifests/" + tag, c.Tags[tag], c.Manifests[c.Tags[tag]], true})
+			tags = append(tags, manifestPut{base + "manifests/" + tag, c.Tags[tag], c.Manifests[c.Tags[tag]], true})
 		}
 		for _, h := range ms {
 			if idx, ok := c.Tags[oci.DigestTag(h)]; ok && idx != h && c.Manifests[idx] == types.OCIImageIndex {
-				tags = append(tags, put{base + "referrers/" + h.String(), idx, types.OCIImageIndex, false})
+				tags = append(tags, manifestPut{base + "referrers/" + h.String(), idx, types.OCIImageIndex, false})
 			}
 		}
 		sum.Tags += len(c.Tags)
 	}
-	for _, batch := range [][]put{byDigest, tags} {
+	return byDigest, tags
+}
+
+// readManifests reads (and checks) each manifest of puts out of its
+// bundle once, however many keys it goes to.
+func readManifests(reg *serve.Registry, puts []manifestPut) (map[v1.Hash][]byte, error) {
+	data := map[v1.Hash][]byte{}
+	for _, p := range puts {
+		if _, ok := data[p.h]; ok {
+			continue
+		}
+		rd := reg.Holder(p.h)
+		if rd == nil {
+			return nil, fmt.Errorf("%w: manifest %s is in none of the bundles", ErrTree, p.h)
+		}
+		b, err := rd.ReadBlob(p.h, bundle.MaxManifestSize)
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", rd.Path(), err)
+		}
+		data[p.h] = b
+	}
+	return data, nil
+}
+
+// placeManifests writes the manifest objects, those by digest first: a
+// tag object appears only after all it references exists.
+func (t *s3Tree) placeManifests(ctx context.Context, reg *serve.Registry, contents []serve.Content, o *options, sum *Summary) error {
+	byDigest, tags := manifestPuts(contents, sum)
+	data, err := readManifests(reg, append(append([]manifestPut(nil), byDigest...), tags...))
+	if err != nil {
+		return err
+	}
+	for _, batch := range [][]manifestPut{byDigest, tags} {
 		var mu sync.Mutex
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(o.jobs)
 		for _, p := range batch {
 			g.Go(func() error {
-				rd := reg.Holder(p.h)
-				if rd == nil {
-					return fmt.Errorf("%w: manifest %s is in none of the bundles", ErrTree, p.h)
-				}
-				data, err := rd.ReadBlob(p.h, bundle.MaxManifestSize)
-				if err != nil {
-					return fmt.Errorf("bundle %s: %w", rd.Path(), err)
-				}
-				wrote, err := t.putSmall(gctx, p.key, data, objstore.PutOptions{ContentType: string(p.mt), Metadata: digestMeta(p.h)})
+				wrote, err := t.putSmall(gctx, p.key, data[p.h], objstore.PutOptions{ContentType: string(p.mt), Metadata: digestMeta(p.h)})
 				mu.Lock()
 				defer mu.Unlock()
 				if wrote {

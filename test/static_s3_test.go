@@ -445,10 +445,14 @@ func TestStaticS3Delta(t *testing.T) {
 		t.Fatalf("base export: %s %s", stdout, stderr)
 	}
 	added := harness.Seed(t, src, "", harness.FixtureSet{Specs: []harness.FixtureSpec{
-		{Repo: "app/web", Tag: "1.1.0", Kind: harness.OCIImage, Bases: []string{"os", "node-runtime"}},
+		{Repo: "app/web", Tag: "1.1.0", Kind: harness.OCIImage, Bases: []string{"os", "node-runtime"}, AppSize: 2500 << 10},
 	}})
-	if stdout, stderr, code := harness.Run(t, bin, "export", "-q", "-f", mapping, "-o", deltaOut, "--since", baseOut); code != 0 {
+	// The delta in 1 MiB volumes: unpack reads blobs that span them.
+	if stdout, stderr, code := harness.Run(t, bin, "export", "-q", "-f", mapping, "-o", deltaOut, "--since", baseOut, "--split", "1MiB"); code != 0 {
 		t.Fatalf("delta export: %s %s", stdout, stderr)
+	}
+	if _, err := os.Stat(deltaOut + ".002"); err != nil {
+		t.Fatalf("the delta is not in three or more volumes: %v", err)
 	}
 	s := newS3Tree(t)
 	if _, stderr, code := s.unpack(t, bin, "", deltaOut); code != 1 || !strings.Contains(stderr, "unpack the base bundle into the same place first") {
