@@ -189,10 +189,11 @@ func buildFixed() {
 // huffman decodes a Huffman block's symbols with the tables lt and dt up
 // to its end of block. The loop keeps the hot state in locals; it stores
 // it back before every call that reads or changes it (flush, fill) and
-// on return.
+// when it ends.
 func (d *decoder) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) error {
 	in, out := d.in, d.out
 	bitbuf, bitsleft, pos, op := d.bitbuf, d.bitsleft, d.pos, d.op
+	ok := false
 	for {
 		if op >= window+outSize {
 			d.op = op
@@ -202,7 +203,7 @@ func (d *decoder) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) e
 			op = d.op
 		}
 		if d.end-pos < 8 {
-			d.bitbuf, d.bitsleft, d.pos, d.op = bitbuf, bitsleft, pos, op
+			d.bitbuf, d.bitsleft, d.pos = bitbuf, bitsleft, pos
 			if err := d.fill(); err != nil {
 				return err
 			}
@@ -214,54 +215,29 @@ func (d *decoder) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) e
 		pos += int(63-bitsleft) >> 3
 		bitsleft |= 56
 		e := lt[bitbuf&(1<<litBits-1)]
-		if e&kindMask == kindLit {
-			// Up to three literals of at most litBits bits each.
-			bitbuf >>= e & 31
-			bitsleft -= uint(e & 31)
-			out[op] = byte(e >> 16)
-			op++
-			e = lt[bitbuf&(1<<litBits-1)]
-			if e&kindMask != kindLit {
-				continue
-			}
-			bitbuf >>= e & 31
-			bitsleft -= uint(e & 31)
-			out[op] = byte(e >> 16)
-			op++
-			e = lt[bitbuf&(1<<litBits-1)]
-			if e&kindMask != kindLit {
-				continue
-			}
-			bitbuf >>= e & 31
-			bitsleft -= uint(e & 31)
-			out[op] = byte(e >> 16)
-			op++
-			continue
-		}
 		if e&kindMask == kindSub {
 			bitbuf >>= litBits
 			bitsleft -= litBits
 			e = lt[int(e>>16)+int(bitbuf&(1<<(e>>8&0xff)-1))]
-			if e&kindMask == kindLit {
+		}
+		if e&kindMask == kindLit {
+			// Up to three literals per refill (a literal found in the
+			// main table has at most litBits bits).
+			for k := 0; k < 3 && e&kindMask == kindLit; k++ {
 				bitbuf >>= e & 31
 				bitsleft -= uint(e & 31)
 				out[op] = byte(e >> 16)
 				op++
-				continue
+				e = lt[bitbuf&(1<<litBits-1)]
 			}
-		}
-		if e&kindMask != kindLen {
-			if e&kindMask == kindEOB {
-				bitbuf >>= e & 31
-				bitsleft -= uint(e & 31)
-				d.bitbuf, d.bitsleft, d.pos, d.op = bitbuf, bitsleft, pos, op
-				return nil
-			}
-			d.bitbuf, d.bitsleft, d.pos, d.op = bitbuf, bitsleft, pos, op
-			return d.corrupt()
+			continue
 		}
 		bitbuf >>= e & 31
 		bitsleft -= uint(e & 31)
+		if e&kindMask != kindLen {
+			ok = e&kindMask == kindEOB
+			break
+		}
 		extra := e >> 8 & 0xff
 		length := int(e>>16) + int(bitbuf&(1<<extra-1))
 		bitbuf >>= extra
@@ -274,8 +250,7 @@ func (d *decoder) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) e
 			e = dt[int(e>>16)+int(bitbuf&(1<<(e>>8&0xff)-1))]
 		}
 		if e&kindMask != kindDist {
-			d.bitbuf, d.bitsleft, d.pos, d.op = bitbuf, bitsleft, pos, op
-			return d.corrupt()
+			break
 		}
 		bitbuf >>= e & 31
 		bitsleft -= uint(e & 31)
@@ -284,12 +259,16 @@ func (d *decoder) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) e
 		bitbuf >>= extra
 		bitsleft -= uint(extra)
 		if dist > op {
-			d.bitbuf, d.bitsleft, d.pos, d.op = bitbuf, bitsleft, pos, op
-			return d.corrupt()
+			break
 		}
 		copyMatch(out, op, dist, length)
 		op += length
 	}
+	d.bitbuf, d.bitsleft, d.pos, d.op = bitbuf, bitsleft, pos, op
+	if !ok {
+		return d.corrupt()
+	}
+	return nil
 }
 
 // copyMatch copies length bytes from dist back to out[op:], eight bytes

@@ -2,6 +2,7 @@ package inflate
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"io"
 )
@@ -12,9 +13,18 @@ import (
 // anything after the last member that is not a gzip header is an error
 // (ErrHeader). An empty r is io.EOF. w receives the output in chunks of
 // up to 256 KiB; an error from w is returned as it is.
-func Gunzip(w io.Writer, r io.Reader) (int64, error) {
+func Gunzip(w io.Writer, r io.Reader) (n int64, err error) {
 	d := pool.Get().(*decoder)
 	defer pool.Put(d)
+	defer func() {
+		// Hostile input gets an error, never a crash: a fault of the
+		// decoder's own (none is known; FuzzGunzip hunts for them, and
+		// would show one as a disagreement with compress/gzip) is
+		// reported as corrupt input.
+		if p := recover(); p != nil {
+			n, err = d.written, fmt.Errorf("%w: decoder fault at offset %d: %v", ErrCorrupt, d.offset(), p)
+		}
+	}()
 	d.r, d.w, d.err = r, w, nil
 	d.pos, d.end, d.eof, d.base = 0, 0, -1, 0
 	d.bitbuf, d.bitsleft = 0, 0

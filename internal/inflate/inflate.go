@@ -90,9 +90,14 @@ func (d *decoder) fill() error {
 	n := copy(d.in, d.in[d.pos-keep:d.end])
 	d.base += int64(d.pos - keep)
 	d.pos, d.end = keep, n
-	for d.end-d.pos < 8 {
+	for empty := 0; d.end-d.pos < 8; {
 		m, err := d.r.Read(d.in[d.end : len(d.in)-16])
 		d.end += m
+		if m == 0 && err == nil {
+			if empty++; empty == 100 {
+				err = io.ErrNoProgress
+			}
+		}
 		if err == io.EOF {
 			d.eof = d.end
 			return d.fill()

@@ -252,3 +252,14 @@ func TestGunzipToolsOutput(t *testing.T) {
 		}
 	}
 }
+
+// zeroReader returns no bytes and no error, forever.
+type zeroReader struct{}
+
+func (zeroReader) Read([]byte) (int, error) { return 0, nil }
+
+func TestGunzipNoProgress(t *testing.T) {
+	if _, err := Gunzip(io.Discard, zeroReader{}); !errors.Is(err, io.ErrNoProgress) {
+		t.Fatalf("a reader that never gives a byte: %v", err)
+	}
+}
