@@ -33,8 +33,8 @@ import (
 // after the other, in the same run, and reports the ratio (yardstick time
 // / ferry time; goal ≥ 2 on a 2-core machine: ferry inflates layers in
 // parallel with its own inflater, internal/inflate, and hashes each
-// layer's compressed and uncompressed bytes in the one read). Two sets of layers, each its own
-// sub-benchmark:
+// layer's compressed and uncompressed bytes in the one read). Two sets of
+// layers, each its own sub-benchmark:
 //
 //   - text: seeded word-salad text, 96 MiB per layer uncompressed; it
 //     compresses only 1.87×, literal-heavy, the slow case for inflaters.
