@@ -7,7 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -226,5 +228,84 @@ func TestExportDeep(t *testing.T) {
 	stdout, stderr, code = harness.Run(t, bin, "verify", "--deep", out)
 	if code != 0 || !strings.Contains(stdout, "OK: 4 images") || !strings.Contains(stdout, "5 layers decompressed") {
 		t.Fatalf("verify --deep of the kept images: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
+
+// wordText is n bytes of seeded word-salad lines: it compresses about 2×,
+// with short matches between many literals.
+func wordText(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	var b bytes.Buffer
+	for b.Len() < n {
+		w := make([]byte, 3+rng.IntN(8))
+		for i := range w {
+			w[i] = byte('a' + rng.IntN(26))
+		}
+		b.Write(w)
+		b.WriteByte(" \n"[rng.IntN(2)])
+	}
+	return b.Bytes()[:n]
+}
+
+// gnuGzip is tb compressed by GNU gzip, a writer ferry did not write.
+func gnuGzip(t *testing.T, tb []byte) rawLayer {
+	t.Helper()
+	cmd := exec.Command("gzip", "-6", "-c")
+	cmd.Stdin = bytes.NewReader(tb)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gzip: %v", err)
+	}
+	return rawLayer{out, types.OCILayer, sha256Digest(tb)}
+}
+
+// TestVerifyDeepVolumes: layers of 2 MiB and more, from compress/gzip and
+// GNU gzip, decode across 1 MiB volumes in export --deep --split --cache,
+// in verify --deep of the volumes, and in a delta (--since) that leaves
+// the base's layers out. A layer compress/gzip refuses (a wrong CRC-32 in
+// its trailer, its content and diff_id right) is refused by both, naming
+// the image and the gzip error.
+func TestVerifyDeepVolumes(t *testing.T) {
+	bin := harness.BuildFerry(t)
+	reg := harness.StartRegistry(t, harness.RegistryOptions{})
+	pushRaw(t, reg, "deep/text:1", gzipRaw(t, layerTar(t, "a", wordText(1, 5<<20))), gnuGzip(t, layerTar(t, "b", wordText(2, 4<<20))))
+	crc := gzipRaw(t, layerTar(t, "c", wordText(3, 1<<20)))
+	crc.data[len(crc.data)-8] ^= 0xff // the CRC-32 of the trailer
+	pushRaw(t, reg, "deep/crc:1", crc)
+	dir := t.TempDir()
+	m := writeFile(t, filepath.Join(dir, "m.yaml"), "tasks:\n  - name: t\n    source:\n      registry: "+reg.Host+"\n    mappings:\n      - from: deep/text\n        to: mirror/text\n")
+	cache := filepath.Join(dir, "cache")
+	env := harness.RunOptions{Env: impEnv(t)}
+	base := filepath.Join(dir, "base.tar")
+	if stdout, stderr, code := harness.RunWith(t, env, bin, "export", "-f", m, "-o", base, "--plain-http", "--split", "1MiB", "--cache", cache, "--deep", "-q"); code != 0 {
+		t.Fatalf("export --deep --split --cache: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if vols, _ := filepath.Glob(base + ".00[3-9]"); len(vols) == 0 {
+		t.Fatalf("the layers do not span volumes: %v", vols)
+	}
+	if stdout, stderr, code := harness.Run(t, bin, "verify", "--deep", base); code != 0 || !strings.Contains(stdout, "2 layers decompressed") {
+		t.Fatalf("verify --deep of the volumes: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	pushRaw(t, reg, "deep/text:2", gzipRaw(t, layerTar(t, "a", wordText(1, 5<<20))), gnuGzip(t, layerTar(t, "d", wordText(4, 3<<20))))
+	delta := filepath.Join(dir, "delta.tar")
+	if stdout, stderr, code := harness.RunWith(t, env, bin, "export", "-f", m, "-o", delta, "--plain-http", "--split", "1MiB", "--cache", cache, "--since", base, "--deep", "-q"); code != 0 {
+		t.Fatalf("export --deep --since: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if stdout, stderr, code := harness.Run(t, bin, "verify", "--deep", delta); code != 0 || !strings.Contains(stdout, "1 layers decompressed") && !strings.Contains(stdout, "1 layer decompressed") {
+		t.Fatalf("verify --deep of the delta: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+
+	mc := writeFile(t, filepath.Join(dir, "mc.yaml"), "tasks:\n  - name: t\n    source:\n      registry: "+reg.Host+"\n    mappings:\n      - from: deep/crc\n        to: mirror/crc\n")
+	stdout, stderr, code := harness.RunWith(t, env, bin, "export", "-f", mc, "-o", filepath.Join(dir, "crc-deep.tar"), "--plain-http", "--deep", "-q")
+	if code != 1 || !strings.Contains(stdout+stderr, "mirror/crc:1") || !strings.Contains(stdout+stderr, "gzip: invalid checksum") {
+		t.Errorf("export --deep of a layer with a wrong CRC-32: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	crcOut := filepath.Join(dir, "crc.tar")
+	if stdout, stderr, code := harness.RunWith(t, env, bin, "export", "-f", mc, "-o", crcOut, "--plain-http", "-q"); code != 0 {
+		t.Fatalf("export: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	stdout, stderr, code = harness.Run(t, bin, "verify", "--deep", crcOut)
+	if code != 1 || !strings.Contains(stdout, "mirror/crc:1") || !strings.Contains(stdout, "gzip: invalid checksum") {
+		t.Errorf("verify --deep of a layer with a wrong CRC-32: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 }
