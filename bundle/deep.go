@@ -70,6 +70,9 @@ var (
 	// diff_id its image config lists for it (containerd would refuse to
 	// unpack it).
 	ErrDiffID = errors.New("layer does not match its diff_id")
+	// ErrUndecodable: a layer's compressed stream is not valid (a wrong
+	// CRC-32, a cut or damaged stream): containerd could not unpack it.
+	ErrUndecodable = errors.New("layer cannot be decompressed")
 	// ErrBomb: a layer decompresses to more than DeepLimits allow.
 	ErrBomb = errors.New("layer decompresses beyond the limits")
 )
@@ -307,7 +310,7 @@ func inflateZstd(br *bufio.Reader, uh *pipedHash, size int64, lim DeepLimits) (d
 	// window (memory a frame may ask for) is capped at zstdMaxWindow.
 	zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 	if err != nil {
-		return deepResult{}, fmt.Errorf("%w: zstd: %v", ErrDiffID, err)
+		return deepResult{}, fmt.Errorf("%w: zstd: %v", ErrUndecodable, err)
 	}
 	defer zr.Close()
 	return inflated(zr, uh, "zstd", size, lim)
@@ -324,7 +327,7 @@ func inflated(zr io.WriterTo, uh *pipedHash, kind string, size int64, lim DeepLi
 			ErrBomb, lim.limit(size), size, lim.MaxRatio, deepRatioFloor, lim.MaxSize)
 	}
 	if err != nil {
-		return deepResult{}, fmt.Errorf("%w: %s: after %d bytes: %v", ErrDiffID, kind, n, err)
+		return deepResult{}, fmt.Errorf("%w: %s: after %d bytes: %v", ErrUndecodable, kind, n, err)
 	}
 	return deepResult{diffID: v1.Hash{Algorithm: "sha256", Hex: uh.sum()}, uncompressed: n}, nil
 }

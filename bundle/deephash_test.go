@@ -91,7 +91,7 @@ func TestInflateLayerReleases(t *testing.T) {
 	}{
 		{"ok", context.Background(), gz, DefaultDeepLimits(), nil},
 		{"bomb", context.Background(), gz, DeepLimits{MaxRatio: 2, MaxSize: 1 << 20}, ErrBomb},
-		{"corrupt", context.Background(), append(gz[:len(gz)/2:len(gz)/2], make([]byte, 100)...), DefaultDeepLimits(), ErrDiffID},
+		{"corrupt", context.Background(), append(gz[:len(gz)/2:len(gz)/2], make([]byte, 100)...), DefaultDeepLimits(), ErrUndecodable},
 		{"cancelled", cancelled, gz, DefaultDeepLimits(), context.Canceled},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -305,7 +305,7 @@ func TestVerifyDeepVolumes(t *testing.T) {
 		t.Fatalf("export: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	stdout, stderr, code = harness.Run(t, bin, "verify", "--deep", crcOut)
-	if code != 1 || !strings.Contains(stdout, "mirror/crc:1") || !strings.Contains(stdout, "gzip: invalid checksum") {
+	if code != 1 || !strings.Contains(stdout, "mirror/crc:1") || !strings.Contains(stdout, "layer cannot be decompressed: gzip: after") || !strings.Contains(stdout, "gzip: invalid checksum") {
 		t.Errorf("verify --deep of a layer with a wrong CRC-32: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 }
