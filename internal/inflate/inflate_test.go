@@ -81,23 +81,27 @@ func makeCorpus() map[string][]byte {
 // and klauspost's at every level (stored, Huffman only, fixed and
 // dynamic blocks).
 func compressors() map[string]func([]byte) []byte {
-	out := map[string]func([]byte) []byte{}
-	for _, level := range []int{-2, 0, 1, 5, 9} {
-		out[fmt.Sprintf("std%d", level)] = func(b []byte) []byte {
-			var buf bytes.Buffer
-			zw, _ := stdgzip.NewWriterLevel(&buf, level)
-			zw.Write(b)
-			zw.Close()
-			return buf.Bytes()
-		}
+	type newWriter func(io.Writer, int) (io.WriteCloser, error)
+	libs := map[string]struct {
+		levels []int
+		nw     newWriter
+	}{
+		"std":       {[]int{-2, 0, 1, 5, 9}, func(w io.Writer, l int) (io.WriteCloser, error) { return stdgzip.NewWriterLevel(w, l) }},
+		"klauspost": {[]int{-2, 0, 1, 6, 9}, func(w io.Writer, l int) (io.WriteCloser, error) { return kgzip.NewWriterLevel(w, l) }},
 	}
-	for _, level := range []int{-2, 0, 1, 6, 9} {
-		out[fmt.Sprintf("klauspost%d", level)] = func(b []byte) []byte {
-			var buf bytes.Buffer
-			zw, _ := kgzip.NewWriterLevel(&buf, level)
-			zw.Write(b)
-			zw.Close()
-			return buf.Bytes()
+	out := map[string]func([]byte) []byte{}
+	for name, lib := range libs {
+		for _, level := range lib.levels {
+			out[fmt.Sprintf("%s%d", name, level)] = func(b []byte) []byte {
+				var buf bytes.Buffer
+				zw, err := lib.nw(&buf, level)
+				if err != nil {
+					panic(err)
+				}
+				zw.Write(b)
+				zw.Close()
+				return buf.Bytes()
+			}
 		}
 	}
 	return out
