@@ -219,6 +219,9 @@ func FuzzGunzip(f *testing.F) {
 		f.Add(compress(corpus()["mix"][:3000]))
 	}
 	f.Add([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	for _, raw := range dynamicCases() {
+		f.Add(gzipOf(raw))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		same(t, data, "fuzz input")
 	})
