@@ -261,8 +261,8 @@ func gnuGzip(t *testing.T, tb []byte) rawLayer {
 
 // TestVerifyDeepVolumes: layers of 2 MiB and more, from compress/gzip and
 // GNU gzip, decode across 1 MiB volumes in export --deep --split --cache,
-// in verify --deep of the volumes, and in a delta (--since) that leaves
-// the base's layers out. A layer compress/gzip refuses (a wrong CRC-32 in
+// in verify --deep of the volumes, and in a delta (--since) and a bundle
+// cut against an inventory (--have) that leave the shared layer out. A layer compress/gzip refuses (a wrong CRC-32 in
 // its trailer, its content and diff_id right) is refused by both, naming
 // the image and the gzip error.
 func TestVerifyDeepVolumes(t *testing.T) {
@@ -273,7 +273,7 @@ func TestVerifyDeepVolumes(t *testing.T) {
 	crc.data[len(crc.data)-8] ^= 0xff // the CRC-32 of the trailer
 	pushRaw(t, reg, "deep/crc:1", crc)
 	dir := t.TempDir()
-	m := writeFile(t, filepath.Join(dir, "m.yaml"), "tasks:\n  - name: t\n    source:\n      registry: "+reg.Host+"\n    mappings:\n      - from: deep/text\n        to: mirror/text\n")
+	m := writeFile(t, filepath.Join(dir, "m.yaml"), "tasks:\n  - name: t\n    source:\n      registry: "+reg.Host+"\n    mappings:\n      - from: deep/text\n")
 	cache := filepath.Join(dir, "cache")
 	env := harness.RunOptions{Env: impEnv(t)}
 	base := filepath.Join(dir, "base.tar")
@@ -286,13 +286,23 @@ func TestVerifyDeepVolumes(t *testing.T) {
 	if stdout, stderr, code := harness.Run(t, bin, "verify", "--deep", base); code != 0 || !strings.Contains(stdout, "2 layers decompressed") {
 		t.Fatalf("verify --deep of the volumes: exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	pushRaw(t, reg, "deep/text:2", gzipRaw(t, layerTar(t, "a", wordText(1, 5<<20))), gnuGzip(t, layerTar(t, "d", wordText(4, 3<<20))))
-	delta := filepath.Join(dir, "delta.tar")
-	if stdout, stderr, code := harness.RunWith(t, env, bin, "export", "-f", m, "-o", delta, "--plain-http", "--split", "1MiB", "--cache", cache, "--since", base, "--deep", "-q"); code != 0 {
-		t.Fatalf("export --deep --since: exit %d\n%s\n%s", code, stdout, stderr)
+	// What the site holds (the same registry, read as the target), then
+	// a new tag: a --since delta and a --have bundle carry its new layer
+	// alone, and the deep check decodes that one.
+	have := filepath.Join(dir, "have.json")
+	if _, stderr, code := harness.RunWith(t, env, bin, "inventory", "-f", m, "--to", reg.Host, "--plain-http", "-o", have); code != 0 {
+		t.Fatalf("inventory: exit %d\n%s", code, stderr)
 	}
-	if stdout, stderr, code := harness.Run(t, bin, "verify", "--deep", delta); code != 0 || !strings.Contains(stdout, "1 layers decompressed") && !strings.Contains(stdout, "1 layer decompressed") {
-		t.Fatalf("verify --deep of the delta: exit %d\n%s\n%s", code, stdout, stderr)
+	pushRaw(t, reg, "deep/text:2", gzipRaw(t, layerTar(t, "a", wordText(1, 5<<20))), gnuGzip(t, layerTar(t, "d", wordText(4, 3<<20))))
+	for _, extra := range [][]string{{"--since", base}, {"--have", have}} {
+		out := filepath.Join(dir, strings.TrimPrefix(extra[0], "--")+".tar")
+		args := append([]string{"export", "-f", m, "-o", out, "--plain-http", "--split", "1MiB", "--cache", cache, "--deep", "-q"}, extra...)
+		if stdout, stderr, code := harness.RunWith(t, env, bin, args...); code != 0 {
+			t.Fatalf("export --deep %v: exit %d\n%s\n%s", extra, code, stdout, stderr)
+		}
+		if stdout, stderr, code := harness.Run(t, bin, "verify", "--deep", out); code != 0 || !strings.Contains(stdout, "1 layer decompressed") {
+			t.Fatalf("verify --deep of the %v bundle: exit %d\n%s\n%s", extra, code, stdout, stderr)
+		}
 	}
 
 	mc := writeFile(t, filepath.Join(dir, "mc.yaml"), "tasks:\n  - name: t\n    source:\n      registry: "+reg.Host+"\n    mappings:\n      - from: deep/crc\n        to: mirror/crc\n")
