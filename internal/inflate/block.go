@@ -165,25 +165,29 @@ var (
 )
 
 func buildFixed() {
-	var lens [288]uint8
-	for i := range lens {
+	lit, dist := fixedLengths()
+	build(fixedLit[:], lit[:], litBits, litEntry)
+	build(fixedDist[:], dist[:], distBits, distEntry)
+}
+
+// fixedLengths are the code lengths of the fixed literal/length code
+// (symbols 286 and 287 included, as compress/flate builds it) and of the
+// fixed distance code (30 and 31 included).
+func fixedLengths() (lit [288]uint8, dist [32]uint8) {
+	for i := range lit {
 		switch {
-		case i < 144:
-			lens[i] = 8
+		case i < 144, i >= 280:
+			lit[i] = 8
 		case i < 256:
-			lens[i] = 9
-		case i < 280:
-			lens[i] = 7
+			lit[i] = 9
 		default:
-			lens[i] = 8
+			lit[i] = 7
 		}
 	}
-	build(fixedLit[:], lens[:], litBits, litEntry)
-	var dl [32]uint8
-	for i := range dl {
-		dl[i] = 5
+	for i := range dist {
+		dist[i] = 5
 	}
-	build(fixedDist[:], dl[:], distBits, distEntry)
+	return lit, dist
 }
 
 // huffman decodes a Huffman block's symbols with the tables lt and dt up

@@ -136,24 +136,10 @@ func gzipOf(raw []byte) []byte {
 	return binary.LittleEndian.AppendUint32(out, size)
 }
 
-// fixedCodes are the fixed literal/length and distance codes (RFC 1951,
-// 3.2.6).
+// fixedCodes are the fixed literal/length and distance codes.
 func fixedCodes() (canon, canon) {
-	lit := make([]uint8, 288)
-	for i := range lit {
-		switch {
-		case i < 144:
-			lit[i] = 8
-		case i < 256:
-			lit[i] = 9
-		case i < 280:
-			lit[i] = 7
-		default:
-			lit[i] = 8
-		}
-	}
-	dist := bytes.Repeat([]uint8{5}, 32)
-	return canonical(lit), canonical(dist)
+	lit, dist := fixedLengths()
+	return canonical(lit[:]), canonical(dist[:])
 }
 
 // TestGunzipEdgeCases: hand-made streams at the edges of what
