@@ -90,16 +90,16 @@ func (d *decoder) dynamic() error {
 		}
 		cl[codeOrder[i]] = uint8(v)
 	}
-	if _, ok := build(d.cl[:], cl[:], clBits, clEntry); !ok {
+	if !build(d.cl[:], cl[:], clBits, clEntry) {
 		return d.corrupt()
 	}
 	if err := d.codeLengths(nlit + ndist); err != nil {
 		return err
 	}
-	if _, ok := build(d.lit[:], d.lens[:nlit], litBits, litEntry); !ok {
+	if !build(d.lit[:], d.lens[:nlit], litBits, litEntry) {
 		return d.corrupt()
 	}
-	if _, ok := build(d.dist[:], d.lens[nlit:nlit+ndist], distBits, distEntry); !ok {
+	if !build(d.dist[:], d.lens[nlit:nlit+ndist], distBits, distEntry) {
 		return d.corrupt()
 	}
 	return nil

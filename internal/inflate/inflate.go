@@ -41,9 +41,9 @@ type decoder struct {
 	err error // a read error other than io.EOF
 
 	in       []byte
-	pos, end int // in[pos:end] not yet loaded into bitbuf
-	eof      int // real end of input in in (-1: not reached); past it, zeros
-	base     int64
+	pos, end int   // in[pos:end] not yet loaded into bitbuf
+	eof      int   // real end of input in in (-1: not reached); past it, zeros
+	base     int64 // input offset of in[0]
 	bitbuf   uint64
 	bitsleft uint
 

@@ -80,8 +80,8 @@ func clEntry(sym int) uint32 { return kindLit | uint32(sym)<<16 }
 // build fills t with the decode table of the canonical code whose code
 // lengths are lens, main bits wide. It reports false for a code
 // compress/flate refuses: over-subscribed, or incomplete unless it is
-// empty or a single code of length 1. It returns the table's length.
-func build(t []uint32, lens []uint8, main uint, entry entryFunc) (int, bool) {
+// empty or a single code of length 1.
+func build(t []uint32, lens []uint8, main uint, entry entryFunc) bool {
 	var count [maxCodeLen + 1]int
 	maxLen := 0
 	for _, n := range lens {
@@ -93,7 +93,7 @@ func build(t []uint32, lens []uint8, main uint, entry entryFunc) (int, bool) {
 	count[0] = 0
 	clear(t[:1<<main])
 	if maxLen == 0 {
-		return 1 << main, true // empty: every lookup fails
+		return true // empty: every lookup fails
 	}
 	var next [maxCodeLen + 2]int
 	code := 0
@@ -102,13 +102,12 @@ func build(t []uint32, lens []uint8, main uint, entry entryFunc) (int, bool) {
 		next[n] = code
 	}
 	if code+count[maxLen] != 1<<maxLen && !(maxLen == 1 && count[1] == 1) {
-		return 0, false
+		return false
 	}
 	// Subtables: for each main-bits prefix of a longer code, the longest
 	// code under it sets its size. Canonical codes put them in order.
-	size := 1 << main
 	if maxLen > int(main) {
-		size = buildSubtables(t, lens, main, next)
+		buildSubtables(t, lens, main, next)
 	}
 	for sym, n := range lens {
 		if n == 0 {
@@ -131,13 +130,13 @@ func build(t []uint32, lens []uint8, main uint, entry entryFunc) (int, bool) {
 			t[off+i] = e | uint32(sn)
 		}
 	}
-	return size, true
+	return true
 }
 
 // buildSubtables writes the subtable pointers of t's main table for the
-// codes longer than main bits, clears the subtables, and returns the
-// table's length. next holds the first code of each length.
-func buildSubtables(t []uint32, lens []uint8, main uint, next [maxCodeLen + 2]int) int {
+// codes longer than main bits and clears the subtables. next holds the
+// first code of each length.
+func buildSubtables(t []uint32, lens []uint8, main uint, next [maxCodeLen + 2]int) {
 	// The longest code under each prefix (reversed main bits).
 	var longest [1 << litBits]uint8
 	var order []int // prefixes in the order they are met
@@ -163,5 +162,4 @@ func buildSubtables(t []uint32, lens []uint8, main uint, next [maxCodeLen + 2]in
 		clear(t[size : size+1<<subBits])
 		size += 1 << subBits
 	}
-	return size
 }
